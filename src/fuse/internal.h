@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Structures private to the FUSE transport. */
+#ifndef LAMINA_FUSE_INTERNAL_H
+#define LAMINA_FUSE_INTERNAL_H
+
+#include "fuse_compat.h"
+#include "transport.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/uio.h>
+
+/* Oldest protocol minor that lamina serves: 7.31 (Linux 5.4). */
+#define FUSE_MIN_MINOR 31
+#define FUSE_MAX_PAGES_WANTED 256
+
+struct fuse_session {
+	int fd;		 /* the /dev/fuse descriptor of the mount */
+	char *mountpoint; /* NULL until mounted */
+	const struct fuse_ops *ops;
+	void *fs;
+	bool debug;
+	struct fuse_conn conn;
+	size_t bufsize; /* request buffer: max_write plus headers */
+
+	atomic_bool exited;
+	atomic_bool got_init;
+	atomic_bool got_destroy;
+	pthread_mutex_t ready_lock;
+	pthread_cond_t ready_cond;
+	bool ready_done; /* INIT answered or loop ended */
+
+	struct fuse_worker *workers;
+	unsigned int nworkers;
+	void (*on_exit)(void *arg); /* called once when serving ends */
+	void *on_exit_arg;
+};
+
+struct fuse_worker {
+	struct fuse_session *se;
+	int fd; /* a clone of se->fd, or se->fd itself */
+	pthread_t thread;
+	char *buf;
+};
+
+struct fuse_req {
+	struct fuse_session *se;
+	int fd; /* replies go out on the descriptor the request came in */
+	uint64_t unique;
+	uint32_t opcode;
+	uint64_t nodeid;
+	struct fuse_ctx ctx;
+	bool answered;
+};
+
+/* dispatch.c */
+void fuse_dispatch(struct fuse_req *req, const void *in, size_t len);
+const char *fuse_opname(uint32_t opcode);
+
+/* reply.c */
+int fuse_send(struct fuse_req *req, int error, const struct iovec *iov,
+	      int count);
+void fuse_fill_entry_out(struct fuse_entry_out *o, const struct fuse_entry *e);
+
+/* init.c */
+void fuse_do_init(struct fuse_req *req, const void *arg, size_t len);
+
+/* session.c */
+void fuse_session_mark_ready(struct fuse_session *se);
+
+#endif

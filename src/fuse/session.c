@@ -1,0 +1,225 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/* Opening /dev/fuse, mounting and unmounting. */
+#include "internal.h"
+#include "../common/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int fuse_session_new(const struct fuse_ops *ops, void *fs, bool debug,
+		     struct fuse_session **out)
+{
+	struct fuse_session *se = calloc(1, sizeof(*se));
+
+	if (!se)
+		return -ENOMEM;
+	se->fd = -1;
+	se->ops = ops;
+	se->fs = fs;
+	se->debug = debug;
+	pthread_mutex_init(&se->ready_lock, NULL);
+	pthread_cond_init(&se->ready_cond, NULL);
+	*out = se;
+	return 0;
+}
+
+int fuse_session_fd(const struct fuse_session *se)
+{
+	return se->fd;
+}
+
+static int mount_options(char *buf, size_t size, int fd, mode_t rootmode,
+			 const struct fuse_mount_opts *opts)
+{
+	int n = snprintf(buf, size,
+			 "fd=%d,rootmode=%o,user_id=%u,group_id=%u%s%s", fd,
+			 rootmode & S_IFMT, getuid(), getgid(),
+			 opts->allow_other ? ",allow_other" : "",
+			 opts->default_permissions ? ",default_permissions"
+						   : "");
+	return n < (int)size ? 0 : -ENAMETOOLONG;
+}
+
+static int mount_direct(struct fuse_session *se, const char *mnt,
+			const struct fuse_mount_opts *opts)
+{
+	unsigned long flags = opts->mount_flags;
+	char type[64], data[256];
+	struct stat st;
+	int err;
+
+	if (stat(mnt, &st) < 0)
+		return -errno;
+	se->fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+	if (se->fd < 0)
+		return -errno;
+	err = mount_options(data, sizeof(data), se->fd, st.st_mode, opts);
+	if (err)
+		return err;
+	/* Only root may keep set-user-ID programs and devices usable. */
+	if (getuid() != 0)
+		flags |= MS_NOSUID | MS_NODEV;
+	snprintf(type, sizeof(type), "fuse.%s", opts->subtype);
+	if (mount(opts->source, mnt, type, flags, data) < 0) {
+		err = -errno;
+		close(se->fd);
+		se->fd = -1;
+		return err;
+	}
+	return 0;
+}
+
+/* Receive the /dev/fuse descriptor that fusermount3 sends back. */
+static int receive_fd(int sock)
+{
+	char byte, ctrl[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+	struct msghdr msg = {.msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = ctrl,
+			     .msg_controllen = sizeof(ctrl)};
+	struct cmsghdr *cmsg;
+	ssize_t n;
+	int fd;
+
+	do
+		n = recvmsg(sock, &msg, 0);
+	while (n < 0 && errno == EINTR);
+	if (n <= 0)
+		return n < 0 ? -errno : -EIO;
+	cmsg = CMSG_FIRSTHDR(&msg);
+	if (!cmsg || cmsg->cmsg_type != SCM_RIGHTS)
+		return -EIO;
+	memcpy(&fd, CMSG_DATA(cmsg), sizeof(fd));
+	return fd;
+}
+
+static int mount_fusermount(struct fuse_session *se, const char *mnt,
+			    const struct fuse_mount_opts *opts)
+{
+	char optstr[256], commfd[16];
+	int sv[2], status, fd;
+	pid_t pid;
+
+	snprintf(optstr, sizeof(optstr), "fsname=%s,subtype=%s%s%s%s",
+		 opts->source, opts->subtype,
+		 opts->allow_other ? ",allow_other" : "",
+		 opts->default_permissions ? ",default_permissions" : "",
+		 (opts->mount_flags & MS_RDONLY) ? ",ro" : "");
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0) {
+		close(sv[0]);
+		close(sv[1]);
+		return -errno;
+	}
+	if (pid == 0) {
+		fcntl(sv[0], F_SETFD, 0);
+		snprintf(commfd, sizeof(commfd), "%d", sv[0]);
+		setenv("_FUSE_COMMFD", commfd, 1);
+		execlp("fusermount3", "fusermount3", "-o", optstr, "--", mnt,
+		       (char *)NULL);
+		_exit(127);
+	}
+	close(sv[0]);
+	fd = receive_fd(sv[1]);
+	close(sv[1]);
+	waitpid(pid, &status, 0);
+	if (fd < 0)
+		return WIFEXITED(status) && WEXITSTATUS(status) == 127
+			       ? -ENOENT
+			       : fd;
+	fcntl(fd, F_SETFD, FD_CLOEXEC);
+	se->fd = fd;
+	return 0;
+}
+
+int fuse_session_mount(struct fuse_session *se, const char *mountpoint,
+		       const struct fuse_mount_opts *opts)
+{
+	int err;
+
+	err = mount_direct(se, mountpoint, opts);
+	if (err == -EPERM && getuid() != 0)
+		err = mount_fusermount(se, mountpoint, opts);
+	if (err)
+		return err;
+	se->mountpoint = strdup(mountpoint);
+	if (!se->mountpoint) {
+		fuse_session_unmount(se);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static void unmount_fusermount(const char *mnt)
+{
+	pid_t pid = fork();
+	int status;
+
+	if (pid == 0) {
+		execlp("fusermount3", "fusermount3", "-u", "-z", "--", mnt,
+		       (char *)NULL);
+		_exit(127);
+	}
+	if (pid > 0)
+		waitpid(pid, &status, 0);
+}
+
+/*
+ * Detach the mount. A lazy unmount always succeeds for the owner, and
+ * open files keep working until closed, which is what a daemon that is
+ * told to stop needs.
+ */
+void fuse_session_unmount(struct fuse_session *se)
+{
+	if (!se->mountpoint)
+		return;
+	if (umount2(se->mountpoint, 0) < 0 &&
+	    umount2(se->mountpoint, MNT_DETACH) < 0) {
+		if (errno == EPERM)
+			unmount_fusermount(se->mountpoint);
+		else if (errno != EINVAL && errno != ENOENT)
+			log_warn("unmount %s failed: %s", se->mountpoint,
+				 strerror(errno));
+	}
+	free(se->mountpoint);
+	se->mountpoint = NULL;
+}
+
+void fuse_session_destroy(struct fuse_session *se)
+{
+	if (!se)
+		return;
+	fuse_session_unmount(se);
+	if (se->fd >= 0)
+		close(se->fd);
+	pthread_mutex_destroy(&se->ready_lock);
+	pthread_cond_destroy(&se->ready_cond);
+	free(se);
+}
+
+void fuse_session_mark_ready(struct fuse_session *se)
+{
+	pthread_mutex_lock(&se->ready_lock);
+	se->ready_done = true;
+	pthread_cond_broadcast(&se->ready_cond);
+	pthread_mutex_unlock(&se->ready_lock);
+}
+
+bool fuse_session_wait_ready(struct fuse_session *se)
+{
+	pthread_mutex_lock(&se->ready_lock);
+	while (!se->ready_done)
+		pthread_cond_wait(&se->ready_cond, &se->ready_lock);
+	pthread_mutex_unlock(&se->ready_lock);
+	return atomic_load(&se->got_init);
+}

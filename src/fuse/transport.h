@@ -1,0 +1,211 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * lamina's FUSE transport: the /dev/fuse device, the mount, INIT
+ * negotiation, worker threads and the reply messages. It knows nothing
+ * about overlays; a filesystem hands it a table of operations and
+ * answers each request with one of the fuse_reply_*() calls.
+ */
+#ifndef LAMINA_FUSE_TRANSPORT_H
+#define LAMINA_FUSE_TRANSPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/types.h>
+
+struct fuse_session;
+struct fuse_req;
+
+/* Caller identity and request id, valid until the request is answered. */
+struct fuse_ctx {
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;
+	mode_t umask;
+};
+
+/* A LOOKUP-style reply: the node, its attributes and cache timeouts. */
+struct fuse_entry {
+	uint64_t nodeid; /* 0 means a cached negative entry */
+	uint64_t generation;
+	struct stat attr;
+	double entry_timeout; /* seconds */
+	double attr_timeout;  /* seconds */
+};
+
+/* Per-open state shared between the transport and the filesystem. */
+struct fuse_file_info {
+	int flags;	    /* open(2) flags from the request */
+	uint64_t fh;	    /* filesystem's handle */
+	bool direct_io;	    /* FOPEN_DIRECT_IO */
+	bool keep_cache;    /* FOPEN_KEEP_CACHE */
+	bool cache_dir;	    /* FOPEN_CACHE_DIR */
+	bool noflush;	    /* FOPEN_NOFLUSH */
+	bool parallel_dio;  /* FOPEN_PARALLEL_DIRECT_WRITES */
+	int32_t backing_id; /* > 0: FOPEN_PASSTHROUGH to this backing */
+	uint64_t lock_owner;
+	bool flush;	   /* release also flushes */
+};
+
+/* What the kernel offered and what the filesystem wants, at INIT. */
+struct fuse_conn {
+	uint32_t proto_minor; /* negotiated minor version */
+	uint64_t kernel_flags;
+	uint64_t want_flags; /* FUSE_* INIT flags the filesystem asks for */
+	uint32_t max_write;
+	uint16_t max_pages;
+	uint32_t max_stack_depth; /* > 0 with FUSE_PASSTHROUGH */
+	uint32_t time_gran;
+};
+
+/* Attribute bits of fuse_ops.setattr, the kernel's FATTR_* values. */
+struct fuse_setattr {
+	uint32_t valid; /* FATTR_* */
+	uint64_t fh;
+	struct stat st; /* mode, uid, gid, size, atim, mtim */
+};
+
+struct fuse_ops {
+	void (*init)(void *fs, struct fuse_conn *conn);
+	void (*destroy)(void *fs);
+	void (*lookup)(struct fuse_req *req, uint64_t parent, const char *name);
+	void (*forget)(void *fs, uint64_t nodeid, uint64_t nlookup);
+	void (*getattr)(struct fuse_req *req, uint64_t nodeid, uint64_t fh,
+			bool has_fh);
+	void (*setattr)(struct fuse_req *req, uint64_t nodeid,
+			const struct fuse_setattr *attr);
+	void (*readlink)(struct fuse_req *req, uint64_t nodeid);
+	void (*symlink)(struct fuse_req *req, uint64_t parent,
+			const char *name, const char *target);
+	void (*mknod)(struct fuse_req *req, uint64_t parent, const char *name,
+		      mode_t mode, dev_t rdev);
+	void (*mkdir)(struct fuse_req *req, uint64_t parent, const char *name,
+		      mode_t mode);
+	void (*unlink)(struct fuse_req *req, uint64_t parent, const char *name);
+	void (*rmdir)(struct fuse_req *req, uint64_t parent, const char *name);
+	void (*rename)(struct fuse_req *req, uint64_t parent, const char *name,
+		       uint64_t newparent, const char *newname,
+		       unsigned int flags);
+	void (*link)(struct fuse_req *req, uint64_t nodeid, uint64_t newparent,
+		     const char *newname);
+	void (*open)(struct fuse_req *req, uint64_t nodeid,
+		     struct fuse_file_info *fi);
+	void (*create)(struct fuse_req *req, uint64_t parent, const char *name,
+		       mode_t mode, struct fuse_file_info *fi);
+	void (*tmpfile)(struct fuse_req *req, uint64_t parent, mode_t mode,
+			struct fuse_file_info *fi);
+	void (*read)(struct fuse_req *req, uint64_t nodeid, size_t size,
+		     off_t off, struct fuse_file_info *fi);
+	void (*write)(struct fuse_req *req, uint64_t nodeid, const void *buf,
+		      size_t size, off_t off, struct fuse_file_info *fi);
+	void (*flush)(struct fuse_req *req, uint64_t nodeid,
+		      struct fuse_file_info *fi);
+	void (*release)(struct fuse_req *req, uint64_t nodeid,
+			struct fuse_file_info *fi);
+	void (*fsync)(struct fuse_req *req, uint64_t nodeid, bool datasync,
+		      struct fuse_file_info *fi);
+	void (*opendir)(struct fuse_req *req, uint64_t nodeid,
+			struct fuse_file_info *fi);
+	void (*readdir)(struct fuse_req *req, uint64_t nodeid, size_t size,
+			off_t off, bool plus, struct fuse_file_info *fi);
+	void (*releasedir)(struct fuse_req *req, uint64_t nodeid,
+			   struct fuse_file_info *fi);
+	void (*fsyncdir)(struct fuse_req *req, uint64_t nodeid, bool datasync,
+			 struct fuse_file_info *fi);
+	void (*statfs)(struct fuse_req *req, uint64_t nodeid);
+	void (*setxattr)(struct fuse_req *req, uint64_t nodeid,
+			 const char *name, const void *value, size_t size,
+			 int flags);
+	void (*getxattr)(struct fuse_req *req, uint64_t nodeid,
+			 const char *name, size_t size);
+	void (*listxattr)(struct fuse_req *req, uint64_t nodeid, size_t size);
+	void (*removexattr)(struct fuse_req *req, uint64_t nodeid,
+			    const char *name);
+	void (*access)(struct fuse_req *req, uint64_t nodeid, int mask);
+	void (*fallocate)(struct fuse_req *req, uint64_t nodeid, int mode,
+			  off_t off, off_t len, struct fuse_file_info *fi);
+	void (*lseek)(struct fuse_req *req, uint64_t nodeid, off_t off,
+		      int whence, struct fuse_file_info *fi);
+	void (*copy_file_range)(struct fuse_req *req, uint64_t nodein,
+				off_t offin, struct fuse_file_info *fiin,
+				uint64_t nodeout, off_t offout,
+				struct fuse_file_info *fiout, size_t len,
+				int flags);
+};
+
+/* Options for fuse_session_mount(). */
+struct fuse_mount_opts {
+	const char *source;  /* shown in /proc/mounts */
+	const char *subtype; /* type becomes fuse.<subtype> */
+	bool allow_other;
+	bool default_permissions;
+	unsigned long mount_flags; /* MS_RDONLY, MS_NOSUID, MS_NOEXEC, ... */
+};
+
+/* Session life cycle: session.c */
+int fuse_session_new(const struct fuse_ops *ops, void *fs, bool debug,
+		     struct fuse_session **out);
+int fuse_session_mount(struct fuse_session *se, const char *mountpoint,
+		       const struct fuse_mount_opts *opts);
+void fuse_session_unmount(struct fuse_session *se);
+void fuse_session_destroy(struct fuse_session *se);
+int fuse_session_fd(const struct fuse_session *se);
+
+/*
+ * Request loop: loop.c. start() runs the worker threads, which serve
+ * until the mount goes away; fuse_session_exit() is then called from a
+ * worker, and join() waits for all of them.
+ */
+int fuse_session_start(struct fuse_session *se, unsigned int workers,
+		       void (*on_exit)(void *arg), void *arg);
+void fuse_session_join(struct fuse_session *se);
+/* Wait until INIT has been answered (true) or the loop ended (false). */
+bool fuse_session_wait_ready(struct fuse_session *se);
+void fuse_session_exit(struct fuse_session *se);
+
+/* Passthrough backing files: passthrough.c */
+int fuse_backing_open(struct fuse_session *se, int fd);
+void fuse_backing_close(struct fuse_session *se, int backing_id);
+bool fuse_session_passthrough(const struct fuse_session *se);
+
+/* Request accessors: reply.c */
+const struct fuse_ctx *fuse_req_ctx(const struct fuse_req *req);
+void *fuse_req_fs(const struct fuse_req *req);
+struct fuse_session *fuse_req_session(const struct fuse_req *req);
+
+/* Replies: each request gets exactly one. Errors are positive errno. */
+void fuse_reply_err(struct fuse_req *req, int err);
+void fuse_reply_none(struct fuse_req *req);
+void fuse_reply_entry(struct fuse_req *req, const struct fuse_entry *e);
+void fuse_reply_create(struct fuse_req *req, const struct fuse_entry *e,
+		       const struct fuse_file_info *fi);
+void fuse_reply_attr(struct fuse_req *req, const struct stat *st,
+		     double timeout);
+void fuse_reply_readlink(struct fuse_req *req, const char *target);
+void fuse_reply_open(struct fuse_req *req, const struct fuse_file_info *fi);
+void fuse_reply_write(struct fuse_req *req, size_t count);
+void fuse_reply_buf(struct fuse_req *req, const void *buf, size_t size);
+void fuse_reply_statfs(struct fuse_req *req, const struct statvfs *st);
+void fuse_reply_xattr(struct fuse_req *req, size_t size);
+void fuse_reply_lseek(struct fuse_req *req, off_t off);
+
+/*
+ * Directory listing buffers: dirbuf.c. Add entries until one does not
+ * fit (the add returns false), then send the buffer with
+ * fuse_reply_buf(). Offsets are those the next READDIR resumes from.
+ */
+struct fuse_dirbuf {
+	char *data;
+	size_t size;
+	size_t cap;
+};
+int fuse_dirbuf_init(struct fuse_dirbuf *db, size_t cap);
+void fuse_dirbuf_free(struct fuse_dirbuf *db);
+bool fuse_dirbuf_add(struct fuse_dirbuf *db, const char *name, uint64_t ino,
+		     unsigned int type, off_t next_off);
+bool fuse_dirbuf_add_plus(struct fuse_dirbuf *db, const char *name,
+			  const struct fuse_entry *e, off_t next_off);
+
+#endif
