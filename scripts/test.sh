@@ -1,0 +1,65 @@
+#!/bin/bash
+# Install the dependencies, then run the whole test suite twice: against the
+# normal build (make check) and against the ASan and UBSan build
+# (make check-asan). Ends with one line "N passed, N failed" that adds up
+# both runs, and exits non-zero if either run failed, reported a failed
+# test, or printed no summary line.
+#
+# Run as root from anywhere: scripts/test.sh
+set -uo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "test.sh: must run as root, because the tests mount filesystems" >&2
+	exit 1
+fi
+
+"$repo/scripts/install-deps.sh" || exit 1
+
+logs=$(mktemp -d /tmp/lamina-test-logs.XXXXXX)
+trap 'rm -rf "$logs"' EXIT
+
+# The summary line that tests/run.sh prints last, with an optional
+# skipped count.
+summary_re='^([0-9]+) passed, ([0-9]+) failed(, ([0-9]+) skipped)?$'
+
+total_passed=0
+total_failed=0
+total_skipped=0
+status=0
+
+for target in check check-asan; do
+	log=$logs/$target.log
+	echo "test.sh: make $target"
+	make --no-print-directory -C "$repo" "$target" 2>&1 | tee "$log"
+	make_status=${PIPESTATUS[0]}
+
+	summary=$(tr -d '\r' <"$log" | grep -E "$summary_re" | tail -n 1)
+	if [ -z "$summary" ]; then
+		echo "test.sh: make $target printed no 'N passed, N failed' line" \
+			"(exit status $make_status)" >&2
+		status=1
+		continue
+	fi
+	[[ $summary =~ $summary_re ]]
+	total_passed=$((total_passed + BASH_REMATCH[1]))
+	total_failed=$((total_failed + BASH_REMATCH[2]))
+	total_skipped=$((total_skipped + ${BASH_REMATCH[4]:-0}))
+
+	if [ "$make_status" -ne 0 ]; then
+		echo "test.sh: make $target failed with exit status $make_status" >&2
+		status=1
+	fi
+done
+
+if [ "$total_failed" -ne 0 ]; then
+	status=1
+fi
+
+if [ "$total_skipped" -ne 0 ]; then
+	echo "$total_passed passed, $total_failed failed, $total_skipped skipped"
+else
+	echo "$total_passed passed, $total_failed failed"
+fi
+exit "$status"
