@@ -374,13 +374,41 @@ def mount_kernel_overlay(layers, merged):
     assert result.returncode == 0, describe(result)
 
 
-def mount_lamina(layers, merged):
+def read_log(path, limit=4000):
+    try:
+        return Path(path).read_text(errors="replace")[-limit:]
+    except FileNotFoundError:
+        return "<no log>"
+
+
+def mount_lamina(layers, merged, log_path):
+    """Mount with lamina, sending its output and its daemon's to log_path.
+
+    A file rather than a pipe, because the daemon may keep the standard
+    output and error of lamina mount open, and reading a pipe would then
+    wait for the daemon to exit.
+    """
     assert LAMINA.is_file(), f"lamina binary not found at {LAMINA}; run make"
-    result = run(
-        [LAMINA, "mount", "-o", overlay_options(layers), merged],
-        timeout=MOUNT_TIMEOUT,
+    args = [str(LAMINA), "mount", "-o", overlay_options(layers), str(merged)]
+    with open(log_path, "w") as log:
+        result = subprocess.run(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=MOUNT_TIMEOUT,
+        )
+    assert result.returncode == 0, (
+        f"{' '.join(args)} exited with {result.returncode}:\n"
+        f"{read_log(log_path)}"
     )
-    assert result.returncode == 0, describe(result)
+
+
+def sanitizer_reports(log_path):
+    """Return the log lines in which ASan, LSan or UBSan report an error."""
+    alarms = ("AddressSanitizer", "LeakSanitizer", "runtime error")
+    with open(log_path, errors="replace") as log:
+        return [line for line in log if any(word in line for word in alarms)]
 
 
 def lamina_daemon_pids(merged):
@@ -431,6 +459,10 @@ def workspace():
     try:
         yield path
     finally:
+        # pytest shows this output only when the test fails.
+        log_path = path / "lamina.log"
+        if log_path.exists():
+            print(f"--- end of {log_path}:\n{read_log(log_path)}")
         remove_tree(path)
 
 
@@ -463,8 +495,9 @@ def test_debian_rootfs_install(engine, rootfs_tarball, workspace):
     lower_before = manifest(layers["lower"])
 
     daemon_pids = []
+    log_path = workspace / "lamina.log"
     if engine == "lamina":
-        mount_lamina(layers, merged)
+        mount_lamina(layers, merged, log_path)
         daemon_pids = lamina_daemon_pids(merged)
     else:
         mount_kernel_overlay(layers, merged)
@@ -496,6 +529,13 @@ def test_debian_rootfs_install(engine, rootfs_tarball, workspace):
         f"lamina daemon pids {still_running} still running "
         f"{DAEMON_EXIT_TIMEOUT} s after unmount"
     )
+    if engine == "lamina":
+        # NOTE: this sees only what the daemon writes to the standard error
+        # it inherited from lamina mount.
+        reports = sanitizer_reports(log_path)
+        assert not reports, "sanitizer reports in the lamina log:\n" + read_log(
+            log_path
+        )
 
     lower_after = manifest(layers["lower"])
     assert lower_after == lower_before, (
