@@ -1,0 +1,408 @@
+"""File operations through the merged tree: create flags, links, I/O calls,
+space management, locks and permission checks."""
+
+import errno
+import fcntl
+import mmap
+import os
+import stat
+
+import pytest
+
+from helpers import (
+    FALLOC_FL_KEEP_SIZE,
+    FALLOC_FL_PUNCH_HOLE,
+    access_errno,
+    fallocate,
+    link_fd,
+    make_sparse,
+    read_file,
+    write_file,
+)
+
+
+def test_create_new_file(stack):
+    os.makedirs(stack.lo(1, "d"))
+    stack.mount()
+
+    write_file(stack.m("d", "new"), "hello")
+
+    assert read_file(stack.m("d", "new")) == b"hello"
+    assert read_file(stack.u("d", "new")) == b"hello"
+
+
+def test_create_mode_and_owner(stack):
+    stack.mount()
+    old_umask = os.umask(0o022)
+    try:
+        fd = os.open(stack.m("f"), os.O_CREAT | os.O_WRONLY, 0o777)
+        os.close(fd)
+        os.mkdir(stack.m("d"), 0o777)
+    finally:
+        os.umask(old_umask)
+
+    assert stat.S_IMODE(os.stat(stack.m("f")).st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(stack.m("d")).st_mode) == 0o755
+    assert os.stat(stack.m("f")).st_uid == os.getuid()
+
+
+def test_o_excl_existing_lower(stack):
+    write_file(stack.lo(1, "f"), "lower")
+    stack.mount()
+
+    with pytest.raises(FileExistsError):
+        os.open(stack.m("f"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+
+    assert read_file(stack.m("f")) == b"lower"
+
+
+def test_o_excl_over_whiteout(stack):
+    write_file(stack.lo(1, "f"), "lower")
+    stack.mount()
+    os.unlink(stack.m("f"))
+
+    fd = os.open(stack.m("f"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    os.close(fd)
+
+    assert read_file(stack.m("f")) == b""
+
+
+def test_o_append(stack):
+    write_file(stack.lo(1, "f"), "lower")
+    stack.mount()
+
+    fd = os.open(stack.m("f"), os.O_WRONLY | os.O_APPEND)
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, b"+more")
+    finally:
+        os.close(fd)
+
+    assert read_file(stack.m("f")) == b"lower+more"
+
+
+def test_pwrite_past_end(stack):
+    stack.mount()
+    write_file(stack.m("f"), "abc")
+
+    fd = os.open(stack.m("f"), os.O_RDWR)
+    try:
+        os.pwrite(fd, b"z", 10)
+        assert os.pread(fd, 11, 0) == b"abc" + bytes(7) + b"z"
+    finally:
+        os.close(fd)
+
+
+def test_mmap_shared_write(stack):
+    write_file(stack.lo(1, "f"), b"0" * 8192)
+    stack.mount()
+
+    with open(stack.m("f"), "r+b") as f:
+        with mmap.mmap(f.fileno(), 8192) as m:
+            m[4096:4100] = b"MMAP"
+            m.flush()
+
+    assert read_file(stack.m("f"))[4096:4100] == b"MMAP"
+    assert read_file(stack.u("f"))[4096:4100] == b"MMAP"
+
+
+def test_hard_link_upper(stack):
+    stack.mount()
+    write_file(stack.m("a"), "data")
+
+    os.link(stack.m("a"), stack.m("b"))
+
+    st_a = os.stat(stack.m("a"))
+    st_b = os.stat(stack.m("b"))
+    assert st_a.st_ino == st_b.st_ino
+    assert st_a.st_nlink == 2
+    with open(stack.m("b"), "ab") as f:
+        f.write(b"+b")
+    assert read_file(stack.m("a")) == b"data+b"
+
+
+def test_hard_link_lower_unlink(stack):
+    """Linking a lower file, then unlinking the original, keeps the data."""
+    write_file(stack.lo(1, "a"), "data")
+    stack.mount()
+
+    os.link(stack.m("a"), stack.m("b"))
+    os.unlink(stack.m("a"))
+
+    assert read_file(stack.m("b")) == b"data"
+    assert not os.path.lexists(stack.m("a"))
+    assert os.stat(stack.m("b")).st_nlink == 1
+
+
+def test_link_to_existing_name(stack):
+    write_file(stack.lo(1, "a"), "")
+    write_file(stack.lo(0, "b"), "")
+    stack.mount()
+
+    with pytest.raises(FileExistsError):
+        os.link(stack.m("a"), stack.m("b"))
+
+
+def test_symlink_create(stack):
+    stack.mount()
+
+    os.symlink("target/path", stack.m("sym"))
+
+    assert os.readlink(stack.m("sym")) == "target/path"
+    assert os.readlink(stack.u("sym")) == "target/path"
+
+
+def test_mknod_types(stack):
+    os.makedirs(stack.lo(1, "d"))
+    stack.mount()
+
+    os.mknod(stack.m("d", "fifo"), stat.S_IFIFO | 0o600)
+    os.mknod(stack.m("d", "chr"), stat.S_IFCHR | 0o600, os.makedev(1, 5))
+    os.mknod(stack.m("d", "reg"), stat.S_IFREG | 0o600)
+
+    assert stat.S_ISFIFO(os.lstat(stack.m("d", "fifo")).st_mode)
+    chr_st = os.lstat(stack.m("d", "chr"))
+    assert stat.S_ISCHR(chr_st.st_mode)
+    assert chr_st.st_rdev == os.makedev(1, 5)
+    assert stat.S_ISREG(os.lstat(stack.m("d", "reg")).st_mode)
+    assert stat.S_ISCHR(os.lstat(stack.u("d", "chr")).st_mode)
+
+
+def test_mknod_whiteout_rejected(stack):
+    """mknod of a char device 0/0 through the mount fails with EPERM.
+
+    Kernel overlayfs rejects it, so a user of the mount cannot forge a
+    whiteout.
+    """
+    write_file(stack.lo(1, "f"), "lower")
+    stack.mount()
+
+    with pytest.raises(OSError) as info:
+        os.mknod(stack.m("g"), stat.S_IFCHR | 0o600, os.makedev(0, 0))
+
+    assert info.value.errno == errno.EPERM
+    assert read_file(stack.m("f")) == b"lower"
+
+
+def test_tmpfile_linkat(stack):
+    """O_TMPFILE in a lower-only dir, then linkat gives it a name."""
+    os.makedirs(stack.lo(1, "d"))
+    stack.mount()
+
+    fd = os.open(stack.m("d"), os.O_TMPFILE | os.O_RDWR, 0o640)
+    try:
+        os.write(fd, b"anonymous")
+        assert os.listdir(stack.m("d")) == []
+        link_fd(fd, stack.m("d", "named"))
+    finally:
+        os.close(fd)
+
+    assert read_file(stack.m("d", "named")) == b"anonymous"
+    assert read_file(stack.u("d", "named")) == b"anonymous"
+    assert stat.S_IMODE(os.stat(stack.m("d", "named")).st_mode) == 0o640
+
+
+def test_fallocate_allocates(stack):
+    stack.mount()
+    write_file(stack.m("f"), "")
+
+    fd = os.open(stack.m("f"), os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, 1 << 20)
+    finally:
+        os.close(fd)
+
+    st = os.stat(stack.m("f"))
+    assert st.st_size == 1 << 20
+    assert st.st_blocks * 512 >= 1 << 20
+
+
+def test_fallocate_punch_hole(stack):
+    data = b"x" * (1 << 20)
+    write_file(stack.lo(1, "f"), data)
+    stack.mount()
+
+    fd = os.open(stack.m("f"), os.O_RDWR)
+    try:
+        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                  256 << 10, 512 << 10)
+    finally:
+        os.close(fd)
+
+    content = read_file(stack.m("f"))
+    assert len(content) == 1 << 20
+    assert content[256 << 10:768 << 10] == bytes(512 << 10)
+    assert content[:256 << 10] == data[:256 << 10]
+    assert os.stat(stack.m("f")).st_blocks * 512 <= 600 << 10
+    assert read_file(stack.lo(1, "f")) == data
+
+
+@pytest.mark.parametrize("copied", [False, True], ids=["lower", "upper"])
+def test_seek_data_hole(stack, copied):
+    """SEEK_DATA and SEEK_HOLE report the layout of a sparse file."""
+    size = 8 << 20
+    make_sparse(stack.lo(1, "sparse"), size,
+                {2 << 20: b"d" * 4096, size - 4096: b"e" * 4096})
+    stack.mount()
+    if copied:
+        os.chmod(stack.m("sparse"), 0o600)
+
+    fd = os.open(stack.m("sparse"), os.O_RDONLY)
+    try:
+        first_data = os.lseek(fd, 0, os.SEEK_DATA)
+        hole_after = os.lseek(fd, first_data, os.SEEK_HOLE)
+        last_data = os.lseek(fd, hole_after, os.SEEK_DATA)
+        end_hole = os.lseek(fd, last_data, os.SEEK_HOLE)
+        with pytest.raises(OSError) as info:
+            os.lseek(fd, size, os.SEEK_DATA)
+    finally:
+        os.close(fd)
+
+    # The kernel copies sparse files in 1 MiB chunks, so data may start
+    # up to 1 MiB early after a copy-up; see test_copyup_sparse_file.
+    assert (2 << 20) - (1 << 20) <= first_data <= 2 << 20
+    assert hole_after < size - (1 << 20)
+    assert last_data <= size - 4096
+    assert end_hole == size
+    assert info.value.errno == errno.ENXIO
+
+
+def test_copy_file_range(stack):
+    data = os.urandom(1 << 20)
+    write_file(stack.lo(1, "src"), data)
+    stack.mount()
+
+    src = os.open(stack.m("src"), os.O_RDONLY)
+    dst = os.open(stack.m("dst"), os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        copied = 0
+        while copied < len(data):
+            n = os.copy_file_range(src, dst, len(data) - copied)
+            assert n > 0
+            copied += n
+    finally:
+        os.close(src)
+        os.close(dst)
+
+    assert read_file(stack.m("dst")) == data
+    assert not os.path.lexists(stack.u("src"))
+
+
+def test_fsync_file_and_dir(stack):
+    write_file(stack.lo(1, "f"), "")
+    os.makedirs(stack.lo(1, "d"))
+    stack.mount()
+
+    fd = os.open(stack.m("f"), os.O_WRONLY)
+    try:
+        os.write(fd, b"synced")
+        os.fsync(fd)
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+    dfd = os.open(stack.m("d"), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+    assert read_file(stack.u("f")) == b"synced"
+
+
+def test_statfs_reports_upper(stack):
+    """statfs of the mount reports the size of the upper filesystem."""
+    stack.mount()
+
+    merged = os.statvfs(stack.merged)
+    upper = os.statvfs(stack.upper)
+
+    assert merged.f_blocks * merged.f_frsize == upper.f_blocks * upper.f_frsize
+    assert merged.f_namemax == upper.f_namemax
+    assert merged.f_files == upper.f_files
+
+
+def test_statfs_read_only_mount(stack):
+    stack.mount(upper=False)
+
+    merged = os.statvfs(stack.merged)
+    lower = os.statvfs(stack.lowers[0])
+
+    assert merged.f_blocks * merged.f_frsize == lower.f_blocks * lower.f_frsize
+    assert merged.f_flag & os.ST_RDONLY
+
+
+def lock_conflicts(path, use_flock):
+    """Ask a child process for a non-blocking exclusive lock on path.
+
+    Returns True when the child found the lock held by someone else.
+    """
+    pid = os.fork()
+    if pid == 0:
+        code = 2
+        try:
+            fd = os.open(path, os.O_RDWR)
+            try:
+                if use_flock:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                else:
+                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 0)
+                code = 0
+            except OSError as e:
+                code = 1 if e.errno in (errno.EAGAIN, errno.EACCES) else 3
+        finally:
+            os._exit(code)
+    _pid, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    assert code in (0, 1), f"lock child failed with code {code}"
+    return code == 1
+
+
+def test_flock(stack):
+    write_file(stack.lo(1, "f"), "")
+    stack.mount()
+
+    fd = os.open(stack.m("f"), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert lock_conflicts(stack.m("f"), use_flock=True)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        assert not lock_conflicts(stack.m("f"), use_flock=True)
+    finally:
+        os.close(fd)
+
+
+def test_fcntl_lock(stack):
+    write_file(stack.lo(1, "f"), "0123456789abcdef")
+    stack.mount()
+
+    fd = os.open(stack.m("f"), os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX, 4, 2)
+        assert lock_conflicts(stack.m("f"), use_flock=False)
+        fcntl.lockf(fd, fcntl.LOCK_UN, 4, 2)
+        assert not lock_conflicts(stack.m("f"), use_flock=False)
+    finally:
+        os.close(fd)
+
+
+def test_access_modes(stack):
+    write_file(stack.lo(1, "exec"), "", mode=0o755)
+    write_file(stack.lo(1, "plain"), "", mode=0o644)
+    write_file(stack.lo(1, "gone"), "")
+    stack.mount()
+    os.unlink(stack.m("gone"))
+
+    assert access_errno(stack.m("exec"), os.X_OK) == 0
+    assert access_errno(stack.m("plain"), os.R_OK | os.W_OK) == 0
+    # Root gets X_OK only when some execute bit is set.
+    assert access_errno(stack.m("plain"), os.X_OK) == errno.EACCES
+    assert access_errno(stack.m("gone"), os.F_OK) == errno.ENOENT
+    assert not os.path.lexists(stack.u("plain")), "access must not copy up"
+
+
+def test_access_read_only_mount(stack):
+    write_file(stack.lo(1, "f"), "", mode=0o644)
+    stack.mount(upper=False)
+
+    assert access_errno(stack.m("f"), os.R_OK) == 0
+    assert access_errno(stack.m("f"), os.W_OK) == errno.EROFS

@@ -1,0 +1,233 @@
+"""The lamina daemon's life: mount, unmount, signals and memory use.
+
+These tests run on lamina only, since they check the daemon itself.
+"""
+
+import os
+import signal
+
+from conftest import (
+    EXIT_TIMEOUT,
+    LAMINA,
+    force_unmount,
+    run,
+    run_lamina,
+    wait_for,
+)
+from helpers import find_mount, read_file, rss_kib, write_file
+
+
+def daemon_pids(merged):
+    """Return pids of lamina processes whose arguments name merged.
+
+    The background daemon's pid is not reported anywhere, so this reads
+    /proc/PID/exe and /proc/PID/cmdline. merged is a fresh temp path, so
+    only daemons this test started can match.
+    """
+    pids = []
+    target = os.path.realpath(LAMINA)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            exe = os.readlink(f"/proc/{entry}/exe")
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if exe == target and os.fsencode(merged) in args:
+            pids.append(int(entry))
+    return pids
+
+
+def pid_alive(pid):
+    """Tell whether pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"
+
+
+def stop_leftover_daemons(merged):
+    """Unmount merged and end the daemons of this test that are still alive.
+
+    Returns the pids that had to be signalled.
+    """
+    force_unmount(merged)
+    leftover = [pid for pid in daemon_pids(merged) if pid_alive(pid)]
+    for pid in leftover:
+        if not wait_for(lambda: not pid_alive(pid), 5.0):
+            os.kill(pid, signal.SIGTERM)
+    return leftover
+
+
+def test_background_mount_ready(lamina_stack):
+    """lamina mount without -f returns only once the mount serves requests."""
+    stack = lamina_stack
+    write_file(stack.lo(0, "hello"), "world")
+
+    stack.record_lowers()
+    try:
+        code, _out, err = run_lamina(["mount", "-o", stack.options(),
+                                      stack.merged], stack.root)
+        info = find_mount(stack.merged)
+        # No retry and no sleep: the mount must work the moment
+        # lamina mount has returned.
+        names = os.listdir(stack.merged) if info else None
+        content = read_file(stack.m("hello")) if info else None
+    finally:
+        leftover = stop_leftover_daemons(stack.merged)
+
+    assert code == 0, err
+    assert err == "", "a successful mount prints nothing"
+    assert info is not None, "not mounted after lamina mount returned"
+    assert info["fstype"] == "fuse.lamina"
+    assert names == ["hello"]
+    assert content == b"world"
+    assert leftover == [], "daemon still running after umount"
+
+
+def test_lamina_umount(lamina_stack):
+    """lamina umount removes a background mount and the daemon exits."""
+    stack = lamina_stack
+    try:
+        code, _out, err = run_lamina(["mount", "-o", stack.options(),
+                                      stack.merged], stack.root)
+        assert code == 0, err
+        pids = daemon_pids(stack.merged)
+        assert len(pids) == 1, f"expected one daemon, found {pids}"
+
+        code, _out, err = run_lamina(["umount", stack.merged], stack.root)
+
+        assert code == 0, err
+        assert find_mount(stack.merged) is None
+        assert wait_for(lambda: not pid_alive(pids[0]), EXIT_TIMEOUT), (
+            "daemon still running after lamina umount")
+    finally:
+        stop_leftover_daemons(stack.merged)
+
+
+def test_lamina_umount_foreground(lamina_stack):
+    """lamina umount ends a foreground daemon, which exits with status 0."""
+    stack = lamina_stack
+    stack.mount()
+
+    code, _out, err = run_lamina(["umount", stack.merged], stack.root)
+
+    assert code == 0, err
+    assert find_mount(stack.merged) is None
+    assert stack.daemon.wait_exit() == 0
+
+
+def test_plain_umount_stops_daemon(lamina_stack):
+    stack = lamina_stack
+    stack.mount()
+
+    run(["umount", stack.merged])
+
+    assert stack.daemon.wait_exit() == 0
+    assert find_mount(stack.merged) is None
+
+
+def test_sigterm_unmounts(lamina_stack):
+    stack = lamina_stack
+    stack.mount()
+
+    os.kill(stack.daemon.pid, signal.SIGTERM)
+
+    assert stack.daemon.wait_exit() == 0
+    assert find_mount(stack.merged) is None
+
+
+def test_sigint_unmounts(lamina_stack):
+    stack = lamina_stack
+    stack.mount()
+
+    os.kill(stack.daemon.pid, signal.SIGINT)
+
+    assert stack.daemon.wait_exit() == 0
+    assert find_mount(stack.merged) is None
+
+
+def test_umount_busy_then_free(lamina_stack):
+    """umount of a busy mount fails with EBUSY and leaves it working."""
+    stack = lamina_stack
+    write_file(stack.lo(0, "f"), "data")
+    stack.mount()
+
+    fd = os.open(stack.m("f"), os.O_RDONLY)
+    try:
+        busy = run(["umount", stack.merged], check=False)
+        still_mounted = find_mount(stack.merged) is not None
+        content = os.pread(fd, 4, 0)
+    finally:
+        os.close(fd)
+
+    assert busy.returncode != 0
+    assert still_mounted
+    assert content == b"data"
+    assert stack.daemon.proc.poll() is None, "daemon died on a busy umount"
+
+
+def test_debug_logs_requests(lamina_stack):
+    """-d logs each request: 50 lookups of new names give 50+ log lines."""
+    stack = lamina_stack
+    for i in range(50):
+        write_file(stack.lo(0, f"f{i}"), "")
+    stack.mount(daemon_args=["-d"])
+    with open(stack.daemon.log_path) as f:
+        before = len(f.readlines())
+
+    for i in range(50):
+        os.stat(stack.m(f"f{i}"))
+
+    with open(stack.daemon.log_path) as f:
+        after = len(f.readlines())
+    assert after - before >= 50
+
+
+def drop_caches():
+    """Make the kernel forget unused dentries and inodes (sends FORGET)."""
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("2\n")
+
+
+def test_forget_bounds_memory(lamina_stack):
+    """The daemon frees nodes the kernel forgets, so its RSS stops growing.
+
+    Each round looks up 10,000 lower files, creates 10,000 new files,
+    stats them, then drops the kernel's dentry and inode caches, which
+    sends FORGET for all of them. A daemon that keeps every node it ever
+    handed out grows in each round by about what the first round cost.
+    The check compares memory sizes only, never time.
+    """
+    stack = lamina_stack
+    count = 10_000
+    os.makedirs(stack.lo(0, "tree"))
+    for i in range(count):
+        open(stack.lo(0, "tree", f"f{i:05d}"), "wb").close()
+    stack.mount()
+    pid = stack.daemon.pid
+    drop_caches()
+    base = rss_kib(pid)
+
+    rss = []
+    for round_number in range(5):
+        for name in os.listdir(stack.m("tree")):
+            os.lstat(stack.m("tree", name))
+        new_dir = stack.m(f"round{round_number}")
+        os.mkdir(new_dir)
+        for i in range(count):
+            path = os.path.join(new_dir, f"n{i:05d}")
+            open(path, "wb").close()
+            os.lstat(path)
+        drop_caches()
+        rss.append(rss_kib(pid))
+
+    first_round = max(rss[0] - base, 1024)
+    later_growth = rss[-1] - rss[0]
+    assert later_growth < first_round, (
+        f"RSS in KiB: base {base}, after each round {rss}")

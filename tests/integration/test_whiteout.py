@@ -1,0 +1,189 @@
+"""Deleting lower entries: whiteouts, opaque directories, workdir cleanup."""
+
+import errno
+import os
+
+import pytest
+
+from helpers import get_xattr, is_whiteout, read_file, write_file
+
+OPAQUE = "trusted.overlay.opaque"
+
+
+def test_unlink_lower_leaves_whiteout(stack):
+    write_file(stack.lo(1, "f"), "lower")
+    stack.mount()
+
+    os.unlink(stack.m("f"))
+
+    assert not os.path.lexists(stack.m("f"))
+    assert is_whiteout(stack.u("f"))
+    assert "f" not in os.listdir(stack.merged)
+
+
+def test_unlink_upper_only_leaves_nothing(stack):
+    """A file that exists only in upper is removed without a whiteout."""
+    stack.mount()
+    write_file(stack.m("f"), "new")
+
+    os.unlink(stack.m("f"))
+
+    assert not os.path.lexists(stack.u("f"))
+
+
+def test_whiteout_survives_remount(stack):
+    write_file(stack.lo(0, "f"), "lower")
+    stack.mount()
+    os.unlink(stack.m("f"))
+
+    stack.remount()
+
+    assert not os.path.lexists(stack.m("f"))
+    assert "f" not in os.listdir(stack.merged)
+
+
+def test_whiteout_hides_all_lowers(stack):
+    """One whiteout hides the name in every lower layer at once."""
+    write_file(stack.lo(0, "f"), "0")
+    write_file(stack.lo(1, "f"), "1")
+    stack.mount()
+
+    os.unlink(stack.m("f"))
+
+    assert not os.path.lexists(stack.m("f"))
+
+
+def test_create_over_whiteout(stack):
+    """A new file at a whited-out name starts empty, with no lower data."""
+    write_file(stack.lo(0, "f"), "lower data")
+    stack.mount()
+    os.unlink(stack.m("f"))
+
+    write_file(stack.m("f"), "new")
+
+    assert read_file(stack.m("f")) == b"new"
+    assert read_file(stack.u("f")) == b"new"
+    stack.remount()
+    assert read_file(stack.m("f")) == b"new"
+
+
+def test_rmdir_lower_dir_leaves_whiteout(stack):
+    os.makedirs(stack.lo(0, "d"))
+    stack.mount()
+
+    os.rmdir(stack.m("d"))
+
+    assert not os.path.lexists(stack.m("d"))
+    assert is_whiteout(stack.u("d"))
+
+
+def test_rmdir_nonempty_merged_dir(stack):
+    """rmdir of a dir whose only entries are in a lower fails ENOTEMPTY."""
+    write_file(stack.lo(1, "d", "x"), "")
+    stack.mount()
+
+    with pytest.raises(OSError) as info:
+        os.rmdir(stack.m("d"))
+
+    assert info.value.errno == errno.ENOTEMPTY
+
+
+def test_rmdir_dir_emptied_by_whiteouts(stack):
+    """A merged dir whose lower entries were all deleted can be removed."""
+    write_file(stack.lo(1, "d", "x"), "")
+    write_file(stack.lo(0, "d", "y"), "")
+    stack.mount()
+    os.unlink(stack.m("d", "x"))
+    os.unlink(stack.m("d", "y"))
+
+    assert os.listdir(stack.m("d")) == []
+    os.rmdir(stack.m("d"))
+
+    assert not os.path.lexists(stack.m("d"))
+    assert is_whiteout(stack.u("d"))
+
+
+def test_mkdir_over_whiteout_is_opaque(stack):
+    """rmdir then mkdir of a merged dir gives an opaque dir hiding lowers."""
+    write_file(stack.lo(1, "d", "x"), "")
+    write_file(stack.lo(0, "d", "y"), "")
+    stack.mount()
+    os.unlink(stack.m("d", "x"))
+    os.unlink(stack.m("d", "y"))
+    os.rmdir(stack.m("d"))
+
+    os.mkdir(stack.m("d"))
+
+    assert os.listdir(stack.m("d")) == []
+    assert get_xattr(stack.u("d"), OPAQUE) == b"y"
+    assert not os.path.lexists(stack.m("d", "x"))
+    stack.remount()
+    assert os.listdir(stack.m("d")) == []
+
+
+def test_opaque_xattr_hidden(stack):
+    """The opaque marker does not show through the merged tree."""
+    write_file(stack.lo(0, "d", "x"), "")
+    stack.mount()
+    os.unlink(stack.m("d", "x"))
+    os.rmdir(stack.m("d"))
+    os.mkdir(stack.m("d"))
+
+    assert OPAQUE not in os.listxattr(stack.m("d"))
+    assert get_xattr(stack.m("d"), OPAQUE) is None
+
+
+def test_preset_opaque_dir_hides_lower(stack):
+    """An upper dir created with the opaque xattr before mount hides lowers."""
+    write_file(stack.lo(0, "d", "hidden"), "")
+    write_file(stack.u("d", "shown"), "")
+    os.setxattr(stack.u("d"), OPAQUE, b"y")
+    stack.mount()
+
+    assert os.listdir(stack.m("d")) == ["shown"]
+    assert not os.path.lexists(stack.m("d", "hidden"))
+
+
+def test_replace_dir_with_file(stack):
+    """rm -r of a lower dir then a file at that name: a plain upper file."""
+    write_file(stack.lo(0, "d", "x"), "")
+    stack.mount()
+    os.unlink(stack.m("d", "x"))
+    os.rmdir(stack.m("d"))
+
+    write_file(stack.m("d"), "now a file")
+
+    assert read_file(stack.m("d")) == b"now a file"
+    assert os.path.isfile(stack.u("d"))
+
+
+def test_replace_file_with_dir(stack):
+    """A dir made where a lower file was deleted is opaque and empty."""
+    write_file(stack.lo(0, "f"), "file")
+    stack.mount()
+    os.unlink(stack.m("f"))
+
+    os.mkdir(stack.m("f"))
+
+    assert os.listdir(stack.m("f")) == []
+    assert os.path.isdir(stack.u("f"))
+
+
+def test_workdir_leftovers_cleaned(stack):
+    """Files left in workdir/work by an earlier crash are removed at mount.
+
+    The leftovers are a file and a dir holding one file, the shapes an
+    interrupted copy-up or rename leaves. Kernel overlayfs (checked on 6.18)
+    removes only two levels below workdir/work: with deeper leftovers it
+    logs "cleanup ... failed (-39)" and mounts read-only.
+    """
+    os.makedirs(os.path.join(stack.work, "work", "#12"))
+    write_file(os.path.join(stack.work, "work", "#12", "f"), "stale")
+    write_file(os.path.join(stack.work, "work", "#13"), "stale")
+    stack.mount()
+
+    leftovers = os.listdir(os.path.join(stack.work, "work"))
+
+    assert "#12" not in leftovers
+    assert "#13" not in leftovers
+    write_file(stack.m("writable"), "")
