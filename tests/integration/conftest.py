@@ -42,7 +42,14 @@ def escape_layer(path):
 
 
 def make_tempdir(prefix="lamina-test."):
-    return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    """Create a fresh dir under /tmp that other users may traverse.
+
+    Mode 0755 lets the tests that switch to another uid reach the merged
+    tree inside it.
+    """
+    path = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    os.chmod(path, 0o755)
+    return path
 
 
 def wait_for(predicate, timeout, interval=0.02):

@@ -3,6 +3,8 @@ space management, locks and permission checks."""
 
 import errno
 import fcntl
+import hashlib
+import json
 import mmap
 import os
 import stat
@@ -17,6 +19,7 @@ from helpers import (
     link_fd,
     make_sparse,
     read_file,
+    sha256_file,
     write_file,
 )
 
@@ -406,3 +409,94 @@ def test_access_read_only_mount(stack):
 
     assert access_errno(stack.m("f"), os.R_OK) == 0
     assert access_errno(stack.m("f"), os.W_OK) == errno.EROFS
+
+
+def run_as(uid, gid, actions):
+    """Run each (name, callable) in a child with the given uid and gid.
+
+    Returns {name: 0 or errno}. The child drops supplementary groups too.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            results = {}
+            for name, action in actions:
+                try:
+                    action()
+                    results[name] = 0
+                except OSError as e:
+                    results[name] = e.errno
+            os.write(write_end, json.dumps(results).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        output = f.read()
+    os.waitpid(pid, 0)
+    return json.loads(output)
+
+
+def test_other_user_permissions(stack):
+    """Another user gets the permissions that mode and owner give, no more.
+
+    uid 1234 may read a world-readable root file but not write it, may not
+    create in a root-owned 0755 dir, and may create in a 0777 dir, where
+    the new file belongs to uid 1234.
+    """
+    write_file(stack.lo(1, "rootfile"), "root data", mode=0o644)
+    os.makedirs(stack.lo(1, "closed"), mode=0o755)
+    os.makedirs(stack.lo(1, "open"))
+    os.chmod(stack.lo(1, "open"), 0o777)
+    write_file(stack.lo(1, "secret"), "secret", mode=0o600)
+    stack.mount()
+
+    def read_rootfile():
+        with open(stack.m("rootfile"), "rb") as f:
+            f.read()
+
+    def create_in(directory):
+        def create():
+            fd = os.open(stack.m(directory, "mine"),
+                         os.O_CREAT | os.O_WRONLY, 0o644)
+            os.close(fd)
+        return create
+
+    results = run_as(1234, 1234, [
+        ("read", read_rootfile),
+        ("write", lambda: os.close(os.open(stack.m("rootfile"),
+                                           os.O_WRONLY))),
+        ("read_secret", lambda: os.close(os.open(stack.m("secret"),
+                                                 os.O_RDONLY))),
+        ("create_closed", create_in("closed")),
+        ("create_open", create_in("open")),
+        ("chmod_rootfile", lambda: os.chmod(stack.m("rootfile"), 0o666)),
+    ])
+
+    assert results["read"] == 0
+    assert results["write"] == errno.EACCES
+    assert results["read_secret"] == errno.EACCES
+    assert results["create_closed"] == errno.EACCES
+    assert results["create_open"] == 0
+    assert results["chmod_rootfile"] == errno.EPERM
+    assert os.stat(stack.m("open", "mine")).st_uid == 1234
+    assert not os.path.lexists(stack.u("rootfile"))
+
+
+def test_large_file_io(stack):
+    """32 MiB written in odd-sized chunks reads back the same."""
+    stack.mount()
+    chunk = os.urandom(1 << 20 | 4097)
+    digest = hashlib.sha256()
+
+    with open(stack.m("big"), "wb") as f:
+        for _ in range(31):
+            f.write(chunk)
+            digest.update(chunk)
+
+    assert sha256_file(stack.m("big")) == digest.hexdigest()
+    assert sha256_file(stack.u("big")) == digest.hexdigest()

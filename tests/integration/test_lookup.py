@@ -150,3 +150,41 @@ def test_single_lower_read_only(lamina_stack, extra):
     stack.mount(extra=extra, upper=False, lowers=stack.lowers[:1])
 
     check_read_only(stack)
+
+
+def test_symlink_across_layers(stack):
+    """A relative symlink in one layer resolves to a file in another."""
+    write_file(stack.lo(1, "target"), "in lower1")
+    os.makedirs(stack.lo(0, "links"))
+    os.symlink("../target", stack.lo(0, "links", "rel"))
+    stack.mount()
+
+    assert os.readlink(stack.m("links", "rel")) == "../target"
+    assert read_file(stack.m("links", "rel")) == b"in lower1"
+
+
+def test_st_dev_uniform(stack):
+    """Entries from every layer report the st_dev of the mount."""
+    write_file(stack.lo(1, "one"), "")
+    write_file(stack.lo(0, "zero"), "")
+    os.makedirs(stack.lo(1, "dir"))
+    write_file(stack.u("up"), "")
+    stack.mount()
+
+    root_dev = os.stat(stack.merged).st_dev
+    for name in ("one", "zero", "dir", "up"):
+        assert os.lstat(stack.m(name)).st_dev == root_dev, name
+
+
+def test_st_ino_unique(stack):
+    """Different files from different layers never share an inode number."""
+    for i in range(20):
+        write_file(stack.lo(i % 2, f"f{i}"), "")
+        write_file(stack.u(f"u{i}"), "")
+    stack.mount()
+
+    inos = [os.lstat(stack.m(name)).st_ino
+            for name in os.listdir(stack.merged)]
+
+    assert len(inos) == 40
+    assert len(set(inos)) == 40

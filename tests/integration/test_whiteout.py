@@ -5,7 +5,13 @@ import os
 
 import pytest
 
-from helpers import get_xattr, is_whiteout, read_file, write_file
+from helpers import (
+    get_xattr,
+    is_whiteout,
+    make_whiteout,
+    read_file,
+    write_file,
+)
 
 OPAQUE = "trusted.overlay.opaque"
 
@@ -187,3 +193,26 @@ def test_workdir_leftovers_cleaned(stack):
     assert "#12" not in leftovers
     assert "#13" not in leftovers
     write_file(stack.m("writable"), "")
+
+
+def test_lower_whiteout_hides_deeper(stack):
+    """A whiteout inside a lower layer hides the name in the layers below."""
+    write_file(stack.lo(1, "hidden"), "lower1")
+    write_file(stack.lo(1, "shown"), "lower1")
+    make_whiteout(stack.lo(0, "hidden"))
+    stack.mount()
+
+    assert not os.path.lexists(stack.m("hidden"))
+    assert sorted(os.listdir(stack.merged)) == ["shown"]
+
+
+def test_lower_opaque_dir_hides_deeper(stack):
+    """An opaque dir inside a lower layer hides the same dir below it."""
+    write_file(stack.lo(1, "d", "deep"), "")
+    write_file(stack.lo(0, "d", "top"), "")
+    os.setxattr(stack.lo(0, "d"), OPAQUE, b"y")
+    write_file(stack.u("d", "up"), "")
+    stack.mount()
+
+    assert sorted(os.listdir(stack.m("d"))) == ["top", "up"]
+    assert not os.path.lexists(stack.m("d", "deep"))
