@@ -67,9 +67,10 @@ static void reply_data(struct fuse_req *req, const void *arg, size_t size)
 	fuse_send(req, 0, &iov, size ? 1 : 0);
 }
 
+/* Reply with an error, or with success and no data when err is 0. */
 void fuse_reply_err(struct fuse_req *req, int err)
 {
-	if (err <= 0 || err >= 4096) {
+	if (err < 0 || err >= 4096) {
 		log_warn_rl("invalid error %d for %s", err,
 			    fuse_opname(req->opcode));
 		err = EIO;

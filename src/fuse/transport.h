@@ -60,7 +60,17 @@ struct fuse_conn {
 	uint32_t time_gran;
 };
 
-/* Attribute bits of fuse_ops.setattr, the kernel's FATTR_* values. */
+/* Attribute bits of fuse_ops.setattr: the protocol's FATTR_* values. */
+#define FUSE_SET_ATTR_MODE (1 << 0)
+#define FUSE_SET_ATTR_UID (1 << 1)
+#define FUSE_SET_ATTR_GID (1 << 2)
+#define FUSE_SET_ATTR_SIZE (1 << 3)
+#define FUSE_SET_ATTR_ATIME (1 << 4)
+#define FUSE_SET_ATTR_MTIME (1 << 5)
+#define FUSE_SET_ATTR_FH (1 << 6)
+#define FUSE_SET_ATTR_ATIME_NOW (1 << 7)
+#define FUSE_SET_ATTR_MTIME_NOW (1 << 8)
+
 struct fuse_setattr {
 	uint32_t valid; /* FATTR_* */
 	uint64_t fh;

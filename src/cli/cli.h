@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The lamina command line: subcommands and their exit codes. */
+#ifndef LAMINA_CLI_H
+#define LAMINA_CLI_H
+
+#include <stdbool.h>
+
+/* Exit codes, as mount(8) uses them. */
+#define EXIT_USAGE 1	 /* invalid command line or option */
+#define EXIT_MOUNT_FAIL 32 /* the mount or unmount failed */
+
+struct mount_args {
+	const char *source; /* NULL: "lamina" */
+	const char *mountpoint;
+	char *options; /* all -o arguments joined by commas */
+	bool foreground;
+	bool debug;
+};
+
+int cmd_mount(struct mount_args *args);
+int cmd_umount(int argc, char **argv);
+int cli_parse_mount_args(int argc, char **argv, struct mount_args *args);
+void cli_usage(void);
+
+#endif

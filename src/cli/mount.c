@@ -1,0 +1,282 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * lamina mount: check the layers, mount, and serve. The command returns
+ * only once the kernel has finished INIT, so a script may use the mount
+ * point as soon as it exits.
+ */
+#include "cli.h"
+#include "common/log.h"
+#include "fuse/transport.h"
+#include "ovl/ovl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int append_options(struct mount_args *args, const char *opts)
+{
+	size_t old = args->options ? strlen(args->options) : 0;
+	char *s = realloc(args->options, old + strlen(opts) + 2);
+
+	if (!s)
+		return -ENOMEM;
+	if (old)
+		s[old++] = ',';
+	strcpy(s + old, opts);
+	args->options = s;
+	return 0;
+}
+
+int cli_parse_mount_args(int argc, char **argv, struct mount_args *args)
+{
+	static const struct option longopts[] = {
+		{"foreground", no_argument, NULL, 'f'},
+		{"debug", no_argument, NULL, 'd'},
+		{"options", required_argument, NULL, 'o'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "fdo:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'f':
+			args->foreground = true;
+			break;
+		case 'd':
+			args->debug = args->foreground = true;
+			break;
+		case 'o':
+			if (append_options(args, optarg))
+				return EXIT_MOUNT_FAIL;
+			break;
+		case 'h':
+			cli_usage();
+			exit(0);
+		default:
+			fputs("lamina: run lamina --help for the options\n",
+			      stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind != argc - 1) {
+		fputs("lamina: give exactly one mount point; run lamina --help\n",
+		      stderr);
+		return EXIT_USAGE;
+	}
+	args->mountpoint = argv[optind];
+	if (!args->options) {
+		fputs("lamina: no options given; add -o lowerdir=DIR,...\n",
+		      stderr);
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
+static int mount_config(struct mount_args *args, struct ovl_config *cfg)
+{
+	struct ovl_error e = {{0}};
+	char real[PATH_MAX];
+	struct stat st;
+
+	cfg->passthrough = true;
+	cfg->allow_other = geteuid() == 0;
+	if (ovl_parse_options(cfg, args->options, &e) ||
+	    ovl_config_finish(cfg, &e)) {
+		fprintf(stderr, "lamina: %s\n", e.msg);
+		return EXIT_USAGE;
+	}
+	if (!realpath(args->mountpoint, real) || stat(real, &st) < 0) {
+		fprintf(stderr, "lamina: mount point %s: %s; create the directory first\n",
+			args->mountpoint, strerror(errno));
+		return EXIT_MOUNT_FAIL;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "lamina: mount point %s: not a directory\n",
+			args->mountpoint);
+		return EXIT_MOUNT_FAIL;
+	}
+	cfg->mountpoint = strdup(real);
+	return cfg->mountpoint ? 0 : EXIT_MOUNT_FAIL;
+}
+
+static void report_mount_error(const char *mnt, int err)
+{
+	switch (-err) {
+	case ENOENT:
+	case ENODEV:
+	case ENXIO:
+		fprintf(stderr, "lamina: /dev/fuse: %s; load the module with 'modprobe fuse'\n",
+			strerror(-err));
+		break;
+	case EACCES:
+	case EPERM:
+		fprintf(stderr, "lamina: mounting %s: %s; run as root, or install fuse3 so that fusermount3 can mount for you\n",
+			mnt, strerror(-err));
+		break;
+	default:
+		fprintf(stderr, "lamina: mounting %s failed: %s\n", mnt,
+			strerror(-err));
+	}
+}
+
+static void on_serve_exit(void *arg)
+{
+	(void)arg;
+	/* Wake the main thread, which waits for signals. */
+	kill(getpid(), SIGUSR1);
+}
+
+/* Serve until unmounted or told to stop; ready_fd learns when INIT is done. */
+static int serve(struct fuse_session *se, int ready_fd)
+{
+	sigset_t set;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned int workers = cpus > 2 ? (unsigned int)cpus * 2 : 4;
+	int sig = 0, err;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	err = fuse_session_start(se, workers > 16 ? 16 : workers,
+				 on_serve_exit, NULL);
+	if (err) {
+		log_err("starting worker threads failed: %s", strerror(-err));
+		fuse_session_unmount(se);
+		return EXIT_MOUNT_FAIL;
+	}
+	if (fuse_session_wait_ready(se) && ready_fd >= 0) {
+		if (write(ready_fd, "R", 1) != 1)
+			log_warn("telling the parent the mount is ready failed");
+		close(ready_fd);
+	}
+	while (sig != SIGUSR1) {
+		if (sigwait(&set, &sig))
+			continue;
+		if (sig != SIGUSR1) {
+			log_info("signal %d: unmounting", sig);
+			fuse_session_unmount(se);
+		}
+	}
+	fuse_session_unmount(se);
+	fuse_session_join(se);
+	return 0;
+}
+
+/* The parent's side of going to the background: wait for "ready". */
+static int wait_for_daemon(int fd, const char *mnt)
+{
+	char c = 0;
+	ssize_t n;
+
+	do
+		n = read(fd, &c, 1);
+	while (n < 0 && errno == EINTR);
+	if (n == 1 && c == 'R')
+		return 0;
+	fprintf(stderr, "lamina: the daemon stopped before %s was ready; run with -f to see why\n",
+		mnt);
+	return EXIT_MOUNT_FAIL;
+}
+
+static void detach_stdio(void)
+{
+	int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	dup2(fd, STDIN_FILENO);
+	dup2(fd, STDOUT_FILENO);
+	dup2(fd, STDERR_FILENO);
+	close(fd);
+}
+
+static int serve_background(struct fuse_session *se, const char *mnt)
+{
+	int pipefd[2], rc;
+	pid_t pid;
+
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		return EXIT_MOUNT_FAIL;
+	pid = fork();
+	if (pid < 0) {
+		fprintf(stderr, "lamina: fork failed: %s\n", strerror(errno));
+		return EXIT_MOUNT_FAIL;
+	}
+	if (pid > 0) {
+		close(pipefd[1]);
+		rc = wait_for_daemon(pipefd[0], mnt);
+		/* The daemon owns the mount now; leave it alone. */
+		_exit(rc);
+	}
+	close(pipefd[0]);
+	setsid();
+	if (chdir("/") < 0)
+		log_warn("chdir / failed: %s", strerror(errno));
+	detach_stdio();
+	log_use_syslog();
+	return serve(se, pipefd[1]);
+}
+
+int cmd_mount(struct mount_args *args)
+{
+	struct ovl_fs *fs = calloc(1, sizeof(*fs));
+	struct fuse_session *se = NULL;
+	struct fuse_mount_opts opts = {.subtype = "lamina",
+				       .default_permissions = true};
+	struct ovl_error e = {{0}};
+	int rc, err;
+
+	if (!fs)
+		return EXIT_MOUNT_FAIL;
+	rc = mount_config(args, &fs->config);
+	if (rc) {
+		ovl_config_free(&fs->config);
+		free(fs);
+		return rc;
+	}
+	log_set_debug(args->debug);
+	umask(0);
+	if (ovl_fs_setup(fs, &e)) {
+		fprintf(stderr, "lamina: %s\n", e.msg);
+		rc = EXIT_MOUNT_FAIL;
+		goto out;
+	}
+	err = fuse_session_new(&ovl_fuse_ops, fs, args->debug, &se);
+	fs->se = se;
+	opts.source = args->source ? args->source
+		      : fs->config.fsname ? fs->config.fsname
+					  : "lamina";
+	opts.allow_other = fs->config.allow_other;
+	opts.mount_flags = fs->config.mount_flags;
+	if (!err)
+		err = fuse_session_mount(se, fs->config.mountpoint, &opts);
+	if (err) {
+		report_mount_error(fs->config.mountpoint, err);
+		rc = EXIT_MOUNT_FAIL;
+		goto out;
+	}
+	if (args->foreground)
+		rc = serve(se, -1);
+	else
+		rc = serve_background(se, fs->config.mountpoint);
+out:
+	fuse_session_destroy(se);
+	ovl_fs_teardown(fs);
+	free(fs);
+	free(args->options);
+	return rc;
+}

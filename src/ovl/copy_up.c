@@ -1,0 +1,360 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * Copy-up: before a lower entry changes, it is copied to the upper
+ * layer. The copy is built under a temporary name in workdir/work and
+ * moved into place with one rename, so no crash can leave a partial
+ * file in the upper layer.
+ */
+#include "ovl.h"
+#include "../common/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+struct copy_up_ctx {
+	struct ovl_fs *fs;
+	struct ovl_node *node;
+	struct ovl_path src; /* the lower entry */
+	struct ovl_path dst; /* the upper parent and the final name */
+	struct stat st;	     /* attributes of the lower entry */
+	char tmp[64];	     /* staging name in workdir/work */
+	unsigned int flags;
+};
+
+static int copy_fallback(int src, int dst, off_t off, off_t end)
+{
+	static __thread char buf[1 << 16];
+
+	while (off < end) {
+		size_t want = sizeof(buf);
+		ssize_t n;
+
+		if (end - off < (off_t)want)
+			want = (size_t)(end - off);
+		n = pread(src, buf, want, off);
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		if (pwrite(dst, buf, n, off) != n)
+			return -EIO;
+		off += n;
+	}
+	return 0;
+}
+
+/* Copy [off, end) with copy_file_range, or by reading and writing. */
+static int copy_range(int src, int dst, off_t off, off_t end)
+{
+	while (off < end) {
+		loff_t in = off, out = off;
+		ssize_t n = copy_file_range(src, &in, dst, &out, end - off, 0);
+
+		if (n < 0 && (errno == EXDEV || errno == EINVAL ||
+			      errno == EOPNOTSUPP || errno == ENOSYS))
+			return copy_fallback(src, dst, off, end);
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		off += n;
+	}
+	return 0;
+}
+
+/*
+ * Copy a file's data: a reflink where the filesystem has one, else the
+ * data extents one by one so that holes stay holes.
+ */
+int ovl_copy_up_data(int src, int dst, off_t size)
+{
+	off_t data = 0, hole;
+	int err;
+
+	if (ioctl(dst, FICLONE, src) == 0)
+		return 0;
+	while (data < size) {
+		data = lseek(src, data, SEEK_DATA);
+		if (data < 0)
+			break; /* ENXIO: only a hole is left */
+		hole = lseek(src, data, SEEK_HOLE);
+		if (hole < 0)
+			hole = size;
+		err = copy_range(src, dst, data, hole);
+		if (err)
+			return err;
+		data = hole;
+	}
+	if (ftruncate(dst, size) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Private overlay xattrs stay behind; escaped ones are user data. */
+static bool xattr_is_private(struct ovl_fs *fs, const char *name)
+{
+	if (strncmp(name, fs->xattr_prefix, fs->xattr_prefix_len))
+		return false;
+	return strncmp(name + fs->xattr_prefix_len, "overlay.", 8) != 0;
+}
+
+static int copy_xattr(struct ovl_path *src, struct ovl_path *dst,
+		      const char *name)
+{
+	char value[65536];
+	int n = ovl_do_getxattr(src->dirfd, src->name, name, value,
+				sizeof(value));
+
+	if (n < 0)
+		return n == -ENODATA ? 0 : n;
+	n = ovl_do_setxattr(dst->dirfd, dst->name, name, value, n, 0);
+	if (n == -EOPNOTSUPP || (n == -EPERM && strncmp(name, "trusted.", 8))) {
+		log_warn_rl("copy-up of %s: xattr %s not copied: %s",
+			    src->name, name, strerror(-n));
+		return 0;
+	}
+	return n;
+}
+
+int ovl_copy_xattrs(struct ovl_fs *fs, struct ovl_path *src,
+		    struct ovl_path *dst)
+{
+	char *list, *name;
+	int size, err = 0;
+
+	size = ovl_do_listxattr(src->dirfd, src->name, NULL, 0);
+	if (size <= 0)
+		return size == -EOPNOTSUPP ? 0 : size;
+	list = malloc(size);
+	if (!list)
+		return -ENOMEM;
+	size = ovl_do_listxattr(src->dirfd, src->name, list, size);
+	if (size < 0)
+		err = size;
+	for (name = list; !err && name < list + size;
+	     name += strlen(name) + 1) {
+		if (!xattr_is_private(fs, name))
+			err = copy_xattr(src, dst, name);
+	}
+	free(list);
+	return err;
+}
+
+static int copy_up_reg(struct copy_up_ctx *c)
+{
+	int src, dst, err = 0;
+
+	dst = openat(c->fs->work_fd, c->tmp,
+		     O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (dst < 0)
+		return -errno;
+	if (!(c->flags & OVL_COPY_UP_NO_DATA)) {
+		src = openat(c->src.dirfd, c->src.name,
+			     O_RDONLY | O_NOFOLLOW | O_NOATIME | O_CLOEXEC);
+		if (src < 0 && errno == EPERM)
+			src = openat(c->src.dirfd, c->src.name,
+				     O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (src < 0)
+			err = -errno;
+		else {
+			err = ovl_copy_up_data(src, dst, c->st.st_size);
+			close(src);
+		}
+	}
+	/* The copy must be on disk before the rename publishes it. */
+	if (!err && !c->fs->config.volatile_mount && fsync(dst) < 0)
+		err = -errno;
+	close(dst);
+	return err;
+}
+
+static int copy_up_symlink(struct copy_up_ctx *c)
+{
+	char target[OVL_PATH_MAX];
+	ssize_t n = readlinkat(c->src.dirfd, c->src.name, target,
+			       sizeof(target) - 1);
+
+	if (n < 0)
+		return -errno;
+	target[n] = '\0';
+	if (symlinkat(target, c->fs->work_fd, c->tmp) < 0)
+		return -errno;
+	return 0;
+}
+
+static int copy_up_create(struct copy_up_ctx *c)
+{
+	switch (c->st.st_mode & S_IFMT) {
+	case S_IFREG:
+		return copy_up_reg(c);
+	case S_IFDIR:
+		return mkdirat(c->fs->work_fd, c->tmp, 0700) < 0 ? -errno : 0;
+	case S_IFLNK:
+		return copy_up_symlink(c);
+	default:
+		if (mknodat(c->fs->work_fd, c->tmp, c->st.st_mode & S_IFMT,
+			    c->st.st_rdev) < 0)
+			return -errno;
+		return 0;
+	}
+}
+
+/*
+ * Record the lower file's handle in overlay.origin, as overlayfs does,
+ * so st_ino stays the lower one across copy-up and remounts.
+ */
+int ovl_set_origin(struct ovl_fs *fs, struct ovl_path *lower,
+		   struct ovl_path *upper)
+{
+	struct {
+		struct file_handle fh;
+		unsigned char bytes[MAX_HANDLE_SZ];
+	} h;
+	uint8_t fb[5 + 16 + MAX_HANDLE_SZ];
+	const struct ovl_layer *layer = NULL;
+	struct stat st;
+	char attr[64];
+	int mount_id, i;
+
+	if (fstat(lower->dirfd, &st) < 0)
+		return 0;
+	for (i = 0; i < fs->nlayers; i++)
+		if (fs->layers[i].dev == st.st_dev && fs->layers[i].has_uuid)
+			layer = &fs->layers[i];
+	h.fh.handle_bytes = MAX_HANDLE_SZ;
+	if (!layer || name_to_handle_at(lower->dirfd, lower->name, &h.fh,
+					&mount_id, 0) < 0)
+		return 0; /* no handle, no origin: st_ino is the upper's */
+	if (5 + 16 + h.fh.handle_bytes > 255)
+		return 0;
+	fb[0] = 0;	/* version */
+	fb[1] = 0xfb;	/* magic */
+	fb[2] = 5 + 16 + h.fh.handle_bytes;
+	fb[3] = 0;	/* flags: little-endian fid, lower layer */
+	fb[4] = h.fh.handle_type;
+	memcpy(fb + 5, layer->uuid, 16);
+	memcpy(fb + 21, h.fh.f_handle, h.fh.handle_bytes);
+	ovl_xattr_name(fs, attr, sizeof(attr), "origin");
+	return ovl_do_setxattr(upper->dirfd, upper->name, attr, fb, fb[2], 0);
+}
+
+static int copy_up_attrs(struct copy_up_ctx *c)
+{
+	struct ovl_path tmp = {.dirfd = c->fs->work_fd};
+	struct timespec times[2] = {c->st.st_atim, c->st.st_mtim};
+	int err;
+
+	strcpy(tmp.name, c->tmp);
+	if (fchownat(tmp.dirfd, tmp.name, c->st.st_uid, c->st.st_gid,
+		     AT_SYMLINK_NOFOLLOW) < 0 &&
+	    geteuid() == 0)
+		return -errno;
+	/* chown cleared set-user-ID bits, so the mode comes after it. */
+	if (!S_ISLNK(c->st.st_mode) &&
+	    fchmodat(tmp.dirfd, tmp.name, c->st.st_mode & 07777, 0) < 0)
+		return -errno;
+	/* Data first: writing data would drop security.capability. */
+	err = ovl_copy_xattrs(c->fs, &c->src, &tmp);
+	if (err)
+		return err;
+	err = ovl_set_origin(c->fs, &c->src, &tmp);
+	if (err)
+		return err;
+	if (utimensat(tmp.dirfd, tmp.name, times, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Copying into the parent must not change its times in the merged view. */
+static void restore_parent_times(struct copy_up_ctx *c, const struct stat *ps)
+{
+	struct timespec times[2] = {ps->st_atim, ps->st_mtim};
+	char path[64];
+
+	/* dst.dirfd is an O_PATH descriptor, which futimens() rejects. */
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", c->dst.dirfd);
+	if (utimensat(AT_FDCWD, path, times, 0) < 0)
+		log_warn_rl("restoring the times of the parent of %s failed: %s",
+			    c->dst.name, strerror(errno));
+}
+
+static int copy_up_one(struct copy_up_ctx *c)
+{
+	struct stat pst;
+	int err;
+
+	err = ovl_do_fstatat(c->src.dirfd, c->src.name, &c->st);
+	if (err)
+		return err;
+	if (fstat(c->dst.dirfd, &pst) < 0)
+		return -errno;
+	ovl_tmpname(c->fs, c->tmp, sizeof(c->tmp));
+	err = copy_up_create(c);
+	if (!err)
+		err = copy_up_attrs(c);
+	if (!err)
+		err = ovl_do_rename(c->fs->work_fd, c->tmp, c->dst.dirfd,
+				    c->dst.name, RENAME_NOREPLACE);
+	if (err) {
+		ovl_remove_tree(c->fs->work_fd, c->tmp);
+		return err;
+	}
+	restore_parent_times(c, &pst);
+	return 0;
+}
+
+static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node,
+			  unsigned int flags)
+{
+	struct copy_up_ctx c = {.fs = fs, .node = node, .flags = flags};
+	int err;
+
+	if (node->lower < 0)
+		return -EIO; /* neither upper nor lower: a broken node */
+	err = ovl_node_open_parent(fs, node, node->lower, &c.src);
+	if (err)
+		return err;
+	err = ovl_node_open_parent(fs, node, 0, &c.dst);
+	if (!err) {
+		err = copy_up_one(&c);
+		ovl_path_close(&c.dst);
+	}
+	ovl_path_close(&c.src);
+	if (err) {
+		log_warn_rl("copy-up of %s failed: %s", node->name,
+			    strerror(-err));
+		return err;
+	}
+	atomic_fetch_or(&node->flags, OVL_N_UPPER);
+	return 0;
+}
+
+/*
+ * Make sure node has an upper entry, copying up its parents first,
+ * the topmost first.
+ */
+int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node, unsigned int flags)
+{
+	int err = 0;
+
+	if (!fs->upper)
+		return -EROFS;
+	if (ovl_node_has(node, OVL_N_UPPER))
+		return 0;
+	if (node->parent) {
+		err = ovl_copy_up(fs, node->parent, 0);
+		if (err)
+			return err;
+	}
+	pthread_mutex_lock(&node->lock);
+	if (!ovl_node_has(node, OVL_N_UPPER))
+		err = copy_up_locked(fs, node, flags);
+	pthread_mutex_unlock(&node->lock);
+	return err;
+}

@@ -1,0 +1,362 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * Directory operations: new names (create, mknod, mkdir, symlink, link)
+ * and removed names (unlink, rmdir). A new entry over a whiteout is
+ * built in workdir/work and renamed over the whiteout in one step.
+ */
+#include "ops.h"
+#include "../common/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Apply the caller's umask to what this thread creates. */
+int ovl_set_umask(struct ovl_fs *fs, const struct fuse_ctx *ctx)
+{
+	umask(fs->dont_mask ? ctx->umask : 0);
+	return 0;
+}
+
+/*
+ * Give a new entry the caller's uid, and its gid or, in a set-group-ID
+ * directory, the directory's. chown clears set-user-ID bits, so they
+ * are put back afterwards.
+ */
+int ovl_set_owner(struct ovl_fs *fs, int dirfd, const char *name,
+		  const struct fuse_ctx *ctx, int parent_fd)
+{
+	struct stat pst, st;
+	gid_t gid = ctx->gid;
+
+	(void)fs;
+	if (fstat(parent_fd, &pst) == 0 && (pst.st_mode & S_ISGID))
+		gid = pst.st_gid;
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	if (st.st_uid == ctx->uid && st.st_gid == gid)
+		return 0;
+	if (fchownat(dirfd, name, ctx->uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
+		return geteuid() == 0 ? -errno : 0;
+	if (!S_ISLNK(st.st_mode) && (st.st_mode & (S_ISUID | S_ISGID)) &&
+	    fchmodat(dirfd, name, st.st_mode & 07777, 0) < 0)
+		return -errno;
+	return 0;
+}
+
+static int create_real(struct ovl_create *c, int dirfd, const char *name)
+{
+	mode_t perm = c->mode & 07777;
+
+	switch (c->mode & S_IFMT) {
+	case S_IFREG:
+		c->fd = openat(dirfd, name,
+			       (c->open_flags & ~(O_TRUNC | O_NOCTTY)) |
+				       O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+			       perm);
+		return c->fd < 0 ? -errno : 0;
+	case S_IFDIR:
+		return mkdirat(dirfd, name, perm) < 0 ? -errno : 0;
+	case S_IFLNK:
+		return symlinkat(c->target, dirfd, name) < 0 ? -errno : 0;
+	default:
+		return mknodat(dirfd, name, c->mode, c->rdev) < 0 ? -errno : 0;
+	}
+}
+
+static int create_link(struct ovl_create *c, int dirfd, const char *name)
+{
+	int flags = 0;
+
+	if (c->link_src->dirfd == AT_FDCWD)
+		flags = AT_SYMLINK_FOLLOW; /* an O_TMPFILE's /proc link */
+	if (linkat(c->link_src->dirfd, c->link_src->name, dirfd, name,
+		   flags) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Create the object at (dirfd, name) and set its owner. */
+static int create_at(struct fuse_req *req, struct ovl_create *c, int dirfd,
+		     const char *name, int parent_fd)
+{
+	struct ovl_fs *fs = ovl_req_fs(req);
+	int err;
+
+	if (c->link_src)
+		return create_link(c, dirfd, name);
+	ovl_set_umask(fs, fuse_req_ctx(req));
+	err = create_real(c, dirfd, name);
+	if (err)
+		return err;
+	err = ovl_set_owner(fs, dirfd, name, fuse_req_ctx(req), parent_fd);
+	if (err && c->fd >= 0) {
+		close(c->fd);
+		c->fd = -1;
+	}
+	return err;
+}
+
+/*
+ * Build the object in the work directory, then move it over the
+ * whiteout. A directory is marked opaque first so the lower entries
+ * that the whiteout hid stay hidden.
+ */
+static int create_over_whiteout(struct fuse_req *req, struct ovl_create *c,
+				int dirfd, const char *name, bool *opaque)
+{
+	struct ovl_fs *fs = ovl_req_fs(req);
+	bool is_dir = S_ISDIR(c->mode) && !c->link_src;
+	char tmp[64];
+	int err;
+
+	ovl_tmpname(fs, tmp, sizeof(tmp));
+	err = create_at(req, c, fs->work_fd, tmp, dirfd);
+	if (!err && is_dir)
+		err = ovl_set_opaque(fs, fs->work_fd, tmp);
+	if (!err)
+		err = ovl_do_rename(fs->work_fd, tmp, dirfd, name,
+				    is_dir ? RENAME_EXCHANGE : 0);
+	if (err) {
+		if (c->fd >= 0)
+			close(c->fd);
+		c->fd = -1;
+		ovl_remove_tree(fs->work_fd, tmp);
+		return err;
+	}
+	if (is_dir)
+		unlinkat(fs->work_fd, tmp, 0); /* the whiteout, now in work */
+	*opaque = is_dir;
+	return 0;
+}
+
+static int new_upper_node(struct ovl_fs *fs, struct ovl_node *parent,
+			  const char *name, const struct stat *st, bool opaque,
+			  struct ovl_node **out)
+{
+	struct ovl_node *node = ovl_node_new(fs, parent, name);
+	unsigned int flags = OVL_N_UPPER | (opaque ? OVL_N_OPAQUE : 0);
+
+	if (!node)
+		return -ENOMEM;
+	node->type = st->st_mode & S_IFMT;
+	node->ino = st->st_ino;
+	atomic_fetch_or(&node->flags, flags);
+	*out = ovl_node_insert(fs, node);
+	return 0;
+}
+
+/*
+ * Create a new name below parent in the upper layer: copy up the
+ * parent, then create in place or over a whiteout. Returns the new
+ * node with one lookup reference and its attributes.
+ */
+int ovl_create_object(struct fuse_req *req, struct ovl_node *parent,
+		      const char *name, struct ovl_create *c,
+		      struct ovl_node **out, struct stat *st)
+{
+	struct ovl_fs *fs = ovl_req_fs(req);
+	bool opaque = false;
+	struct stat cur;
+	int dirfd, err;
+
+	c->fd = -1;
+	if (strlen(name) > 255)
+		return -ENAMETOOLONG;
+	err = ovl_copy_up(fs, parent, 0);
+	if (err)
+		return err;
+	dirfd = ovl_node_open_dir(fs, parent, 0, O_PATH);
+	if (dirfd < 0)
+		return dirfd;
+	err = ovl_do_fstatat(dirfd, name, &cur);
+	if (err == 0 && ovl_is_whiteout(&cur))
+		err = create_over_whiteout(req, c, dirfd, name, &opaque);
+	else if (err == 0)
+		err = -EEXIST;
+	else if (err == -ENOENT)
+		err = create_at(req, c, dirfd, name, dirfd);
+	if (!err)
+		err = ovl_do_fstatat(dirfd, name, st);
+	close(dirfd);
+	if (!err && c->ino)
+		st->st_ino = c->ino;
+	if (!err)
+		err = new_upper_node(fs, parent, name, st, opaque, out);
+	if (err && c->fd >= 0) {
+		close(c->fd);
+		c->fd = -1;
+	}
+	return err;
+}
+
+static void create_and_reply(struct fuse_req *req, uint64_t parent,
+			     const char *name, struct ovl_create *c)
+{
+	struct ovl_node *node;
+	struct stat st;
+	int err;
+
+	err = ovl_create_object(req, ovl_req_node(req, parent), name, c, &node,
+				&st);
+	if (c->fd >= 0)
+		close(c->fd);
+	if (err) {
+		ovl_reply_status(req, err);
+		return;
+	}
+	ovl_reply_entry(req, node, &st);
+}
+
+void ovl_op_mknod(struct fuse_req *req, uint64_t parent, const char *name,
+		  mode_t mode, dev_t rdev)
+{
+	struct ovl_create c = {.mode = mode, .rdev = rdev};
+
+	create_and_reply(req, parent, name, &c);
+}
+
+void ovl_op_mkdir(struct fuse_req *req, uint64_t parent, const char *name,
+		  mode_t mode)
+{
+	struct ovl_create c = {.mode = S_IFDIR | (mode & 07777)};
+
+	create_and_reply(req, parent, name, &c);
+}
+
+void ovl_op_symlink(struct fuse_req *req, uint64_t parent, const char *name,
+		    const char *target)
+{
+	struct ovl_create c = {.mode = S_IFLNK | 0777, .target = target};
+
+	create_and_reply(req, parent, name, &c);
+}
+
+void ovl_op_link(struct fuse_req *req, uint64_t nodeid, uint64_t newparent,
+		 const char *newname)
+{
+	struct ovl_fs *fs = ovl_req_fs(req);
+	struct ovl_node *node = ovl_req_node(req, nodeid);
+	struct ovl_create c = {.mode = node->type, .ino = node->ino};
+	struct ovl_path src;
+	int err;
+
+	err = ovl_copy_up(fs, node, 0);
+	if (err) {
+		ovl_reply_status(req, err);
+		return;
+	}
+	if (node->tmpfile_fd >= 0) {
+		src.dirfd = AT_FDCWD;
+		snprintf(src.name, sizeof(src.name), "/proc/self/fd/%d",
+			 node->tmpfile_fd);
+	} else {
+		err = ovl_node_open_parent(fs, node, 0, &src);
+		if (err) {
+			ovl_reply_status(req, err);
+			return;
+		}
+	}
+	c.link_src = &src;
+	create_and_reply(req, newparent, newname, &c);
+	if (src.dirfd != AT_FDCWD)
+		ovl_path_close(&src);
+}
+
+/* Forget the name below parent in the node table, if it is there. */
+static void drop_name(struct ovl_fs *fs, struct ovl_node *parent,
+		      const char *name)
+{
+	struct ovl_node *node = ovl_node_peek(fs, parent, name);
+
+	if (node) {
+		ovl_node_unhash(fs, node);
+		ovl_node_put(fs, node);
+	}
+}
+
+/* 1 if an empty merged directory, 0 if it has entries, or -errno. */
+static int check_empty(struct ovl_fs *fs, struct ovl_node *parent,
+		       const char *name, const struct ovl_lookup *res)
+{
+	struct ovl_node *tmp = ovl_node_new(fs, parent, name);
+	int err;
+
+	if (!tmp)
+		return -ENOMEM;
+	ovl_node_fill(tmp, res);
+	err = ovl_dir_is_empty(fs, tmp);
+	ovl_node_put(fs, tmp);
+	return err;
+}
+
+/* Remove an upper entry that no lower entry lies under. */
+static int remove_upper(struct ovl_fs *fs, int dirfd, const char *name,
+			bool is_dir)
+{
+	char tmp[64];
+	int err;
+
+	if (unlinkat(dirfd, name, is_dir ? AT_REMOVEDIR : 0) == 0)
+		return 0;
+	if (errno != ENOTEMPTY && errno != EEXIST)
+		return -errno;
+	/* An upper directory that holds only whiteouts: move it away. */
+	ovl_tmpname(fs, tmp, sizeof(tmp));
+	err = ovl_do_rename(dirfd, name, fs->work_fd, tmp, 0);
+	if (err)
+		return err;
+	return ovl_remove_tree(fs->work_fd, tmp);
+}
+
+static int remove_name(struct fuse_req *req, uint64_t parent_id,
+		       const char *name, bool is_dir)
+{
+	struct ovl_fs *fs = ovl_req_fs(req);
+	struct ovl_node *parent = ovl_req_node(req, parent_id);
+	struct ovl_lookup res;
+	int dirfd, lower, err;
+
+	err = ovl_lookup_name(fs, parent, name, &res);
+	if (err)
+		return err;
+	if (is_dir != S_ISDIR(res.st.st_mode))
+		return is_dir ? -ENOTDIR : -EISDIR;
+	if (is_dir) {
+		err = check_empty(fs, parent, name, &res);
+		if (err <= 0)
+			return err ? err : -ENOTEMPTY;
+	}
+	lower = res.lower >= 0 ? 1 : ovl_lower_positive(fs, parent, name);
+	if (lower < 0)
+		return lower;
+	err = ovl_copy_up(fs, parent, 0);
+	if (err)
+		return err;
+	dirfd = ovl_node_open_dir(fs, parent, 0, O_PATH);
+	if (dirfd < 0)
+		return dirfd;
+	if (res.upper && lower)
+		err = ovl_whiteout_replace(fs, dirfd, name);
+	else if (res.upper)
+		err = remove_upper(fs, dirfd, name, is_dir);
+	else
+		err = ovl_whiteout_create(fs, dirfd, name);
+	close(dirfd);
+	if (!err)
+		drop_name(fs, parent, name);
+	return err;
+}
+
+void ovl_op_unlink(struct fuse_req *req, uint64_t parent, const char *name)
+{
+	fuse_reply_err(req, -remove_name(req, parent, name, false));
+}
+
+void ovl_op_rmdir(struct fuse_req *req, uint64_t parent, const char *name)
+{
+	fuse_reply_err(req, -remove_name(req, parent, name, true));
+}

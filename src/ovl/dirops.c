@@ -1,0 +1,151 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/* Open directories: READDIR and READDIRPLUS over the merged listing. */
+#include "ops.h"
+#include "../common/log.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static struct ovl_dir *dir_of(const struct fuse_file_info *fi)
+{
+	return (struct ovl_dir *)(uintptr_t)fi->fh;
+}
+
+void ovl_op_opendir(struct fuse_req *req, uint64_t nodeid,
+		    struct fuse_file_info *fi)
+{
+	struct ovl_dir *dir = calloc(1, sizeof(*dir));
+
+	(void)nodeid;
+	if (!dir) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	pthread_mutex_init(&dir->lock, NULL);
+	fi->fh = (uintptr_t)dir;
+	/* The listing only changes through this mount, which tells the
+	 * kernel, so the kernel may keep it between opens. */
+	fi->cache_dir = true;
+	fi->keep_cache = true;
+	fuse_reply_open(req, fi);
+}
+
+static bool is_dot_or_dotdot(const char *name)
+{
+	return name[0] == '.' &&
+	       (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
+}
+
+/* Add one entry with its attributes; the kernel takes a lookup on it. */
+static bool add_plus(struct ovl_fs *fs, struct ovl_node *dirnode,
+		     struct fuse_dirbuf *db, const struct ovl_dirent *d,
+		     off_t next)
+{
+	struct fuse_entry e;
+	struct ovl_node *node;
+	struct stat st;
+
+	memset(&e, 0, sizeof(e));
+	if (is_dot_or_dotdot(d->name)) {
+		e.attr.st_ino = d->ino;
+		e.attr.st_mode = DTTOIF(d->type);
+		return fuse_dirbuf_add_plus(db, d->name, &e, next);
+	}
+	if (ovl_lookup_node(fs, dirnode, d->name, &node, &st)) {
+		/* Gone or unreadable: list it without attributes. */
+		e.attr.st_ino = d->ino;
+		e.attr.st_mode = DTTOIF(d->type);
+		return fuse_dirbuf_add_plus(db, d->name, &e, next);
+	}
+	ovl_fill_entry(fs, &e, node, &st);
+	if (fuse_dirbuf_add_plus(db, d->name, &e, next))
+		return true;
+	ovl_node_forget(fs, node, 1); /* did not fit: no reference */
+	return false;
+}
+
+static void fill_listing(struct ovl_fs *fs, struct ovl_node *node,
+			 struct ovl_dir *dir, struct fuse_dirbuf *db,
+			 size_t start, bool plus)
+{
+	size_t i;
+
+	for (i = start; i < dir->count; i++) {
+		const struct ovl_dirent *d = &dir->entries[i];
+		bool fit;
+
+		if (plus)
+			fit = add_plus(fs, node, db, d, i + 1);
+		else
+			fit = fuse_dirbuf_add(db, d->name, d->ino, d->type,
+					      i + 1);
+		if (!fit)
+			break;
+	}
+}
+
+void ovl_op_readdir(struct fuse_req *req, uint64_t nodeid, size_t size,
+		    off_t off, bool plus, struct fuse_file_info *fi)
+{
+	struct ovl_fs *fs = ovl_req_fs(req);
+	struct ovl_node *node = ovl_req_node(req, nodeid);
+	struct ovl_dir *dir = dir_of(fi);
+	struct fuse_dirbuf db;
+	int err = 0;
+
+	if (fuse_dirbuf_init(&db, size)) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	pthread_mutex_lock(&dir->lock);
+	/* Offset 0 starts over, as rewinddir() does on any filesystem. */
+	if (off == 0 || !dir->loaded)
+		err = ovl_dir_load(fs, node, dir);
+	if (!err && off >= 0 && (size_t)off < dir->count)
+		fill_listing(fs, node, dir, &db, off, plus);
+	pthread_mutex_unlock(&dir->lock);
+	if (err)
+		ovl_reply_status(req, err);
+	else
+		fuse_reply_buf(req, db.data, db.size);
+	fuse_dirbuf_free(&db);
+}
+
+void ovl_op_releasedir(struct fuse_req *req, uint64_t nodeid,
+		       struct fuse_file_info *fi)
+{
+	struct ovl_dir *dir = dir_of(fi);
+
+	(void)nodeid;
+	ovl_dir_clear(dir);
+	pthread_mutex_destroy(&dir->lock);
+	free(dir);
+	fuse_reply_err(req, 0);
+}
+
+void ovl_op_fsyncdir(struct fuse_req *req, uint64_t nodeid, bool datasync,
+		     struct fuse_file_info *fi)
+{
+	struct ovl_fs *fs = ovl_req_fs(req);
+	struct ovl_node *node = ovl_req_node(req, nodeid);
+	int fd, err = 0;
+
+	(void)fi;
+	if (fs->config.volatile_mount || !ovl_node_has(node, OVL_N_UPPER)) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+	fd = ovl_node_open_dir(fs, node, 0, O_RDONLY);
+	if (fd < 0) {
+		ovl_reply_status(req, fd);
+		return;
+	}
+	if ((datasync ? fdatasync(fd) : fsync(fd)) < 0)
+		err = errno;
+	close(fd);
+	fuse_reply_err(req, err);
+}

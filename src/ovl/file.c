@@ -1,0 +1,384 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * Open files. With FUSE passthrough the kernel reads and writes the
+ * real file itself; lamina only opens it and registers it once per
+ * node. Without passthrough, reads and writes come here.
+ */
+#include "ops.h"
+#include "../common/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static struct ovl_file *file_of(const struct fuse_file_info *fi)
+{
+	return (struct ovl_file *)(uintptr_t)fi->fh;
+}
+
+/* Open the real file behind a passthrough backing id, read-write if upper. */
+static int backing_fd(struct ovl_fs *fs, struct ovl_node *node, bool upper)
+{
+	struct ovl_path path;
+	int fd, err;
+
+	if (node->tmpfile_fd >= 0) {
+		char proc[64];
+
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d",
+			 node->tmpfile_fd);
+		fd = open(proc, O_RDWR | O_CLOEXEC);
+		return fd < 0 ? -errno : fd;
+	}
+	err = ovl_node_open_parent(fs, node, ovl_node_real_layer(node), &path);
+	if (err)
+		return err;
+	fd = openat(path.dirfd, path.name,
+		    (upper ? O_RDWR : O_RDONLY | O_NOATIME) | O_NOFOLLOW |
+			    O_CLOEXEC);
+	if (fd < 0 && !upper && errno == EPERM)
+		fd = openat(path.dirfd, path.name,
+			    O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	err = fd < 0 ? -errno : fd;
+	ovl_path_close(&path);
+	return err;
+}
+
+static void passthrough_disable(struct ovl_fs *fs, int err)
+{
+	if (atomic_exchange(&fs->passthrough_ok, false))
+		log_info("FUSE passthrough unavailable (%s); reads and writes go through lamina",
+			 strerror(-err));
+}
+
+/*
+ * Bind the open to the node's backing file. The kernel keeps one
+ * backing file per inode while it is open, so a node that was opened
+ * from the lower layer and copied up since then cannot switch: such an
+ * open goes through lamina uncached instead.
+ */
+static void file_passthrough(struct ovl_fs *fs, struct ovl_file *file,
+			     bool upper, struct fuse_file_info *fi)
+{
+	struct ovl_node *node = file->node;
+	int fd, id;
+
+	pthread_mutex_lock(&node->lock);
+	if (node->backing_id > 0 && node->backing_upper != upper) {
+		fi->direct_io = true;
+	} else if (node->backing_id > 0) {
+		node->backing_refs++;
+		file->backing = true;
+	} else {
+		fd = backing_fd(fs, node, upper);
+		id = fd < 0 ? fd : fuse_backing_open(fs->se, fd);
+		if (fd >= 0)
+			close(fd);
+		if (id == -EPERM || id == -EOPNOTSUPP || id == -ENOTTY) {
+			passthrough_disable(fs, id);
+			fi->direct_io = true;
+		} else if (id < 0) {
+			log_warn_rl("passthrough for %s failed: %s", node->name,
+				    strerror(-id));
+			fi->direct_io = true;
+		} else {
+			node->backing_id = id;
+			node->backing_upper = upper;
+			node->backing_refs = 1;
+			file->backing = true;
+		}
+	}
+	if (file->backing)
+		fi->backing_id = node->backing_id;
+	pthread_mutex_unlock(&node->lock);
+}
+
+/* Wrap fd in an open-file handle and decide how the kernel does I/O. */
+int ovl_file_setup(struct fuse_req *req, struct ovl_node *node, int fd,
+		   bool upper, struct fuse_file_info *fi)
+{
+	struct ovl_fs *fs = ovl_req_fs(req);
+	struct ovl_file *file = calloc(1, sizeof(*file));
+
+	if (!file)
+		return -ENOMEM;
+	file->fd = fd;
+	file->node = node;
+	ovl_node_get(node);
+	fi->fh = (uintptr_t)file;
+	fi->noflush = true;
+	if (atomic_load(&fs->passthrough_ok))
+		file_passthrough(fs, file, upper, fi);
+	else
+		fi->keep_cache = true;
+	return 0;
+}
+
+static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
+{
+	struct ovl_path path;
+	bool upper = ovl_node_has(node, OVL_N_UPPER);
+	int fd, err;
+
+	flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_DIRECT);
+	flags |= O_NOFOLLOW | O_CLOEXEC | (upper ? 0 : O_NOATIME);
+	if (node->tmpfile_fd >= 0) {
+		char proc[64];
+
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d",
+			 node->tmpfile_fd);
+		fd = open(proc, flags & ~O_NOFOLLOW);
+		return fd < 0 ? -errno : fd;
+	}
+	err = ovl_node_open_parent(fs, node, ovl_node_real_layer(node), &path);
+	if (err)
+		return err;
+	fd = openat(path.dirfd, path.name, flags);
+	if (fd < 0 && errno == EPERM && !upper)
+		fd = openat(path.dirfd, path.name, flags & ~O_NOATIME);
+	err = fd < 0 ? -errno : fd;
+	ovl_path_close(&path);
+	return err;
+}
+
+void ovl_op_open(struct fuse_req *req, uint64_t nodeid,
+		 struct fuse_file_info *fi)
+{
+	struct ovl_fs *fs = ovl_req_fs(req);
+	struct ovl_node *node = ovl_req_node(req, nodeid);
+	bool write = (fi->flags & O_ACCMODE) != O_RDONLY;
+	int fd, err = 0;
+
+	if (write || (fi->flags & O_TRUNC))
+		err = ovl_copy_up(fs, node,
+				  (fi->flags & O_TRUNC) ? OVL_COPY_UP_NO_DATA
+							: 0);
+	if (err) {
+		ovl_reply_status(req, err);
+		return;
+	}
+	fd = open_real(fs, node, fi->flags);
+	if (fd < 0) {
+		ovl_reply_status(req, fd);
+		return;
+	}
+	err = ovl_file_setup(req, node, fd, ovl_node_has(node, OVL_N_UPPER),
+			     fi);
+	if (err) {
+		close(fd);
+		ovl_reply_status(req, err);
+		return;
+	}
+	fuse_reply_open(req, fi);
+}
+
+void ovl_op_create(struct fuse_req *req, uint64_t parent, const char *name,
+		   mode_t mode, struct fuse_file_info *fi)
+{
+	struct ovl_create c = {.mode = S_IFREG | (mode & 07777),
+			       .open_flags = fi->flags & ~O_DIRECT};
+	struct fuse_entry e;
+	struct ovl_node *node;
+	struct stat st;
+	int err;
+
+	err = ovl_create_object(req, ovl_req_node(req, parent), name, &c,
+				&node, &st);
+	if (!err) {
+		err = ovl_file_setup(req, node, c.fd, true, fi);
+		if (err) {
+			close(c.fd);
+			ovl_node_forget(ovl_req_fs(req), node, 1);
+		}
+	}
+	if (err) {
+		ovl_reply_status(req, err);
+		return;
+	}
+	ovl_fill_entry(ovl_req_fs(req), &e, node, &st);
+	fuse_reply_create(req, &e, fi);
+}
+
+static int tmpfile_owner(int fd, int dirfd, const struct fuse_ctx *ctx)
+{
+	struct stat dst;
+	gid_t gid = ctx->gid;
+
+	if (fstat(dirfd, &dst) == 0 && (dst.st_mode & S_ISGID))
+		gid = dst.st_gid;
+	if (fchown(fd, ctx->uid, gid) < 0 && geteuid() == 0)
+		return -errno;
+	return 0;
+}
+
+/* O_TMPFILE: an unnamed file in the upper directory, kept by its fd. */
+void ovl_op_tmpfile(struct fuse_req *req, uint64_t parent, mode_t mode,
+		    struct fuse_file_info *fi)
+{
+	struct ovl_fs *fs = ovl_req_fs(req);
+	struct ovl_node *dir = ovl_req_node(req, parent), *node;
+	struct fuse_entry e;
+	struct stat st;
+	int dirfd, fd, err;
+
+	err = ovl_copy_up(fs, dir, 0);
+	if (err) {
+		ovl_reply_status(req, err);
+		return;
+	}
+	dirfd = ovl_node_open_dir(fs, dir, 0, O_RDONLY);
+	if (dirfd < 0) {
+		ovl_reply_status(req, dirfd);
+		return;
+	}
+	ovl_set_umask(fs, fuse_req_ctx(req));
+	fd = openat(dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, mode & 07777);
+	err = fd < 0 ? -errno : tmpfile_owner(fd, dirfd, fuse_req_ctx(req));
+	close(dirfd);
+	if (!err && fstat(fd, &st) < 0)
+		err = -errno;
+	node = err ? NULL : ovl_node_new(fs, dir, "");
+	if (!err && !node)
+		err = -ENOMEM;
+	if (err) {
+		if (fd >= 0)
+			close(fd);
+		ovl_reply_status(req, err);
+		return;
+	}
+	node->type = S_IFREG;
+	node->ino = st.st_ino;
+	node->tmpfile_fd = fd;
+	node->nlookup = 1; /* the kernel's reference; never hashed */
+	atomic_fetch_or(&node->flags, OVL_N_UPPER | OVL_N_DELETED);
+	fd = open_real(fs, node, fi->flags);
+	err = fd < 0 ? fd : ovl_file_setup(req, node, fd, true, fi);
+	if (err) {
+		if (fd >= 0)
+			close(fd);
+		ovl_node_forget(fs, node, 1);
+		ovl_reply_status(req, err);
+		return;
+	}
+	ovl_fill_entry(fs, &e, node, &st);
+	fuse_reply_create(req, &e, fi);
+}
+
+void ovl_op_read(struct fuse_req *req, uint64_t nodeid, size_t size,
+		 off_t off, struct fuse_file_info *fi)
+{
+	char *buf = malloc(size ? size : 1);
+	ssize_t n;
+
+	(void)nodeid;
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	n = pread(file_of(fi)->fd, buf, size, off);
+	if (n < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_buf(req, buf, n);
+	free(buf);
+}
+
+void ovl_op_write(struct fuse_req *req, uint64_t nodeid, const void *buf,
+		  size_t size, off_t off, struct fuse_file_info *fi)
+{
+	ssize_t n = pwrite(file_of(fi)->fd, buf, size, off);
+
+	(void)nodeid;
+	if (n < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_write(req, n);
+}
+
+void ovl_op_flush(struct fuse_req *req, uint64_t nodeid,
+		  struct fuse_file_info *fi)
+{
+	(void)nodeid;
+	(void)fi;
+	fuse_reply_err(req, 0);
+}
+
+void ovl_op_release(struct fuse_req *req, uint64_t nodeid,
+		    struct fuse_file_info *fi)
+{
+	struct ovl_fs *fs = ovl_req_fs(req);
+	struct ovl_file *file = file_of(fi);
+	struct ovl_node *node = file->node;
+
+	(void)nodeid;
+	if (file->backing) {
+		pthread_mutex_lock(&node->lock);
+		if (--node->backing_refs == 0) {
+			fuse_backing_close(fs->se, node->backing_id);
+			node->backing_id = 0;
+		}
+		pthread_mutex_unlock(&node->lock);
+	}
+	close(file->fd);
+	free(file);
+	ovl_node_put(fs, node);
+	fuse_reply_err(req, 0);
+}
+
+void ovl_op_fsync(struct fuse_req *req, uint64_t nodeid, bool datasync,
+		  struct fuse_file_info *fi)
+{
+	struct ovl_fs *fs = ovl_req_fs(req);
+	int fd = file_of(fi)->fd, err = 0;
+
+	(void)nodeid;
+	if (fs->config.volatile_mount)
+		err = 0;
+	else if ((datasync ? fdatasync(fd) : fsync(fd)) < 0)
+		err = errno;
+	fuse_reply_err(req, err);
+}
+
+void ovl_op_fallocate(struct fuse_req *req, uint64_t nodeid, int mode,
+		      off_t off, off_t len, struct fuse_file_info *fi)
+{
+	(void)nodeid;
+	if (fallocate(file_of(fi)->fd, mode, off, len) < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_err(req, 0);
+}
+
+void ovl_op_lseek(struct fuse_req *req, uint64_t nodeid, off_t off,
+		  int whence, struct fuse_file_info *fi)
+{
+	off_t res = lseek(file_of(fi)->fd, off, whence);
+
+	(void)nodeid;
+	if (res < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_lseek(req, res);
+}
+
+void ovl_op_copy_file_range(struct fuse_req *req, uint64_t nodein,
+			    off_t offin, struct fuse_file_info *fiin,
+			    uint64_t nodeout, off_t offout,
+			    struct fuse_file_info *fiout, size_t len,
+			    int flags)
+{
+	loff_t in = offin, out = offout;
+	ssize_t n;
+
+	(void)nodein;
+	(void)nodeout;
+	n = copy_file_range(file_of(fiin)->fd, &in, file_of(fiout)->fd, &out,
+			    len, flags);
+	if (n < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_write(req, n);
+}

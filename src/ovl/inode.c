@@ -1,0 +1,245 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/* Lookup, attributes, symlink targets and statfs of merged entries. */
+#include "ops.h"
+#include "../common/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+void ovl_reply_status(struct fuse_req *req, int err)
+{
+	fuse_reply_err(req, err < 0 ? -err : EIO);
+}
+
+void ovl_fill_entry(struct ovl_fs *fs, struct fuse_entry *e,
+		    struct ovl_node *node, const struct stat *st)
+{
+	memset(e, 0, sizeof(*e));
+	e->nodeid = ovl_node_id(fs, node);
+	e->attr = *st;
+	e->entry_timeout = fs->timeout;
+	e->attr_timeout = fs->timeout;
+	/*
+	 * Another name of a hard-linked file can change its link count
+	 * and ctime behind the kernel's back, so those are not cached.
+	 */
+	if (!S_ISDIR(st->st_mode) && st->st_nlink > 1)
+		e->attr_timeout = 0;
+}
+
+void ovl_reply_entry(struct fuse_req *req, struct ovl_node *node,
+		     const struct stat *st)
+{
+	struct fuse_entry e;
+
+	ovl_fill_entry(ovl_req_fs(req), &e, node, st);
+	fuse_reply_entry(req, &e);
+}
+
+void ovl_op_lookup(struct fuse_req *req, uint64_t parent, const char *name)
+{
+	struct ovl_fs *fs = ovl_req_fs(req);
+	struct ovl_node *node;
+	struct fuse_entry e;
+	struct stat st;
+	int err;
+
+	err = ovl_lookup_node(fs, ovl_req_node(req, parent), name, &node, &st);
+	if (err == -ENOENT) {
+		/* A negative entry: the layers do not change while mounted. */
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = fs->timeout;
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	if (err) {
+		ovl_reply_status(req, err);
+		return;
+	}
+	ovl_reply_entry(req, node, &st);
+}
+
+void ovl_op_forget(void *fs, uint64_t nodeid, uint64_t nlookup)
+{
+	ovl_node_forget(fs, ovl_node_from_id(fs, nodeid), nlookup);
+}
+
+void ovl_op_getattr(struct fuse_req *req, uint64_t nodeid, uint64_t fh,
+		    bool has_fh)
+{
+	struct ovl_fs *fs = ovl_req_fs(req);
+	struct ovl_node *node = ovl_req_node(req, nodeid);
+	struct stat st;
+	int err;
+
+	if (has_fh && fh) {
+		struct ovl_file *file = (struct ovl_file *)(uintptr_t)fh;
+
+		err = fstat(file->fd, &st) < 0 ? -errno : 0;
+		st.st_ino = node->ino;
+	} else {
+		err = ovl_node_stat(fs, node, &st);
+	}
+	if (err) {
+		ovl_reply_status(req, err);
+		return;
+	}
+	fuse_reply_attr(req, &st, fs->timeout);
+}
+
+static int setattr_size(struct ovl_path *path, const struct fuse_setattr *a)
+{
+	int fd, err = 0;
+
+	if (a->valid & FUSE_SET_ATTR_FH) {
+		struct ovl_file *file = (struct ovl_file *)(uintptr_t)a->fh;
+
+		return ftruncate(file->fd, a->st.st_size) < 0 ? -errno : 0;
+	}
+	fd = openat(path->dirfd, path->name,
+		    O_WRONLY | O_CLOEXEC | O_NONBLOCK |
+			    (path->dirfd == AT_FDCWD ? 0 : O_NOFOLLOW));
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, a->st.st_size) < 0)
+		err = -errno;
+	close(fd);
+	return err;
+}
+
+static struct timespec setattr_time(const struct fuse_setattr *a,
+				    uint32_t set, uint32_t now,
+				    const struct timespec *value)
+{
+	struct timespec t = {.tv_nsec = UTIME_OMIT};
+
+	if (a->valid & now)
+		t.tv_nsec = UTIME_NOW;
+	else if (a->valid & set)
+		t = *value;
+	return t;
+}
+
+static int setattr_apply(struct ovl_path *path, const struct fuse_setattr *a)
+{
+	/* An O_TMPFILE is reached through its /proc link, which must be
+	 * followed. */
+	int nofollow = path->dirfd == AT_FDCWD ? 0 : AT_SYMLINK_NOFOLLOW;
+	uint32_t v = a->valid;
+	int err;
+
+	if (v & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+		uid_t uid = (v & FUSE_SET_ATTR_UID) ? a->st.st_uid : (uid_t)-1;
+		gid_t gid = (v & FUSE_SET_ATTR_GID) ? a->st.st_gid : (gid_t)-1;
+
+		if (fchownat(path->dirfd, path->name, uid, gid, nofollow) < 0)
+			return -errno;
+	}
+	/* After chown, which may have cleared set-user-ID bits. */
+	if ((v & FUSE_SET_ATTR_MODE) &&
+	    fchmodat(path->dirfd, path->name, a->st.st_mode & 07777, 0) < 0)
+		return -errno;
+	if (v & FUSE_SET_ATTR_SIZE) {
+		err = setattr_size(path, a);
+		if (err)
+			return err;
+	}
+	if (v & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW)) {
+		struct timespec t[2] = {
+			setattr_time(a, FUSE_SET_ATTR_ATIME, FUSE_SET_ATTR_ATIME_NOW,
+				     &a->st.st_atim),
+			setattr_time(a, FUSE_SET_ATTR_MTIME, FUSE_SET_ATTR_MTIME_NOW,
+				     &a->st.st_mtim),
+		};
+
+		if (utimensat(path->dirfd, path->name, t, nofollow) < 0)
+			return -errno;
+	}
+	return 0;
+}
+
+void ovl_op_setattr(struct fuse_req *req, uint64_t nodeid,
+		    const struct fuse_setattr *attr)
+{
+	struct ovl_fs *fs = ovl_req_fs(req);
+	struct ovl_node *node = ovl_req_node(req, nodeid);
+	unsigned int flags = 0;
+	struct ovl_path path;
+	struct stat st;
+	int err;
+
+	if ((attr->valid & FUSE_SET_ATTR_SIZE) && attr->st.st_size == 0)
+		flags = OVL_COPY_UP_NO_DATA;
+	err = ovl_copy_up(fs, node, flags);
+	if (!err && node->tmpfile_fd >= 0) {
+		path.dirfd = AT_FDCWD;
+		snprintf(path.name, sizeof(path.name), "/proc/self/fd/%d",
+			 node->tmpfile_fd);
+		err = setattr_apply(&path, attr);
+	} else if (!err) {
+		err = ovl_node_open_parent(fs, node, 0, &path);
+		if (!err) {
+			err = setattr_apply(&path, attr);
+			ovl_path_close(&path);
+		}
+	}
+	if (!err)
+		err = ovl_node_stat(fs, node, &st);
+	if (err) {
+		ovl_reply_status(req, err);
+		return;
+	}
+	fuse_reply_attr(req, &st, fs->timeout);
+}
+
+void ovl_op_readlink(struct fuse_req *req, uint64_t nodeid)
+{
+	struct ovl_fs *fs = ovl_req_fs(req);
+	struct ovl_node *node = ovl_req_node(req, nodeid);
+	char target[OVL_PATH_MAX];
+	struct ovl_path path;
+	ssize_t n;
+	int err;
+
+	err = ovl_node_open_parent(fs, node, ovl_node_real_layer(node), &path);
+	if (err) {
+		ovl_reply_status(req, err);
+		return;
+	}
+	n = readlinkat(path.dirfd, path.name, target, sizeof(target) - 1);
+	err = n < 0 ? -errno : 0;
+	ovl_path_close(&path);
+	if (err) {
+		ovl_reply_status(req, err);
+		return;
+	}
+	target[n] = '\0';
+	fuse_reply_readlink(req, target);
+}
+
+void ovl_op_access(struct fuse_req *req, uint64_t nodeid, int mask)
+{
+	/* default_permissions: the kernel has checked the mode already. */
+	(void)nodeid;
+	(void)mask;
+	fuse_reply_err(req, ENOSYS);
+}
+
+void ovl_op_statfs(struct fuse_req *req, uint64_t nodeid)
+{
+	struct ovl_fs *fs = ovl_req_fs(req);
+	struct statvfs st;
+	int fd = fs->layers[0].fd;
+
+	(void)nodeid;
+	if (fstatvfs(fd, &st) < 0) {
+		ovl_reply_status(req, -errno);
+		return;
+	}
+	fuse_reply_statfs(req, &st);
+}

@@ -1,0 +1,304 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * Lookup: find a name in the upper layer, then in the lowers from the
+ * top down, as overlayfs does. A whiteout hides the name, a non-directory
+ * ends the search, and an opaque directory ends the merging below it.
+ */
+#include "ovl.h"
+#include "../common/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The fixed part of overlayfs's origin file handle (struct ovl_fb). */
+struct ovl_fb_header {
+	uint8_t version; /* 0 */
+	uint8_t magic;	 /* 0xfb */
+	uint8_t len;	 /* header plus fid */
+	uint8_t flags;
+	uint8_t type; /* exportfs fid type */
+	uint8_t uuid[16];
+} __attribute__((packed));
+
+#define OVL_FH_MAGIC 0xfb
+#define FILEID_INO32_GEN 1
+#define FILEID_INO32_GEN_PARENT 2
+#define FILEID_INO64_GEN 0x81 /* XFS with 64-bit inode numbers */
+
+static bool uuid_known(struct ovl_fs *fs, const uint8_t *uuid)
+{
+	int i;
+
+	for (i = 0; i < fs->nlayers; i++)
+		if (fs->layers[i].has_uuid &&
+		    !memcmp(fs->layers[i].uuid, uuid, 16))
+			return true;
+	return false;
+}
+
+/*
+ * Return the inode number recorded in the origin file handle of an
+ * upper entry, so that st_ino stays what it was before copy-up. Handles
+ * whose fid layout is not known give the fallback.
+ */
+ino_t ovl_origin_ino(struct ovl_fs *fs, int dirfd, const char *name,
+		     ino_t fallback)
+{
+	uint8_t buf[256];
+	const struct ovl_fb_header *fb = (const void *)buf;
+	const uint8_t *fid = buf + sizeof(*fb);
+	char attr[64];
+	uint32_t ino32;
+	uint64_t ino64;
+	int n;
+
+	ovl_xattr_name(fs, attr, sizeof(attr), "origin");
+	n = ovl_do_getxattr(dirfd, name, attr, buf, sizeof(buf));
+	if (n < (int)sizeof(*fb) + 4 || fb->magic != OVL_FH_MAGIC ||
+	    fb->len != n)
+		return fallback;
+	if (!uuid_known(fs, fb->uuid))
+		return fallback;
+	switch (fb->type) {
+	case FILEID_INO32_GEN:
+	case FILEID_INO32_GEN_PARENT:
+		memcpy(&ino32, fid, 4);
+		return ino32;
+	case FILEID_INO64_GEN:
+		if (n < (int)sizeof(*fb) + 8)
+			return fallback;
+		memcpy(&ino64, fid, 8);
+		return ino64;
+	default:
+		return fallback;
+	}
+}
+
+static void lookup_init(struct ovl_lookup *res)
+{
+	memset(res, 0, sizeof(*res));
+	res->layer = -1;
+	res->lower = -1;
+	res->lower_last = -1;
+}
+
+/* Look in the upper layer. Returns 1 if lower layers must be searched. */
+static int lookup_upper(struct ovl_fs *fs, struct ovl_node *parent,
+			const char *name, struct ovl_lookup *res)
+{
+	struct stat st;
+	int dirfd, err, more = 1;
+
+	dirfd = ovl_node_open_dir(fs, parent, 0, O_PATH);
+	if (dirfd < 0)
+		return dirfd == -ENOENT ? 1 : dirfd;
+	err = ovl_do_fstatat(dirfd, name, &st);
+	if (err) {
+		close(dirfd);
+		return err == -ENOENT ? 1 : err;
+	}
+	if (ovl_is_whiteout(&st)) {
+		res->upper_whiteout = true;
+		more = 0;
+	} else {
+		res->upper = true;
+		res->layer = 0;
+		res->st = st;
+		if (S_ISDIR(st.st_mode)) {
+			res->opaque = ovl_check_opaque(fs, dirfd, name);
+			more = !res->opaque;
+		} else {
+			res->st.st_ino = ovl_origin_ino(fs, dirfd, name,
+							st.st_ino);
+			more = 0;
+		}
+	}
+	close(dirfd);
+	return more;
+}
+
+/* A whiteout in a lower layer: a 0/0 device, or an xattr whiteout. */
+static bool lower_is_whiteout(struct ovl_fs *fs, int dirfd, const char *name,
+			      const struct stat *st)
+{
+	if (ovl_is_whiteout(st))
+		return true;
+	if (!S_ISREG(st->st_mode) || st->st_size != 0)
+		return false;
+	/* Only a directory marked opaque="x" may hold xattr whiteouts. */
+	return ovl_check_xwhiteout_dir(fs, dirfd, ".") &&
+	       ovl_check_xwhiteout(fs, dirfd, name, st);
+}
+
+/*
+ * Merge one lower layer's entry into res. Returns 1 to go on to the
+ * next layer, 0 to stop.
+ */
+static int lookup_lower_one(struct ovl_fs *fs, int layer, int dirfd,
+			    const char *name, const struct stat *st,
+			    struct ovl_lookup *res)
+{
+	bool found = res->upper || res->lower >= 0;
+
+	if (lower_is_whiteout(fs, dirfd, name, st))
+		return 0;
+	if (found && !S_ISDIR(st->st_mode))
+		return 0; /* a non-directory ends a merged directory */
+	if (res->lower < 0) {
+		res->lower = layer;
+		if (!res->upper) {
+			res->st = *st;
+			res->layer = layer;
+		} else {
+			/* A merged directory keeps its lower st_ino. */
+			res->st.st_ino = st->st_ino;
+		}
+	}
+	res->lower_last = layer;
+	if (!S_ISDIR(st->st_mode))
+		return 0;
+	return !ovl_check_opaque(fs, dirfd, name);
+}
+
+static int lookup_lowers(struct ovl_fs *fs, struct ovl_node *parent,
+			 const char *name, struct ovl_lookup *res)
+{
+	struct stat st;
+	int i, dirfd, err, more = 1;
+
+	for (i = parent->lower; more && i >= 0 && i <= parent->lower_last;
+	     i++) {
+		dirfd = ovl_node_open_dir(fs, parent, i, O_PATH);
+		if (dirfd == -ENOENT || dirfd == -ENOTDIR)
+			continue;
+		if (dirfd < 0)
+			return dirfd;
+		err = ovl_do_fstatat(dirfd, name, &st);
+		if (err == 0)
+			more = lookup_lower_one(fs, i, dirfd, name, &st, res);
+		close(dirfd);
+		if (err && err != -ENOENT)
+			return err;
+	}
+	return 0;
+}
+
+/* Look up name below parent in every layer; -ENOENT if it is not there. */
+int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *parent,
+		    const char *name, struct ovl_lookup *res)
+{
+	int more = 1, err;
+
+	lookup_init(res);
+	if (strlen(name) > 255)
+		return -ENAMETOOLONG;
+	if (ovl_node_has(parent, OVL_N_UPPER)) {
+		more = lookup_upper(fs, parent, name, res);
+		if (more < 0)
+			return more;
+		if (ovl_node_has(parent, OVL_N_OPAQUE))
+			more = 0;
+	}
+	if (more) {
+		err = lookup_lowers(fs, parent, name, res);
+		if (err)
+			return err;
+	}
+	if (!res->upper && res->lower < 0)
+		return -ENOENT;
+	return 0;
+}
+
+/* 1 if a lower layer shows an entry at name below parent, else 0. */
+int ovl_lower_positive(struct ovl_fs *fs, struct ovl_node *parent,
+		       const char *name)
+{
+	struct ovl_lookup res;
+	int err;
+
+	if (ovl_node_has(parent, OVL_N_OPAQUE) || parent->lower < 0)
+		return 0;
+	lookup_init(&res);
+	err = lookup_lowers(fs, parent, name, &res);
+	if (err)
+		return err;
+	return res.lower >= 0;
+}
+
+void ovl_node_fill(struct ovl_node *node, const struct ovl_lookup *res)
+{
+	unsigned int flags = 0;
+
+	node->type = res->st.st_mode & S_IFMT;
+	node->ino = res->st.st_ino;
+	node->lower = res->lower;
+	node->lower_last = res->lower_last;
+	if (res->upper)
+		flags |= OVL_N_UPPER;
+	if (res->opaque)
+		flags |= OVL_N_OPAQUE;
+	atomic_fetch_or(&node->flags, flags);
+}
+
+/* Attributes of a node's real file, with the st_ino users see. */
+int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
+{
+	struct ovl_path path;
+	int err;
+
+	if (node->tmpfile_fd >= 0) {
+		if (fstat(node->tmpfile_fd, st) < 0)
+			return -errno;
+		st->st_ino = node->ino;
+		return 0;
+	}
+	err = ovl_node_open_parent(fs, node, ovl_node_real_layer(node), &path);
+	if (err)
+		return err;
+	err = ovl_do_fstatat(path.dirfd, path.name, st);
+	ovl_path_close(&path);
+	if (err)
+		return err;
+	st->st_ino = node->ino;
+	return 0;
+}
+
+/*
+ * Look up name below parent and return its node with one more kernel
+ * lookup reference, and its attributes.
+ */
+int ovl_lookup_node(struct ovl_fs *fs, struct ovl_node *parent,
+		    const char *name, struct ovl_node **out, struct stat *st)
+{
+	struct ovl_lookup res;
+	struct ovl_node *node;
+	int err;
+
+	node = ovl_node_find(fs, parent, name);
+	if (node) {
+		err = ovl_node_stat(fs, node, st);
+		if (!err) {
+			*out = node;
+			return 0;
+		}
+		/* The layers changed under the mount: look again. */
+		if (err == -ENOENT)
+			ovl_node_unhash(fs, node);
+		ovl_node_forget(fs, node, 1);
+		if (err != -ENOENT)
+			return err;
+	}
+	err = ovl_lookup_name(fs, parent, name, &res);
+	if (err)
+		return err;
+	node = ovl_node_new(fs, parent, name);
+	if (!node)
+		return -ENOMEM;
+	ovl_node_fill(node, &res);
+	*out = ovl_node_insert(fs, node);
+	*st = res.st;
+	st->st_ino = (*out)->ino;
+	return 0;
+}

@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/* The operation table that the FUSE transport calls, and INIT. */
+#include "ops.h"
+#include "fuse/fuse_compat.h"
+#include "../common/log.h"
+
+#include <unistd.h>
+
+/*
+ * Features asked of the kernel. Layers are static while mounted, so the
+ * kernel may cache entries, attributes, symlinks and listings; POSIX
+ * ACLs are checked and cached by the kernel too.
+ */
+#define OVL_WANT_FLAGS                                                     \
+	(FUSE_ASYNC_READ | FUSE_ATOMIC_O_TRUNC | FUSE_BIG_WRITES |         \
+	 FUSE_DONT_MASK | FUSE_MAX_PAGES | FUSE_PARALLEL_DIROPS |          \
+	 FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO | FUSE_CACHE_SYMLINKS | \
+	 FUSE_POSIX_ACL | FUSE_SETXATTR_EXT | FUSE_DIRECT_IO_ALLOW_MMAP)
+
+void ovl_op_init(void *arg, struct fuse_conn *conn)
+{
+	struct ovl_fs *fs = arg;
+
+	conn->want_flags = OVL_WANT_FLAGS;
+	if (atomic_load(&fs->passthrough_ok)) {
+		if (conn->kernel_flags & FUSE_PASSTHROUGH) {
+			conn->want_flags |= FUSE_PASSTHROUGH;
+			/* Backing files may sit on a plain filesystem. */
+			conn->max_stack_depth = 1;
+		} else {
+			atomic_store(&fs->passthrough_ok, false);
+			log_info("the kernel offers no FUSE passthrough; reads and writes go through lamina");
+		}
+	}
+	fs->dont_mask = conn->kernel_flags & FUSE_DONT_MASK;
+}
+
+void ovl_op_destroy(void *arg)
+{
+	(void)arg;
+}
+
+const struct fuse_ops ovl_fuse_ops = {
+	.init = ovl_op_init,
+	.destroy = ovl_op_destroy,
+	.lookup = ovl_op_lookup,
+	.forget = ovl_op_forget,
+	.getattr = ovl_op_getattr,
+	.setattr = ovl_op_setattr,
+	.readlink = ovl_op_readlink,
+	.symlink = ovl_op_symlink,
+	.mknod = ovl_op_mknod,
+	.mkdir = ovl_op_mkdir,
+	.unlink = ovl_op_unlink,
+	.rmdir = ovl_op_rmdir,
+	.rename = ovl_op_rename,
+	.link = ovl_op_link,
+	.open = ovl_op_open,
+	.create = ovl_op_create,
+	.tmpfile = ovl_op_tmpfile,
+	.read = ovl_op_read,
+	.write = ovl_op_write,
+	.flush = ovl_op_flush,
+	.release = ovl_op_release,
+	.fsync = ovl_op_fsync,
+	.opendir = ovl_op_opendir,
+	.readdir = ovl_op_readdir,
+	.releasedir = ovl_op_releasedir,
+	.fsyncdir = ovl_op_fsyncdir,
+	.statfs = ovl_op_statfs,
+	.setxattr = ovl_op_setxattr,
+	.getxattr = ovl_op_getxattr,
+	.listxattr = ovl_op_listxattr,
+	.removexattr = ovl_op_removexattr,
+	.access = ovl_op_access,
+	.fallocate = ovl_op_fallocate,
+	.lseek = ovl_op_lseek,
+	.copy_file_range = ovl_op_copy_file_range,
+};

@@ -1,0 +1,276 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * lamina's overlay engine: the core structures. Every function returns
+ * 0 or a negative errno; messages are made by the callers at the edge.
+ */
+#ifndef LAMINA_OVL_H
+#define LAMINA_OVL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+struct fuse_session;
+
+enum ovl_redirect_mode {
+	OVL_REDIRECT_OFF,      /* neither create nor follow */
+	OVL_REDIRECT_NOFOLLOW, /* as off for lamina: nothing to follow */
+};
+
+/* Mount options after parsing; see params.c for the accepted names. */
+struct ovl_config {
+	char **lowerdirs; /* top first */
+	int nlower;
+	char *upperdir;
+	char *workdir;
+	char *mountpoint;
+	bool read_only;
+	bool userxattr;
+	bool volatile_mount;
+	bool passthrough;
+	bool allow_other;
+	enum ovl_redirect_mode redirect;
+	unsigned long mount_flags; /* MS_* from the generic mount options */
+	char *fsname;		   /* source shown in /proc/mounts */
+};
+
+/* One layer: the upper (index 0, when present) or a lower. */
+struct ovl_layer {
+	char *path; /* absolute, as opened */
+	int fd;	    /* O_PATH descriptor of the layer root */
+	dev_t dev;
+	uint8_t uuid[16]; /* filesystem UUID for origin file handles */
+	bool has_uuid;
+	bool is_upper;
+};
+
+/* Node flags. */
+#define OVL_N_UPPER 0x01   /* has an upper entry */
+#define OVL_N_OPAQUE 0x02  /* upper directory is opaque */
+#define OVL_N_DELETED 0x04 /* unlinked or replaced; no longer hashed */
+#define OVL_N_HASHED 0x08  /* reachable from the name hash */
+#define OVL_N_IMPURE 0x10  /* upper dir may hold entries with an origin */
+
+/*
+ * A node is one name of the merged tree that the kernel holds a
+ * reference to. It is reached again by name from its parent, so no
+ * descriptor is kept open for it: file descriptors are scarce.
+ */
+struct ovl_node {
+	struct ovl_node *parent; /* holds a reference; NULL for the root */
+	char *name;
+	struct ovl_node *hash_next;
+	struct ovl_node *all_next, *all_prev; /* every live node, for teardown */
+	uint64_t nlookup;  /* kernel lookup count; under the hash shard lock */
+	atomic_uint refs;  /* children and open handles */
+	pthread_mutex_t lock; /* copy-up and passthrough state */
+	atomic_uint flags; /* OVL_N_* */
+	mode_t type;	   /* S_IFMT bits */
+	ino_t ino;	   /* st_ino shown to users: the origin's if any */
+	int16_t lower;	   /* topmost lower layer holding it, or -1 */
+	int16_t lower_last; /* for directories: last lower layer merged */
+	int backing_id;	   /* passthrough id, 0 when none */
+	unsigned int backing_refs;
+	bool backing_upper; /* backing file is the upper file */
+	int tmpfile_fd;	    /* unnamed O_TMPFILE file, or -1 */
+};
+
+#define OVL_HASH_SHARDS 64
+
+struct ovl_hash_shard {
+	pthread_mutex_t lock;
+	struct ovl_node **buckets;
+	size_t nbuckets;
+	size_t count;
+};
+
+#define OVL_ALL_SHARDS 16
+
+/* A list of live nodes; the shard is chosen by the node's address. */
+struct ovl_node_list {
+	pthread_mutex_t lock;
+	struct ovl_node *head;
+};
+
+struct ovl_fs {
+	struct ovl_config config;
+	struct ovl_layer *layers; /* [0] is the upper when upper != NULL */
+	int nlayers;
+	int first_lower; /* index of the topmost lower in layers */
+	struct ovl_layer *upper;
+	int workdir_fd;	 /* workdir itself, kept locked with flock */
+	int work_fd;	 /* workdir/work: copy-up and whiteout staging */
+	const char *xattr_prefix; /* "trusted.overlay." or "user.overlay." */
+	size_t xattr_prefix_len;
+	bool rename_whiteout; /* upper fs supports RENAME_WHITEOUT */
+	struct ovl_node *root;
+	struct ovl_hash_shard shards[OVL_HASH_SHARDS];
+	struct ovl_node_list all[OVL_ALL_SHARDS];
+	pthread_rwlock_t rename_lock; /* held for writing while names move */
+	atomic_uint_fast64_t tmp_counter;
+	atomic_bool passthrough_ok;
+	struct fuse_session *se;
+	double timeout; /* entry and attribute cache timeout, seconds */
+	atomic_uint_fast64_t nodes; /* live nodes, for the memory figures */
+	bool dont_mask; /* the kernel leaves the umask to us */
+};
+
+/* An open regular file. */
+struct ovl_file {
+	int fd;
+	struct ovl_node *node;
+	bool backing; /* counted in node->backing_refs */
+};
+
+/* A path inside one layer: a directory descriptor and a plain name. */
+struct ovl_path {
+	int dirfd;
+	char name[256];
+};
+
+#define OVL_PATH_MAX 4096
+
+/* ---- params.c ---- */
+struct ovl_error {
+	char msg[1024];
+};
+int ovl_parse_options(struct ovl_config *cfg, const char *opts,
+		      struct ovl_error *e);
+int ovl_config_finish(struct ovl_config *cfg, struct ovl_error *e);
+void ovl_config_free(struct ovl_config *cfg);
+void ovl_error_set(struct ovl_error *e, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* ---- super.c ---- */
+int ovl_fs_setup(struct ovl_fs *fs, struct ovl_error *e);
+void ovl_fs_teardown(struct ovl_fs *fs);
+
+/* ---- util.c: system calls on a layer ---- */
+int ovl_open_layer_dir(int layer_fd, const char *relpath, int flags);
+int ovl_do_fstatat(int dirfd, const char *name, struct stat *st);
+int ovl_do_getxattr(int dirfd, const char *name, const char *attr,
+		    void *buf, size_t size);
+int ovl_do_setxattr(int dirfd, const char *name, const char *attr,
+		    const void *buf, size_t size, int flags);
+int ovl_do_removexattr(int dirfd, const char *name, const char *attr);
+int ovl_do_listxattr(int dirfd, const char *name, char *buf, size_t size);
+int ovl_do_rename(int olddir, const char *oldname, int newdir,
+		  const char *newname, unsigned int flags);
+int ovl_remove_tree(int dirfd, const char *name);
+void ovl_tmpname(struct ovl_fs *fs, char *buf, size_t size);
+bool ovl_is_whiteout(const struct stat *st);
+void ovl_xattr_name(const struct ovl_fs *fs, char *buf, size_t size,
+		    const char *suffix);
+bool ovl_check_opaque(struct ovl_fs *fs, int dirfd, const char *name);
+bool ovl_check_xwhiteout_dir(struct ovl_fs *fs, int dirfd,
+			     const char *name);
+bool ovl_check_xwhiteout(struct ovl_fs *fs, int dirfd, const char *name,
+			 const struct stat *st);
+
+/* ---- node.c ---- */
+int ovl_nodes_init(struct ovl_fs *fs);
+void ovl_nodes_destroy(struct ovl_fs *fs);
+struct ovl_node *ovl_node_from_id(struct ovl_fs *fs, uint64_t nodeid);
+uint64_t ovl_node_id(struct ovl_fs *fs, struct ovl_node *node);
+struct ovl_node *ovl_node_new(struct ovl_fs *fs, struct ovl_node *parent,
+			      const char *name);
+struct ovl_node *ovl_node_find(struct ovl_fs *fs, struct ovl_node *parent,
+			       const char *name);
+struct ovl_node *ovl_node_peek(struct ovl_fs *fs, struct ovl_node *parent,
+			       const char *name);
+struct ovl_node *ovl_node_insert(struct ovl_fs *fs, struct ovl_node *node);
+void ovl_node_unhash(struct ovl_fs *fs, struct ovl_node *node);
+int ovl_node_rename(struct ovl_fs *fs, struct ovl_node *oldparent,
+		    const char *oldname, struct ovl_node *newparent,
+		    const char *newname, bool exchange);
+void ovl_node_get(struct ovl_node *node);
+void ovl_node_put(struct ovl_fs *fs, struct ovl_node *node);
+void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *node,
+		     uint64_t nlookup);
+int ovl_node_path(struct ovl_fs *fs, struct ovl_node *node, char *buf,
+		  size_t size);
+static inline bool ovl_node_has(const struct ovl_node *n, unsigned int f)
+{
+	return atomic_load(&n->flags) & f;
+}
+static inline bool ovl_node_is_dir(const struct ovl_node *n)
+{
+	return S_ISDIR(n->type);
+}
+/* A directory with at least one lower layer under it. */
+static inline bool ovl_node_is_merged_or_lower(const struct ovl_node *n)
+{
+	return n->lower >= 0;
+}
+
+/* ---- lookup.c ---- */
+/* Result of looking up one name in all layers. */
+struct ovl_lookup {
+	struct stat st;	   /* attributes of the real file, st_ino fixed up */
+	int layer;	   /* layer index the attributes come from */
+	int16_t lower;	   /* topmost lower holding the name, or -1 */
+	int16_t lower_last;
+	bool upper;
+	bool opaque;
+	bool upper_whiteout; /* the upper holds a whiteout at the name */
+};
+int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *parent,
+		    const char *name, struct ovl_lookup *res);
+int ovl_lookup_node(struct ovl_fs *fs, struct ovl_node *parent,
+		    const char *name, struct ovl_node **out,
+		    struct stat *st);
+int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st);
+void ovl_node_fill(struct ovl_node *node, const struct ovl_lookup *res);
+int ovl_lower_positive(struct ovl_fs *fs, struct ovl_node *parent,
+		       const char *name);
+ino_t ovl_origin_ino(struct ovl_fs *fs, int dirfd, const char *name,
+		     ino_t fallback);
+
+/* ---- path.c: where a node lives in each layer ---- */
+int ovl_node_open_parent(struct ovl_fs *fs, struct ovl_node *node, int layer,
+			 struct ovl_path *path);
+int ovl_node_open_dir(struct ovl_fs *fs, struct ovl_node *node, int layer,
+		      int flags);
+int ovl_node_real_layer(const struct ovl_node *node);
+void ovl_path_close(struct ovl_path *path);
+
+/* ---- copy_up.c ---- */
+#define OVL_COPY_UP_NO_DATA 0x1
+int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node, unsigned int flags);
+int ovl_copy_up_data(int src, int dst, off_t size);
+int ovl_copy_xattrs(struct ovl_fs *fs, struct ovl_path *src,
+		    struct ovl_path *dst);
+int ovl_set_origin(struct ovl_fs *fs, struct ovl_path *lower,
+		   struct ovl_path *upper);
+
+/* ---- whiteout.c ---- */
+int ovl_whiteout_create(struct ovl_fs *fs, int dirfd, const char *name);
+int ovl_whiteout_replace(struct ovl_fs *fs, int dirfd, const char *name);
+int ovl_set_opaque(struct ovl_fs *fs, int dirfd, const char *name);
+
+/* ---- readdir.c ---- */
+struct ovl_dirent {
+	char *name;
+	ino_t ino;
+	unsigned char type; /* DT_* */
+};
+struct ovl_dir {
+	pthread_mutex_t lock;
+	struct ovl_dirent *entries;
+	size_t count;
+	size_t cap;
+	bool loaded;
+};
+int ovl_dir_load(struct ovl_fs *fs, struct ovl_node *node,
+		 struct ovl_dir *dir);
+void ovl_dir_clear(struct ovl_dir *dir);
+int ovl_dir_is_empty(struct ovl_fs *fs, struct ovl_node *node);
+
+/* ---- ops.c: the FUSE operation table ---- */
+extern const struct fuse_ops ovl_fuse_ops;
+
+#endif

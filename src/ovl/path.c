@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * Where a node lives in each layer. A node is reached by name from the
+ * layer root each time, through a directory descriptor opened for the
+ * one request: lamina keeps no descriptor per node.
+ */
+#include "ovl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Layer index of the file that holds the node's data and attributes. */
+int ovl_node_real_layer(const struct ovl_node *node)
+{
+	if (ovl_node_has(node, OVL_N_UPPER))
+		return 0;
+	return node->lower;
+}
+
+/* Copy the parent's path and the node's name in one consistent step. */
+static int node_parent_path(struct ovl_fs *fs, struct ovl_node *node,
+			    char *buf, size_t size, char *name)
+{
+	int err;
+
+	pthread_rwlock_rdlock(&fs->rename_lock);
+	if (strlen(node->name) >= sizeof(((struct ovl_path *)0)->name)) {
+		pthread_rwlock_unlock(&fs->rename_lock);
+		return -ENAMETOOLONG;
+	}
+	strcpy(name, node->name);
+	err = ovl_node_path(fs, node->parent, buf, size);
+	pthread_rwlock_unlock(&fs->rename_lock);
+	return err;
+}
+
+/*
+ * Open the directory that holds node in the given layer, and fill path
+ * with it and the node's name. The caller closes it with
+ * ovl_path_close().
+ */
+int ovl_node_open_parent(struct ovl_fs *fs, struct ovl_node *node, int layer,
+			 struct ovl_path *path)
+{
+	char rel[OVL_PATH_MAX];
+	int err;
+
+	path->dirfd = -1;
+	if (layer < 0 || layer >= fs->nlayers)
+		return -EINVAL;
+	if (!node->parent) {
+		/* The root is "." in the layer's root directory. */
+		rel[0] = '\0';
+		strcpy(path->name, ".");
+	} else {
+		err = node_parent_path(fs, node, rel, sizeof(rel), path->name);
+		if (err)
+			return err;
+	}
+	err = ovl_open_layer_dir(fs->layers[layer].fd, rel, O_PATH);
+	if (err < 0)
+		return err;
+	path->dirfd = err;
+	return 0;
+}
+
+/* Open the directory node itself in the given layer. */
+int ovl_node_open_dir(struct ovl_fs *fs, struct ovl_node *node, int layer,
+		      int flags)
+{
+	char rel[OVL_PATH_MAX];
+	int err;
+
+	if (layer < 0 || layer >= fs->nlayers)
+		return -EINVAL;
+	err = ovl_node_path(fs, node, rel, sizeof(rel));
+	if (err)
+		return err;
+	return ovl_open_layer_dir(fs->layers[layer].fd, rel, flags);
+}
+
+void ovl_path_close(struct ovl_path *path)
+{
+	if (path->dirfd >= 0)
+		close(path->dirfd);
+	path->dirfd = -1;
+}

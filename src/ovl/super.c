@@ -1,0 +1,422 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * Mount-time setup: open the layers, check every reason the mount would
+ * fail or misbehave, prepare workdir/work, and make the root node. Each
+ * failure fills an ovl_error with the path involved and the fix.
+ */
+#include "ovl.h"
+#include "../common/log.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#ifndef FS_IOC_GETFSUUID
+struct fsuuid2 {
+	uint8_t len;
+	uint8_t uuid[16];
+};
+#define FS_IOC_GETFSUUID _IOR(0x15, 0, struct fsuuid2)
+#endif
+
+/* Resolve a layer path to an absolute one and check it is a directory. */
+static int layer_resolve(const char *key, const char *path, char **out,
+			 struct ovl_error *e)
+{
+	char real[PATH_MAX];
+	struct stat st;
+
+	if (!realpath(path, real) || stat(real, &st) < 0) {
+		int err = -errno;
+
+		ovl_error_set(e, "%s %s: %s; create the directory or correct the path",
+			      key, path, strerror(-err));
+		return err;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		ovl_error_set(e, "%s %s: not a directory; give a directory",
+			      key, path);
+		return -ENOTDIR;
+	}
+	*out = strdup(real);
+	return *out ? 0 : -ENOMEM;
+}
+
+static void layer_read_uuid(struct ovl_layer *layer)
+{
+	struct fsuuid2 u = {.len = 16};
+	int fd = openat(layer->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	if (ioctl(fd, FS_IOC_GETFSUUID, &u) == 0 && u.len == 16) {
+		memcpy(layer->uuid, u.uuid, 16);
+		layer->has_uuid = true;
+	}
+	close(fd);
+}
+
+static int layer_open(struct ovl_layer *layer, const char *key,
+		      const char *path, struct ovl_error *e)
+{
+	struct stat st;
+	int err = layer_resolve(key, path, &layer->path, e);
+
+	if (err)
+		return err;
+	layer->fd = open(layer->path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (layer->fd < 0 || fstat(layer->fd, &st) < 0) {
+		err = -errno;
+		ovl_error_set(e, "%s %s: %s", key, path, strerror(-err));
+		return err;
+	}
+	layer->dev = st.st_dev;
+	layer_read_uuid(layer);
+	return 0;
+}
+
+/* True if path a is b or lies below it. */
+static bool path_within(const char *a, const char *b)
+{
+	size_t n = strlen(b);
+
+	if (!strcmp(b, "/"))
+		return true;
+	return !strncmp(a, b, n) && (a[n] == '\0' || a[n] == '/');
+}
+
+static int check_apart(const char *ka, const char *a, const char *kb,
+		       const char *b, struct ovl_error *e)
+{
+	if (path_within(a, b)) {
+		ovl_error_set(e, "%s %s is inside %s %s; use separate directory trees",
+			      ka, a, kb, b);
+		return -EINVAL;
+	}
+	if (path_within(b, a)) {
+		ovl_error_set(e, "%s %s is inside %s %s; use separate directory trees",
+			      kb, b, ka, a);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int open_layers(struct ovl_fs *fs, struct ovl_error *e)
+{
+	struct ovl_config *cfg = &fs->config;
+	int i, err, n = cfg->nlower + (cfg->upperdir ? 1 : 0);
+
+	fs->layers = calloc(n, sizeof(*fs->layers));
+	if (!fs->layers)
+		return -ENOMEM;
+	for (i = 0; i < n; i++)
+		fs->layers[i].fd = -1;
+	fs->nlayers = n;
+	if (cfg->upperdir) {
+		fs->upper = &fs->layers[0];
+		fs->upper->is_upper = true;
+		fs->first_lower = 1;
+		err = layer_open(fs->upper, "upperdir", cfg->upperdir, e);
+		if (err)
+			return err;
+	}
+	for (i = 0; i < cfg->nlower; i++) {
+		err = layer_open(&fs->layers[fs->first_lower + i], "lowerdir",
+				 cfg->lowerdirs[i], e);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/* upper, work and the mount point must not overlap a layer or each other. */
+static int check_overlap(struct ovl_fs *fs, const char *work,
+			 struct ovl_error *e)
+{
+	const char *upper = fs->upper->path, *mnt = fs->config.mountpoint;
+	int i, err;
+
+	err = check_apart("upperdir", upper, "workdir", work, e);
+	for (i = fs->first_lower; !err && i < fs->nlayers; i++) {
+		err = check_apart("upperdir", upper, "lowerdir",
+				  fs->layers[i].path, e);
+		if (!err)
+			err = check_apart("workdir", work, "lowerdir",
+					  fs->layers[i].path, e);
+	}
+	if (!err && mnt && path_within(upper, mnt)) {
+		ovl_error_set(e, "upperdir %s is inside the mount point %s; put it outside",
+			      upper, mnt);
+		err = -EINVAL;
+	}
+	if (!err && mnt && path_within(work, mnt)) {
+		ovl_error_set(e, "workdir %s is inside the mount point %s; put it outside",
+			      work, mnt);
+		err = -EINVAL;
+	}
+	return err;
+}
+
+/* Only overlayfs's own "work" and "index" may be in the work directory. */
+static int check_workdir_empty(int fd, const char *work, struct ovl_error *e)
+{
+	int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dir = dfd < 0 ? NULL : fdopendir(dfd);
+	struct dirent *d;
+	int err = 0;
+
+	if (!dir)
+		return -errno;
+	while (!err && (d = readdir(dir))) {
+		if (!strcmp(d->d_name, ".") || !strcmp(d->d_name, "..") ||
+		    !strcmp(d->d_name, "work") || !strcmp(d->d_name, "index"))
+			continue;
+		ovl_error_set(e, "workdir %s is not empty: it holds '%s'; give an empty directory on the upper's filesystem",
+			      work, d->d_name);
+		err = -ENOTEMPTY;
+	}
+	closedir(dir);
+	return err;
+}
+
+/* The directory entry type of name in dirfd, DT_UNKNOWN if unreported. */
+static int dirent_type(int dirfd, const char *name)
+{
+	int dfd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dir = dfd < 0 ? NULL : fdopendir(dfd);
+	struct dirent *d;
+	int type = DT_UNKNOWN;
+
+	if (!dir)
+		return DT_UNKNOWN;
+	while ((d = readdir(dir)))
+		if (!strcmp(d->d_name, name))
+			type = d->d_type;
+	closedir(dir);
+	return type;
+}
+
+static int open_workdir(struct ovl_fs *fs, struct ovl_error *e)
+{
+	struct ovl_config *cfg = &fs->config;
+	char *work = NULL;
+	struct stat st;
+	int err;
+
+	err = layer_resolve("workdir", cfg->workdir, &work, e);
+	if (err)
+		return err;
+	err = check_overlap(fs, work, e);
+	if (!err) {
+		fs->workdir_fd = open(work, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fs->workdir_fd < 0 || fstat(fs->workdir_fd, &st) < 0) {
+			err = -errno;
+			ovl_error_set(e, "workdir %s: %s", work, strerror(-err));
+		}
+	}
+	if (!err && st.st_dev != fs->upper->dev) {
+		ovl_error_set(e, "workdir %s and upperdir %s are on different filesystems; put the workdir on the upper's filesystem",
+			      work, fs->upper->path);
+		err = -EXDEV;
+	}
+	if (!err && flock(fs->workdir_fd, LOCK_EX | LOCK_NB) < 0) {
+		ovl_error_set(e, "workdir %s is in use by another lamina mount; give each mount its own workdir",
+			      work);
+		err = -EBUSY;
+	}
+	if (!err)
+		err = check_workdir_empty(fs->workdir_fd, work, e);
+	free(work);
+	return err;
+}
+
+/*
+ * A volatile mount leaves work/incompat/volatile behind until it is
+ * unmounted cleanly; after a crash the upper may have lost writes, so
+ * it is refused, as overlayfs refuses it.
+ */
+static int check_volatile_marker(struct ovl_fs *fs, struct ovl_error *e)
+{
+	struct stat st;
+
+	if (fstatat(fs->workdir_fd, "work/incompat/volatile", &st,
+		    AT_SYMLINK_NOFOLLOW) < 0)
+		return 0;
+	ovl_error_set(e, "workdir %s: an earlier volatile mount did not end cleanly, so the upper may have lost writes; delete %s/work to use it anyway",
+		      fs->config.workdir, fs->config.workdir);
+	return -EINVAL;
+}
+
+/* Recreate workdir/work empty, removing what a crash left in it. */
+static int reset_work(struct ovl_fs *fs, struct ovl_error *e)
+{
+	int err = ovl_remove_tree(fs->workdir_fd, "work");
+
+	if (!err && mkdirat(fs->workdir_fd, "work", 0700) < 0)
+		err = -errno;
+	if (!err) {
+		fs->work_fd = openat(fs->workdir_fd, "work",
+				     O_PATH | O_DIRECTORY | O_NOFOLLOW |
+					     O_CLOEXEC);
+		if (fs->work_fd < 0)
+			err = -errno;
+	}
+	if (err)
+		ovl_error_set(e, "workdir %s: cannot prepare %s/work: %s",
+			      fs->config.workdir, fs->config.workdir,
+			      strerror(-err));
+	return err;
+}
+
+static int mark_volatile(struct ovl_fs *fs, struct ovl_error *e)
+{
+	if (mkdirat(fs->work_fd, "incompat", 0700) < 0 ||
+	    mkdirat(fs->work_fd, "incompat/volatile", 0700) < 0) {
+		int err = -errno;
+
+		ovl_error_set(e, "workdir %s: cannot create the volatile marker: %s",
+			      fs->config.workdir, strerror(-err));
+		return err;
+	}
+	return 0;
+}
+
+static int check_upper_fs(struct ovl_fs *fs, struct ovl_error *e)
+{
+	const char *upper = fs->upper->path;
+	char tmp[64], tmp2[64], attr[64];
+	int err;
+
+	if (dirent_type(fs->workdir_fd, "work") != DT_DIR) {
+		ovl_error_set(e, "upperdir %s: the filesystem does not report file types in directory entries (d_type); use one that does (for XFS, mkfs.xfs -n ftype=1)",
+			      upper);
+		return -EINVAL;
+	}
+	ovl_tmpname(fs, tmp, sizeof(tmp));
+	if (mkdirat(fs->work_fd, tmp, 0700) < 0)
+		return -errno;
+	ovl_xattr_name(fs, attr, sizeof(attr), "opaque");
+	err = ovl_do_setxattr(fs->work_fd, tmp, attr, "y", 1, 0);
+	unlinkat(fs->work_fd, tmp, AT_REMOVEDIR);
+	if (err) {
+		ovl_error_set(e, "upperdir %s: cannot set %s xattrs (%s); use a filesystem with xattr support%s",
+			      upper, fs->xattr_prefix, strerror(-err),
+			      fs->config.userxattr ? "" : ", or -o userxattr");
+		return err;
+	}
+	if (mknodat(fs->work_fd, tmp, S_IFCHR, makedev(0, 0)) < 0) {
+		err = -errno;
+		ovl_error_set(e, "upperdir %s: cannot create whiteouts, character devices 0/0 (%s); run lamina as root or with CAP_MKNOD",
+			      upper, strerror(-err));
+		return err;
+	}
+	unlinkat(fs->work_fd, tmp, 0);
+
+	/* RENAME_WHITEOUT makes the whiteout left by a rename atomic. */
+	ovl_tmpname(fs, tmp, sizeof(tmp));
+	ovl_tmpname(fs, tmp2, sizeof(tmp2));
+	err = mknodat(fs->work_fd, tmp, S_IFREG | 0600, 0);
+	if (!err && !ovl_do_rename(fs->work_fd, tmp, fs->work_fd, tmp2,
+				   RENAME_WHITEOUT))
+		fs->rename_whiteout = true;
+	unlinkat(fs->work_fd, tmp, 0);
+	unlinkat(fs->work_fd, tmp2, 0);
+	return 0;
+}
+
+static int make_root(struct ovl_fs *fs)
+{
+	struct ovl_node *root = ovl_node_new(fs, NULL, "");
+	struct stat st;
+
+	if (!root)
+		return -ENOMEM;
+	root->type = S_IFDIR;
+	root->lower = fs->first_lower;
+	root->lower_last = fs->nlayers - 1;
+	root->nlookup = 1;
+	if (fstat(fs->layers[0].fd, &st) < 0) {
+		ovl_node_put(fs, root);
+		return -errno;
+	}
+	root->ino = st.st_ino;
+	if (fs->upper)
+		atomic_fetch_or(&root->flags, OVL_N_UPPER);
+	fs->root = root;
+	return 0;
+}
+
+static int setup_upper(struct ovl_fs *fs, struct ovl_error *e)
+{
+	int err = open_workdir(fs, e);
+
+	if (!err)
+		err = check_volatile_marker(fs, e);
+	if (!err)
+		err = reset_work(fs, e);
+	if (!err)
+		err = check_upper_fs(fs, e);
+	if (!err && fs->config.volatile_mount)
+		err = mark_volatile(fs, e);
+	return err;
+}
+
+int ovl_fs_setup(struct ovl_fs *fs, struct ovl_error *e)
+{
+	int err;
+
+	fs->workdir_fd = -1;
+	fs->work_fd = -1;
+	fs->timeout = 86400.0;
+	fs->xattr_prefix = fs->config.userxattr ? "user.overlay."
+						: "trusted.overlay.";
+	fs->xattr_prefix_len = strlen(fs->xattr_prefix);
+	atomic_store(&fs->passthrough_ok, fs->config.passthrough);
+	err = ovl_nodes_init(fs);
+	if (!err)
+		err = open_layers(fs, e);
+	if (!err && fs->upper)
+		err = setup_upper(fs, e);
+	if (!err)
+		err = make_root(fs);
+	if (err && !e->msg[0])
+		ovl_error_set(e, "setting up the layers failed: %s",
+			      strerror(-err));
+	return err;
+}
+
+void ovl_fs_teardown(struct ovl_fs *fs)
+{
+	int i;
+
+	if (fs->config.volatile_mount && fs->work_fd >= 0) {
+		/* Clean unmount: the upper is whole once synced. */
+		if (syncfs(fs->workdir_fd) == 0) {
+			unlinkat(fs->work_fd, "incompat/volatile", AT_REMOVEDIR);
+			unlinkat(fs->work_fd, "incompat", AT_REMOVEDIR);
+		}
+	}
+	fs->root = NULL;
+	ovl_nodes_destroy(fs);
+	for (i = 0; i < fs->nlayers; i++) {
+		free(fs->layers[i].path);
+		if (fs->layers[i].fd >= 0)
+			close(fs->layers[i].fd);
+	}
+	free(fs->layers);
+	if (fs->work_fd >= 0)
+		close(fs->work_fd);
+	if (fs->workdir_fd >= 0)
+		close(fs->workdir_fd);
+	ovl_config_free(&fs->config);
+}

@@ -1,0 +1,227 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * System calls on layer contents. Every path is resolved under a layer
+ * directory descriptor without following symlinks, so nothing a layer
+ * contains can lead lamina outside of it.
+ */
+#include "ovl.h"
+#include "../common/log.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+/*
+ * Open a directory at relpath below layer_fd. RESOLVE_BENEATH keeps
+ * ".." inside the layer and RESOLVE_NO_SYMLINKS refuses any symlink on
+ * the way, even one that stays inside.
+ */
+int ovl_open_layer_dir(int layer_fd, const char *relpath, int flags)
+{
+	struct open_how how = {
+		.flags = O_DIRECTORY | O_CLOEXEC | flags,
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+			   RESOLVE_NO_MAGICLINKS,
+	};
+	long fd;
+
+	if (!relpath || !*relpath)
+		relpath = ".";
+	do
+		fd = syscall(SYS_openat2, layer_fd, relpath, &how, sizeof(how));
+	while (fd < 0 && errno == EAGAIN);
+	if (fd < 0)
+		return -errno;
+	return (int)fd;
+}
+
+int ovl_do_fstatat(int dirfd, const char *name, struct stat *st)
+{
+	if (fstatat(dirfd, name, st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	return 0;
+}
+
+/*
+ * xattr calls have no *at() form on this kernel's C library, so they go
+ * through the directory descriptor's /proc link; the l*xattr() calls do
+ * not follow the final name, and the name holds no slash.
+ */
+static int proc_path(char *buf, size_t size, int dirfd, const char *name)
+{
+	int n;
+
+	if (dirfd == AT_FDCWD) /* name is an O_TMPFILE's /proc link */
+		n = snprintf(buf, size, "%s", name);
+	else
+		n = snprintf(buf, size, "/proc/self/fd/%d/%s", dirfd, name);
+
+	return n < (int)size ? 0 : -ENAMETOOLONG;
+}
+
+int ovl_do_getxattr(int dirfd, const char *name, const char *attr,
+		    void *buf, size_t size)
+{
+	char path[OVL_PATH_MAX];
+	ssize_t n;
+	int err = proc_path(path, sizeof(path), dirfd, name);
+
+	if (err)
+		return err;
+	n = dirfd == AT_FDCWD ? getxattr(path, attr, buf, size)
+			       : lgetxattr(path, attr, buf, size);
+	return n < 0 ? -errno : (int)n;
+}
+
+int ovl_do_setxattr(int dirfd, const char *name, const char *attr,
+		    const void *buf, size_t size, int flags)
+{
+	char path[OVL_PATH_MAX];
+	int err = proc_path(path, sizeof(path), dirfd, name);
+
+	if (err)
+		return err;
+	if ((dirfd == AT_FDCWD ? setxattr : lsetxattr)(path, attr, buf, size,
+						      flags) < 0)
+		return -errno;
+	return 0;
+}
+
+int ovl_do_removexattr(int dirfd, const char *name, const char *attr)
+{
+	char path[OVL_PATH_MAX];
+	int err = proc_path(path, sizeof(path), dirfd, name);
+
+	if (err)
+		return err;
+	if ((dirfd == AT_FDCWD ? removexattr : lremovexattr)(path, attr) < 0)
+		return -errno;
+	return 0;
+}
+
+int ovl_do_listxattr(int dirfd, const char *name, char *buf, size_t size)
+{
+	char path[OVL_PATH_MAX];
+	ssize_t n;
+	int err = proc_path(path, sizeof(path), dirfd, name);
+
+	if (err)
+		return err;
+	n = dirfd == AT_FDCWD ? listxattr(path, buf, size)
+			       : llistxattr(path, buf, size);
+	return n < 0 ? -errno : (int)n;
+}
+
+int ovl_do_rename(int olddir, const char *oldname, int newdir,
+		  const char *newname, unsigned int flags)
+{
+	if (renameat2(olddir, oldname, newdir, newname, flags) < 0)
+		return -errno;
+	return 0;
+}
+
+static int remove_children(int dirfd)
+{
+	DIR *dir = fdopendir(dirfd);
+	struct dirent *d;
+	int err = 0;
+
+	if (!dir) {
+		err = -errno;
+		close(dirfd);
+		return err;
+	}
+	while ((d = readdir(dir))) {
+		if (!strcmp(d->d_name, ".") || !strcmp(d->d_name, ".."))
+			continue;
+		err = ovl_remove_tree(dirfd, d->d_name);
+		if (err)
+			break;
+	}
+	closedir(dir);
+	return err;
+}
+
+/* Remove name below dirfd and, for a directory, all it contains. */
+int ovl_remove_tree(int dirfd, const char *name)
+{
+	int fd;
+
+	if (unlinkat(dirfd, name, 0) == 0 || errno == ENOENT)
+		return 0;
+	if (errno != EISDIR && errno != EPERM)
+		return -errno;
+	fd = openat(dirfd, name,
+		    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	fd = remove_children(fd);
+	if (fd < 0)
+		return fd;
+	if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+/* A fresh name for a staging entry in workdir/work. */
+void ovl_tmpname(struct ovl_fs *fs, char *buf, size_t size)
+{
+	uint64_t n = atomic_fetch_add(&fs->tmp_counter, 1);
+
+	snprintf(buf, size, "#%llx.%d", (unsigned long long)n, (int)getpid());
+}
+
+/* The kernel's whiteout: a character device with device number 0/0. */
+bool ovl_is_whiteout(const struct stat *st)
+{
+	return S_ISCHR(st->st_mode) && st->st_rdev == makedev(0, 0);
+}
+
+void ovl_xattr_name(const struct ovl_fs *fs, char *buf, size_t size,
+		    const char *suffix)
+{
+	snprintf(buf, size, "%s%s", fs->xattr_prefix, suffix);
+}
+
+static int opaque_value(struct ovl_fs *fs, int dirfd, const char *name)
+{
+	char attr[64], value[4];
+	int n;
+
+	ovl_xattr_name(fs, attr, sizeof(attr), "opaque");
+	n = ovl_do_getxattr(dirfd, name, attr, value, sizeof(value));
+	if (n != 1)
+		return 0;
+	return value[0];
+}
+
+/* opaque="y" marks a directory that hides all lower entries. */
+bool ovl_check_opaque(struct ovl_fs *fs, int dirfd, const char *name)
+{
+	return opaque_value(fs, dirfd, name) == 'y';
+}
+
+/* opaque="x" marks a directory that may hold xattr whiteouts. */
+bool ovl_check_xwhiteout_dir(struct ovl_fs *fs, int dirfd, const char *name)
+{
+	return opaque_value(fs, dirfd, name) == 'x';
+}
+
+/* A zero-size regular file carrying the overlay.whiteout xattr. */
+bool ovl_check_xwhiteout(struct ovl_fs *fs, int dirfd, const char *name,
+			 const struct stat *st)
+{
+	char attr[64];
+
+	if (!S_ISREG(st->st_mode) || st->st_size != 0)
+		return false;
+	ovl_xattr_name(fs, attr, sizeof(attr), "whiteout");
+	return ovl_do_getxattr(dirfd, name, attr, NULL, 0) >= 0;
+}

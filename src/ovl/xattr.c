@@ -1,0 +1,185 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * Extended attributes of merged entries. overlayfs's own xattrs (under
+ * trusted.overlay., or user.overlay. with userxattr) are private; a
+ * user's attribute of that name is stored escaped, as
+ * trusted.overlay.overlay.NAME, and shown unescaped, as Linux 6.7+ does.
+ */
+#include "ops.h"
+#include "../common/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#define XATTR_NAME_MAX 255
+
+/* Map the name a user gave to the name stored in the layer. */
+static int xattr_real_name(struct ovl_fs *fs, const char *name, char *buf,
+			   size_t size)
+{
+	int n;
+
+	if (strncmp(name, fs->xattr_prefix, fs->xattr_prefix_len))
+		n = snprintf(buf, size, "%s", name);
+	else
+		n = snprintf(buf, size, "%soverlay.%s", fs->xattr_prefix,
+			     name + fs->xattr_prefix_len);
+	return n < (int)size && n <= XATTR_NAME_MAX ? 0 : -ERANGE;
+}
+
+/*
+ * The name to show for a stored one: NULL for a private overlay xattr,
+ * the unescaped name for an escaped one.
+ */
+static const char *xattr_user_name(struct ovl_fs *fs, const char *real,
+				   char *buf, size_t size)
+{
+	const char *rest;
+
+	if (strncmp(real, fs->xattr_prefix, fs->xattr_prefix_len))
+		return real;
+	rest = real + fs->xattr_prefix_len;
+	if (strncmp(rest, "overlay.", 8))
+		return NULL;
+	snprintf(buf, size, "%s%s", fs->xattr_prefix, rest + 8);
+	return buf;
+}
+
+static int node_path(struct ovl_fs *fs, struct ovl_node *node, int layer,
+		     struct ovl_path *path)
+{
+	if (node->tmpfile_fd >= 0) {
+		path->dirfd = AT_FDCWD;
+		snprintf(path->name, sizeof(path->name), "/proc/self/fd/%d",
+			 node->tmpfile_fd);
+		return 0;
+	}
+	return ovl_node_open_parent(fs, node, layer, path);
+}
+
+void ovl_op_getxattr(struct fuse_req *req, uint64_t nodeid, const char *name,
+		     size_t size)
+{
+	struct ovl_fs *fs = ovl_req_fs(req);
+	struct ovl_node *node = ovl_req_node(req, nodeid);
+	char real[XATTR_NAME_MAX + 1], *value = NULL;
+	struct ovl_path path;
+	int n;
+
+	n = xattr_real_name(fs, name, real, sizeof(real));
+	if (!n && size)
+		value = malloc(size);
+	if (!n && size && !value)
+		n = -ENOMEM;
+	if (!n)
+		n = node_path(fs, node, ovl_node_real_layer(node), &path);
+	if (!n) {
+		n = ovl_do_getxattr(path.dirfd, path.name, real, value, size);
+		ovl_path_close(&path);
+	}
+	if (n < 0)
+		ovl_reply_status(req, n);
+	else if (size == 0)
+		fuse_reply_xattr(req, n);
+	else
+		fuse_reply_buf(req, value, n);
+	free(value);
+}
+
+/* Rewrite a listing in place: drop private names, unescape escaped ones. */
+static size_t xattr_filter_list(struct ovl_fs *fs, char *list, size_t len)
+{
+	char *out = list, *name = list, buf[XATTR_NAME_MAX + 1];
+	char *end = list + len;
+
+	while (name < end) {
+		size_t n = strlen(name) + 1;
+		const char *shown = xattr_user_name(fs, name, buf, sizeof(buf));
+
+		if (shown) {
+			size_t m = strlen(shown) + 1;
+
+			memmove(out, shown, m);
+			out += m;
+		}
+		name += n;
+	}
+	return out - list;
+}
+
+void ovl_op_listxattr(struct fuse_req *req, uint64_t nodeid, size_t size)
+{
+	struct ovl_fs *fs = ovl_req_fs(req);
+	struct ovl_node *node = ovl_req_node(req, nodeid);
+	struct ovl_path path;
+	char *list = NULL;
+	int n;
+
+	n = node_path(fs, node, ovl_node_real_layer(node), &path);
+	if (!n) {
+		n = ovl_do_listxattr(path.dirfd, path.name, NULL, 0);
+		if (n > 0) {
+			list = malloc(n);
+			n = list ? ovl_do_listxattr(path.dirfd, path.name,
+						    list, n)
+				 : -ENOMEM;
+		}
+		ovl_path_close(&path);
+	}
+	if (n > 0)
+		n = xattr_filter_list(fs, list, n);
+	if (n < 0)
+		ovl_reply_status(req, n);
+	else if (size == 0)
+		fuse_reply_xattr(req, n);
+	else if ((size_t)n > size)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, list, n);
+	free(list);
+}
+
+static int xattr_change(struct fuse_req *req, uint64_t nodeid,
+			const char *name, const void *value, size_t size,
+			int flags, bool remove)
+{
+	struct ovl_fs *fs = ovl_req_fs(req);
+	struct ovl_node *node = ovl_req_node(req, nodeid);
+	char real[XATTR_NAME_MAX + 1];
+	struct ovl_path path;
+	int err;
+
+	err = xattr_real_name(fs, name, real, sizeof(real));
+	if (!err)
+		err = ovl_copy_up(fs, node, 0);
+	if (!err)
+		err = node_path(fs, node, 0, &path);
+	if (err)
+		return err;
+	if (remove)
+		err = ovl_do_removexattr(path.dirfd, path.name, real);
+	else
+		err = ovl_do_setxattr(path.dirfd, path.name, real, value, size,
+				      flags);
+	ovl_path_close(&path);
+	return err;
+}
+
+void ovl_op_setxattr(struct fuse_req *req, uint64_t nodeid, const char *name,
+		     const void *value, size_t size, int flags)
+{
+	fuse_reply_err(req,
+		       -xattr_change(req, nodeid, name, value, size, flags,
+				     false));
+}
+
+void ovl_op_removexattr(struct fuse_req *req, uint64_t nodeid,
+			const char *name)
+{
+	fuse_reply_err(req, -xattr_change(req, nodeid, name, NULL, 0, 0, true));
+}
