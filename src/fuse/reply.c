@@ -234,3 +234,19 @@ void fuse_reply_lseek(struct fuse_req *req, off_t off)
 
 	reply_data(req, &o, sizeof(o));
 }
+
+int fuse_notify_inval_inode(struct fuse_session *se, uint64_t nodeid,
+			    int64_t off, int64_t len)
+{
+	struct fuse_notify_inval_inode_out arg = {
+		.ino = nodeid, .off = off, .len = len};
+	struct fuse_out_header out = {
+		.len = sizeof(out) + sizeof(arg),
+		.error = FUSE_NOTIFY_INVAL_INODE,
+	};
+	struct iovec vec[2] = {{&out, sizeof(out)}, {&arg, sizeof(arg)}};
+
+	if (writev(se->fd, vec, 2) < 0)
+		return -errno;
+	return 0;
+}

@@ -175,6 +175,13 @@ void fuse_session_join(struct fuse_session *se);
 bool fuse_session_wait_ready(struct fuse_session *se);
 void fuse_session_exit(struct fuse_session *se);
 
+/*
+ * Tell the kernel to drop its cached attributes of a node (off < 0) or
+ * also its cached data from off for len bytes (len 0: to the end).
+ */
+int fuse_notify_inval_inode(struct fuse_session *se, uint64_t nodeid,
+			    int64_t off, int64_t len);
+
 /* Passthrough backing files: passthrough.c */
 int fuse_backing_open(struct fuse_session *se, int fd);
 void fuse_backing_close(struct fuse_session *se, int backing_id);

@@ -216,6 +216,11 @@ void ovl_op_mknod(struct fuse_req *req, uint64_t parent, const char *name,
 {
 	struct ovl_create c = {.mode = mode, .rdev = rdev};
 
+	/* A user may not forge a whiteout, as in overlayfs. */
+	if (S_ISCHR(mode) && rdev == 0) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
 	create_and_reply(req, parent, name, &c);
 }
 
@@ -235,35 +240,43 @@ void ovl_op_symlink(struct fuse_req *req, uint64_t parent, const char *name,
 	create_and_reply(req, parent, name, &c);
 }
 
+/*
+ * The new name gets its own node. The kernel still caches the source's
+ * old link count, so its attributes are invalidated after the reply.
+ */
 void ovl_op_link(struct fuse_req *req, uint64_t nodeid, uint64_t newparent,
 		 const char *newname)
 {
 	struct ovl_fs *fs = ovl_req_fs(req);
-	struct ovl_node *node = ovl_req_node(req, nodeid);
+	struct ovl_node *node = ovl_req_node(req, nodeid), *linked;
 	struct ovl_create c = {.mode = node->type, .ino = node->ino};
 	struct ovl_path src;
+	struct stat st;
 	int err;
 
 	err = ovl_copy_up(fs, node, 0);
+	if (!err && node->tmpfile_fd >= 0) {
+		src.dirfd = AT_FDCWD;
+		snprintf(src.name, sizeof(src.name), "/proc/self/fd/%d",
+			 node->tmpfile_fd);
+	} else if (!err) {
+		err = ovl_node_open_parent(fs, node, 0, &src);
+	}
 	if (err) {
 		ovl_reply_status(req, err);
 		return;
 	}
-	if (node->tmpfile_fd >= 0) {
-		src.dirfd = AT_FDCWD;
-		snprintf(src.name, sizeof(src.name), "/proc/self/fd/%d",
-			 node->tmpfile_fd);
-	} else {
-		err = ovl_node_open_parent(fs, node, 0, &src);
-		if (err) {
-			ovl_reply_status(req, err);
-			return;
-		}
-	}
 	c.link_src = &src;
-	create_and_reply(req, newparent, newname, &c);
+	err = ovl_create_object(req, ovl_req_node(req, newparent), newname,
+				&c, &linked, &st);
 	if (src.dirfd != AT_FDCWD)
 		ovl_path_close(&src);
+	if (err) {
+		ovl_reply_status(req, err);
+		return;
+	}
+	ovl_reply_entry(req, linked, &st);
+	fuse_notify_inval_inode(fs->se, nodeid, -1, 0);
 }
 
 /* Forget the name below parent in the node table, if it is there. */

@@ -123,7 +123,7 @@ static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
 	bool upper = ovl_node_has(node, OVL_N_UPPER);
 	int fd, err;
 
-	flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_DIRECT);
+	flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_DIRECT | O_TMPFILE);
 	flags |= O_NOFOLLOW | O_CLOEXEC | (upper ? 0 : O_NOATIME);
 	if (node->tmpfile_fd >= 0) {
 		char proc[64];
