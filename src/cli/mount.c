@@ -112,10 +112,12 @@ static void report_mount_error(const char *mnt, int err)
 {
 	switch (-err) {
 	case ENOENT:
-	case ENODEV:
 	case ENXIO:
 		fprintf(stderr, "lamina: /dev/fuse: %s; load the module with 'modprobe fuse'\n",
 			strerror(-err));
+		break;
+	case ENODEV:
+		fprintf(stderr, "lamina: /dev/fuse is not the FUSE device (character device 10:229); recreate it with 'mknod -m 666 /dev/fuse c 10 229' or load the fuse module\n");
 		break;
 	case EACCES:
 	case EPERM:

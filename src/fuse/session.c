@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -47,6 +48,18 @@ static int mount_options(char *buf, size_t size, int fd, mode_t rootmode,
 	return n < (int)size ? 0 : -ENAMETOOLONG;
 }
 
+/* /dev/fuse must be the FUSE character device, 10:229. */
+static int check_fuse_device(int fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISCHR(st.st_mode) || st.st_rdev != makedev(10, 229))
+		return -ENODEV;
+	return 0;
+}
+
 static int mount_direct(struct fuse_session *se, const char *mnt,
 			const struct fuse_mount_opts *opts)
 {
@@ -60,6 +73,12 @@ static int mount_direct(struct fuse_session *se, const char *mnt,
 	se->fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
 	if (se->fd < 0)
 		return -errno;
+	err = check_fuse_device(se->fd);
+	if (err) {
+		close(se->fd);
+		se->fd = -1;
+		return err;
+	}
 	err = mount_options(data, sizeof(data), se->fd, st.st_mode, opts);
 	if (err)
 		return err;

@@ -321,11 +321,7 @@ int ovl_config_finish(struct ovl_config *cfg, struct ovl_error *e)
 			      cfg->workdir);
 		return -EINVAL;
 	}
-	if (!cfg->upperdir && cfg->nlower < 2 &&
-	    !(cfg->mount_flags & MS_RDONLY)) {
-		ovl_error_set(e, "only one lowerdir and no upperdir; add upperdir= and workdir=, a second lower layer, or -o ro");
-		return -EINVAL;
-	}
+	/* Without an upper layer the mount is read-only, as in overlayfs. */
 	if (!cfg->upperdir)
 		cfg->mount_flags |= MS_RDONLY;
 	cfg->read_only = cfg->mount_flags & MS_RDONLY;
