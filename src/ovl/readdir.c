@@ -257,6 +257,29 @@ static int read_layer(struct load_ctx *ctx, int fd, bool upper,
 	return err;
 }
 
+/* overlay.impure: the directory may hold entries moved in with an origin. */
+static bool dir_is_impure(struct ovl_fs *fs, int dirfd)
+{
+	char attr[64];
+
+	ovl_xattr_name(fs, attr, sizeof(attr), "impure");
+	return ovl_do_getxattr(dirfd, ".", attr, NULL, 0) >= 0;
+}
+
+static void resolve_all_origins(struct load_ctx *ctx)
+{
+	size_t i;
+
+	for (i = 0; i < ctx->nupper; i++) {
+		struct ovl_dirent *e = &ctx->dir->entries[i + 2];
+
+		if (e->type == DT_DIR)
+			continue;
+		e->ino = ovl_origin_ino(ctx->fs, ctx->upper_fd, e->name, e->ino);
+		ctx->resolved[i] = true;
+	}
+}
+
 static int load_upper(struct load_ctx *ctx, struct ovl_node *node)
 {
 	int fd, err;
@@ -274,7 +297,11 @@ static int load_upper(struct load_ctx *ctx, struct ovl_node *node)
 		return err;
 	ctx->nupper = ctx->dir->count - 2;
 	ctx->resolved = calloc(ctx->nupper + 1, sizeof(bool));
-	return ctx->resolved ? 0 : -ENOMEM;
+	if (!ctx->resolved)
+		return -ENOMEM;
+	if (dir_is_impure(ctx->fs, ctx->upper_fd))
+		resolve_all_origins(ctx);
+	return 0;
 }
 
 static int load_lowers(struct load_ctx *ctx, struct ovl_node *node)

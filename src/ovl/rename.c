@@ -193,6 +193,23 @@ static int rename_move(struct rename_ctx *c, bool old_lower)
 	return err;
 }
 
+/*
+ * A copied-up file moved into a directory makes it impure, as in
+ * overlayfs: readdir there must look up origins to report st_ino.
+ */
+static void mark_impure(struct rename_ctx *c, int dirfd, const char *name)
+{
+	char origin[64], impure[64];
+
+	ovl_xattr_name(c->fs, origin, sizeof(origin), "origin");
+	ovl_xattr_name(c->fs, impure, sizeof(impure), "impure");
+	if (ovl_do_getxattr(dirfd, name, origin, NULL, 0) < 0 ||
+	    ovl_do_getxattr(dirfd, ".", impure, NULL, 0) >= 0)
+		return;
+	if (ovl_do_setxattr(dirfd, ".", impure, "y", 1, 0))
+		log_warn_rl("marking the directory of %s impure failed", name);
+}
+
 static int do_rename(struct rename_ctx *c)
 {
 	bool exchange = c->flags & RENAME_EXCHANGE;
@@ -216,6 +233,10 @@ static int do_rename(struct rename_ctx *c)
 	err = open_upper_dirs(c);
 	if (!err)
 		err = exchange ? rename_exchange(c) : rename_move(c, old_lower);
+	if (!err)
+		mark_impure(c, c->newdir, c->newname);
+	if (!err && exchange)
+		mark_impure(c, c->olddir, c->oldname);
 	if (!err)
 		err = ovl_node_rename(c->fs, c->oldparent, c->oldname,
 				      c->newparent, c->newname, exchange);
