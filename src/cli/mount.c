@@ -137,7 +137,7 @@ static void on_serve_exit(void *arg)
 	kill(getpid(), SIGUSR1);
 }
 
-/* Serve until unmounted or told to stop; ready_fd learns when INIT is done. */
+/* Serve until unmounted or stopped by a signal; write to ready_fd after INIT. */
 static int serve(struct fuse_session *se, int ready_fd)
 {
 	sigset_t set;

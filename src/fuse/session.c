@@ -194,9 +194,8 @@ static void unmount_fusermount(const char *mnt)
 }
 
 /*
- * Detach the mount. A lazy unmount always succeeds for the owner, and
- * open files keep working until closed, which is what a daemon that is
- * told to stop needs.
+ * Unmount, lazily if the mount is busy: a stopping daemon cannot wait
+ * for open files to close, and a lazy unmount lets them finish.
  */
 void fuse_session_unmount(struct fuse_session *se)
 {

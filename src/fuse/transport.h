@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * lamina's FUSE transport: the /dev/fuse device, the mount, INIT
- * negotiation, worker threads and the reply messages. It knows nothing
- * about overlays; a filesystem hands it a table of operations and
- * answers each request with one of the fuse_reply_*() calls.
+ * negotiation, worker threads and the reply messages. It contains no
+ * overlay logic. A filesystem passes it a table of operations and
+ * replies to each request with one of the fuse_reply_*() calls.
  */
 #ifndef LAMINA_FUSE_TRANSPORT_H
 #define LAMINA_FUSE_TRANSPORT_H
@@ -49,11 +49,11 @@ struct fuse_file_info {
 	bool flush;	   /* release also flushes */
 };
 
-/* What the kernel offered and what the filesystem wants, at INIT. */
+/* Connection parameters: the kernel's offer and the filesystem's request at INIT. */
 struct fuse_conn {
 	uint32_t proto_minor; /* negotiated minor version */
 	uint64_t kernel_flags;
-	uint64_t want_flags; /* FUSE_* INIT flags the filesystem asks for */
+	uint64_t want_flags; /* FUSE_* INIT flags the filesystem requests */
 	uint32_t max_write;
 	uint16_t max_pages;
 	uint32_t max_stack_depth; /* > 0 with FUSE_PASSTHROUGH */

@@ -216,7 +216,7 @@ struct ovl_lookup {
 	int16_t lower_last;
 	bool upper;
 	bool opaque;
-	bool upper_whiteout; /* the upper holds a whiteout at the name */
+	bool upper_whiteout; /* the upper contains a whiteout at the name */
 };
 int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *parent,
 		    const char *name, struct ovl_lookup *res);

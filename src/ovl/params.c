@@ -175,9 +175,9 @@ static bool parse_mount_flag(struct ovl_config *cfg, const char *opt)
 }
 
 /*
- * An overlayfs feature option: value must be one of those lamina
- * implements; a value overlayfs accepts that lamina lacks gets its own
- * message, so it is not mistaken for a typing error.
+ * Check an overlayfs feature option against the values lamina
+ * implements. A value that overlayfs accepts but lamina lacks gets its
+ * own message, so it is not mistaken for a typing error.
  */
 static int parse_feature(const char *key, const char *value,
 			 const char *const *supported,

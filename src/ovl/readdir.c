@@ -384,7 +384,7 @@ void ovl_dir_clear(struct ovl_dir *dir)
 	dir->loaded = false;
 }
 
-/* 1 if the merged directory holds nothing but "." and "..", else 0. */
+/* 1 if the merged directory contains only "." and "..", else 0. */
 int ovl_dir_is_empty(struct ovl_fs *fs, struct ovl_node *node)
 {
 	struct ovl_dir dir = {0};

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
  * rename(2) with RENAME_NOREPLACE and RENAME_EXCHANGE. Both names are
- * copied up first; a lower entry left behind at the old name is hidden
- * by a whiteout made in the same rename (RENAME_WHITEOUT) where the
- * upper filesystem has it. A directory that a lower layer holds cannot
- * move: lamina does not write redirects, so this returns EXDEV, as
- * overlayfs does with redirect_dir=off, and mv falls back to copying.
+ * copied up first. A lower entry left behind at the old name is hidden
+ * by a whiteout, made in the same rename (RENAME_WHITEOUT) where the
+ * upper filesystem supports it.
+ *
+ * A directory that a lower layer contains cannot move, because lamina
+ * does not write redirects. Such a rename returns EXDEV, as overlayfs
+ * does with redirect_dir=off, and mv falls back to copying.
  */
 #include "ops.h"
 #include "../common/log.h"
@@ -128,8 +130,10 @@ static int mark_moved_dir(struct rename_ctx *c, int dirfd, const char *name,
 	return ovl_set_opaque(c->fs, dirfd, name);
 }
 
-/* Replace the target's upper directory, which holds whiteouts, by an
- * empty opaque one, so the rename over it can succeed. */
+/*
+ * Replace the target's upper directory, which contains whiteouts, with
+ * an empty opaque one, so that the rename over it can succeed.
+ */
 static int clear_target_dir(struct rename_ctx *c)
 {
 	char tmp[64];
