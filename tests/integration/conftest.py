@@ -156,7 +156,7 @@ def read_log(log_path, limit=4000):
 class LaminaDaemon:
     """A `lamina mount -f` process started by the tests, and its log."""
 
-    def __init__(self, merged, options, log_path, extra_args=()):
+    def __init__(self, merged, options, log_path, extra_args=(), env=None):
         require_lamina()
         self.merged = merged
         self.log_path = log_path
@@ -166,7 +166,8 @@ class LaminaDaemon:
             log.write(f"+ {' '.join(self.args)}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=log)
+                                         stdout=log, stderr=log,
+                                         env={**os.environ, **(env or {})})
 
     @property
     def pid(self):
@@ -274,11 +275,12 @@ class Stack:
         return ",".join(parts)
 
     def mount(self, impl=None, extra=(), upper=True, lowers=None,
-              daemon_args=()):
+              daemon_args=(), daemon_env=None):
         """Mount the stack on self.merged with impl (default: the fixture's).
 
         extra lists more overlay options such as "ro" or "redirect_dir=off";
-        daemon_args are more lamina flags such as "-d". The first mount
+        daemon_args are more lamina flags such as "-d", and daemon_env adds
+        variables to the daemon's environment. The first mount
         records the lower-layer manifest that teardown compares against.
         """
         impl = impl or self.impl
@@ -297,7 +299,7 @@ class Stack:
             self.log_count += 1
             log_path = os.path.join(self.root, f"lamina.{self.log_count}.log")
             daemon = LaminaDaemon(self.merged, options, log_path,
-                                  daemon_args)
+                                  daemon_args, daemon_env)
             self.daemons.append(daemon)
             daemon.wait_mounted()
             self.daemon = daemon

@@ -1,32 +1,30 @@
 """`mount -t fuse.lamina`: mount(8) runs mount.fuse3, which runs lamina.
 
-mount.fuse3 finds lamina through PATH and calls it as
-`lamina SOURCE MERGED -o OPTIONS`.
+mount.fuse3 calls `lamina SOURCE MERGED -o OPTIONS` through /bin/sh.
+mount(8) from util-linux 2.38.1 (checked with strace) removes PATH from
+the helper's environment, so /bin/sh then finds lamina only in its
+built-in search path (/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:
+/sbin:/bin on Debian's dash), where `make install` puts it.
 """
 
 import os
+import shutil
+
+import pytest
 
 from conftest import LAMINA, require_lamina, run_to_files
 from helpers import find_mount, read_file, write_file
 from test_lifecycle import stop_leftover_daemons
 
-
-def helper_env():
-    env = dict(os.environ)
-    env["PATH"] = os.path.dirname(LAMINA) + ":" + env.get("PATH", "")
-    return env
+SHELL_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def test_mount_type_fuse_lamina(lamina_stack):
-    require_lamina()
-    stack = lamina_stack
+def check_helper_mount(stack, command, env=None):
+    """Mount with command, use the mount, unmount; check every step."""
     write_file(stack.lo(0, "f"), "through mount.fuse3")
-
+    stack.record_lowers()
     try:
-        stack.record_lowers()
-        code, _out, err = run_to_files(
-            ["mount", "-t", "fuse.lamina", "lamina-test", stack.merged,
-             "-o", stack.options()], stack.root, env=helper_env())
+        code, _out, err = run_to_files(command, stack.root, env=env)
         info = find_mount(stack.merged)
         content = read_file(stack.m("f")) if info else None
         if info:
@@ -41,6 +39,38 @@ def test_mount_type_fuse_lamina(lamina_stack):
     assert content == b"through mount.fuse3"
     assert read_file(stack.u("new")) == b"written"
     assert leftover == [], "daemon still running after umount"
+
+
+def test_mount_fuse3_helper(lamina_stack):
+    """mount.fuse3 called as mount(8) calls it, with lamina in PATH."""
+    require_lamina()
+    stack = lamina_stack
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(LAMINA) + ":" + env.get("PATH", "")
+    command = [shutil.which("mount.fuse3") or "/sbin/mount.fuse3",
+               "lamina-test", stack.merged, "-o", "rw," + stack.options(),
+               "-t", "fuse.lamina"]
+
+    check_helper_mount(stack, command, env)
+
+
+def test_mount_type_fuse_lamina(lamina_stack):
+    """`mount -t fuse.lamina` works when lamina is installed.
+
+    Skipped unless the lamina found in /bin/sh's built-in search path is
+    the binary under test (see the module docstring).
+    """
+    require_lamina()
+    installed = shutil.which("lamina", path=SHELL_DEFAULT_PATH)
+    if installed is None or (os.path.realpath(installed)
+                             != os.path.realpath(LAMINA)):
+        pytest.skip(f"{LAMINA} is not installed in {SHELL_DEFAULT_PATH}, "
+                    "where mount(8) lets mount.fuse3 find it")
+    stack = lamina_stack
+    command = ["mount", "-t", "fuse.lamina", "lamina-test", stack.merged,
+               "-o", stack.options()]
+
+    check_helper_mount(stack, command)
 
 
 def test_direct_source_form(lamina_stack):
