@@ -411,3 +411,49 @@ def test_concurrent_copyup(stack):
     for index in range(8):
         assert content[index * 512] == index + 1, index
     assert read_file(stack.u("shared")) == content
+
+
+def test_read_fd_sees_copyup(stack):
+    """A read-only fd opened before a copy-up reads the copied-up data.
+
+    Kernel overlayfs has behaved this way since Linux 4.19, when its file
+    operations began to switch to the upper file after a copy-up.
+    """
+    lower_file(stack, data="old contents")
+    stack.mount()
+    reader = os.open(stack.m("f"), os.O_RDONLY)
+    try:
+        assert os.pread(reader, 3, 0) == b"old"
+
+        with open(stack.m("f"), "r+b") as f:
+            f.write(b"new")
+
+        assert os.pread(reader, 12, 0) == b"new contents"
+    finally:
+        os.close(reader)
+
+
+def test_dir_copyup_keeps_merge(stack):
+    """Copy-up of a dir (by chmod) leaves it merged, not opaque."""
+    write_file(stack.lo(1, "d", "low"), "")
+    write_file(stack.lo(0, "d", "mid"), "")
+    stack.mount()
+
+    os.chmod(stack.m("d"), 0o700)
+
+    assert os.path.isdir(stack.u("d"))
+    assert sorted(os.listdir(stack.m("d"))) == ["low", "mid"]
+    assert get_xattr(stack.u("d"), "trusted.overlay.opaque") is None
+
+
+def test_symlink_trusted_xattr(stack):
+    """A trusted.* xattr set on a lower symlink copies the link up."""
+    os.symlink("target", stack.lo(1, "sym"))
+    stack.mount()
+
+    os.setxattr(stack.m("sym"), "trusted.mark", b"1", follow_symlinks=False)
+
+    assert os.path.islink(stack.u("sym"))
+    assert os.getxattr(stack.m("sym"), "trusted.mark",
+                       follow_symlinks=False) == b"1"
+    assert os.readlink(stack.m("sym")) == "target"

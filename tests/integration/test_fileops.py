@@ -8,6 +8,7 @@ import json
 import mmap
 import os
 import stat
+import subprocess
 
 import pytest
 
@@ -16,6 +17,7 @@ from helpers import (
     FALLOC_FL_PUNCH_HOLE,
     access_errno,
     fallocate,
+    is_whiteout,
     link_fd,
     make_sparse,
     read_file,
@@ -500,3 +502,68 @@ def test_large_file_io(stack):
 
     assert sha256_file(stack.m("big")) == digest.hexdigest()
     assert sha256_file(stack.u("big")) == digest.hexdigest()
+
+
+def test_unlink_open_file(stack):
+    """An open file stays usable after its name is unlinked."""
+    write_file(stack.lo(1, "f"), "lower")
+    stack.mount()
+
+    fd = os.open(stack.m("f"), os.O_RDWR)
+    try:
+        os.unlink(stack.m("f"))
+        os.pwrite(fd, b"LOW", 0)
+        content = os.pread(fd, 10, 0)
+        nlink = os.fstat(fd).st_nlink
+    finally:
+        os.close(fd)
+
+    assert content == b"LOWer"
+    assert nlink == 0
+    assert not os.path.lexists(stack.m("f"))
+    assert os.listdir(stack.merged) == []
+
+
+def test_rm_rf_merged_tree(stack):
+    """rm -rf removes a tree spread over all layers, leaving one whiteout."""
+    for i in range(3000):
+        layer = i % 3
+        if layer == 2:
+            write_file(stack.u("tree", f"sub{i % 10}", f"f{i}"), "")
+        else:
+            write_file(stack.lo(layer, "tree", f"sub{i % 10}", f"f{i}"), "")
+    stack.mount()
+
+    subprocess.run(["rm", "-rf", stack.m("tree")], check=True)
+
+    assert not os.path.lexists(stack.m("tree"))
+    assert os.listdir(stack.merged) == []
+    assert is_whiteout(stack.u("tree"))
+
+
+def test_workdir_empty_after_use(stack):
+    """After copy-ups, deletes, renames and rmdir, workdir/work is clean.
+
+    Kernel overlayfs (checked on 6.18) keeps one whiteout there, named
+    #<hex>, and hard-links new whiteouts to it, so a whiteout may remain.
+    """
+    write_file(stack.lo(1, "a"), "a")
+    write_file(stack.lo(1, "b"), "b")
+    write_file(stack.lo(1, "d", "x"), "x")
+    write_file(stack.lo(0, "e", "y"), "y")
+    stack.mount()
+    with open(stack.m("a"), "ab") as f:
+        f.write(b"!")
+    os.rename(stack.m("a"), stack.m("a2"))
+    os.unlink(stack.m("b"))
+    os.unlink(stack.m("d", "x"))
+    os.rmdir(stack.m("d"))
+    os.mkdir(stack.m("d"))
+    os.unlink(stack.m("e", "y"))
+    os.rmdir(stack.m("e"))
+
+    stack.unmount()
+
+    leftovers = os.listdir(os.path.join(stack.work, "work"))
+    for name in leftovers:
+        assert is_whiteout(os.path.join(stack.work, "work", name)), name
