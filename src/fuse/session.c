@@ -120,15 +120,29 @@ static int receive_fd(int sock)
 	return fd;
 }
 
+/* Escape commas and backslashes, which fusermount3's option list uses. */
+static void escape_option(char *buf, size_t size, const char *value)
+{
+	size_t n = 0;
+
+	for (; *value && n + 2 < size; value++) {
+		if (*value == ',' || *value == '\\')
+			buf[n++] = '\\';
+		buf[n++] = *value;
+	}
+	buf[n] = '\0';
+}
+
 static int mount_fusermount(struct fuse_session *se, const char *mnt,
 			    const struct fuse_mount_opts *opts)
 {
-	char optstr[256], commfd[16];
+	char optstr[1024], source[512], commfd[16];
 	int sv[2], status, fd;
 	pid_t pid;
 
+	escape_option(source, sizeof(source), opts->source);
 	snprintf(optstr, sizeof(optstr), "fsname=%s,subtype=%s%s%s%s",
-		 opts->source, opts->subtype,
+		 source, opts->subtype,
 		 opts->allow_other ? ",allow_other" : "",
 		 opts->default_permissions ? ",default_permissions" : "",
 		 (opts->mount_flags & MS_RDONLY) ? ",ro" : "");

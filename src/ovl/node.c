@@ -438,8 +438,10 @@ int ovl_node_path(struct ovl_fs *fs, struct ovl_node *node, char *buf,
 	pthread_rwlock_rdlock(&fs->rename_lock);
 	for (n = node; n && n->parent; n = n->parent) {
 		size_t len = strlen(n->name);
+		/* A slash goes before every name but the top-level one. */
+		size_t need = len + (n->parent->parent ? 1 : 0);
 
-		if (len + 1 > pos) {
+		if (need > pos) {
 			err = -ENAMETOOLONG;
 			break;
 		}

@@ -276,6 +276,7 @@ static int parse_one(struct ovl_config *cfg, char *opt, struct ovl_error *e)
 	if (!strcmp(opt, "workdir"))
 		return set_path(&cfg->workdir, opt, value, e);
 	if (!strcmp(opt, "fsname")) {
+		unescape(value);
 		free(cfg->fsname);
 		cfg->fsname = strdup(value);
 		return cfg->fsname ? 0 : -ENOMEM;

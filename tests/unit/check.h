@@ -134,20 +134,4 @@ static inline int check_summary(void)
 	return check_failed ? 1 : 0;
 }
 
-/*
- * Unit tests link every object but cli/main.o, and cli/mount.o calls
- * cli_usage(), which main.c defines. This weak definition resolves the
- * call, and a real definition in a linked object takes precedence. No
- * test calls it.
- * NOTE: without it no unit test links; drop it once cli_usage() moves
- * out of main.c.
- */
-#include <stdlib.h>
-void cli_usage(void);
-__attribute__((weak)) void cli_usage(void)
-{
-	fputs("cli_usage() called from a unit test\n", stderr);
-	abort();
-}
-
 #endif
