@@ -129,6 +129,56 @@ def getdents(path, bufsize=4096):
     return entries, calls
 
 
+class Dirent(ctypes.Structure):
+    """glibc's struct dirent on x86_64."""
+
+    _fields_ = [("d_ino", ctypes.c_uint64), ("d_off", ctypes.c_int64),
+                ("d_reclen", ctypes.c_uint16), ("d_type", ctypes.c_uint8),
+                ("d_name", ctypes.c_char * 256)]
+
+
+class DirStream:
+    """A libc DIR stream, for telldir/seekdir, which os lacks."""
+
+    def __init__(self, path):
+        libc.opendir.restype = ctypes.c_void_p
+        libc.opendir.argtypes = [ctypes.c_char_p]
+        libc.readdir.restype = ctypes.POINTER(Dirent)
+        libc.readdir.argtypes = [ctypes.c_void_p]
+        libc.telldir.restype = ctypes.c_long
+        libc.telldir.argtypes = [ctypes.c_void_p]
+        libc.seekdir.argtypes = [ctypes.c_void_p, ctypes.c_long]
+        libc.rewinddir.argtypes = [ctypes.c_void_p]
+        libc.closedir.argtypes = [ctypes.c_void_p]
+        self.dir = libc.opendir(os.fsencode(path))
+        if not self.dir:
+            err = ctypes.get_errno()
+            raise OSError(err, f"opendir {path}: {os.strerror(err)}")
+
+    def read(self):
+        """Return the next name, or None at the end of the directory."""
+        ctypes.set_errno(0)
+        entry = libc.readdir(self.dir)
+        if not entry:
+            err = ctypes.get_errno()
+            if err:
+                raise OSError(err, f"readdir: {os.strerror(err)}")
+            return None
+        return os.fsdecode(entry.contents.d_name)
+
+    def tell(self):
+        return libc.telldir(self.dir)
+
+    def seek(self, position):
+        libc.seekdir(self.dir, position)
+
+    def rewind(self):
+        libc.rewinddir(self.dir)
+
+    def close(self):
+        libc.closedir(self.dir)
+
+
 def write_file(path, data=b"", mode=None, mtime=None):
     """Create or replace a file with data; optionally set mode and mtime."""
     os.makedirs(os.path.dirname(path), exist_ok=True)

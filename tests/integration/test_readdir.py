@@ -2,7 +2,7 @@
 
 import os
 
-from helpers import getdents, make_whiteout, write_file
+from helpers import DirStream, getdents, make_whiteout, write_file
 
 DT_DIR = 4
 DT_REG = 8
@@ -155,3 +155,43 @@ def test_readdir_dot_entries(stack):
     inos = {name: ino for name, ino, _type in entries}
 
     assert inos["."] == os.stat(stack.m("d")).st_ino
+
+
+def read_names(stream, count=None):
+    names_read = []
+    while count is None or len(names_read) < count:
+        name = stream.read()
+        if name is None:
+            break
+        names_read.append(name)
+    return names_read
+
+
+def test_readdir_seekdir(stack):
+    """seekdir to a telldir position resumes the listing at that entry.
+
+    The dir is big enough (3,000 entries over three layers) that glibc
+    needs several getdents calls, so positions past the first buffer are
+    continuation offsets that the filesystem must honour.
+    """
+    for i in range(3000):
+        layer_dir = [stack.lo(0, "d"), stack.lo(1, "d"), stack.u("d")][i % 3]
+        write_file(os.path.join(layer_dir, f"entry-with-a-long-name-{i:05d}"),
+                   "")
+    stack.mount()
+
+    stream = DirStream(stack.m("d"))
+    try:
+        first = read_names(stream, 2000)
+        position = stream.tell()
+        rest = read_names(stream)
+        stream.seek(position)
+        again = read_names(stream)
+        stream.rewind()
+        everything = read_names(stream)
+    finally:
+        stream.close()
+
+    assert again == rest
+    assert everything == first + rest
+    assert len(set(everything) - {".", ".."}) == 3000
