@@ -12,7 +12,8 @@
 #   LAMINA    the lamina binary the tests drive (default: build/lamina)
 #   UNIT_DIR  directory of unit test binaries; each exits 0 on success
 #   UNIT_TIMEOUT  seconds one unit binary may run (default: 300)
-# Arguments are passed on to pytest, e.g. tests/run.sh -k readdir
+# Arguments are passed on to pytest, e.g. tests/run.sh -k readdir; test
+# paths among them replace the default suites.
 #
 # Run as root: the tests mount filesystems. make check sets LAMINA and
 # UNIT_DIR.
@@ -62,6 +63,15 @@ suites=("$repo/tests/integration")
 if [ -d "$repo/tests/acceptance" ]; then
 	suites+=("$repo/tests/acceptance")
 fi
+# Test paths among the arguments (a file, a dir or file::test) replace
+# the default suites, so tests/run.sh tests/integration/test_xattr.py runs
+# that file alone.
+for arg in "$@"; do
+	if [[ $arg != -* ]] && { [ -e "${arg%%::*}" ]; }; then
+		suites=()
+		break
+	fi
+done
 
 junit=$work/junit.xml
 unshare -m --propagation private \

@@ -216,3 +216,20 @@ def test_lower_opaque_dir_hides_deeper(stack):
 
     assert sorted(os.listdir(stack.m("d"))) == ["top", "up"]
     assert not os.path.lexists(stack.m("d", "deep"))
+
+
+def test_whiteouts_read_by_other_impl(stack):
+    """Whiteouts and an opaque dir made by one impl hide names in the other."""
+    write_file(stack.lo(1, "gone"), "")
+    write_file(stack.lo(1, "d", "old"), "")
+    stack.mount()
+    os.unlink(stack.m("gone"))
+    os.unlink(stack.m("d", "old"))
+    os.rmdir(stack.m("d"))
+    os.mkdir(stack.m("d"))
+    write_file(stack.m("d", "new"), "")
+
+    stack.remount(stack.other_impl())
+
+    assert sorted(os.listdir(stack.merged)) == ["d"]
+    assert os.listdir(stack.m("d")) == ["new"]
