@@ -249,8 +249,8 @@ def xattrs(path, follow=False):
         try:
             result[name] = os.getxattr(path, name, follow_symlinks=follow)
         except OSError as e:
-            # Symlinks on some filesystems list names that only root of
-            # the init namespace may read; record the errno instead.
+            # A listed name can still fail to read, for example when it
+            # was removed in between; the errno then shows in comparisons.
             result[name] = f"<errno {e.errno}>"
     return result
 

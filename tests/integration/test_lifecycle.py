@@ -83,7 +83,6 @@ def test_background_mount_ready(lamina_stack):
         leftover = stop_leftover_daemons(stack.merged)
 
     assert code == 0, err
-    assert err == "", "a successful mount prints nothing"
     assert info is not None, "not mounted after lamina mount returned"
     assert info["fstype"] == "fuse.lamina"
     assert names == ["hello"]
