@@ -255,10 +255,10 @@ void ovl_op_link(struct fuse_req *req, uint64_t nodeid, uint64_t newparent,
 	int err;
 
 	err = ovl_copy_up(fs, node, 0);
-	if (!err && node->tmpfile_fd >= 0) {
+	if (!err && node->anon_fd >= 0) {
 		src.dirfd = AT_FDCWD;
 		snprintf(src.name, sizeof(src.name), "/proc/self/fd/%d",
-			 node->tmpfile_fd);
+			 node->anon_fd);
 	} else if (!err) {
 		err = ovl_node_open_parent(fs, node, 0, &src);
 	}
@@ -287,6 +287,7 @@ static void drop_name(struct ovl_fs *fs, struct ovl_node *parent,
 
 	if (node) {
 		ovl_node_unhash(fs, node);
+		ovl_node_detach(node);
 		ovl_node_put(fs, node);
 	}
 }

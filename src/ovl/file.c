@@ -25,11 +25,11 @@ static int backing_fd(struct ovl_fs *fs, struct ovl_node *node, bool upper)
 	struct ovl_path path;
 	int fd, err;
 
-	if (node->tmpfile_fd >= 0) {
+	if (node->anon_fd >= 0) {
 		char proc[64];
 
 		snprintf(proc, sizeof(proc), "/proc/self/fd/%d",
-			 node->tmpfile_fd);
+			 node->anon_fd);
 		fd = open(proc, O_RDWR | O_CLOEXEC);
 		return fd < 0 ? -errno : fd;
 	}
@@ -107,7 +107,13 @@ int ovl_file_setup(struct fuse_req *req, struct ovl_node *node, int fd,
 		return -ENOMEM;
 	file->fd = fd;
 	file->node = node;
+	file->lower = !upper;
+	pthread_mutex_init(&file->lock, NULL);
 	ovl_node_get(node);
+	pthread_mutex_lock(&node->lock);
+	file->next = node->files;
+	node->files = file;
+	pthread_mutex_unlock(&node->lock);
 	fi->fh = (uintptr_t)file;
 	fi->noflush = true;
 	if (atomic_load(&fs->passthrough_ok))
@@ -115,6 +121,16 @@ int ovl_file_setup(struct fuse_req *req, struct ovl_node *node, int fd,
 	else
 		fi->keep_cache = true;
 	return 0;
+}
+
+static bool lower_backed(struct ovl_node *node)
+{
+	bool lower;
+
+	pthread_mutex_lock(&node->lock);
+	lower = node->backing_id > 0 && !node->backing_upper;
+	pthread_mutex_unlock(&node->lock);
+	return lower;
 }
 
 static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
@@ -125,11 +141,11 @@ static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
 
 	flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_DIRECT | O_TMPFILE);
 	flags |= O_NOFOLLOW | O_CLOEXEC | (upper ? 0 : O_NOATIME);
-	if (node->tmpfile_fd >= 0) {
+	if (node->anon_fd >= 0) {
 		char proc[64];
 
 		snprintf(proc, sizeof(proc), "/proc/self/fd/%d",
-			 node->tmpfile_fd);
+			 node->anon_fd);
 		fd = open(proc, flags & ~O_NOFOLLOW);
 		return fd < 0 ? -errno : fd;
 	}
@@ -156,6 +172,16 @@ void ovl_op_open(struct fuse_req *req, uint64_t nodeid,
 		err = ovl_copy_up(fs, node,
 				  (fi->flags & O_TRUNC) ? OVL_COPY_UP_NO_DATA
 							: 0);
+	if (!err && ovl_node_has(node, OVL_N_UPPER) && lower_backed(node)) {
+		/*
+		 * The kernel binds this inode to the lower file while it is
+		 * open, and would write there too. A new node for the upper
+		 * copy, found when the kernel retries the open after ESTALE,
+		 * gets the write; readers already open keep the lower file.
+		 */
+		ovl_node_unhash_keep(fs, node);
+		err = -ESTALE;
+	}
 	if (err) {
 		ovl_reply_status(req, err);
 		return;
@@ -251,7 +277,7 @@ void ovl_op_tmpfile(struct fuse_req *req, uint64_t parent, mode_t mode,
 	}
 	node->type = S_IFREG;
 	node->ino = st.st_ino;
-	node->tmpfile_fd = fd;
+	node->anon_fd = fd;
 	node->nlookup = 1; /* the kernel's reference; never hashed */
 	atomic_fetch_or(&node->flags, OVL_N_UPPER | OVL_N_DELETED);
 	fd = open_real(fs, node, fi->flags);
@@ -267,6 +293,29 @@ void ovl_op_tmpfile(struct fuse_req *req, uint64_t parent, mode_t mode,
 	fuse_reply_create(req, &e, fi);
 }
 
+/*
+ * A file opened from the lower layer reads the upper copy once the node
+ * has been copied up, as overlayfs has done since Linux 4.19.
+ */
+static int file_read_fd(struct ovl_fs *fs, struct ovl_file *file)
+{
+	int fd;
+
+	if (!file->lower || !ovl_node_has(file->node, OVL_N_UPPER))
+		return file->fd;
+	pthread_mutex_lock(&file->lock);
+	if (file->lower) {
+		fd = open_real(fs, file->node, O_RDONLY);
+		if (fd >= 0) {
+			close(file->fd);
+			file->fd = fd;
+			file->lower = false;
+		}
+	}
+	pthread_mutex_unlock(&file->lock);
+	return file->fd;
+}
+
 void ovl_op_read(struct fuse_req *req, uint64_t nodeid, size_t size,
 		 off_t off, struct fuse_file_info *fi)
 {
@@ -278,7 +327,7 @@ void ovl_op_read(struct fuse_req *req, uint64_t nodeid, size_t size,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	n = pread(file_of(fi)->fd, buf, size, off);
+	n = pread(file_read_fd(ovl_req_fs(req), file_of(fi)), buf, size, off);
 	if (n < 0)
 		fuse_reply_err(req, errno);
 	else
@@ -313,16 +362,23 @@ void ovl_op_release(struct fuse_req *req, uint64_t nodeid,
 	struct ovl_file *file = file_of(fi);
 	struct ovl_node *node = file->node;
 
+	struct ovl_file **pp;
+
 	(void)nodeid;
-	if (file->backing) {
-		pthread_mutex_lock(&node->lock);
-		if (--node->backing_refs == 0) {
-			fuse_backing_close(fs->se, node->backing_id);
-			node->backing_id = 0;
-		}
-		pthread_mutex_unlock(&node->lock);
+	pthread_mutex_lock(&node->lock);
+	if (file->backing && --node->backing_refs == 0) {
+		fuse_backing_close(fs->se, node->backing_id);
+		node->backing_id = 0;
 	}
+	for (pp = &node->files; *pp; pp = &(*pp)->next) {
+		if (*pp == file) {
+			*pp = file->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&node->lock);
 	close(file->fd);
+	pthread_mutex_destroy(&file->lock);
 	free(file);
 	ovl_node_put(fs, node);
 	fuse_reply_err(req, 0);

@@ -176,10 +176,10 @@ void ovl_op_setattr(struct fuse_req *req, uint64_t nodeid,
 	if ((attr->valid & FUSE_SET_ATTR_SIZE) && attr->st.st_size == 0)
 		flags = OVL_COPY_UP_NO_DATA;
 	err = ovl_copy_up(fs, node, flags);
-	if (!err && node->tmpfile_fd >= 0) {
+	if (!err && node->anon_fd >= 0) {
 		path.dirfd = AT_FDCWD;
 		snprintf(path.name, sizeof(path.name), "/proc/self/fd/%d",
-			 node->tmpfile_fd);
+			 node->anon_fd);
 		err = setattr_apply(&path, attr);
 	} else if (!err) {
 		err = ovl_node_open_parent(fs, node, 0, &path);

@@ -248,8 +248,8 @@ int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 	struct ovl_path path;
 	int err;
 
-	if (node->tmpfile_fd >= 0) {
-		if (fstat(node->tmpfile_fd, st) < 0)
+	if (node->anon_fd >= 0) {
+		if (fstat(node->anon_fd, st) < 0)
 			return -errno;
 		st->st_ino = node->ino;
 		return 0;

@@ -8,6 +8,7 @@
 #include "../common/log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -91,8 +92,8 @@ static void list_del(struct ovl_fs *fs, struct ovl_node *node)
 static void node_free(struct ovl_fs *fs, struct ovl_node *node)
 {
 	list_del(fs, node);
-	if (node->tmpfile_fd >= 0)
-		close(node->tmpfile_fd);
+	if (node->anon_fd >= 0)
+		close(node->anon_fd);
 	pthread_mutex_destroy(&node->lock);
 	free(node->name);
 	free(node);
@@ -148,7 +149,7 @@ struct ovl_node *ovl_node_new(struct ovl_fs *fs, struct ovl_node *parent,
 	node->parent = parent;
 	node->lower = -1;
 	node->lower_last = -1;
-	node->tmpfile_fd = -1;
+	node->anon_fd = -1;
 	if (parent)
 		ovl_node_get(parent);
 	atomic_fetch_add(&fs->nodes, 1);
@@ -270,6 +271,16 @@ static void unhash_locked(struct ovl_hash_shard *s, struct ovl_node *node,
  */
 void ovl_node_unhash(struct ovl_fs *fs, struct ovl_node *node)
 {
+	ovl_node_unhash_keep(fs, node);
+	atomic_fetch_or(&node->flags, OVL_N_DELETED);
+}
+
+/*
+ * Take a node out of the name hash but keep its path: the next lookup
+ * of the name makes a new node, and this one still reaches the file.
+ */
+void ovl_node_unhash_keep(struct ovl_fs *fs, struct ovl_node *node)
+{
 	uint64_t h;
 	struct ovl_hash_shard *s;
 
@@ -279,7 +290,6 @@ void ovl_node_unhash(struct ovl_fs *fs, struct ovl_node *node)
 	pthread_mutex_lock(&s->lock);
 	if (ovl_node_has(node, OVL_N_HASHED))
 		unhash_locked(s, node, h);
-	atomic_fetch_or(&node->flags, OVL_N_DELETED);
 	pthread_mutex_unlock(&s->lock);
 	pthread_rwlock_unlock(&fs->rename_lock);
 }
@@ -372,8 +382,10 @@ int ovl_node_rename(struct ovl_fs *fs, struct ovl_node *oldparent,
 		rehash(fs, b, oldparent, to_old);
 	} else {
 		free(to_old);
-		if (b)
+		if (b) {
 			atomic_fetch_or(&b->flags, OVL_N_DELETED);
+			ovl_node_detach(b);
+		}
 	}
 	pthread_rwlock_unlock(&fs->rename_lock);
 	if (a)
@@ -381,6 +393,18 @@ int ovl_node_rename(struct ovl_fs *fs, struct ovl_node *oldparent,
 	if (b)
 		ovl_node_put(fs, b);
 	return 0;
+}
+
+/*
+ * The node lost its name (unlink, rmdir, or a rename over it). Its path
+ * now leads elsewhere or nowhere, so an open file keeps it reachable.
+ */
+void ovl_node_detach(struct ovl_node *node)
+{
+	pthread_mutex_lock(&node->lock);
+	if (node->anon_fd < 0 && node->files)
+		node->anon_fd = fcntl(node->files->fd, F_DUPFD_CLOEXEC, 0);
+	pthread_mutex_unlock(&node->lock);
 }
 
 /* Drop one reference; the last one frees the node and releases its parent. */

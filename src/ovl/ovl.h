@@ -76,7 +76,8 @@ struct ovl_node {
 	int backing_id;	   /* passthrough id, 0 when none */
 	unsigned int backing_refs;
 	bool backing_upper; /* backing file is the upper file */
-	int tmpfile_fd;	    /* unnamed O_TMPFILE file, or -1 */
+	int anon_fd;	/* a file with no name: O_TMPFILE or unlinked, or -1 */
+	struct ovl_file *files; /* open files, under lock */
 };
 
 #define OVL_HASH_SHARDS 64
@@ -123,6 +124,9 @@ struct ovl_fs {
 struct ovl_file {
 	int fd;
 	struct ovl_node *node;
+	struct ovl_file *next; /* in node->files */
+	pthread_mutex_t lock;  /* swapping fd after a copy-up */
+	bool lower;	       /* fd is the lower file */
 	bool backing; /* counted in node->backing_refs */
 };
 
@@ -184,10 +188,12 @@ struct ovl_node *ovl_node_peek(struct ovl_fs *fs, struct ovl_node *parent,
 			       const char *name);
 struct ovl_node *ovl_node_insert(struct ovl_fs *fs, struct ovl_node *node);
 void ovl_node_unhash(struct ovl_fs *fs, struct ovl_node *node);
+void ovl_node_unhash_keep(struct ovl_fs *fs, struct ovl_node *node);
 int ovl_node_rename(struct ovl_fs *fs, struct ovl_node *oldparent,
 		    const char *oldname, struct ovl_node *newparent,
 		    const char *newname, bool exchange);
 void ovl_node_get(struct ovl_node *node);
+void ovl_node_detach(struct ovl_node *node);
 void ovl_node_put(struct ovl_fs *fs, struct ovl_node *node);
 void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *node,
 		     uint64_t nlookup);

@@ -50,6 +50,9 @@ int ovl_node_open_parent(struct ovl_fs *fs, struct ovl_node *node, int layer,
 	path->dirfd = -1;
 	if (layer < 0 || layer >= fs->nlayers)
 		return -EINVAL;
+	/* A removed node's old path may name another file by now. */
+	if (ovl_node_has(node, OVL_N_DELETED))
+		return -ENOENT;
 	if (!node->parent) {
 		/* The root is "." in the layer's root directory. */
 		rel[0] = '\0';
@@ -75,6 +78,8 @@ int ovl_node_open_dir(struct ovl_fs *fs, struct ovl_node *node, int layer,
 
 	if (layer < 0 || layer >= fs->nlayers)
 		return -EINVAL;
+	if (ovl_node_has(node, OVL_N_DELETED))
+		return -ENOENT;
 	err = ovl_node_path(fs, node, rel, sizeof(rel));
 	if (err)
 		return err;

@@ -356,10 +356,14 @@ int ovl_dir_load(struct ovl_fs *fs, struct ovl_node *node,
 		err = dir_add(dir, ".", node->ino, DT_DIR);
 	if (!err)
 		err = dir_add(dir, "..", parent_ino, DT_DIR);
+	/* A removed directory is empty, whatever its old path holds now. */
+	if (ovl_node_has(node, OVL_N_DELETED))
+		goto out;
 	if (!err && ovl_node_has(node, OVL_N_UPPER))
 		err = load_upper(&ctx, node);
 	if (!err && !ovl_node_has(node, OVL_N_OPAQUE))
 		err = load_lowers(&ctx, node);
+out:
 	load_ctx_free(&ctx);
 	if (err) {
 		log_warn_rl("reading directory %s failed: %s", node->name,

@@ -53,10 +53,10 @@ static const char *xattr_user_name(struct ovl_fs *fs, const char *real,
 static int node_path(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		     struct ovl_path *path)
 {
-	if (node->tmpfile_fd >= 0) {
+	if (node->anon_fd >= 0) {
 		path->dirfd = AT_FDCWD;
 		snprintf(path->name, sizeof(path->name), "/proc/self/fd/%d",
-			 node->tmpfile_fd);
+			 node->anon_fd);
 		return 0;
 	}
 	return ovl_node_open_parent(fs, node, layer, path);

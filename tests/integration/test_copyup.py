@@ -11,6 +11,8 @@ import stat
 import threading
 import time
 
+import pytest
+
 from helpers import (
     UTIME_NOW,
     UTIME_OMIT,
@@ -417,10 +419,12 @@ def test_read_fd_sees_copyup(stack):
     """A read-only fd opened before a copy-up reads the copied-up data.
 
     Kernel overlayfs has behaved this way since Linux 4.19, when its file
-    operations began to switch to the upper file after a copy-up.
+    operations began to switch to the upper file after a copy-up. lamina
+    does the same with passthrough=off; with passthrough the kernel binds
+    the open file to the lower file (see the next test).
     """
     lower_file(stack, data="old contents")
-    stack.mount()
+    stack.mount(extra=("passthrough=off",) if stack.impl == "lamina" else ())
     reader = os.open(stack.m("f"), os.O_RDONLY)
     try:
         assert os.pread(reader, 3, 0) == b"old"
@@ -431,6 +435,31 @@ def test_read_fd_sees_copyup(stack):
         assert os.pread(reader, 12, 0) == b"new contents"
     finally:
         os.close(reader)
+
+
+def test_passthrough_reader_keeps_lower(stack):
+    """With passthrough, an fd opened before a copy-up keeps the lower data.
+
+    The write and every later open see the copied-up file; only the
+    reader that was already open still reads the lower file, as overlayfs
+    did before Linux 4.19. lamina documents this difference.
+    """
+    if stack.impl != "lamina":
+        pytest.skip("lamina's passthrough behaviour")
+    lower_file(stack, data="old contents")
+    stack.mount()
+    reader = os.open(stack.m("f"), os.O_RDONLY)
+    try:
+        assert os.pread(reader, 3, 0) == b"old"
+
+        with open(stack.m("f"), "r+b") as f:
+            f.write(b"new")
+
+        assert read_file(stack.m("f")) == b"new contents"
+        assert os.pread(reader, 12, 0) == b"old contents"
+    finally:
+        os.close(reader)
+    assert read_file(stack.u("f")) == b"new contents"
 
 
 def test_dir_copyup_keeps_merge(stack):
