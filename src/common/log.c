@@ -54,9 +54,13 @@ void log_msg(enum log_level level, const char *fmt, ...)
 		syslog(syslog_priority(level), "%s", line);
 		return;
 	}
-	/* One fputs per line keeps lines from several threads whole. */
+	/* The stream lock keeps lines from several threads whole. */
 	flockfile(stderr);
 	fputs("lamina: ", stderr);
+	if (level == LOG_LVL_ERR)
+		fputs("error: ", stderr);
+	else if (level == LOG_LVL_WARN)
+		fputs("warning: ", stderr);
 	fputs(line, stderr);
 	fputc('\n', stderr);
 	funlockfile(stderr);

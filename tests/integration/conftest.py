@@ -30,7 +30,7 @@ MOUNT_TIMEOUT = 15.0
 EXIT_TIMEOUT = 15.0
 
 # A daemon log line that contains one of these fails the test.
-LOG_ALARMS = ("ERROR", "AddressSanitizer", "runtime error", "LeakSanitizer")
+LOG_ALARMS = ("lamina: error:", "AddressSanitizer", "runtime error", "LeakSanitizer")
 
 IMPLS = ("kernel", "lamina")
 
