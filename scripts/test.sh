@@ -38,8 +38,9 @@ for target in check check-asan; do
 	summary=$(tr -d '\r' <"$log" | grep -E "$summary_re" | tail -n 1)
 	if [ -z "$summary" ]; then
 		echo "test.sh: make $target printed no 'N passed, N failed' line" \
-			"(exit status $make_status)" >&2
+			"(exit status $make_status); counting it as one failure" >&2
 		status=1
+		total_failed=$((total_failed + 1))
 		continue
 	fi
 	[[ $summary =~ $summary_re ]]

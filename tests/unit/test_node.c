@@ -69,7 +69,7 @@ static void test_root(void)
 	CHECK_EQ_INT(refs_of(fs->root), 1);
 	CHECK_EQ_INT(fs->root->lower, -1);
 	CHECK_EQ_INT(fs->root->lower_last, -1);
-	CHECK_EQ_INT(fs->root->tmpfile_fd, -1);
+	CHECK_EQ_INT(fs->root->anon_fd, -1);
 	CHECK_EQ_INT(ovl_node_id(fs, fs->root), 1);
 	CHECK_EQ_PTR(ovl_node_from_id(fs, 1), fs->root);
 
