@@ -18,20 +18,55 @@ static struct ovl_dir *dir_of(const struct fuse_file_info *fi)
 void ovl_op_opendir(struct fuse_req *req, uint64_t nodeid,
 		    struct fuse_file_info *fi)
 {
-	struct ovl_dir *dir = calloc(1, sizeof(*dir));
+	struct ovl_dir *dir;
 
 	(void)nodeid;
+	/*
+	 * Where the kernel allows it, it opens directories without asking
+	 * and keeps their listings itself; READDIR then comes without a
+	 * handle and the listing hangs off the node.
+	 */
+	if (ovl_req_fs(req)->no_opendir) {
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
+	dir = ovl_dir_new();
 	if (!dir) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	pthread_mutex_init(&dir->lock, NULL);
 	fi->fh = (uintptr_t)dir;
 	/* The listing only changes through this mount, which tells the
 	 * kernel, so the kernel may keep it between opens. */
 	fi->cache_dir = true;
 	fi->keep_cache = true;
 	fuse_reply_open(req, fi);
+}
+
+/* The listing of a directory read without a handle, with a reference. */
+static struct ovl_dir *node_listing(struct ovl_node *node)
+{
+	struct ovl_dir *dir;
+
+	pthread_mutex_lock(&node->lock);
+	if (!node->listing)
+		node->listing = ovl_dir_new();
+	dir = node->listing;
+	if (dir)
+		atomic_fetch_add(&dir->refs, 1);
+	pthread_mutex_unlock(&node->lock);
+	return dir;
+}
+
+/* Free a node's listing once read to the end; offset 0 builds it again. */
+static void node_listing_done(struct ovl_node *node, struct ovl_dir *dir)
+{
+	pthread_mutex_lock(&node->lock);
+	if (node->listing == dir) {
+		node->listing = NULL;
+		ovl_dir_put(dir);
+	}
+	pthread_mutex_unlock(&node->lock);
 }
 
 static bool is_dot_or_dotdot(const char *name)
@@ -93,11 +128,13 @@ void ovl_op_readdir(struct fuse_req *req, uint64_t nodeid, size_t size,
 {
 	struct ovl_fs *fs = ovl_req_fs(req);
 	struct ovl_node *node = ovl_req_node(req, nodeid);
-	struct ovl_dir *dir = dir_of(fi);
+	struct ovl_dir *dir = fi->fh ? dir_of(fi) : node_listing(node);
 	struct fuse_dirbuf db;
 	int err = 0;
 
-	if (fuse_dirbuf_init(&db, size)) {
+	if (!dir || fuse_dirbuf_init(&db, size)) {
+		if (dir && !fi->fh)
+			ovl_dir_put(dir);
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
@@ -112,18 +149,19 @@ void ovl_op_readdir(struct fuse_req *req, uint64_t nodeid, size_t size,
 		ovl_reply_status(req, err);
 	else
 		fuse_reply_buf(req, db.data, db.size);
+	if (!fi->fh) {
+		if (err || db.size == 0)
+			node_listing_done(node, dir);
+		ovl_dir_put(dir);
+	}
 	fuse_dirbuf_free(&db);
 }
 
 void ovl_op_releasedir(struct fuse_req *req, uint64_t nodeid,
 		       struct fuse_file_info *fi)
 {
-	struct ovl_dir *dir = dir_of(fi);
-
 	(void)nodeid;
-	ovl_dir_clear(dir);
-	pthread_mutex_destroy(&dir->lock);
-	free(dir);
+	ovl_dir_put(dir_of(fi));
 	fuse_reply_err(req, 0);
 }
 

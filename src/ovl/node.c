@@ -94,6 +94,7 @@ static void node_free(struct ovl_fs *fs, struct ovl_node *node)
 	list_del(fs, node);
 	if (node->anon_fd >= 0)
 		close(node->anon_fd);
+	ovl_dir_put(node->listing);
 	pthread_mutex_destroy(&node->lock);
 	free(node->name);
 	free(node);

@@ -15,7 +15,8 @@
 	(FUSE_ASYNC_READ | FUSE_ATOMIC_O_TRUNC | FUSE_BIG_WRITES |         \
 	 FUSE_DONT_MASK | FUSE_MAX_PAGES | FUSE_PARALLEL_DIROPS |          \
 	 FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO | FUSE_CACHE_SYMLINKS | \
-	 FUSE_POSIX_ACL | FUSE_SETXATTR_EXT | FUSE_DIRECT_IO_ALLOW_MMAP)
+	 FUSE_POSIX_ACL | FUSE_SETXATTR_EXT | FUSE_DIRECT_IO_ALLOW_MMAP |   \
+	 FUSE_NO_OPENDIR_SUPPORT)
 
 void ovl_op_init(void *arg, struct fuse_conn *conn)
 {
@@ -33,6 +34,7 @@ void ovl_op_init(void *arg, struct fuse_conn *conn)
 		}
 	}
 	fs->dont_mask = conn->kernel_flags & FUSE_DONT_MASK;
+	fs->no_opendir = conn->kernel_flags & FUSE_NO_OPENDIR_SUPPORT;
 }
 
 void ovl_op_destroy(void *arg)

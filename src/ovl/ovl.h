@@ -78,6 +78,7 @@ struct ovl_node {
 	bool backing_upper; /* backing file is the upper file */
 	int anon_fd;	/* a file with no name: O_TMPFILE or unlinked, or -1 */
 	struct ovl_file *files; /* open files, under lock */
+	struct ovl_dir *listing; /* merged listing without OPENDIR, under lock */
 };
 
 #define OVL_HASH_SHARDS 64
@@ -118,6 +119,7 @@ struct ovl_fs {
 	double timeout; /* entry and attribute cache timeout, seconds */
 	atomic_uint_fast64_t nodes; /* live nodes, for the memory figures */
 	bool dont_mask; /* the kernel leaves the umask to us */
+	bool no_opendir; /* the kernel opens directories without asking */
 };
 
 /* An open regular file. */
@@ -266,6 +268,7 @@ struct ovl_dirent {
 };
 struct ovl_dir {
 	pthread_mutex_t lock;
+	atomic_uint refs;
 	struct ovl_dirent *entries;
 	size_t count;
 	size_t cap;
@@ -274,6 +277,8 @@ struct ovl_dir {
 int ovl_dir_load(struct ovl_fs *fs, struct ovl_node *node,
 		 struct ovl_dir *dir);
 void ovl_dir_clear(struct ovl_dir *dir);
+struct ovl_dir *ovl_dir_new(void);
+void ovl_dir_put(struct ovl_dir *dir);
 int ovl_dir_is_empty(struct ovl_fs *fs, struct ovl_node *node);
 
 /* ---- ops.c: the FUSE operation table ---- */

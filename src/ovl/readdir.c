@@ -375,6 +375,26 @@ out:
 	return 0;
 }
 
+struct ovl_dir *ovl_dir_new(void)
+{
+	struct ovl_dir *dir = calloc(1, sizeof(*dir));
+
+	if (!dir)
+		return NULL;
+	pthread_mutex_init(&dir->lock, NULL);
+	atomic_init(&dir->refs, 1);
+	return dir;
+}
+
+void ovl_dir_put(struct ovl_dir *dir)
+{
+	if (!dir || atomic_fetch_sub(&dir->refs, 1) != 1)
+		return;
+	ovl_dir_clear(dir);
+	pthread_mutex_destroy(&dir->lock);
+	free(dir);
+}
+
 void ovl_dir_clear(struct ovl_dir *dir)
 {
 	size_t i;
