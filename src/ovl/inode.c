@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,9 +65,21 @@ void ovl_op_lookup(struct fuse_req *req, uint64_t parent, const char *name)
 	ovl_reply_entry(req, node, &st);
 }
 
-void ovl_op_forget(void *fs, uint64_t nodeid, uint64_t nlookup)
+/* Nodes freed between two calls of malloc_trim(). */
+#define OVL_TRIM_EVERY 16384
+
+void ovl_op_forget(void *arg, uint64_t nodeid, uint64_t nlookup)
 {
+	struct ovl_fs *fs = arg;
+
 	ovl_node_forget(fs, ovl_node_from_id(fs, nodeid), nlookup);
+	/*
+	 * When the kernel drops many inodes at once, hand the memory back
+	 * to the system: malloc keeps freed small blocks otherwise.
+	 */
+	if (atomic_load(&fs->freed) >= OVL_TRIM_EVERY &&
+	    atomic_exchange(&fs->freed, 0) >= OVL_TRIM_EVERY)
+		malloc_trim(0);
 }
 
 void ovl_op_getattr(struct fuse_req *req, uint64_t nodeid, uint64_t fh,

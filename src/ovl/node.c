@@ -99,6 +99,7 @@ static void node_free(struct ovl_fs *fs, struct ovl_node *node)
 	free(node->name);
 	free(node);
 	atomic_fetch_sub(&fs->nodes, 1);
+	atomic_fetch_add(&fs->freed, 1);
 }
 
 /* Free every node at unmount, whatever the kernel still referenced. */

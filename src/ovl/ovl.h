@@ -118,6 +118,7 @@ struct ovl_fs {
 	struct fuse_session *se;
 	double timeout; /* entry and attribute cache timeout, seconds */
 	atomic_uint_fast64_t nodes; /* live nodes, for the memory figures */
+	atomic_uint_fast64_t freed; /* nodes freed since memory was trimmed */
 	bool dont_mask; /* the kernel leaves the umask to us */
 	bool no_opendir; /* the kernel opens directories without asking */
 };
