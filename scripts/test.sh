@@ -17,6 +17,14 @@ fi
 
 "$repo/scripts/install-deps.sh" || exit 1
 
+# mount(8) finds lamina only in the shell's default search path, so the
+# test of mount -t fuse.lamina needs the build installed there.
+if ! make --no-print-directory -C "$repo" install >/dev/null; then
+	echo "test.sh: make install failed" >&2
+	echo "0 passed, 1 failed"
+	exit 1
+fi
+
 logs=$(mktemp -d /tmp/lamina-test-logs.XXXXXX)
 trap 'rm -rf "$logs"' EXIT
 

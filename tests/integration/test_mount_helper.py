@@ -7,6 +7,7 @@ built-in search path (/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:
 /sbin:/bin on Debian's dash), where `make install` puts it.
 """
 
+import filecmp
 import os
 import shutil
 
@@ -58,12 +59,12 @@ def test_mount_type_fuse_lamina(lamina_stack):
     """`mount -t fuse.lamina` works when lamina is installed.
 
     Skipped unless the lamina found in /bin/sh's built-in search path is
-    the binary under test (see the module docstring).
+    a copy of the binary under test (see the module docstring).
     """
     require_lamina()
     installed = shutil.which("lamina", path=SHELL_DEFAULT_PATH)
-    if installed is None or (os.path.realpath(installed)
-                             != os.path.realpath(LAMINA)):
+    if installed is None or not filecmp.cmp(installed, LAMINA,
+                                            shallow=False):
         pytest.skip(f"{LAMINA} is not installed in {SHELL_DEFAULT_PATH}, "
                     "where mount(8) lets mount.fuse3 find it")
     stack = lamina_stack
@@ -94,3 +95,25 @@ def test_direct_source_form(lamina_stack):
     assert info["source"] == "src-name"
     assert content == b"direct"
     assert leftover == []
+
+
+def test_fstab_line(lamina_stack):
+    """An fstab line of type fuse.lamina mounts with `mount MERGED`.
+
+    The line goes into a private fstab file given with mount -T, so the
+    system's /etc/fstab is never touched.
+    """
+    require_lamina()
+    installed = shutil.which("lamina", path=SHELL_DEFAULT_PATH)
+    if installed is None or not filecmp.cmp(installed, LAMINA,
+                                            shallow=False):
+        pytest.skip(f"{LAMINA} is not installed in {SHELL_DEFAULT_PATH}, "
+                    "where mount(8) lets mount.fuse3 find it")
+    stack = lamina_stack
+    fstab = os.path.join(stack.root, "fstab")
+    with open(fstab, "w") as f:
+        f.write(f"lamina-test {stack.merged} fuse.lamina "
+                f"{stack.options()},nofail 0 0\n")
+    command = ["mount", "-T", fstab, stack.merged]
+
+    check_helper_mount(stack, command)
