@@ -41,10 +41,12 @@ struct fuse_worker {
 	int fd; /* a clone of se->fd, or se->fd itself */
 	pthread_t thread;
 	char *buf;
+	int pipe[2]; /* for splicing read replies, -1 when unused */
 };
 
 struct fuse_req {
 	struct fuse_session *se;
+	struct fuse_worker *worker;
 	int fd; /* replies go out on the descriptor the request came in */
 	uint64_t unique;
 	uint32_t opcode;

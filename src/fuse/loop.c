@@ -40,6 +40,7 @@ static void worker_handle(struct fuse_worker *w, ssize_t len)
 	const struct fuse_in_header *in = (const void *)w->buf;
 	struct fuse_req req = {
 		.se = w->se,
+		.worker = w,
 		.fd = w->fd,
 		.unique = in->unique,
 		.opcode = in->opcode,
@@ -86,6 +87,24 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
+/*
+ * A pipe large enough for the biggest read reply lets read data go from
+ * the file to /dev/fuse by splice, without a copy through lamina.
+ */
+static void worker_open_pipe(struct fuse_worker *w)
+{
+	int size = FUSE_MAX_PAGES_WANTED * 4096 + 4096;
+
+	w->pipe[0] = w->pipe[1] = -1;
+	if (pipe2(w->pipe, O_CLOEXEC) < 0)
+		return;
+	if (fcntl(w->pipe[1], F_SETPIPE_SZ, size) < size) {
+		close(w->pipe[0]);
+		close(w->pipe[1]);
+		w->pipe[0] = w->pipe[1] = -1;
+	}
+}
+
 static int worker_start(struct fuse_session *se, struct fuse_worker *w,
 			bool first)
 {
@@ -98,6 +117,7 @@ static int worker_start(struct fuse_session *se, struct fuse_worker *w,
 	w->buf = malloc(se->bufsize);
 	if (!w->buf)
 		return -ENOMEM;
+	worker_open_pipe(w);
 	err = pthread_create(&w->thread, NULL, worker_main, w);
 	return -err;
 }
@@ -141,6 +161,10 @@ void fuse_session_join(struct fuse_session *se)
 		pthread_join(w->thread, NULL);
 		if (w->fd != se->fd)
 			close(w->fd);
+		if (w->pipe[0] >= 0) {
+			close(w->pipe[0]);
+			close(w->pipe[1]);
+		}
 		free(w->buf);
 	}
 	free(se->workers);

@@ -5,7 +5,11 @@
 
 #include <errno.h>
 #include <string.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 const struct fuse_ctx *fuse_req_ctx(const struct fuse_req *req)
 {
@@ -249,4 +253,68 @@ int fuse_notify_inval_inode(struct fuse_session *se, uint64_t nodeid,
 	if (writev(se->fd, vec, 2) < 0)
 		return -errno;
 	return 0;
+}
+
+/*
+ * Splice the reply through the worker's pipe: the header, then the file
+ * data. The header gives the length, so it is computed from the file
+ * size first; a file that shrinks meanwhile makes the splice fall short,
+ * and the pipe is then drained and the reply sent by copying.
+ */
+static int reply_splice(struct fuse_req *req, int fd, off_t off, size_t size)
+{
+	struct fuse_out_header out = {.unique = req->unique};
+	struct fuse_worker *w = req->worker;
+	loff_t pos = off;
+	struct stat st;
+	size_t n, done = 0;
+	ssize_t r;
+
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return -EINVAL;
+	n = off >= st.st_size ? 0 : (size_t)(st.st_size - off);
+	n = n < size ? n : size;
+	out.len = sizeof(out) + n;
+	if (write(w->pipe[1], &out, sizeof(out)) != sizeof(out))
+		return -EIO;
+	while (done < n) {
+		r = splice(fd, &pos, w->pipe[1], NULL, n - done, 0);
+		if (r <= 0)
+			break;
+		done += r;
+	}
+	if (done != n) {
+		char drain[4096];
+
+		while (read(w->pipe[0], drain, sizeof(drain)) == sizeof(drain))
+			;
+		return -EAGAIN;
+	}
+	req->answered = true;
+	r = splice(w->pipe[0], NULL, req->fd, NULL, out.len, 0);
+	if (r < 0)
+		log_warn_rl("splicing a read reply to /dev/fuse failed: %s",
+			    strerror(errno));
+	return 0;
+}
+
+void fuse_reply_data(struct fuse_req *req, int fd, off_t off, size_t size)
+{
+	ssize_t n;
+	char *buf;
+
+	if (req->worker && req->worker->pipe[0] >= 0 &&
+	    reply_splice(req, fd, off, size) == 0)
+		return;
+	buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	n = pread(fd, buf, size, off);
+	if (n < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_buf(req, buf, n);
+	free(buf);
 }

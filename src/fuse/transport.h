@@ -204,6 +204,8 @@ void fuse_reply_readlink(struct fuse_req *req, const char *target);
 void fuse_reply_open(struct fuse_req *req, const struct fuse_file_info *fi);
 void fuse_reply_write(struct fuse_req *req, size_t count);
 void fuse_reply_buf(struct fuse_req *req, const void *buf, size_t size);
+/* Reply to READ with up to size bytes of fd at off. */
+void fuse_reply_data(struct fuse_req *req, int fd, off_t off, size_t size);
 void fuse_reply_statfs(struct fuse_req *req, const struct statvfs *st);
 void fuse_reply_xattr(struct fuse_req *req, size_t size);
 void fuse_reply_lseek(struct fuse_req *req, off_t off);

@@ -319,20 +319,9 @@ static int file_read_fd(struct ovl_fs *fs, struct ovl_file *file)
 void ovl_op_read(struct fuse_req *req, uint64_t nodeid, size_t size,
 		 off_t off, struct fuse_file_info *fi)
 {
-	char *buf = malloc(size ? size : 1);
-	ssize_t n;
-
 	(void)nodeid;
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	n = pread(file_read_fd(ovl_req_fs(req), file_of(fi)), buf, size, off);
-	if (n < 0)
-		fuse_reply_err(req, errno);
-	else
-		fuse_reply_buf(req, buf, n);
-	free(buf);
+	fuse_reply_data(req, file_read_fd(ovl_req_fs(req), file_of(fi)), off,
+			size);
 }
 
 void ovl_op_write(struct fuse_req *req, uint64_t nodeid, const void *buf,
