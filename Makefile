@@ -3,6 +3,7 @@
 #   make            build ./build/lamina
 #   make check      build, then run the unit and integration tests
 #   make check-asan the same tests against an ASan and UBSan build
+#   make check-passthrough-off  the integration tests with passthrough=off
 #   make bench      side-by-side benchmark (see docs/benchmarks.md)
 
 VERSION := 0.1.0
@@ -26,7 +27,8 @@ LIB_OBJ := $(filter-out $(BUILD)/obj/cli/main.o,$(OBJ))
 UNIT_SRC := $(wildcard tests/unit/*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%)
 
-.PHONY: all check check-asan unit bench install clean format
+.PHONY: all check check-asan check-passthrough-off unit bench install clean
+.PHONY: format
 
 all: $(BUILD)/lamina
 
@@ -46,6 +48,12 @@ unit: $(UNIT_BIN)
 check: all unit
 	LAMINA=$(abspath $(BUILD)/lamina) UNIT_DIR=$(abspath $(BUILD)/unit) \
 		tests/run.sh
+
+# The integration tests again with passthrough off: the path that reads
+# and writes through lamina, with the kernel's writeback cache.
+check-passthrough-off: all
+	LAMINA=$(abspath $(BUILD)/lamina) LAMINA_OPTIONS=passthrough=off \
+		tests/run.sh tests/integration
 
 check-asan:
 	$(MAKE) BUILD=build-asan \

@@ -1,9 +1,10 @@
 #!/bin/bash
 # Install the dependencies, then run the whole test suite twice: against the
 # normal build (make check) and against the ASan and UBSan build
-# (make check-asan). Ends with one line "N passed, N failed" that adds up
-# both runs, and exits non-zero if either run failed, reported a failed
-# test, or printed no summary line.
+# (make check-asan); then the integration tests once more with passthrough
+# off (make check-passthrough-off). Ends with one line "N passed, N failed"
+# that adds up the runs, and exits non-zero if any run failed, reported a
+# failed test, or printed no summary line.
 #
 # Run as root from anywhere: scripts/test.sh
 set -uo pipefail
@@ -37,7 +38,7 @@ total_failed=0
 total_skipped=0
 status=0
 
-for target in check check-asan; do
+for target in check check-asan check-passthrough-off; do
 	log=$logs/$target.log
 	echo "test.sh: make $target"
 	make --no-print-directory -C "$repo" "$target" 2>&1 | tee "$log"

@@ -96,6 +96,21 @@ static void file_passthrough(struct ovl_fs *fs, struct ovl_file *file,
 	pthread_mutex_unlock(&node->lock);
 }
 
+/*
+ * A file with other names, or none yet, may be reached through another
+ * node, which is another kernel inode with a page cache of its own.
+ * Without passthrough, which shares the real file's page cache, such a
+ * file bypasses the kernel's cache so that every name sees every write.
+ */
+static bool shares_data(struct ovl_node *node, int fd)
+{
+	struct stat st;
+
+	if (node->anon_fd >= 0)
+		return true;
+	return fstat(fd, &st) == 0 && st.st_nlink != 1;
+}
+
 /* Wrap fd in an open-file handle and decide how the kernel does I/O. */
 int ovl_file_setup(struct fuse_req *req, struct ovl_node *node, int fd,
 		   bool upper, struct fuse_file_info *fi)
@@ -118,9 +133,25 @@ int ovl_file_setup(struct fuse_req *req, struct ovl_node *node, int fd,
 	fi->noflush = true;
 	if (atomic_load(&fs->passthrough_ok))
 		file_passthrough(fs, file, upper, fi);
+	else if (shares_data(node, fd))
+		fi->direct_io = true;
 	else
 		fi->keep_cache = true;
 	return 0;
+}
+
+/*
+ * With the writeback cache the kernel may read a page of a write-only
+ * file to fill it, and it positions appends itself, so the real file is
+ * opened read-write and without O_APPEND.
+ */
+static int writeback_flags(struct ovl_fs *fs, int flags)
+{
+	if (!fs->writeback)
+		return flags;
+	if ((flags & O_ACCMODE) == O_WRONLY)
+		flags = (flags & ~O_ACCMODE) | O_RDWR;
+	return flags & ~O_APPEND;
 }
 
 static bool lower_backed(struct ovl_node *node)
@@ -140,6 +171,7 @@ static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
 	int fd, err;
 
 	flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_DIRECT | O_TMPFILE);
+	flags = writeback_flags(fs, flags);
 	flags |= O_NOFOLLOW | O_CLOEXEC | (upper ? 0 : O_NOATIME);
 	if (node->anon_fd >= 0) {
 		char proc[64];
@@ -204,8 +236,11 @@ void ovl_op_open(struct fuse_req *req, uint64_t nodeid,
 void ovl_op_create(struct fuse_req *req, uint64_t parent, const char *name,
 		   mode_t mode, struct fuse_file_info *fi)
 {
-	struct ovl_create c = {.mode = S_IFREG | (mode & 07777),
-			       .open_flags = fi->flags & ~O_DIRECT};
+	struct ovl_create c = {
+		.mode = S_IFREG | (mode & 07777),
+		.open_flags = writeback_flags(ovl_req_fs(req),
+					      fi->flags & ~O_DIRECT),
+	};
 	struct fuse_entry e;
 	struct ovl_node *node;
 	struct stat st;

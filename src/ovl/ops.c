@@ -33,6 +33,12 @@ void ovl_op_init(void *arg, struct fuse_conn *conn)
 			log_info("the kernel offers no FUSE passthrough; reads and writes go through lamina");
 		}
 	}
+	/* Passthrough and the writeback cache exclude each other. */
+	if (!atomic_load(&fs->passthrough_ok) &&
+	    (conn->kernel_flags & FUSE_WRITEBACK_CACHE)) {
+		conn->want_flags |= FUSE_WRITEBACK_CACHE;
+		fs->writeback = true;
+	}
 	fs->dont_mask = conn->kernel_flags & FUSE_DONT_MASK;
 	fs->no_opendir = conn->kernel_flags & FUSE_NO_OPENDIR_SUPPORT;
 }

@@ -121,6 +121,7 @@ struct ovl_fs {
 	atomic_uint_fast64_t freed; /* nodes freed since memory was trimmed */
 	bool dont_mask; /* the kernel leaves the umask to us */
 	bool no_opendir; /* the kernel opens directories without asking */
+	bool writeback; /* the kernel caches writes (passthrough off) */
 };
 
 /* An open regular file. */

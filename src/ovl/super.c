@@ -381,7 +381,9 @@ int ovl_fs_setup(struct ovl_fs *fs, struct ovl_error *e)
 	fs->xattr_prefix = fs->config.userxattr ? "user.overlay."
 						: "trusted.overlay.";
 	fs->xattr_prefix_len = strlen(fs->xattr_prefix);
-	atomic_store(&fs->passthrough_ok, fs->config.passthrough);
+	/* Registering backing files needs CAP_SYS_ADMIN. */
+	atomic_store(&fs->passthrough_ok,
+		     fs->config.passthrough && geteuid() == 0);
 	err = ovl_nodes_init(fs);
 	if (!err)
 		err = open_layers(fs, e);

@@ -296,6 +296,10 @@ class Stack:
                     f"kernel overlay mount failed: {proc.stderr.strip()}\n"
                     f"options: {options}\n{kernel_log_tail()}")
         elif impl == "lamina":
+            # LAMINA_OPTIONS adds options to every lamina mount, for
+            # running the suite in another mode, e.g. passthrough=off.
+            if os.environ.get("LAMINA_OPTIONS"):
+                options += "," + os.environ["LAMINA_OPTIONS"]
             self.log_count += 1
             log_path = os.path.join(self.root, f"lamina.{self.log_count}.log")
             daemon = LaminaDaemon(self.merged, options, log_path,
