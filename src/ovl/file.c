@@ -73,9 +73,13 @@ static void file_passthrough(struct ovl_fs *fs, struct ovl_file *file,
 		node->backing_refs++;
 		file->backing = true;
 	} else {
-		fd = backing_fd(fs, node, upper);
+		/* A read-write upper descriptor, or a lower one, serves all. */
+		int mode = fcntl(file->fd, F_GETFL) & O_ACCMODE;
+		bool reuse = upper ? mode == O_RDWR : mode == O_RDONLY;
+
+		fd = reuse ? file->fd : backing_fd(fs, node, upper);
 		id = fd < 0 ? fd : fuse_backing_open(fs->se, fd);
-		if (fd >= 0)
+		if (fd >= 0 && !reuse)
 			close(fd);
 		if (id == -EPERM || id == -EOPNOTSUPP || id == -ENOTTY) {
 			passthrough_disable(fs, id);
@@ -141,15 +145,18 @@ int ovl_file_setup(struct fuse_req *req, struct ovl_node *node, int fd,
 }
 
 /*
- * With the writeback cache the kernel may read a page of a write-only
- * file to fill it, and it positions appends itself, so the real file is
+ * Flags for the real file. With the writeback cache the kernel may read
+ * a page of a write-only file to fill it, and it positions appends
+ * itself. With passthrough the kernel does the I/O on the backing file
+ * with the caller's flags, and one read-write descriptor of an upper
+ * file can back every later open too. Either way the real file is
  * opened read-write and without O_APPEND.
  */
-static int writeback_flags(struct ovl_fs *fs, int flags)
+static int real_flags(struct ovl_fs *fs, int flags, bool upper)
 {
-	if (!fs->writeback)
+	if (!fs->writeback && !(upper && atomic_load(&fs->passthrough_ok)))
 		return flags;
-	if ((flags & O_ACCMODE) == O_WRONLY)
+	if ((flags & O_ACCMODE) != O_RDONLY || upper)
 		flags = (flags & ~O_ACCMODE) | O_RDWR;
 	return flags & ~O_APPEND;
 }
@@ -168,11 +175,12 @@ static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
 {
 	struct ovl_path path;
 	bool upper = ovl_node_has(node, OVL_N_UPPER);
-	int fd, err;
+	int fd, err, asked;
 
 	flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_DIRECT | O_TMPFILE);
-	flags = writeback_flags(fs, flags);
 	flags |= O_NOFOLLOW | O_CLOEXEC | (upper ? 0 : O_NOATIME);
+	asked = flags;
+	flags = real_flags(fs, flags, upper);
 	if (node->anon_fd >= 0) {
 		char proc[64];
 
@@ -185,6 +193,10 @@ static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
 	if (err)
 		return err;
 	fd = openat(path.dirfd, path.name, flags);
+	/* Read-write was only wished for: a running program (ETXTBSY) or a
+	 * read-only file may refuse it, and the caller's flags still do. */
+	if (fd < 0 && flags != asked && errno != ENOENT)
+		fd = openat(path.dirfd, path.name, asked);
 	if (fd < 0 && errno == EPERM && !upper)
 		fd = openat(path.dirfd, path.name, flags & ~O_NOATIME);
 	err = fd < 0 ? -errno : fd;
@@ -238,8 +250,8 @@ void ovl_op_create(struct fuse_req *req, uint64_t parent, const char *name,
 {
 	struct ovl_create c = {
 		.mode = S_IFREG | (mode & 07777),
-		.open_flags = writeback_flags(ovl_req_fs(req),
-					      fi->flags & ~O_DIRECT),
+		.open_flags = real_flags(ovl_req_fs(req), fi->flags & ~O_DIRECT,
+					 true),
 	};
 	struct fuse_entry e;
 	struct ovl_node *node;
