@@ -263,9 +263,16 @@ static int copy_up_attrs(struct copy_up_ctx *c)
 	err = ovl_copy_xattrs(c->fs, &c->src, &tmp);
 	if (err)
 		return err;
-	err = ovl_set_origin(c->fs, &c->src, &tmp);
-	if (err)
-		return err;
+	/*
+	 * Copy-up splits a hard-linked lower file from its other names, so
+	 * the copy is a file of its own, with its own st_ino: no origin, as
+	 * overlayfs does without index.
+	 */
+	if (S_ISDIR(c->st.st_mode) || c->st.st_nlink == 1) {
+		err = ovl_set_origin(c->fs, &c->src, &tmp);
+		if (err)
+			return err;
+	}
 	if (utimensat(tmp.dirfd, tmp.name, times, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
 	return 0;
@@ -306,6 +313,9 @@ static int copy_up_one(struct copy_up_ctx *c)
 		return err;
 	}
 	restore_parent_times(c, &pst);
+	if (!S_ISDIR(c->st.st_mode) && c->st.st_nlink > 1 &&
+	    !ovl_do_fstatat(c->dst.dirfd, c->dst.name, &pst))
+		c->node->ino = pst.st_ino;
 	return 0;
 }
 

@@ -171,6 +171,28 @@ static bool lower_backed(struct ovl_node *node)
 	return lower;
 }
 
+/*
+ * The real file was opened with O_NONBLOCK, so that a FIFO or device
+ * that took the name under the mount cannot block or be opened: only a
+ * regular file is kept, in the caller's blocking mode.
+ */
+static int check_regular(int fd, int flags)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		st.st_mode = 0;
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		log_warn_rl("open found mode %o instead of a regular file",
+			    st.st_mode);
+		return -EIO;
+	}
+	if (!(flags & O_NONBLOCK))
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	return fd;
+}
+
 static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
 {
 	struct ovl_path path;
@@ -180,14 +202,14 @@ static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
 	flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_DIRECT | O_TMPFILE);
 	flags |= O_NOFOLLOW | O_CLOEXEC | (upper ? 0 : O_NOATIME);
 	asked = flags;
-	flags = real_flags(fs, flags, upper);
+	flags = real_flags(fs, flags, upper) | O_NONBLOCK;
 	if (node->anon_fd >= 0) {
 		char proc[64];
 
 		snprintf(proc, sizeof(proc), "/proc/self/fd/%d",
 			 node->anon_fd);
 		fd = open(proc, flags & ~O_NOFOLLOW);
-		return fd < 0 ? -errno : fd;
+		return fd < 0 ? -errno : check_regular(fd, asked);
 	}
 	err = ovl_node_open_parent(fs, node, ovl_node_real_layer(node), &path);
 	if (err)
@@ -195,11 +217,11 @@ static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
 	fd = openat(path.dirfd, path.name, flags);
 	/* Read-write was only wished for: a running program (ETXTBSY) or a
 	 * read-only file may refuse it, and the caller's flags still do. */
-	if (fd < 0 && flags != asked && errno != ENOENT)
-		fd = openat(path.dirfd, path.name, asked);
+	if (fd < 0 && (flags & ~O_NONBLOCK) != asked && errno != ENOENT)
+		fd = openat(path.dirfd, path.name, asked | O_NONBLOCK);
 	if (fd < 0 && errno == EPERM && !upper)
 		fd = openat(path.dirfd, path.name, flags & ~O_NOATIME);
-	err = fd < 0 ? -errno : fd;
+	err = fd < 0 ? -errno : check_regular(fd, asked);
 	ovl_path_close(&path);
 	return err;
 }

@@ -17,6 +17,19 @@ void ovl_reply_status(struct fuse_req *req, int err)
 	fuse_reply_err(req, err < 0 ? -err : EIO);
 }
 
+/*
+ * Each name of a hard-linked file is its own node and kernel inode, so a
+ * change made through one name (mode, size, link count) is not seen
+ * through the others until they ask again: their attributes are not
+ * cached.
+ */
+static double attr_timeout(struct ovl_fs *fs, const struct stat *st)
+{
+	if (!S_ISDIR(st->st_mode) && st->st_nlink > 1)
+		return 0;
+	return fs->timeout;
+}
+
 void ovl_fill_entry(struct ovl_fs *fs, struct fuse_entry *e,
 		    struct ovl_node *node, const struct stat *st)
 {
@@ -24,13 +37,7 @@ void ovl_fill_entry(struct ovl_fs *fs, struct fuse_entry *e,
 	e->nodeid = ovl_node_id(fs, node);
 	e->attr = *st;
 	e->entry_timeout = fs->timeout;
-	e->attr_timeout = fs->timeout;
-	/*
-	 * Another name of a hard-linked file can change its link count
-	 * and ctime behind the kernel's back, so those are not cached.
-	 */
-	if (!S_ISDIR(st->st_mode) && st->st_nlink > 1)
-		e->attr_timeout = 0;
+	e->attr_timeout = attr_timeout(fs, st);
 }
 
 void ovl_reply_entry(struct fuse_req *req, struct ovl_node *node,
@@ -102,7 +109,7 @@ void ovl_op_getattr(struct fuse_req *req, uint64_t nodeid, uint64_t fh,
 		ovl_reply_status(req, err);
 		return;
 	}
-	fuse_reply_attr(req, &st, fs->timeout);
+	fuse_reply_attr(req, &st, attr_timeout(fs, &st));
 }
 
 static int setattr_size(struct ovl_path *path, const struct fuse_setattr *a)
@@ -207,7 +214,7 @@ void ovl_op_setattr(struct fuse_req *req, uint64_t nodeid,
 		ovl_reply_status(req, err);
 		return;
 	}
-	fuse_reply_attr(req, &st, fs->timeout);
+	fuse_reply_attr(req, &st, attr_timeout(fs, &st));
 }
 
 void ovl_op_readlink(struct fuse_req *req, uint64_t nodeid)
