@@ -104,6 +104,8 @@ struct ovl_fs {
 	int nlayers;
 	int first_lower; /* index of the topmost lower in layers */
 	struct ovl_layer *upper;
+	int upper_mnt_fd; /* detached mount holding upperdir and workdir */
+	char *workdir_path; /* canonical */
 	int workdir_fd;	 /* workdir itself, kept locked with flock */
 	int work_fd;	 /* workdir/work: copy-up and whiteout staging */
 	const char *xattr_prefix; /* "trusted.overlay." or "user.overlay." */

@@ -12,6 +12,8 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/fs.h>
+#include <linux/mount.h>
+#include <sys/syscall.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +68,39 @@ static void layer_read_uuid(struct ovl_layer *layer)
 	close(fd);
 }
 
+/*
+ * Open a private, detached copy of the mount at path, without the mounts
+ * below it. Paths resolved in it then stay on the layer's filesystem, as
+ * in overlayfs, which sees under a mount point the directory beneath it.
+ * The copy also keeps lamina from looking into its own mount when the
+ * mount point lies inside a layer. Without the privilege for that, the
+ * directory itself is opened.
+ */
+static int open_detached(const char *path)
+{
+	long fd = syscall(SYS_open_tree, AT_FDCWD, path,
+			  OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+
+	if (fd >= 0)
+		return (int)fd;
+	fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	return fd < 0 ? -errno : (int)fd;
+}
+
+/* Open path below the detached mount of base, whose path is base_path. */
+static int open_below(int base, const char *base_path, const char *path,
+		      int flags)
+{
+	size_t n = strlen(base_path);
+	const char *rel = path + n;
+
+	if (n == 1) /* base is "/" */
+		rel = path;
+	while (*rel == '/')
+		rel++;
+	return ovl_open_layer_dir(base, rel, flags);
+}
+
 static int layer_open(struct ovl_layer *layer, const char *key,
 		      const char *path, struct ovl_error *e)
 {
@@ -74,7 +109,7 @@ static int layer_open(struct ovl_layer *layer, const char *key,
 
 	if (err)
 		return err;
-	layer->fd = open(layer->path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	layer->fd = open_detached(layer->path);
 	if (layer->fd < 0 || fstat(layer->fd, &st) < 0) {
 		err = -errno;
 		ovl_error_set(e, "%s %s: %s", key, path, strerror(-err));
@@ -111,6 +146,65 @@ static int check_apart(const char *ka, const char *a, const char *kb,
 	return 0;
 }
 
+/* The deepest directory that contains both a and b, canonical paths. */
+static char *common_dir(const char *a, const char *b)
+{
+	size_t i, end = 0;
+	char *dir;
+
+	for (i = 0; a[i] && a[i] == b[i]; i++)
+		if (a[i] == '/')
+			end = i;
+	if ((!a[i] || a[i] == '/') && (!b[i] || b[i] == '/'))
+		end = i;
+	dir = strndup(a, end ? end : 1);
+	return dir;
+}
+
+/*
+ * The upper and work directories share one detached mount: a rename
+ * from workdir/work into the upper layer must stay on one mount.
+ */
+static int open_upper(struct ovl_fs *fs, struct ovl_error *e)
+{
+	struct ovl_layer *upper = fs->upper;
+	struct stat st, wst;
+	char *base;
+	int err;
+
+	err = layer_resolve("upperdir", fs->config.upperdir, &upper->path, e);
+	if (!err)
+		err = layer_resolve("workdir", fs->config.workdir,
+				    &fs->workdir_path, e);
+	if (err)
+		return err;
+	if (stat(upper->path, &st) < 0 || stat(fs->workdir_path, &wst) < 0)
+		return -errno;
+	if (st.st_dev != wst.st_dev) {
+		ovl_error_set(e, "workdir %s and upperdir %s are on different filesystems; put the workdir on the upper's filesystem",
+			      fs->workdir_path, upper->path);
+		return -EXDEV;
+	}
+	base = common_dir(upper->path, fs->workdir_path);
+	if (!base)
+		return -ENOMEM;
+	fs->upper_mnt_fd = open_detached(base);
+	err = fs->upper_mnt_fd < 0 ? fs->upper_mnt_fd : 0;
+	if (!err)
+		upper->fd = open_below(fs->upper_mnt_fd, base, upper->path,
+				       O_PATH);
+	free(base);
+	if (!err && upper->fd < 0) {
+		err = upper->fd;
+		ovl_error_set(e, "upperdir %s and workdir %s are not on one mount: %s; give directories of one mount",
+			      upper->path, fs->workdir_path, strerror(-err));
+		return err;
+	}
+	upper->dev = st.st_dev;
+	layer_read_uuid(upper);
+	return err;
+}
+
 static int open_layers(struct ovl_fs *fs, struct ovl_error *e)
 {
 	struct ovl_config *cfg = &fs->config;
@@ -126,7 +220,7 @@ static int open_layers(struct ovl_fs *fs, struct ovl_error *e)
 		fs->upper = &fs->layers[0];
 		fs->upper->is_upper = true;
 		fs->first_lower = 1;
-		err = layer_open(fs->upper, "upperdir", cfg->upperdir, e);
+		err = open_upper(fs, e);
 		if (err)
 			return err;
 	}
@@ -208,27 +302,22 @@ static int dirent_type(int dirfd, const char *name)
 
 static int open_workdir(struct ovl_fs *fs, struct ovl_error *e)
 {
-	struct ovl_config *cfg = &fs->config;
-	char *work = NULL;
-	struct stat st;
+	const char *work = fs->workdir_path;
+	char *base = common_dir(fs->upper->path, work);
 	int err;
 
-	err = layer_resolve("workdir", cfg->workdir, &work, e);
-	if (err)
-		return err;
+	if (!base)
+		return -ENOMEM;
 	err = check_overlap(fs, work, e);
 	if (!err) {
-		fs->workdir_fd = open(work, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (fs->workdir_fd < 0 || fstat(fs->workdir_fd, &st) < 0) {
-			err = -errno;
+		fs->workdir_fd = open_below(fs->upper_mnt_fd, base, work,
+					    O_RDONLY);
+		if (fs->workdir_fd < 0) {
+			err = fs->workdir_fd;
 			ovl_error_set(e, "workdir %s: %s", work, strerror(-err));
 		}
 	}
-	if (!err && st.st_dev != fs->upper->dev) {
-		ovl_error_set(e, "workdir %s and upperdir %s are on different filesystems; put the workdir on the upper's filesystem",
-			      work, fs->upper->path);
-		err = -EXDEV;
-	}
+	free(base);
 	if (!err && flock(fs->workdir_fd, LOCK_EX | LOCK_NB) < 0) {
 		ovl_error_set(e, "workdir %s is in use by another lamina mount; give each mount its own workdir",
 			      work);
@@ -236,7 +325,6 @@ static int open_workdir(struct ovl_fs *fs, struct ovl_error *e)
 	}
 	if (!err)
 		err = check_workdir_empty(fs->workdir_fd, work, e);
-	free(work);
 	return err;
 }
 
@@ -377,6 +465,7 @@ int ovl_fs_setup(struct ovl_fs *fs, struct ovl_error *e)
 
 	fs->workdir_fd = -1;
 	fs->work_fd = -1;
+	fs->upper_mnt_fd = -1;
 	fs->timeout = 86400.0;
 	fs->xattr_prefix = fs->config.userxattr ? "user.overlay."
 						: "trusted.overlay.";
@@ -420,5 +509,8 @@ void ovl_fs_teardown(struct ovl_fs *fs)
 		close(fs->work_fd);
 	if (fs->workdir_fd >= 0)
 		close(fs->workdir_fd);
+	if (fs->upper_mnt_fd >= 0)
+		close(fs->upper_mnt_fd);
+	free(fs->workdir_path);
 	ovl_config_free(&fs->config);
 }
