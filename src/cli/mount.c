@@ -46,6 +46,7 @@ int cli_parse_mount_args(int argc, char **argv, struct mount_args *args)
 	int c;
 
 	optind = 1;
+	opterr = 0; /* the message below carries the prefix */
 	while ((c = getopt_long(argc, argv, "fdo:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
@@ -62,8 +63,8 @@ int cli_parse_mount_args(int argc, char **argv, struct mount_args *args)
 			cli_usage();
 			exit(0);
 		default:
-			fputs("lamina: run lamina --help for the options\n",
-			      stderr);
+			fprintf(stderr, "lamina: invalid option '%s'; run lamina --help\n",
+				argv[optind - 1]);
 			return EXIT_USAGE;
 		}
 	}
@@ -100,7 +101,7 @@ static int mount_config(struct mount_args *args, struct ovl_config *cfg)
 		return EXIT_MOUNT_FAIL;
 	}
 	if (!S_ISDIR(st.st_mode)) {
-		fprintf(stderr, "lamina: mount point %s: not a directory\n",
+		fprintf(stderr, "lamina: mount point %s: not a directory; give a directory\n",
 			args->mountpoint);
 		return EXIT_MOUNT_FAIL;
 	}

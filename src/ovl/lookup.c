@@ -242,6 +242,21 @@ void ovl_node_fill(struct ovl_node *node, const struct ovl_lookup *res)
 	atomic_fetch_or(&node->flags, flags);
 }
 
+/*
+ * Make the real file's attributes those of the merged entry: the st_ino
+ * kept across copy-up, and for a merged directory a link count of 1, as
+ * overlayfs reports, since its subdirectories are spread over layers.
+ */
+static void node_fix_stat(const struct ovl_node *node, struct stat *st)
+{
+	bool upper = ovl_node_has(node, OVL_N_UPPER);
+
+	st->st_ino = node->ino;
+	if (S_ISDIR(st->st_mode) && node->lower >= 0 &&
+	    (upper || node->lower_last > node->lower))
+		st->st_nlink = 1;
+}
+
 /* Attributes of a node's real file, with the st_ino users see. */
 int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 {
@@ -251,7 +266,7 @@ int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 	if (node->anon_fd >= 0) {
 		if (fstat(node->anon_fd, st) < 0)
 			return -errno;
-		st->st_ino = node->ino;
+		node_fix_stat(node, st);
 		return 0;
 	}
 	err = ovl_node_open_parent(fs, node, ovl_node_real_layer(node), &path);
@@ -261,7 +276,7 @@ int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 	ovl_path_close(&path);
 	if (err)
 		return err;
-	st->st_ino = node->ino;
+	node_fix_stat(node, st);
 	return 0;
 }
 
@@ -299,6 +314,6 @@ int ovl_lookup_node(struct ovl_fs *fs, struct ovl_node *parent,
 	ovl_node_fill(node, &res);
 	*out = ovl_node_insert(fs, node);
 	*st = res.st;
-	st->st_ino = (*out)->ino;
+	node_fix_stat(*out, st);
 	return 0;
 }

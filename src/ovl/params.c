@@ -195,7 +195,8 @@ static int parse_feature(const char *key, const char *value,
 			      key, value, key, supported[0]);
 		return -EOPNOTSUPP;
 	}
-	ovl_error_set(e, "invalid value '%s' for %s", value, key);
+	ovl_error_set(e, "invalid value '%s' for %s; use %s=%s", value, key,
+		      key, supported[0]);
 	return -EINVAL;
 }
 

@@ -133,6 +133,11 @@ static bool path_within(const char *a, const char *b)
 static int check_apart(const char *ka, const char *a, const char *kb,
 		       const char *b, struct ovl_error *e)
 {
+	if (!strcmp(a, b)) {
+		ovl_error_set(e, "%s and %s are the same directory, %s; use separate directories",
+			      ka, kb, a);
+		return -EINVAL;
+	}
 	if (path_within(a, b)) {
 		ovl_error_set(e, "%s %s is inside %s %s; use separate directory trees",
 			      ka, a, kb, b);
@@ -205,6 +210,23 @@ static int open_upper(struct ovl_fs *fs, struct ovl_error *e)
 	return err;
 }
 
+/* The same directory twice in lowerdir is an error, as in overlayfs. */
+static int check_lowers_distinct(struct ovl_fs *fs, struct ovl_error *e)
+{
+	int i, j;
+
+	for (i = fs->first_lower; i < fs->nlayers; i++) {
+		for (j = i + 1; j < fs->nlayers; j++) {
+			if (strcmp(fs->layers[i].path, fs->layers[j].path))
+				continue;
+			ovl_error_set(e, "lowerdir %s is given twice; list each layer once",
+				      fs->layers[i].path);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 static int open_layers(struct ovl_fs *fs, struct ovl_error *e)
 {
 	struct ovl_config *cfg = &fs->config;
@@ -230,7 +252,7 @@ static int open_layers(struct ovl_fs *fs, struct ovl_error *e)
 		if (err)
 			return err;
 	}
-	return 0;
+	return check_lowers_distinct(fs, e);
 }
 
 /* upper, work and the mount point must not overlap a layer or each other. */
@@ -300,6 +322,25 @@ static int dirent_type(int dirfd, const char *name)
 	return type;
 }
 
+/*
+ * Lock the workdir against a second mount. A daemon whose mount was
+ * just unmounted may still hold the lock while it exits, so wait a
+ * little before calling the workdir busy.
+ */
+static int lock_workdir(int fd)
+{
+	int i;
+
+	for (i = 0; i < 50; i++) {
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			return 0;
+		if (errno != EWOULDBLOCK)
+			return -errno;
+		usleep(100 * 1000);
+	}
+	return -EBUSY;
+}
+
 static int open_workdir(struct ovl_fs *fs, struct ovl_error *e)
 {
 	const char *work = fs->workdir_path;
@@ -318,7 +359,7 @@ static int open_workdir(struct ovl_fs *fs, struct ovl_error *e)
 		}
 	}
 	free(base);
-	if (!err && flock(fs->workdir_fd, LOCK_EX | LOCK_NB) < 0) {
+	if (!err && lock_workdir(fs->workdir_fd) < 0) {
 		ovl_error_set(e, "workdir %s is in use by another lamina mount; give each mount its own workdir",
 			      work);
 		err = -EBUSY;
