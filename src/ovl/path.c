@@ -19,7 +19,11 @@ int ovl_node_real_layer(const struct ovl_node *node)
 	return node->lower;
 }
 
-/* Copy the parent's path and the node's name in one consistent step. */
+/*
+ * Copy the parent's path and the node's name in one consistent step.
+ * NOTE: a path inside a layer is limited to OVL_PATH_MAX - 1 bytes, so
+ * deeper entries give ENAMETOOLONG, which overlayfs does not.
+ */
 static int node_parent_path(struct ovl_fs *fs, struct ovl_node *node,
 			    char *buf, size_t size, char *name)
 {
