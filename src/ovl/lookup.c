@@ -84,6 +84,71 @@ static void lookup_init(struct ovl_lookup *res)
 	res->lower_last = -1;
 }
 
+/* A redirect names one entry: no empty, "." or ".." component. */
+static bool redirect_valid(const char *s, bool absolute)
+{
+	const char *p = s;
+
+	if (!*s)
+		return false;
+	for (;;) {
+		const char *end = strchrnul(p, '/');
+		size_t len = end - p;
+
+		if (len == 0 || len > 255 || (len == 1 && p[0] == '.') ||
+		    (len == 2 && p[0] == '.' && p[1] == '.'))
+			return false;
+		if (!*end)
+			return true;
+		if (!absolute)
+			return false;
+		p = end + 1;
+	}
+}
+
+/*
+ * overlay.redirect on a moved directory: an absolute path from the layer
+ * roots, or a name in the parent's lower directory. Store the lower path
+ * it resolves to in res->redirect.
+ */
+static void read_redirect(struct ovl_fs *fs, struct ovl_node *parent,
+			  int dirfd, const char *name, struct ovl_lookup *res)
+{
+	char attr[64], value[OVL_PATH_MAX];
+	bool absolute;
+	size_t len;
+	int n;
+
+	ovl_xattr_name(fs, attr, sizeof(attr), "redirect");
+	n = ovl_do_getxattr(dirfd, name, attr, value, sizeof(value) - 1);
+	if (n <= 0)
+		return;
+	value[n] = '\0';
+	absolute = value[0] == '/';
+	if (!redirect_valid(absolute ? value + 1 : value, absolute)) {
+		log_warn_rl("invalid redirect '%s' on directory %s ignored",
+			    value, name);
+		return;
+	}
+	if (absolute) {
+		strcpy(res->redirect, value + 1);
+		return;
+	}
+	if (ovl_node_lower_path(fs, parent, res->redirect,
+				sizeof(res->redirect)))
+		goto too_long;
+	len = strlen(res->redirect);
+	if (len + !!len + strlen(value) + 1 > sizeof(res->redirect))
+		goto too_long;
+	if (len)
+		res->redirect[len++] = '/';
+	strcpy(res->redirect + len, value);
+	return;
+too_long:
+	res->redirect[0] = '\0';
+	log_warn_rl("redirect of directory %s is too long", name);
+}
+
 /* Look in the upper layer. Returns 1 if lower layers must be searched. */
 static int lookup_upper(struct ovl_fs *fs, struct ovl_node *parent,
 			const char *name, struct ovl_lookup *res)
@@ -109,6 +174,8 @@ static int lookup_upper(struct ovl_fs *fs, struct ovl_node *parent,
 		if (S_ISDIR(st.st_mode)) {
 			res->opaque = ovl_check_opaque(fs, dirfd, name);
 			more = !res->opaque;
+			if (more && fs->config.redirect != OVL_REDIRECT_NOFOLLOW)
+				read_redirect(fs, parent, dirfd, name, res);
 		} else {
 			res->st.st_ino = ovl_origin_ino(fs, dirfd, name,
 							st.st_ino);
@@ -162,11 +229,48 @@ static int lookup_lower_one(struct ovl_fs *fs, int layer, int dirfd,
 	return !ovl_check_opaque(fs, dirfd, name);
 }
 
+/*
+ * A moved directory: look for its redirect in every lower layer, from
+ * the top, and merge what is found there.
+ */
+static int lookup_redirect(struct ovl_fs *fs, struct ovl_lookup *res)
+{
+	char dir[OVL_PATH_MAX], *base;
+	struct stat st;
+	int i, dirfd, err, more = 1;
+
+	strcpy(dir, res->redirect);
+	base = strrchr(dir, '/');
+	if (base)
+		*base++ = '\0';
+	else {
+		base = res->redirect;
+		dir[0] = '\0';
+	}
+	for (i = fs->first_lower; more && i < fs->nlayers; i++) {
+		dirfd = ovl_open_layer_dir(fs->layers[i].fd, dir, O_PATH);
+		if (dirfd == -ENOENT || dirfd == -ENOTDIR)
+			continue;
+		if (dirfd < 0)
+			return dirfd;
+		err = ovl_do_fstatat(dirfd, base, &st);
+		if (err == 0)
+			more = lookup_lower_one(fs, i, dirfd, base, &st, res);
+		close(dirfd);
+		if (err && err != -ENOENT)
+			return err;
+	}
+	return 0;
+}
+
 static int lookup_lowers(struct ovl_fs *fs, struct ovl_node *parent,
 			 const char *name, struct ovl_lookup *res)
 {
 	struct stat st;
 	int i, dirfd, err, more = 1;
+
+	if (res->redirect[0])
+		return lookup_redirect(fs, res);
 
 	for (i = parent->lower; more && i >= 0 && i <= parent->lower_last;
 	     i++) {
@@ -235,6 +339,8 @@ void ovl_node_fill(struct ovl_node *node, const struct ovl_lookup *res)
 	node->ino = res->st.st_ino;
 	node->lower = res->lower;
 	node->lower_last = res->lower_last;
+	if (res->redirect[0] && res->lower >= 0)
+		node->redirect = strdup(res->redirect);
 	if (res->upper)
 		flags |= OVL_N_UPPER;
 	if (res->opaque)

@@ -95,6 +95,7 @@ static void node_free(struct ovl_fs *fs, struct ovl_node *node)
 	if (node->anon_fd >= 0)
 		close(node->anon_fd);
 	ovl_dir_put(node->listing);
+	free(node->redirect);
 	pthread_mutex_destroy(&node->lock);
 	free(node->name);
 	free(node);
@@ -332,6 +333,19 @@ static struct ovl_node *unhash_name(struct ovl_fs *fs,
 	return node;
 }
 
+/* The caller holds rename_lock for writing. */
+static void set_redirect(struct ovl_node *node, const char *redirect)
+{
+	char *copy = strdup(redirect);
+
+	if (!copy) {
+		log_warn_rl("no memory for the redirect of %s", node->name);
+		return;
+	}
+	free(node->redirect);
+	node->redirect = copy;
+}
+
 /* Give an unhashed node its new place and hash it there. */
 static void rehash(struct ovl_fs *fs, struct ovl_node *node,
 		   struct ovl_node *parent, char *name)
@@ -363,7 +377,8 @@ static void rehash(struct ovl_fs *fs, struct ovl_node *node,
  */
 int ovl_node_rename(struct ovl_fs *fs, struct ovl_node *oldparent,
 		    const char *oldname, struct ovl_node *newparent,
-		    const char *newname, bool exchange)
+		    const char *newname, bool exchange,
+		    const struct ovl_rename_redirects *redirects)
 {
 	char *to_new = strdup(newname), *to_old = strdup(oldname);
 	struct ovl_node *a, *b;
@@ -376,6 +391,10 @@ int ovl_node_rename(struct ovl_fs *fs, struct ovl_node *oldparent,
 	pthread_rwlock_wrlock(&fs->rename_lock);
 	a = unhash_name(fs, oldparent, oldname);
 	b = unhash_name(fs, newparent, newname);
+	if (a && redirects->old)
+		set_redirect(a, redirects->old);
+	if (b && exchange && redirects->new)
+		set_redirect(b, redirects->new);
 	if (a)
 		rehash(fs, a, newparent, to_new);
 	else
@@ -450,11 +469,13 @@ void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *node,
 }
 
 /*
- * Write the node's path relative to the merged root into buf ("" for
- * the root). Holds rename_lock for reading while it walks the parents.
+ * Write the path of node relative to a layer root into buf ("" for the
+ * root). In the lower layers a moved directory is found at its redirect,
+ * and so is everything below it. Holds rename_lock for reading while it
+ * walks the parents.
  */
-int ovl_node_path(struct ovl_fs *fs, struct ovl_node *node, char *buf,
-		  size_t size)
+static int node_path(struct ovl_fs *fs, struct ovl_node *node, bool lower,
+		     char *buf, size_t size)
 {
 	size_t pos = size - 1;
 	struct ovl_node *n;
@@ -463,21 +484,38 @@ int ovl_node_path(struct ovl_fs *fs, struct ovl_node *node, char *buf,
 	buf[pos] = '\0';
 	pthread_rwlock_rdlock(&fs->rename_lock);
 	for (n = node; n && n->parent; n = n->parent) {
-		size_t len = strlen(n->name);
+		const char *name = lower && n->redirect ? n->redirect : n->name;
+		bool top = !n->parent->parent || (lower && n->redirect);
+		size_t len = strlen(name);
 		/* A slash goes before every name but the top-level one. */
-		size_t need = len + (n->parent->parent ? 1 : 0);
+		size_t need = len + (top ? 0 : 1);
 
 		if (need > pos) {
 			err = -ENAMETOOLONG;
 			break;
 		}
 		pos -= len;
-		memcpy(buf + pos, n->name, len);
-		if (n->parent->parent)
-			buf[--pos] = '/';
+		memcpy(buf + pos, name, len);
+		if (top)
+			break;
+		buf[--pos] = '/';
 	}
 	pthread_rwlock_unlock(&fs->rename_lock);
 	if (!err)
 		memmove(buf, buf + pos, size - pos);
 	return err;
+}
+
+/* The node's path in the merged tree, which is also its upper path. */
+int ovl_node_path(struct ovl_fs *fs, struct ovl_node *node, char *buf,
+		  size_t size)
+{
+	return node_path(fs, node, false, buf, size);
+}
+
+/* The node's path in the lower layers, following redirects. */
+int ovl_node_lower_path(struct ovl_fs *fs, struct ovl_node *node, char *buf,
+			size_t size)
+{
+	return node_path(fs, node, true, buf, size);
 }

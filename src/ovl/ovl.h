@@ -16,9 +16,12 @@
 
 struct fuse_session;
 
+/* redirect_dir=: whether directory renames write and read redirects. */
 enum ovl_redirect_mode {
-	OVL_REDIRECT_OFF,      /* neither create nor follow */
-	OVL_REDIRECT_NOFOLLOW, /* as off for lamina: nothing to follow */
+	OVL_REDIRECT_ON,       /* create and follow (lamina's default) */
+	OVL_REDIRECT_FOLLOW,   /* follow, but renames of lower dirs fail */
+	OVL_REDIRECT_OFF,      /* as follow: overlayfs's redirect_always_follow */
+	OVL_REDIRECT_NOFOLLOW, /* neither create nor follow */
 };
 
 /* Mount options after parsing; see params.c for the accepted names. */
@@ -79,6 +82,7 @@ struct ovl_node {
 	int anon_fd;	/* a file with no name: O_TMPFILE or unlinked, or -1 */
 	struct ovl_file *files; /* open files, under lock */
 	struct ovl_dir *listing; /* merged listing without OPENDIR, under lock */
+	char *redirect; /* a moved directory: its path in the lowers */
 };
 
 #define OVL_HASH_SHARDS 64
@@ -195,9 +199,14 @@ struct ovl_node *ovl_node_peek(struct ovl_fs *fs, struct ovl_node *parent,
 struct ovl_node *ovl_node_insert(struct ovl_fs *fs, struct ovl_node *node);
 void ovl_node_unhash(struct ovl_fs *fs, struct ovl_node *node);
 void ovl_node_unhash_keep(struct ovl_fs *fs, struct ovl_node *node);
+struct ovl_rename_redirects {
+	const char *old; /* new redirect of the entry at the old name */
+	const char *new; /* with exchange: of the entry at the new name */
+};
 int ovl_node_rename(struct ovl_fs *fs, struct ovl_node *oldparent,
 		    const char *oldname, struct ovl_node *newparent,
-		    const char *newname, bool exchange);
+		    const char *newname, bool exchange,
+		    const struct ovl_rename_redirects *redirects);
 void ovl_node_get(struct ovl_node *node);
 void ovl_node_detach(struct ovl_node *node);
 void ovl_node_put(struct ovl_fs *fs, struct ovl_node *node);
@@ -205,6 +214,8 @@ void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *node,
 		     uint64_t nlookup);
 int ovl_node_path(struct ovl_fs *fs, struct ovl_node *node, char *buf,
 		  size_t size);
+int ovl_node_lower_path(struct ovl_fs *fs, struct ovl_node *node, char *buf,
+			size_t size);
 static inline bool ovl_node_has(const struct ovl_node *n, unsigned int f)
 {
 	return atomic_load(&n->flags) & f;
@@ -229,6 +240,7 @@ struct ovl_lookup {
 	bool upper;
 	bool opaque;
 	bool upper_whiteout; /* the upper contains a whiteout at the name */
+	char redirect[OVL_PATH_MAX]; /* lower path of a moved dir, or "" */
 };
 int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *parent,
 		    const char *name, struct ovl_lookup *res);

@@ -221,18 +221,18 @@ static int parse_features(struct ovl_config *cfg, const char *key,
 {
 	static const char *const off[] = {"off", NULL};
 	static const char *const on[] = {"on", NULL};
-	static const char *const redirect_ok[] = {"off", "nofollow", NULL};
-	static const char *const redirect_known[] = {"on", "follow", NULL};
+	static const char *const redirect_ok[] = {"on", "follow", "off",
+						  "nofollow", NULL};
+	static const char *const none[] = {NULL};
 	static const char *const xino_ok[] = {"off", "auto", NULL};
 	static const char *const uuid_ok[] = {"auto", "null", "off", NULL};
 	static const char *const verity_known[] = {"on", "require", NULL};
 	int v;
 
 	if (!strcmp(key, "redirect_dir")) {
-		v = parse_feature(key, value, redirect_ok, redirect_known, e);
+		v = parse_feature(key, value, redirect_ok, none, e);
 		if (v >= 0)
-			cfg->redirect = v ? OVL_REDIRECT_NOFOLLOW
-					  : OVL_REDIRECT_OFF;
+			cfg->redirect = (enum ovl_redirect_mode)v;
 	} else if (!strcmp(key, "index") || !strcmp(key, "metacopy") ||
 		   !strcmp(key, "nfs_export")) {
 		v = parse_feature(key, value, off, on, e);

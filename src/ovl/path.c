@@ -25,19 +25,26 @@ int ovl_node_real_layer(const struct ovl_node *node)
  * deeper entries give ENAMETOOLONG, which overlayfs does not.
  */
 static int node_parent_path(struct ovl_fs *fs, struct ovl_node *node,
-			    char *buf, size_t size, char *name)
+			    bool lower, char *buf, size_t size, char *name)
 {
+	size_t max = sizeof(((struct ovl_path *)0)->name);
+	char *slash;
 	int err;
 
-	pthread_rwlock_rdlock(&fs->rename_lock);
-	if (strlen(node->name) >= sizeof(((struct ovl_path *)0)->name)) {
-		pthread_rwlock_unlock(&fs->rename_lock);
+	/* In the lowers, a moved directory lives at its redirect. */
+	err = lower ? ovl_node_lower_path(fs, node, buf, size)
+		    : ovl_node_path(fs, node, buf, size);
+	if (err)
+		return err;
+	slash = strrchr(buf, '/');
+	if (strlen(slash ? slash + 1 : buf) >= max)
 		return -ENAMETOOLONG;
-	}
-	strcpy(name, node->name);
-	err = ovl_node_path(fs, node->parent, buf, size);
-	pthread_rwlock_unlock(&fs->rename_lock);
-	return err;
+	strcpy(name, slash ? slash + 1 : buf);
+	if (slash)
+		*slash = '\0';
+	else
+		buf[0] = '\0';
+	return 0;
 }
 
 /*
@@ -62,7 +69,9 @@ int ovl_node_open_parent(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		rel[0] = '\0';
 		strcpy(path->name, ".");
 	} else {
-		err = node_parent_path(fs, node, rel, sizeof(rel), path->name);
+		err = node_parent_path(fs, node, !fs->layers[layer].is_upper, rel,
+				       sizeof(rel),
+				       path->name);
 		if (err)
 			return err;
 	}
@@ -84,7 +93,9 @@ int ovl_node_open_dir(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		return -EINVAL;
 	if (ovl_node_has(node, OVL_N_DELETED))
 		return -ENOENT;
-	err = ovl_node_path(fs, node, rel, sizeof(rel));
+	err = !fs->layers[layer].is_upper
+		      ? ovl_node_lower_path(fs, node, rel, sizeof(rel))
+			 : ovl_node_path(fs, node, rel, sizeof(rel));
 	if (err)
 		return err;
 	return ovl_open_layer_dir(fs->layers[layer].fd, rel, flags);

@@ -272,11 +272,13 @@ static void resolve_all_origins(struct load_ctx *ctx)
 
 	for (i = 0; i < ctx->nupper; i++) {
 		struct ovl_dirent *e = &ctx->dir->entries[i + 2];
+		ino_t ino = ovl_origin_ino(ctx->fs, ctx->upper_fd, e->name,
+					   e->ino);
 
-		if (e->type == DT_DIR)
-			continue;
-		e->ino = ovl_origin_ino(ctx->fs, ctx->upper_fd, e->name, e->ino);
-		ctx->resolved[i] = true;
+		/* Without an origin, a directory may still merge below. */
+		if (ino != e->ino || e->type != DT_DIR)
+			ctx->resolved[i] = true;
+		e->ino = ino;
 	}
 }
 

@@ -5,9 +5,10 @@
  * by a whiteout, made in the same rename (RENAME_WHITEOUT) where the
  * upper filesystem supports it.
  *
- * A directory that a lower layer contains cannot move, because lamina
- * does not write redirects. Such a rename returns EXDEV, as overlayfs
- * does with redirect_dir=off, and mv falls back to copying.
+ * A directory that a lower layer contains moves with a redirect, as in
+ * overlayfs with redirect_dir=on: it is copied up alone and marked with
+ * the path where its lower part stays. With redirect_dir=off, follow or
+ * nofollow such a rename returns EXDEV, and mv falls back to copying.
  */
 #include "ops.h"
 #include "../common/log.h"
@@ -26,7 +27,12 @@ struct rename_ctx {
 	struct ovl_lookup old, new;
 	bool new_exists;
 	int olddir, newdir; /* upper directories, O_PATH */
+	char old_redirect[OVL_PATH_MAX]; /* new lower path of the old entry */
+	char new_redirect[OVL_PATH_MAX]; /* the same for the exchanged one */
 };
+
+/* overlayfs's redirect_max: a longer redirect makes the rename fail. */
+#define OVL_REDIRECT_MAX 256
 
 /* Copy up the entry at (parent, name), through its node if it has one. */
 static int copy_up_name(struct ovl_fs *fs, struct ovl_node *parent,
@@ -46,9 +52,11 @@ static int copy_up_name(struct ovl_fs *fs, struct ovl_node *parent,
 	return err;
 }
 
-static bool may_move(const struct ovl_lookup *res)
+static bool may_move(struct rename_ctx *c, const struct ovl_lookup *res)
 {
-	return !S_ISDIR(res->st.st_mode) || (res->upper && res->lower < 0);
+	if (!S_ISDIR(res->st.st_mode) || (res->upper && res->lower < 0))
+		return true;
+	return c->fs->config.redirect == OVL_REDIRECT_ON;
 }
 
 static int rename_check(struct rename_ctx *c)
@@ -70,9 +78,9 @@ static int rename_check(struct rename_ctx *c)
 		return -EEXIST;
 	if ((c->flags & RENAME_EXCHANGE) && !c->new_exists)
 		return -ENOENT;
-	if (!may_move(&c->old))
+	if (!may_move(c, &c->old))
 		return -EXDEV;
-	if ((c->flags & RENAME_EXCHANGE) && !may_move(&c->new))
+	if ((c->flags & RENAME_EXCHANGE) && !may_move(c, &c->new))
 		return -EXDEV;
 	return 0;
 }
@@ -123,7 +131,8 @@ static int mark_moved_dir(struct rename_ctx *c, int dirfd, const char *name,
 	bool merged_dest = dest_parent->lower >= 0 &&
 			   !ovl_node_has(dest_parent, OVL_N_OPAQUE);
 
-	if (!S_ISDIR(res->st.st_mode) || res->opaque)
+	/* A directory with a lower part keeps it, through its redirect. */
+	if (!S_ISDIR(res->st.st_mode) || res->opaque || res->lower >= 0)
 		return 0;
 	if (!merged_dest && !over_whiteout)
 		return 0;
@@ -150,10 +159,55 @@ static int clear_target_dir(struct rename_ctx *c)
 	return err;
 }
 
+/*
+ * Mark a directory with a lower part, about to move from (parent, name)
+ * to dest, with the path of that lower part: a plain name when it stays
+ * in the same directory, else an absolute path. resolved receives the
+ * lower path itself, or "" when there is nothing to mark.
+ */
+static int set_redirect(struct rename_ctx *c, int dirfd, const char *name,
+			const struct ovl_lookup *res, struct ovl_node *parent,
+			struct ovl_node *dest, char *resolved)
+{
+	char attr[64], value[OVL_PATH_MAX + 1];
+	size_t len;
+	int err;
+
+	resolved[0] = '\0';
+	if (!S_ISDIR(res->st.st_mode) || res->lower < 0)
+		return 0;
+	if (res->redirect[0]) {
+		strcpy(resolved, res->redirect);
+	} else {
+		err = ovl_node_lower_path(c->fs, parent, resolved,
+					  OVL_PATH_MAX);
+		len = strlen(resolved);
+		if (err || len + strlen(name) + 2 > OVL_PATH_MAX)
+			return -EXDEV;
+		snprintf(resolved + len, OVL_PATH_MAX - len, "%s%s",
+			 len ? "/" : "", name);
+	}
+	if (parent == dest && !res->redirect[0])
+		snprintf(value, sizeof(value), "%s", name);
+	else
+		snprintf(value, sizeof(value), "/%s", resolved);
+	if (strlen(value) > OVL_REDIRECT_MAX)
+		return -EXDEV;
+	ovl_xattr_name(c->fs, attr, sizeof(attr), "redirect");
+	return ovl_do_setxattr(dirfd, name, attr, value, strlen(value), 0);
+}
+
 static int rename_exchange(struct rename_ctx *c)
 {
 	int err = mark_moved_dir(c, c->olddir, c->oldname, &c->old,
 				 c->newparent, false);
+
+	if (!err)
+		err = set_redirect(c, c->olddir, c->oldname, &c->old,
+				   c->oldparent, c->newparent, c->old_redirect);
+	if (!err)
+		err = set_redirect(c, c->newdir, c->newname, &c->new,
+				   c->newparent, c->oldparent, c->new_redirect);
 
 	if (!err)
 		err = mark_moved_dir(c, c->newdir, c->newname, &c->new,
@@ -172,6 +226,9 @@ static int rename_move(struct rename_ctx *c, bool old_lower)
 
 	err = mark_moved_dir(c, c->olddir, c->oldname, &c->old, c->newparent,
 			     c->new.upper_whiteout);
+	if (!err)
+		err = set_redirect(c, c->olddir, c->oldname, &c->old,
+				   c->oldparent, c->newparent, c->old_redirect);
 	if (err)
 		return err;
 	if (is_dir && c->new.upper_whiteout) {
@@ -217,6 +274,7 @@ static void mark_impure(struct rename_ctx *c, int dirfd, const char *name)
 static int do_rename(struct rename_ctx *c)
 {
 	bool exchange = c->flags & RENAME_EXCHANGE;
+	struct ovl_rename_redirects redirects;
 	int old_lower, err;
 
 	err = rename_check(c);
@@ -241,10 +299,12 @@ static int do_rename(struct rename_ctx *c)
 		mark_impure(c, c->newdir, c->newname);
 	if (!err && exchange)
 		mark_impure(c, c->olddir, c->oldname);
-	if (!err)
-		err = ovl_node_rename(c->fs, c->oldparent, c->oldname,
-				      c->newparent, c->newname, exchange);
-	return err;
+	if (err)
+		return err;
+	redirects.old = c->old_redirect[0] ? c->old_redirect : NULL;
+	redirects.new = c->new_redirect[0] ? c->new_redirect : NULL;
+	return ovl_node_rename(c->fs, c->oldparent, c->oldname, c->newparent,
+			       c->newname, exchange, &redirects);
 }
 
 void ovl_op_rename(struct fuse_req *req, uint64_t parent, const char *name,

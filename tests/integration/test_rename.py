@@ -8,6 +8,7 @@ import pytest
 from helpers import (
     RENAME_EXCHANGE,
     RENAME_NOREPLACE,
+    get_xattr,
     is_whiteout,
     read_file,
     renameat2,
@@ -150,11 +151,9 @@ def test_rename_dir_over_nonempty(stack):
 
 
 # The kernel built here defaults to redirect_dir=off, but another build may
-# default to on, so kernel mounts in the tests below ask for off. lamina
-# does not implement redirect_dir yet and rejects the option, and its
-# behaviour without the option is that of redirect_dir=off.
+# default to on, and lamina defaults to on, so the tests below ask for off.
 def no_redirect(stack):
-    return ["redirect_dir=off"] if stack.impl == "kernel" else []
+    return ["redirect_dir=off"]
 
 
 def test_rename_upper_dir(stack):
@@ -203,3 +202,102 @@ def test_rename_new_dir_into_lower_dir(stack):
 
     assert read_file(stack.m("parent", "d", "f")) == b"f"
     assert read_file(stack.u("parent", "d", "f")) == b"f"
+
+
+def lower_tree(stack):
+    """A lower dir "a" with a subdir, files, and a sibling dir "c"."""
+    write_file(stack.lo(1, "a", "b", "f"), "f")
+    write_file(stack.lo(1, "a", "g"), "g")
+    os.makedirs(stack.lo(1, "c"))
+
+
+@pytest.mark.parametrize("where", ["lower", "merged"])
+def test_redirect_rename_dir(stack, where):
+    """With redirect_dir=on a dir with lower parts moves, contents and all."""
+    lower_tree(stack)
+    if where == "merged":
+        write_file(stack.u("a", "u"), "u")
+    stack.mount(extra=["redirect_dir=on"])
+
+    os.rename(stack.m("a"), stack.m("c", "a2"))
+
+    assert not os.path.lexists(stack.m("a"))
+    assert read_file(stack.m("c", "a2", "b", "f")) == b"f"
+    assert read_file(stack.m("c", "a2", "g")) == b"g"
+    expected = ["b", "g", "u"] if where == "merged" else ["b", "g"]
+    assert sorted(os.listdir(stack.m("c", "a2"))) == expected
+    assert is_whiteout(stack.u("a"))
+    assert get_xattr(stack.u("c", "a2"), "trusted.overlay.redirect") == b"/a"
+
+
+def test_redirect_same_dir_relative(stack):
+    """A rename within one directory writes a relative redirect."""
+    lower_tree(stack)
+    stack.mount(extra=["redirect_dir=on"])
+
+    os.rename(stack.m("a"), stack.m("a2"))
+
+    assert get_xattr(stack.u("a2"), "trusted.overlay.redirect") == b"a"
+    assert read_file(stack.m("a2", "b", "f")) == b"f"
+
+
+def test_redirect_twice_and_write(stack):
+    """A moved dir moves again and takes new files; both show after remount."""
+    lower_tree(stack)
+    stack.mount(extra=["redirect_dir=on"])
+    os.rename(stack.m("a"), stack.m("c", "a2"))
+    write_file(stack.m("c", "a2", "b", "new"), "new")
+    os.rename(stack.m("c", "a2"), stack.m("x"))
+    stack.unmount()
+
+    stack.mount(extra=["redirect_dir=on"])
+
+    assert sorted(os.listdir(stack.merged)) == ["c", "x"]
+    assert sorted(os.listdir(stack.m("x", "b"))) == ["f", "new"]
+    assert read_file(stack.m("x", "b", "f")) == b"f"
+    assert os.listdir(stack.m("c")) == []
+
+
+def test_redirect_keeps_inode_numbers(stack):
+    """A moved dir keeps st_ino, and readdir's d_ino matches it."""
+    lower_tree(stack)
+    stack.mount(extra=["redirect_dir=on"])
+    before = os.stat(stack.m("a")).st_ino
+
+    os.rename(stack.m("a"), stack.m("c", "a2"))
+
+    assert os.stat(stack.m("c", "a2")).st_ino == before
+    d_ino = {e.name: e.inode() for e in os.scandir(stack.m("c"))}
+    assert d_ino["a2"] == before
+
+
+def test_redirect_rmdir_moved(stack):
+    """A moved, emptied dir can be removed and stays gone."""
+    lower_tree(stack)
+    stack.mount(extra=["redirect_dir=on"])
+    os.rename(stack.m("a"), stack.m("a2"))
+    os.unlink(stack.m("a2", "b", "f"))
+    os.rmdir(stack.m("a2", "b"))
+    os.unlink(stack.m("a2", "g"))
+
+    os.rmdir(stack.m("a2"))
+
+    assert sorted(os.listdir(stack.merged)) == ["c"]
+    stack.unmount()
+    stack.mount(extra=["redirect_dir=on"])
+    assert sorted(os.listdir(stack.merged)) == ["c"]
+
+
+def test_redirect_read_by_other_impl(stack):
+    """A tree moved by one implementation reads the same in the other."""
+    lower_tree(stack)
+    stack.mount(extra=["redirect_dir=on"])
+    os.rename(stack.m("a"), stack.m("c", "a2"))
+    write_file(stack.m("c", "a2", "h"), "h")
+    stack.unmount()
+
+    stack.mount(impl=stack.other_impl(), extra=["redirect_dir=on"])
+
+    assert sorted(os.listdir(stack.m("c", "a2"))) == ["b", "g", "h"]
+    assert read_file(stack.m("c", "a2", "b", "f")) == b"f"
+    assert not os.path.lexists(stack.m("a"))

@@ -8,6 +8,8 @@
 
 #include "check.h"
 
+static const struct ovl_rename_redirects no_redirects;
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -342,7 +344,8 @@ static void test_rename_same_dir(void)
 	struct ovl_node *a = lookup(fs, fs->root, "x", S_IFREG);
 	char path[64];
 
-	CHECK_EQ_INT(ovl_node_rename(fs, fs->root, "x", fs->root, "y", false),
+	CHECK_EQ_INT(ovl_node_rename(fs, fs->root, "x", fs->root, "y", false,
+				     &no_redirects),
 		     0);
 	CHECK_EQ_PTR(ovl_node_find(fs, fs->root, "x"), NULL);
 	CHECK_EQ_PTR(ovl_node_find(fs, fs->root, "y"), a);
@@ -374,7 +377,8 @@ static void test_rename_across_dirs(void)
 
 	CHECK_EQ_INT(refs_of(d1), 2);
 	CHECK_EQ_INT(refs_of(d2), 1);
-	CHECK_EQ_INT(ovl_node_rename(fs, d1, "x", d2, "z", false), 0);
+	CHECK_EQ_INT(
+	    ovl_node_rename(fs, d1, "x", d2, "z", false, &no_redirects), 0);
 	CHECK_EQ_PTR(x->parent, d2);
 	CHECK_EQ_STR(x->name, "z");
 	CHECK_EQ_INT(refs_of(d1), 1);
@@ -400,7 +404,8 @@ static void test_rename_replaces_target(void)
 	struct ovl_node *a = lookup(fs, fs->root, "a", S_IFREG);
 	struct ovl_node *b = lookup(fs, fs->root, "b", S_IFREG);
 
-	CHECK_EQ_INT(ovl_node_rename(fs, fs->root, "a", fs->root, "b", false),
+	CHECK_EQ_INT(ovl_node_rename(fs, fs->root, "a", fs->root, "b", false,
+				     &no_redirects),
 		     0);
 	CHECK_EQ_PTR(ovl_node_find(fs, fs->root, "b"), a);
 	CHECK_EQ_PTR(ovl_node_find(fs, fs->root, "a"), NULL);
@@ -426,7 +431,8 @@ static void test_rename_exchange(void)
 	struct ovl_node *b = lookup(fs, d2, "b", S_IFDIR);
 	char path[64];
 
-	CHECK_EQ_INT(ovl_node_rename(fs, d1, "a", d2, "b", true), 0);
+	CHECK_EQ_INT(ovl_node_rename(fs, d1, "a", d2, "b", true, &no_redirects),
+		     0);
 	CHECK_EQ_PTR(ovl_node_find(fs, d2, "b"), a);
 	CHECK_EQ_PTR(ovl_node_find(fs, d1, "a"), b);
 	CHECK_EQ_PTR(a->parent, d2);
@@ -448,12 +454,14 @@ static void test_rename_exchange(void)
 	CHECK_EQ_INT(live_nodes(fs), 5);
 
 	/* A second exchange swaps them back. */
-	CHECK_EQ_INT(ovl_node_rename(fs, d1, "a", d2, "b", true), 0);
+	CHECK_EQ_INT(ovl_node_rename(fs, d1, "a", d2, "b", true, &no_redirects),
+		     0);
 	CHECK_EQ_PTR(ovl_node_find(fs, d1, "a"), a);
 	CHECK_EQ_PTR(ovl_node_find(fs, d2, "b"), b);
 
 	/* With no node at the target, an exchange only moves the source. */
-	CHECK_EQ_INT(ovl_node_rename(fs, d1, "a", d1, "other", true), 0);
+	CHECK_EQ_INT(
+	    ovl_node_rename(fs, d1, "a", d1, "other", true, &no_redirects), 0);
 	CHECK_EQ_PTR(ovl_node_find(fs, d1, "other"), a);
 	CHECK_EQ_PTR(ovl_node_find(fs, d1, "a"), NULL);
 	CHECK_EQ_PTR(ovl_node_find(fs, d2, "b"), b);
@@ -466,17 +474,20 @@ static void test_rename_unknown_names(void)
 	struct ovl_fs *fs = fs_create();
 	struct ovl_node *keep = lookup(fs, fs->root, "keep", S_IFREG);
 
-	CHECK_EQ_INT(ovl_node_rename(fs, fs->root, "p", fs->root, "q", false),
+	CHECK_EQ_INT(ovl_node_rename(fs, fs->root, "p", fs->root, "q", false,
+				     &no_redirects),
 		     0);
-	CHECK_EQ_INT(ovl_node_rename(fs, fs->root, "p", fs->root, "q", true),
+	CHECK_EQ_INT(ovl_node_rename(fs, fs->root, "p", fs->root, "q", true,
+				     &no_redirects),
 		     0);
 	CHECK_EQ_INT(live_nodes(fs), 2);
 	CHECK_EQ_PTR(ovl_node_find(fs, fs->root, "keep"), keep);
 	CHECK_EQ_PTR(ovl_node_find(fs, fs->root, "q"), NULL);
 
 	/* A rename onto keep from an unknown name still drops keep. */
-	CHECK_EQ_INT(
-	    ovl_node_rename(fs, fs->root, "p", fs->root, "keep", false), 0);
+	CHECK_EQ_INT(ovl_node_rename(fs, fs->root, "p", fs->root, "keep", false,
+				     &no_redirects),
+		     0);
 	CHECK_EQ_PTR(ovl_node_find(fs, fs->root, "keep"), NULL);
 	CHECK(ovl_node_has(keep, OVL_N_DELETED));
 	fs_destroy(fs);

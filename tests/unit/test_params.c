@@ -397,6 +397,12 @@ static void test_feature_fields(void)
 {
 	struct parse_case pc;
 
+	parse(&pc, "redirect_dir=on");
+	CHECK_EQ_INT(pc.cfg.redirect, OVL_REDIRECT_ON);
+	ovl_config_free(&pc.cfg);
+	parse(&pc, "redirect_dir=follow");
+	CHECK_EQ_INT(pc.cfg.redirect, OVL_REDIRECT_FOLLOW);
+	ovl_config_free(&pc.cfg);
 	parse(&pc, "redirect_dir=nofollow");
 	CHECK_EQ_INT(pc.cfg.redirect, OVL_REDIRECT_NOFOLLOW);
 	ovl_config_free(&pc.cfg);
@@ -424,8 +430,6 @@ static void test_unsupported_features(void)
 		const char *option;
 		const char *replacement;
 	} cases[] = {
-	    {"redirect_dir=on", "redirect_dir=off"},
-	    {"redirect_dir=follow", "redirect_dir=off"},
 	    {"index=on", "index=off"},
 	    {"metacopy=on", "metacopy=off"},
 	    {"xino=on", "xino=off"},
