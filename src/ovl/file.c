@@ -173,8 +173,9 @@ static bool lower_backed(struct ovl_node *node)
 
 /*
  * The real file was opened with O_NONBLOCK, so that a FIFO or device
- * that took the name under the mount cannot block or be opened: only a
- * regular file is kept, in the caller's blocking mode.
+ * that took the name under the mount cannot block the worker. Anything
+ * but a regular file is closed again; a regular file gets back the
+ * caller's blocking mode.
  */
 static int check_regular(int fd, int flags)
 {
@@ -241,9 +242,10 @@ void ovl_op_open(struct fuse_req *req, uint64_t nodeid,
 	if (!err && ovl_node_has(node, OVL_N_UPPER) && lower_backed(node)) {
 		/*
 		 * The kernel binds this inode to the lower file while it is
-		 * open, and would write there too. A new node for the upper
-		 * copy, found when the kernel retries the open after ESTALE,
-		 * gets the write; readers already open keep the lower file.
+		 * open, and would write there too. So the name gets a new
+		 * node for the upper copy, which the kernel finds when it
+		 * retries the open after ESTALE. Readers already open keep
+		 * the lower file.
 		 */
 		ovl_node_unhash_keep(fs, node);
 		err = -ESTALE;

@@ -358,7 +358,7 @@ int ovl_dir_load(struct ovl_fs *fs, struct ovl_node *node,
 		err = dir_add(dir, ".", node->ino, DT_DIR);
 	if (!err)
 		err = dir_add(dir, "..", parent_ino, DT_DIR);
-	/* A removed directory is empty, whatever its old path holds now. */
+	/* A removed directory is empty, whatever its old path contains now. */
 	if (ovl_node_has(node, OVL_N_DELETED))
 		goto out;
 	if (!err && ovl_node_has(node, OVL_N_UPPER))

@@ -371,8 +371,8 @@ static int open_workdir(struct ovl_fs *fs, struct ovl_error *e)
 
 /*
  * A volatile mount leaves work/incompat/volatile behind until it is
- * unmounted cleanly; after a crash the upper may have lost writes, so
- * it is refused, as overlayfs refuses it.
+ * unmounted cleanly. After a crash the upper may have lost writes, so
+ * the mount is rejected, as overlayfs rejects it.
  */
 static int check_volatile_marker(struct ovl_fs *fs, struct ovl_error *e)
 {
