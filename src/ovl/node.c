@@ -203,11 +203,11 @@ static void shard_grow(struct ovl_hash_shard *s)
 }
 
 /*
- * Find the hashed node for (parent, name) and take one kernel lookup
- * reference on it. Returns NULL if there is none.
+ * Find the hashed node for (parent, name) and take a reference on it:
+ * a kernel lookup reference, or else a plain one.
  */
-struct ovl_node *ovl_node_find(struct ovl_fs *fs, struct ovl_node *parent,
-			       const char *name)
+static struct ovl_node *node_find(struct ovl_fs *fs, struct ovl_node *parent,
+				  const char *name, bool lookup)
 {
 	uint64_t h = name_hash(parent, name);
 	struct ovl_hash_shard *s = shard_of(fs, h);
@@ -215,10 +215,19 @@ struct ovl_node *ovl_node_find(struct ovl_fs *fs, struct ovl_node *parent,
 
 	pthread_mutex_lock(&s->lock);
 	node = *bucket_find(s, h, parent, name);
-	if (node)
+	if (node && lookup)
 		node->nlookup++;
+	else if (node)
+		ovl_node_get(node);
 	pthread_mutex_unlock(&s->lock);
 	return node;
+}
+
+/* The hashed node for (parent, name) with one more lookup reference. */
+struct ovl_node *ovl_node_find(struct ovl_fs *fs, struct ovl_node *parent,
+			       const char *name)
+{
+	return node_find(fs, parent, name, true);
 }
 
 /*
@@ -298,22 +307,13 @@ void ovl_node_unhash_keep(struct ovl_fs *fs, struct ovl_node *node)
 }
 
 /*
- * Find the hashed node for (parent, name) without a lookup reference:
- * the caller gets a plain reference to drop with ovl_node_put().
+ * The hashed node for (parent, name) without a lookup reference: the
+ * caller gets a plain reference to drop with ovl_node_put().
  */
 struct ovl_node *ovl_node_peek(struct ovl_fs *fs, struct ovl_node *parent,
 			       const char *name)
 {
-	uint64_t h = name_hash(parent, name);
-	struct ovl_hash_shard *s = shard_of(fs, h);
-	struct ovl_node *node;
-
-	pthread_mutex_lock(&s->lock);
-	node = *bucket_find(s, h, parent, name);
-	if (node)
-		ovl_node_get(node);
-	pthread_mutex_unlock(&s->lock);
-	return node;
+	return node_find(fs, parent, name, false);
 }
 
 static struct ovl_node *unhash_name(struct ovl_fs *fs,
