@@ -98,8 +98,14 @@ def run_one(workload, impl, dataset, args, debug=False):
     error = None
     try:
         workload.run(run)
-    except (workloads.WorkloadError, mounts.MountError, OSError, ValueError, KeyError) as e:
-        error = str(e) or type(e).__name__
+    except Interrupted:
+        raise
+    except Exception as e:
+        # Any error of one implementation fails this run only.
+        if isinstance(e, (workloads.WorkloadError, mounts.MountError)):
+            error = str(e)
+        else:
+            error = f"{type(e).__name__}: {e}"
     finally:
         run.close()
     return run, error

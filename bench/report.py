@@ -108,7 +108,7 @@ def format_ratio(ratio):
         return f"{ratio:.0f}x"
     if ratio >= 10:
         return f"{ratio:.1f}x"
-    if ratio >= 1:
+    if ratio >= 0.1:
         return f"{ratio:.2f}x"
     return f"{ratio:.2g}x"
 
