@@ -27,15 +27,67 @@ struct ovl_fb_header {
 #define FILEID_INO32_GEN_PARENT 2
 #define FILEID_INO64_GEN 0x81 /* XFS with 64-bit inode numbers */
 
-static bool uuid_known(struct ovl_fs *fs, const uint8_t *uuid)
+/* The first layer on the filesystem with this UUID, or -1. */
+static int uuid_layer(struct ovl_fs *fs, const uint8_t *uuid)
 {
 	int i;
 
 	for (i = 0; i < fs->nlayers; i++)
 		if (fs->layers[i].has_uuid &&
 		    !memcmp(fs->layers[i].uuid, uuid, 16))
-			return true;
-	return false;
+			return i;
+	return -1;
+}
+
+/*
+ * xino: a FUSE mount has one st_dev for all its files, so inode numbers
+ * from layers on different filesystems could collide. The layer's
+ * filesystem number goes into the high bits, as in overlayfs. An inode
+ * number that already uses those bits is left as it is.
+ */
+ino_t ovl_xino(struct ovl_fs *fs, int layer, ino_t ino)
+{
+	uint64_t fsid = fs->layers[layer].fsid;
+
+	if (!fs->xino_shift || !fsid)
+		return ino;
+	if ((uint64_t)ino >> fs->xino_shift) {
+		log_warn_rl("inode number %llu of layer %s is too large for xino",
+			    (unsigned long long)ino, fs->layers[layer].path);
+		return ino;
+	}
+	return ino | (fsid << fs->xino_shift);
+}
+
+/*
+ * A handle whose layout is unknown: open what it names in its layer and
+ * ask. This needs CAP_DAC_READ_SEARCH, which root has.
+ */
+static ino_t origin_ino_by_handle(struct ovl_fs *fs, int layer,
+				  const struct ovl_fb_header *fb,
+				  const uint8_t *fid, int len, ino_t fallback)
+{
+	struct {
+		struct file_handle fh;
+		unsigned char bytes[MAX_HANDLE_SZ];
+	} h;
+	size_t bytes = len - sizeof(*fb);
+	struct stat st;
+	int fd;
+
+	if (bytes > MAX_HANDLE_SZ)
+		return fallback;
+	h.fh.handle_bytes = bytes;
+	h.fh.handle_type = fb->type;
+	memcpy(h.fh.f_handle, fid, bytes);
+	fd = open_by_handle_at(fs->layers[layer].handle_fd, &h.fh,
+			       O_PATH | O_CLOEXEC);
+	if (fd < 0)
+		return fallback;
+	if (fstat(fd, &st) < 0)
+		st.st_ino = 0;
+	close(fd);
+	return st.st_ino ? ovl_xino(fs, layer, st.st_ino) : fallback;
 }
 
 /*
@@ -52,25 +104,28 @@ ino_t ovl_origin_ino(struct ovl_fs *fs, int dirfd, const char *name,
 	char attr[64];
 	uint32_t ino32;
 	uint64_t ino64;
-	int n;
+	int n, layer;
 
 	ovl_xattr_name(fs, attr, sizeof(attr), "origin");
 	n = ovl_do_getxattr(dirfd, name, attr, buf, sizeof(buf));
 	if (n < (int)sizeof(*fb) + 4 || fb->magic != OVL_FH_MAGIC ||
 	    fb->len != n)
 		return fallback;
-	if (!uuid_known(fs, fb->uuid))
+	layer = uuid_layer(fs, fb->uuid);
+	if (layer < 0)
 		return fallback;
+	if (!fs->layers[layer].fid_has_ino)
+		return origin_ino_by_handle(fs, layer, fb, fid, n, fallback);
 	switch (fb->type) {
 	case FILEID_INO32_GEN:
 	case FILEID_INO32_GEN_PARENT:
 		memcpy(&ino32, fid, 4);
-		return ino32;
+		return ovl_xino(fs, layer, ino32);
 	case FILEID_INO64_GEN:
 		if (n < (int)sizeof(*fb) + 8)
 			return fallback;
 		memcpy(&ino64, fid, 8);
-		return ino64;
+		return ovl_xino(fs, layer, ino64);
 	default:
 		return fallback;
 	}
@@ -218,10 +273,9 @@ static int lookup_lower_one(struct ovl_fs *fs, int layer, int dirfd,
 		if (!res->upper) {
 			res->st = *st;
 			res->layer = layer;
-		} else {
-			/* A merged directory keeps its lower st_ino. */
-			res->st.st_ino = st->st_ino;
 		}
+		/* A merged directory keeps its lower st_ino. */
+		res->st.st_ino = ovl_xino(fs, layer, st->st_ino);
 	}
 	res->lower_last = layer;
 	if (!S_ISDIR(st->st_mode))

@@ -35,6 +35,7 @@ struct ovl_config {
 	bool userxattr;
 	bool volatile_mount;
 	bool passthrough;
+	bool xino_off;
 	bool allow_other;
 	enum ovl_redirect_mode redirect;
 	unsigned long mount_flags; /* MS_* from the generic mount options */
@@ -49,6 +50,9 @@ struct ovl_layer {
 	uint8_t uuid[16]; /* filesystem UUID for origin file handles */
 	bool has_uuid;
 	bool is_upper;
+	uint8_t fsid; /* xino: which filesystem, 0 for the upper's */
+	bool fid_has_ino; /* file handles start with the 32-bit inode number */
+	int handle_fd;	  /* else: a descriptor for open_by_handle_at(), or -1 */
 };
 
 /* Node flags. */
@@ -107,6 +111,7 @@ struct ovl_fs {
 	struct ovl_layer *layers; /* [0] is the upper when upper != NULL */
 	int nlayers;
 	int first_lower; /* index of the topmost lower in layers */
+	int xino_shift;	 /* fsid goes in st_ino above this bit; 0: off */
 	struct ovl_layer *upper;
 	int upper_mnt_fd; /* detached mount holding upperdir and workdir */
 	char *workdir_path; /* canonical */
@@ -147,6 +152,7 @@ struct ovl_path {
 };
 
 #define OVL_PATH_MAX 4096
+#define OVL_MAX_LAYERS 501 /* 500 lowers, as in overlayfs, and the upper */
 
 /* ---- params.c ---- */
 struct ovl_error {
@@ -253,6 +259,7 @@ int ovl_lower_positive(struct ovl_fs *fs, struct ovl_node *parent,
 		       const char *name);
 ino_t ovl_origin_ino(struct ovl_fs *fs, int dirfd, const char *name,
 		     ino_t fallback);
+ino_t ovl_xino(struct ovl_fs *fs, int layer, ino_t ino);
 
 /* ---- path.c: where a node lives in each layer ---- */
 int ovl_node_open_parent(struct ovl_fs *fs, struct ovl_node *node, int layer,

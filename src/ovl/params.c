@@ -224,7 +224,7 @@ static int parse_features(struct ovl_config *cfg, const char *key,
 	static const char *const redirect_ok[] = {"on", "follow", "off",
 						  "nofollow", NULL};
 	static const char *const none[] = {NULL};
-	static const char *const xino_ok[] = {"off", "auto", NULL};
+	static const char *const xino_ok[] = {"auto", "on", "off", NULL};
 	static const char *const uuid_ok[] = {"auto", "null", "off", NULL};
 	static const char *const verity_known[] = {"on", "require", NULL};
 	int v;
@@ -237,7 +237,9 @@ static int parse_features(struct ovl_config *cfg, const char *key,
 		   !strcmp(key, "nfs_export")) {
 		v = parse_feature(key, value, off, on, e);
 	} else if (!strcmp(key, "xino")) {
-		v = parse_feature(key, value, xino_ok, on, e);
+		v = parse_feature(key, value, xino_ok, none, e);
+		if (v >= 0)
+			cfg->xino_off = !strcmp(value, "off");
 	} else if (!strcmp(key, "uuid")) {
 		v = parse_feature(key, value, uuid_ok, on, e);
 	} else if (!strcmp(key, "verity")) {

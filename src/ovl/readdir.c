@@ -204,22 +204,24 @@ static void resolve_upper_ino(struct load_ctx *ctx, size_t entry,
 }
 
 static int read_entry(struct load_ctx *ctx, int dirfd, struct dirent *d,
-		      bool upper, bool xwhiteout_dir)
+		      int layer, bool xwhiteout_dir)
 {
 	struct stat st;
 	bool whiteout;
 	long slot;
+	ino_t ino;
 
 	if (!strcmp(d->d_name, ".") || !strcmp(d->d_name, ".."))
 		return 0;
 	if (entry_type(dirfd, d, &whiteout, &st))
 		return 0; /* gone since the listing was read */
+	ino = ovl_xino(ctx->fs, layer, d->d_ino);
 	slot = set_find(&ctx->set, d->d_name);
 	if (slot >= 0) {
 		size_t index = ctx->set.index[slot];
 
-		if (index && !upper)
-			resolve_upper_ino(ctx, index - 1, d->d_type, d->d_ino);
+		if (index && !ctx->fs->layers[layer].is_upper)
+			resolve_upper_ino(ctx, index - 1, d->d_type, ino);
 		return 0;
 	}
 	if (!whiteout && xwhiteout_dir && d->d_type == DT_REG &&
@@ -227,10 +229,10 @@ static int read_entry(struct load_ctx *ctx, int dirfd, struct dirent *d,
 		whiteout = ovl_check_xwhiteout(ctx->fs, dirfd, d->d_name, &st);
 	if (whiteout)
 		return hide_name(ctx, d->d_name);
-	return add_visible(ctx, d->d_name, d->d_ino, d->d_type);
+	return add_visible(ctx, d->d_name, ino, d->d_type);
 }
 
-static int read_layer(struct load_ctx *ctx, int fd, bool upper,
+static int read_layer(struct load_ctx *ctx, int fd, int layer,
 		      bool xwhiteout_dir)
 {
 	DIR *dir = fdopendir(fd);
@@ -249,7 +251,7 @@ static int read_layer(struct load_ctx *ctx, int fd, bool upper,
 			err = -errno;
 			break;
 		}
-		err = read_entry(ctx, fd, d, upper, xwhiteout_dir);
+		err = read_entry(ctx, fd, d, layer, xwhiteout_dir);
 		if (err)
 			break;
 	}
@@ -294,7 +296,7 @@ static int load_upper(struct load_ctx *ctx, struct ovl_node *node)
 		close(fd);
 		return -errno;
 	}
-	err = read_layer(ctx, fd, true, false);
+	err = read_layer(ctx, fd, 0, false);
 	if (err)
 		return err;
 	ctx->nupper = ctx->dir->count - 2;
@@ -324,7 +326,7 @@ static int load_lowers(struct load_ctx *ctx, struct ovl_node *node)
 		/* The last layer's marker is not checked, as in overlayfs. */
 		xdir = i != fs->nlayers - 1 &&
 		       ovl_check_xwhiteout_dir(fs, fd, ".");
-		err = read_layer(ctx, fd, false, xdir);
+		err = read_layer(ctx, fd, i, xdir);
 		if (err)
 			return err;
 	}

@@ -17,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/file.h>
+#include <sys/vfs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -101,6 +103,24 @@ static int open_below(int base, const char *base_path, const char *path,
 	return ovl_open_layer_dir(base, rel, flags);
 }
 
+/*
+ * ext2/3/4 and XFS file handles of types 1 and 2 begin with the inode
+ * number, so an origin's st_ino can be read without opening it.
+ */
+static void layer_read_fstype(struct ovl_layer *layer)
+{
+	struct statfs sfs;
+
+	if (fstatfs(layer->fd, &sfs) < 0)
+		return;
+	layer->fid_has_ino = sfs.f_type == EXT4_SUPER_MAGIC ||
+			     sfs.f_type == XFS_SUPER_MAGIC;
+	/* open_by_handle_at() takes no O_PATH descriptor. */
+	if (!layer->fid_has_ino)
+		layer->handle_fd = openat(layer->fd, ".",
+					  O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
 static int layer_open(struct ovl_layer *layer, const char *key,
 		      const char *path, struct ovl_error *e)
 {
@@ -117,6 +137,7 @@ static int layer_open(struct ovl_layer *layer, const char *key,
 	}
 	layer->dev = st.st_dev;
 	layer_read_uuid(layer);
+	layer_read_fstype(layer);
 	return 0;
 }
 
@@ -207,7 +228,32 @@ static int open_upper(struct ovl_fs *fs, struct ovl_error *e)
 	}
 	upper->dev = st.st_dev;
 	layer_read_uuid(upper);
+	layer_read_fstype(upper);
 	return err;
+}
+
+/*
+ * Number the filesystems of the layers, the upper's (or the top
+ * layer's) first, and reserve enough high bits of st_ino for that
+ * number when there is more than one.
+ */
+static void setup_xino(struct ovl_fs *fs)
+{
+	dev_t devs[OVL_MAX_LAYERS];
+	int i, j, numfs = 0, bits = 0;
+
+	for (i = 0; i < fs->nlayers; i++) {
+		for (j = 0; j < numfs && devs[j] != fs->layers[i].dev; j++)
+			;
+		if (j == numfs)
+			devs[numfs++] = fs->layers[i].dev;
+		fs->layers[i].fsid = j;
+	}
+	if (numfs < 2 || fs->config.xino_off)
+		return;
+	while ((1 << bits) < numfs)
+		bits++;
+	fs->xino_shift = 64 - bits;
 }
 
 /* The same directory twice in lowerdir is an error, as in overlayfs. */
@@ -235,8 +281,10 @@ static int open_layers(struct ovl_fs *fs, struct ovl_error *e)
 	fs->layers = calloc(n, sizeof(*fs->layers));
 	if (!fs->layers)
 		return -ENOMEM;
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n; i++) {
 		fs->layers[i].fd = -1;
+		fs->layers[i].handle_fd = -1;
+	}
 	fs->nlayers = n;
 	if (cfg->upperdir) {
 		fs->upper = &fs->layers[0];
@@ -252,7 +300,10 @@ static int open_layers(struct ovl_fs *fs, struct ovl_error *e)
 		if (err)
 			return err;
 	}
-	return check_lowers_distinct(fs, e);
+	err = check_lowers_distinct(fs, e);
+	if (!err)
+		setup_xino(fs);
+	return err;
 }
 
 /* upper, work and the mount point must not overlap a layer or each other. */
@@ -478,7 +529,7 @@ static int make_root(struct ovl_fs *fs)
 		ovl_node_put(fs, root);
 		return -errno;
 	}
-	root->ino = st.st_ino;
+	root->ino = ovl_xino(fs, 0, st.st_ino);
 	if (fs->upper)
 		atomic_fetch_or(&root->flags, OVL_N_UPPER);
 	fs->root = root;
@@ -544,6 +595,8 @@ void ovl_fs_teardown(struct ovl_fs *fs)
 		free(fs->layers[i].path);
 		if (fs->layers[i].fd >= 0)
 			close(fs->layers[i].fd);
+		if (fs->layers[i].handle_fd >= 0)
+			close(fs->layers[i].handle_fd);
 	}
 	free(fs->layers);
 	if (fs->work_fd >= 0)

@@ -373,7 +373,7 @@ static void test_supported_features(void)
 	static const char *const cases[] = {
 	    "redirect_dir=off", "redirect_dir=nofollow",
 	    "index=off",	"metacopy=off",
-	    "xino=off",		"xino=auto",
+	    "xino=off",		"xino=auto",		"xino=on",
 	    "uuid=auto",	"uuid=null",
 	    "uuid=off",		"nfs_export=off",
 	    "verity=off",	"passthrough=on",
@@ -432,7 +432,6 @@ static void test_unsupported_features(void)
 	} cases[] = {
 	    {"index=on", "index=off"},
 	    {"metacopy=on", "metacopy=off"},
-	    {"xino=on", "xino=off"},
 	    {"uuid=on", "uuid=auto"},
 	    {"nfs_export=on", "nfs_export=off"},
 	    {"verity=on", "verity=off"},
