@@ -127,11 +127,13 @@ echo "golden etc/issue:  $(tr '\n' ' ' <"$golden/etc/issue")"
 
 step "Whiteout: delete etc/motd and usr/bin/greet"
 rm "$merged/etc/motd" "$merged/usr/bin/greet"
-if [ -e "$merged/etc/motd" ]; then
-	echo "  etc/motd is still visible in the merged view"
-else
-	echo "  etc/motd is gone from the merged view"
-fi
+for name in etc/motd usr/bin/greet; do
+	if [ -e "$merged/$name" ]; then
+		echo "  $name is still visible in the merged view"
+	else
+		echo "  $name is gone from the merged view"
+	fi
+done
 echo "  both lowers still have it: $(cat "$patch/etc/motd") / $(cat "$golden/etc/motd")"
 
 step "Opaque directory: remove opt/app, then create it again"

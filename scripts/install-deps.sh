@@ -29,12 +29,8 @@ packages=(
 	rsync
 	tar
 	gzip
-	# filesystems the tests place layers on
+	# mke2fs, for the test of an upper filesystem without d_type
 	e2fsprogs
-	xfsprogs
-	dosfstools
-	# libarchive headers and library
-	libarchive-dev
 	# acceptance test: a Debian root filesystem as the lower layer
 	debootstrap
 	debian-archive-keyring

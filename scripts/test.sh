@@ -41,7 +41,7 @@ status=0
 for target in check check-asan check-passthrough-off; do
 	log=$logs/$target.log
 	echo "test.sh: make $target"
-	make --no-print-directory -C "$repo" "$target" 2>&1 | tee "$log"
+	make -s --no-print-directory -C "$repo" "$target" 2>&1 | tee "$log"
 	make_status=${PIPESTATUS[0]}
 
 	summary=$(tr -d '\r' <"$log" | grep -E "$summary_re" | tail -n 1)

@@ -75,7 +75,7 @@ done
 
 junit=$work/junit.xml
 unshare -m --propagation private \
-	/usr/bin/python3 -m pytest -p no:cacheprovider -rfE \
+	/usr/bin/python3 -m pytest -p no:cacheprovider -rfEs \
 	--junitxml="$junit" --rootdir="$repo" "${suites[@]}" "$@"
 pytest_status=$?
 

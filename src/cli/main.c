@@ -7,6 +7,51 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Edit distance of a and b, to catch a mistyped command name. */
+static int distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), i, j;
+	int row[16], prev, cur;
+
+	if (lb >= sizeof(row) / sizeof(row[0]) || la > 32)
+		return 99;
+	for (j = 0; j <= lb; j++)
+		row[j] = (int)j;
+	for (i = 1; i <= la; i++) {
+		prev = row[0];
+		row[0] = (int)i;
+		for (j = 1; j <= lb; j++) {
+			cur = row[j];
+			row[j] = prev + (a[i - 1] != b[j - 1]);
+			if (row[j] > row[j - 1] + 1)
+				row[j] = row[j - 1] + 1;
+			if (row[j] > cur + 1)
+				row[j] = cur + 1;
+			prev = cur;
+		}
+	}
+	return row[lb];
+}
+
+/* A source name that is a near miss of a command is a typing error. */
+static const char *near_command(const char *word)
+{
+	static const char *const commands[] = {"mount", "umount", "unmount"};
+	const char *best = NULL;
+	int best_distance = 3; /* farther than two edits is a source name */
+	size_t i;
+
+	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		int d = distance(word, commands[i]);
+
+		if (d < best_distance) {
+			best = commands[i];
+			best_distance = d;
+		}
+	}
+	return best;
+}
+
 static int main_mount_fuse_form(int argc, char **argv)
 {
 	struct mount_args args = {0};
@@ -42,6 +87,11 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "mount")) {
 		err = cli_parse_mount_args(argc - 1, argv + 1, &args);
 		return err ? err : cmd_mount(&args);
+	}
+	if (near_command(argv[1])) {
+		fprintf(stderr, "lamina: unknown command '%s'; did you mean '%s'? Run lamina --help\n",
+			argv[1], near_command(argv[1]));
+		return EXIT_USAGE;
 	}
 	if (argv[1][0] != '-' && argc >= 3)
 		return main_mount_fuse_form(argc, argv);

@@ -68,6 +68,11 @@ int cli_parse_mount_args(int argc, char **argv, struct mount_args *args)
 			return EXIT_USAGE;
 		}
 	}
+	if (optind < argc - 1 && strchr(argv[optind], '=')) {
+		fprintf(stderr, "lamina: '%s' looks like mount options; put -o before it\n",
+			argv[optind]);
+		return EXIT_USAGE;
+	}
 	if (optind != argc - 1) {
 		fputs("lamina: give exactly one mount point; run lamina --help\n",
 		      stderr);
@@ -139,7 +144,8 @@ static void on_serve_exit(void *arg)
 }
 
 /* Serve until unmounted or stopped by a signal; write to ready_fd after INIT. */
-static int serve(struct fuse_session *se, int ready_fd)
+static int serve(struct fuse_session *se, const char *fs_mountpoint,
+		 int ready_fd)
 {
 	sigset_t set;
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -161,11 +167,13 @@ static int serve(struct fuse_session *se, int ready_fd)
 		fuse_session_unmount(se);
 		return EXIT_MOUNT_FAIL;
 	}
-	if (fuse_session_wait_ready(se) && ready_fd >= 0) {
-		if (write(ready_fd, "R", 1) != 1)
+	if (fuse_session_wait_ready(se)) {
+		log_info("serving %s", fs_mountpoint);
+		if (ready_fd >= 0 && write(ready_fd, "R", 1) != 1)
 			log_warn("telling the parent the mount is ready failed");
-		close(ready_fd);
 	}
+	if (ready_fd >= 0)
+		close(ready_fd);
 	while (sig != SIGUSR1) {
 		if (sigwait(&set, &sig))
 			continue;
@@ -176,6 +184,7 @@ static int serve(struct fuse_session *se, int ready_fd)
 	}
 	fuse_session_unmount(se);
 	fuse_session_join(se);
+	log_info("%s unmounted, exiting", fs_mountpoint);
 	return 0;
 }
 
@@ -231,7 +240,7 @@ static int serve_background(struct fuse_session *se, const char *mnt)
 		log_warn("chdir / failed: %s", strerror(errno));
 	detach_stdio();
 	log_use_syslog();
-	return serve(se, pipefd[1]);
+	return serve(se, mnt, pipefd[1]);
 }
 
 int cmd_mount(struct mount_args *args)
@@ -273,7 +282,7 @@ int cmd_mount(struct mount_args *args)
 		goto out;
 	}
 	if (args->foreground)
-		rc = serve(se, -1);
+		rc = serve(se, fs->config.mountpoint, -1);
 	else
 		rc = serve_background(se, fs->config.mountpoint);
 out:

@@ -114,6 +114,7 @@ struct ovl_fs {
 	int xino_shift;	 /* fsid goes in st_ino above this bit; 0: off */
 	struct ovl_layer *upper;
 	int upper_mnt_fd; /* detached mount holding upperdir and workdir */
+	int upper_lock_fd; /* upperdir, flock-ed against a second mount */
 	char *workdir_path; /* canonical */
 	int workdir_fd;	 /* workdir itself, kept locked with flock */
 	int work_fd;	 /* workdir/work: copy-up and whiteout staging */

@@ -183,11 +183,15 @@ static int parse_feature(const char *key, const char *value,
 			 const char *const *supported,
 			 const char *const *known, struct ovl_error *e)
 {
+	char values[128] = "";
 	int i;
 
-	for (i = 0; supported[i]; i++)
+	for (i = 0; supported[i]; i++) {
 		if (!strcmp(value, supported[i]))
 			return i;
+		snprintf(values + strlen(values), sizeof(values) - strlen(values),
+			 "%s%s=%s", i ? " or " : "", key, supported[i]);
+	}
 	for (i = 0; known[i]; i++) {
 		if (strcmp(value, known[i]))
 			continue;
@@ -195,8 +199,8 @@ static int parse_feature(const char *key, const char *value,
 			      key, value, key, supported[0]);
 		return -EOPNOTSUPP;
 	}
-	ovl_error_set(e, "invalid value '%s' for %s; use %s=%s", value, key,
-		      key, supported[0]);
+	ovl_error_set(e, "invalid value '%s' for %s; use %s", value, key,
+		      values);
 	return -EINVAL;
 }
 

@@ -188,6 +188,21 @@ static char *common_dir(const char *a, const char *b)
 }
 
 /*
+ * Two mounts on one upper directory give undefined results, which
+ * overlayfs only warns about; so does lamina.
+ */
+static void warn_upper_shared(struct ovl_fs *fs)
+{
+	fs->upper_lock_fd = openat(fs->upper->fd, ".",
+				   O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fs->upper_lock_fd >= 0 &&
+	    flock(fs->upper_lock_fd, LOCK_EX | LOCK_NB) < 0 &&
+	    errno == EWOULDBLOCK)
+		log_warn("upperdir %s is in use by another lamina mount; changing files through both gives undefined results",
+			 fs->upper->path);
+}
+
+/*
  * The upper and work directories share one detached mount: a rename
  * from workdir/work into the upper layer must stay on one mount.
  */
@@ -229,6 +244,7 @@ static int open_upper(struct ovl_fs *fs, struct ovl_error *e)
 	upper->dev = st.st_dev;
 	layer_read_uuid(upper);
 	layer_read_fstype(upper);
+	warn_upper_shared(fs);
 	return err;
 }
 
@@ -558,6 +574,7 @@ int ovl_fs_setup(struct ovl_fs *fs, struct ovl_error *e)
 	fs->workdir_fd = -1;
 	fs->work_fd = -1;
 	fs->upper_mnt_fd = -1;
+	fs->upper_lock_fd = -1;
 	fs->timeout = 86400.0;
 	fs->xattr_prefix = fs->config.userxattr ? "user.overlay."
 						: "trusted.overlay.";
@@ -605,6 +622,8 @@ void ovl_fs_teardown(struct ovl_fs *fs)
 		close(fs->workdir_fd);
 	if (fs->upper_mnt_fd >= 0)
 		close(fs->upper_mnt_fd);
+	if (fs->upper_lock_fd >= 0)
+		close(fs->upper_lock_fd);
 	free(fs->workdir_path);
 	ovl_config_free(&fs->config);
 }
