@@ -8,6 +8,8 @@
 /* Exit codes, as mount(8) uses them. */
 #define EXIT_USAGE 1	 /* invalid command line or option */
 #define EXIT_MOUNT_FAIL 32 /* the mount or unmount failed */
+#define EXIT_CHECK_WARNING 2 /* lamina check: warnings only */
+#define EXIT_CHECK_ERROR 3   /* lamina check: the mount would fail */
 
 struct mount_args {
 	const char *source; /* NULL: "lamina" */
@@ -19,6 +21,9 @@ struct mount_args {
 
 int cmd_mount(struct mount_args *args);
 int cmd_umount(int argc, char **argv);
+int cmd_check(int argc, char **argv);
+enum ovl_check_level;
+void cli_print_warning(void *arg, enum ovl_check_level level, const char *msg);
 int cli_parse_mount_args(int argc, char **argv, struct mount_args *args);
 void cli_usage(void);
 

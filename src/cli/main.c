@@ -36,7 +36,8 @@ static int distance(const char *a, const char *b)
 /* A source name that is a near miss of a command is a typing error. */
 static const char *near_command(const char *word)
 {
-	static const char *const commands[] = {"mount", "umount", "unmount"};
+	static const char *const commands[] = {"mount", "umount", "unmount",
+					       "check"};
 	const char *best = NULL;
 	int best_distance = 3; /* farther than two edits is a source name */
 	size_t i;
@@ -84,6 +85,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "umount") || !strcmp(argv[1], "unmount"))
 		return cmd_umount(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "check"))
+		return cmd_check(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "mount")) {
 		err = cli_parse_mount_args(argc - 1, argv + 1, &args);
 		return err ? err : cmd_mount(&args);

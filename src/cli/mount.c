@@ -267,6 +267,7 @@ int cmd_mount(struct mount_args *args)
 		rc = EXIT_MOUNT_FAIL;
 		goto out;
 	}
+	ovl_check_report(fs, cli_print_warning, NULL);
 	err = fuse_session_new(&ovl_fuse_ops, fs, args->debug, &se);
 	fs->se = se;
 	opts.source = args->source ? args->source

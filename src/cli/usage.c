@@ -9,6 +9,7 @@ void cli_usage(void)
 	fputs("Usage:\n"
 	      "  lamina mount [-f] [-d] -o lowerdir=DIRS[,upperdir=DIR,workdir=DIR][,OPTION...] MERGED\n"
 	      "  lamina umount MERGED\n"
+	      "  lamina check -o OPTIONS [MERGED]\n"
 	      "  lamina SOURCE MERGED -o OPTIONS   (the form mount -t fuse.lamina uses)\n"
 	      "\n"
 	      "Mount read-only lower directories and one writable upper directory as\n"
@@ -17,6 +18,8 @@ void cli_usage(void)
 	      "Commands:\n"
 	      "  mount            mount a layer stack on MERGED\n"
 	      "  umount           unmount MERGED; the daemon then exits\n"
+	      "  check            report every reason a mount with OPTIONS would\n"
+	      "                   fail or misbehave, without mounting\n"
 	      "\n"
 	      "Options of mount:\n"
 	      "  -f, --foreground stay in the foreground and log to stderr\n"
@@ -49,6 +52,7 @@ void cli_usage(void)
 	      "  -V, --version    show the version\n"
 	      "\n"
 	      "Exit status: 0 success, 1 invalid command line or option,\n"
-	      "32 the mount or unmount failed. See lamina(8).\n",
+	      "32 the mount or unmount failed; for check, 2 warnings only and\n"
+	      "3 the mount would fail. See lamina(8).\n",
 	      stdout);
 }

@@ -131,6 +131,8 @@ struct ovl_fs {
 	double timeout; /* entry and attribute cache timeout, seconds */
 	atomic_uint_fast64_t nodes; /* live nodes, for the memory figures */
 	atomic_uint_fast64_t freed; /* nodes freed since memory was trimmed */
+	bool check_only; /* lamina check: set up, test, change nothing */
+	char work_name[64]; /* staging directory in workdir: "work" */
 	bool dont_mask; /* the kernel leaves the umask to us */
 	bool no_opendir; /* the kernel opens directories without asking */
 	bool writeback; /* the kernel caches writes (passthrough off) */
@@ -169,6 +171,12 @@ void ovl_error_set(struct ovl_error *e, const char *fmt, ...)
 /* ---- super.c ---- */
 int ovl_fs_setup(struct ovl_fs *fs, struct ovl_error *e);
 void ovl_fs_teardown(struct ovl_fs *fs);
+
+/* ---- check.c: findings beyond the errors that stop a mount ---- */
+enum ovl_check_level { OVL_CHECK_INFO, OVL_CHECK_WARN };
+typedef void (*ovl_check_fn)(void *arg, enum ovl_check_level level,
+			     const char *msg);
+int ovl_check_report(struct ovl_fs *fs, ovl_check_fn report, void *arg);
 
 /* ---- util.c: system calls on a layer ---- */
 int ovl_open_layer_dir(int layer_fd, const char *relpath, int flags);

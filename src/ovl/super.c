@@ -474,6 +474,31 @@ static int reset_work(struct ovl_fs *fs, struct ovl_error *e)
 	return err;
 }
 
+/*
+ * lamina check leaves workdir/work alone, which a crashed mount's
+ * leftovers may be in, and tests in a directory of its own.
+ */
+static int make_check_dir(struct ovl_fs *fs, struct ovl_error *e)
+{
+	int err = 0;
+
+	snprintf(fs->work_name, sizeof(fs->work_name), "#lamina-check.%d",
+		 (int)getpid());
+	if (mkdirat(fs->workdir_fd, fs->work_name, 0700) < 0)
+		err = -errno;
+	if (!err) {
+		fs->work_fd = openat(fs->workdir_fd, fs->work_name,
+				     O_PATH | O_DIRECTORY | O_NOFOLLOW |
+					     O_CLOEXEC);
+		if (fs->work_fd < 0)
+			err = -errno;
+	}
+	if (err)
+		ovl_error_set(e, "workdir %s: cannot create a test directory in it: %s",
+			      fs->config.workdir, strerror(-err));
+	return err;
+}
+
 static int mark_volatile(struct ovl_fs *fs, struct ovl_error *e)
 {
 	if (mkdirat(fs->work_fd, "incompat", 0700) < 0 ||
@@ -493,7 +518,7 @@ static int check_upper_fs(struct ovl_fs *fs, struct ovl_error *e)
 	char tmp[64], tmp2[64], attr[64];
 	int err;
 
-	if (dirent_type(fs->workdir_fd, "work") != DT_DIR) {
+	if (dirent_type(fs->workdir_fd, fs->work_name) != DT_DIR) {
 		ovl_error_set(e, "upperdir %s: the filesystem does not report file types in directory entries (d_type); use one that does (for XFS, mkfs.xfs -n ftype=1)",
 			      upper);
 		return -EINVAL;
@@ -559,10 +584,10 @@ static int setup_upper(struct ovl_fs *fs, struct ovl_error *e)
 	if (!err)
 		err = check_volatile_marker(fs, e);
 	if (!err)
-		err = reset_work(fs, e);
+		err = fs->check_only ? make_check_dir(fs, e) : reset_work(fs, e);
 	if (!err)
 		err = check_upper_fs(fs, e);
-	if (!err && fs->config.volatile_mount)
+	if (!err && fs->config.volatile_mount && !fs->check_only)
 		err = mark_volatile(fs, e);
 	return err;
 }
@@ -573,6 +598,7 @@ int ovl_fs_setup(struct ovl_fs *fs, struct ovl_error *e)
 
 	fs->workdir_fd = -1;
 	fs->work_fd = -1;
+	strcpy(fs->work_name, "work");
 	fs->upper_mnt_fd = -1;
 	fs->upper_lock_fd = -1;
 	fs->timeout = 86400.0;
@@ -618,6 +644,8 @@ void ovl_fs_teardown(struct ovl_fs *fs)
 	free(fs->layers);
 	if (fs->work_fd >= 0)
 		close(fs->work_fd);
+	if (fs->check_only && fs->workdir_fd >= 0 && fs->work_fd >= 0)
+		ovl_remove_tree(fs->workdir_fd, fs->work_name);
 	if (fs->workdir_fd >= 0)
 		close(fs->workdir_fd);
 	if (fs->upper_mnt_fd >= 0)

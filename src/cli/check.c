@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * lamina check: every reason a mount of these layers would fail or
+ * misbehave, without mounting and without touching workdir/work.
+ */
+#include "cli.h"
+#include "ovl/ovl.h"
+
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void print_finding(void *arg, enum ovl_check_level level,
+			  const char *msg)
+{
+	(void)arg;
+	if (level == OVL_CHECK_WARN)
+		fprintf(stderr, "lamina: warning: %s\n", msg);
+	else
+		printf("lamina: %s\n", msg);
+}
+
+/* lamina mount shows the warnings, which do not stop it. */
+void cli_print_warning(void *arg, enum ovl_check_level level, const char *msg)
+{
+	if (level == OVL_CHECK_WARN)
+		print_finding(arg, level, msg);
+}
+
+static int check_parse(int argc, char **argv, struct ovl_config *cfg)
+{
+	struct ovl_error e = {{0}};
+	char real[PATH_MAX];
+	int c;
+
+	cfg->passthrough = true;
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt(argc, argv, "o:h")) != -1) {
+		if (c == 'h') {
+			cli_usage();
+			exit(0);
+		}
+		if (c != 'o') {
+			fprintf(stderr, "lamina: invalid option '%s'; run lamina --help\n",
+				argv[optind - 1]);
+			return EXIT_USAGE;
+		}
+		if (ovl_parse_options(cfg, optarg, &e)) {
+			fprintf(stderr, "lamina: %s\n", e.msg);
+			return EXIT_USAGE;
+		}
+	}
+	if (ovl_config_finish(cfg, &e)) {
+		fprintf(stderr, "lamina: %s\n", e.msg);
+		return EXIT_USAGE;
+	}
+	if (optind < argc - 1) {
+		fputs("lamina: usage: lamina check -o OPTIONS [MERGED]\n", stderr);
+		return EXIT_USAGE;
+	}
+	/* With a mount point, also check that no layer lies inside it. */
+	if (optind == argc - 1 && realpath(argv[optind], real))
+		cfg->mountpoint = strdup(real);
+	return 0;
+}
+
+int cmd_check(int argc, char **argv)
+{
+	struct ovl_fs *fs = calloc(1, sizeof(*fs));
+	struct ovl_error e = {{0}};
+	int rc, warnings;
+
+	if (!fs)
+		return EXIT_CHECK_ERROR;
+	rc = check_parse(argc, argv, &fs->config);
+	if (rc) {
+		ovl_config_free(&fs->config);
+		free(fs);
+		return rc;
+	}
+	fs->check_only = true;
+	if (ovl_fs_setup(fs, &e)) {
+		fprintf(stderr, "lamina: error: %s\n", e.msg);
+		rc = EXIT_CHECK_ERROR;
+	} else {
+		warnings = ovl_check_report(fs, print_finding, NULL);
+		rc = warnings ? EXIT_CHECK_WARNING : 0;
+		if (!warnings)
+			printf("lamina: the layers can be mounted\n");
+	}
+	ovl_fs_teardown(fs);
+	free(fs);
+	return rc;
+}
