@@ -96,7 +96,8 @@ static void worker_open_pipe(struct fuse_worker *w)
 	int size = FUSE_MAX_PAGES_WANTED * 4096 + 4096;
 
 	w->pipe[0] = w->pipe[1] = -1;
-	if (pipe2(w->pipe, O_CLOEXEC) < 0)
+	/* Non-blocking, so that draining a failed reply cannot hang. */
+	if (pipe2(w->pipe, O_CLOEXEC | O_NONBLOCK) < 0)
 		return;
 	if (fcntl(w->pipe[1], F_SETPIPE_SZ, size) < size) {
 		close(w->pipe[0]);

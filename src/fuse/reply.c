@@ -255,6 +255,15 @@ int fuse_notify_inval_inode(struct fuse_session *se, uint64_t nodeid,
 	return 0;
 }
 
+/* Empty the worker's pipe, so no stale bytes start the next reply. */
+static void pipe_drain(struct fuse_worker *w)
+{
+	char buf[4096];
+
+	while (read(w->pipe[0], buf, sizeof(buf)) > 0)
+		;
+}
+
 /*
  * Splice the reply through the worker's pipe: the header, then the file
  * data. The header gives the length, so it is computed from the file
@@ -284,17 +293,18 @@ static int reply_splice(struct fuse_req *req, int fd, off_t off, size_t size)
 		done += r;
 	}
 	if (done != n) {
-		char drain[4096];
-
-		while (read(w->pipe[0], drain, sizeof(drain)) == sizeof(drain))
-			;
+		pipe_drain(w);
 		return -EAGAIN;
 	}
 	req->answered = true;
 	r = splice(w->pipe[0], NULL, req->fd, NULL, out.len, 0);
-	if (r < 0)
-		log_warn_rl("splicing a read reply to /dev/fuse failed: %s",
-			    strerror(errno));
+	if (r != (ssize_t)out.len) {
+		/* ENOENT: the request was interrupted and is gone. */
+		if (r < 0 && errno != ENOENT)
+			log_warn_rl("splicing a read reply to /dev/fuse failed: %s",
+				    strerror(errno));
+		pipe_drain(w);
+	}
 	return 0;
 }
 
