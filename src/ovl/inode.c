@@ -201,15 +201,19 @@ void ovl_op_setattr(struct fuse_req *req, uint64_t nodeid,
 		snprintf(path.name, sizeof(path.name), "/proc/self/fd/%d",
 			 node->anon_fd);
 		err = setattr_apply(&path, attr);
+		if (!err)
+			err = ovl_node_stat(fs, node, &st);
 	} else if (!err) {
+		/* One directory descriptor serves the change and the stat. */
 		err = ovl_node_open_parent(fs, node, 0, &path);
-		if (!err) {
+		if (!err)
 			err = setattr_apply(&path, attr);
-			ovl_path_close(&path);
-		}
+		if (!err)
+			err = ovl_do_fstatat(path.dirfd, path.name, &st);
+		if (!err)
+			ovl_node_fix_stat(node, &st);
+		ovl_path_close(&path);
 	}
-	if (!err)
-		err = ovl_node_stat(fs, node, &st);
 	if (err) {
 		ovl_reply_status(req, err);
 		return;

@@ -407,7 +407,7 @@ void ovl_node_fill(struct ovl_node *node, const struct ovl_lookup *res)
  * kept across copy-up, and for a merged directory a link count of 1, as
  * overlayfs reports, since its subdirectories are spread over layers.
  */
-static void node_fix_stat(const struct ovl_node *node, struct stat *st)
+void ovl_node_fix_stat(const struct ovl_node *node, struct stat *st)
 {
 	bool upper = ovl_node_has(node, OVL_N_UPPER);
 
@@ -426,7 +426,7 @@ int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 	if (node->anon_fd >= 0) {
 		if (fstat(node->anon_fd, st) < 0)
 			return -errno;
-		node_fix_stat(node, st);
+		ovl_node_fix_stat(node, st);
 		return 0;
 	}
 	err = ovl_node_open_parent(fs, node, ovl_node_real_layer(node), &path);
@@ -436,7 +436,7 @@ int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 	ovl_path_close(&path);
 	if (err)
 		return err;
-	node_fix_stat(node, st);
+	ovl_node_fix_stat(node, st);
 	return 0;
 }
 
@@ -474,6 +474,6 @@ int ovl_lookup_node(struct ovl_fs *fs, struct ovl_node *parent,
 	ovl_node_fill(node, &res);
 	*out = ovl_node_insert(fs, node);
 	*st = res.st;
-	node_fix_stat(*out, st);
+	ovl_node_fix_stat(*out, st);
 	return 0;
 }

@@ -264,6 +264,7 @@ int ovl_lookup_node(struct ovl_fs *fs, struct ovl_node *parent,
 		    struct stat *st);
 int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st);
 void ovl_node_fill(struct ovl_node *node, const struct ovl_lookup *res);
+void ovl_node_fix_stat(const struct ovl_node *node, struct stat *st);
 int ovl_lower_positive(struct ovl_fs *fs, struct ovl_node *parent,
 		       const char *name);
 ino_t ovl_origin_ino(struct ovl_fs *fs, int dirfd, const char *name,
