@@ -55,18 +55,23 @@ def test_mount_fuse3_helper(lamina_stack):
     check_helper_mount(stack, command, env)
 
 
-def test_mount_type_fuse_lamina(lamina_stack):
-    """`mount -t fuse.lamina` works when lamina is installed.
-
-    Skipped unless the lamina found in /bin/sh's built-in search path is
-    a copy of the binary under test (see the module docstring).
-    """
+def require_installed():
+    """Skip unless mount(8) would run a copy of the binary under test."""
     require_lamina()
     installed = shutil.which("lamina", path=SHELL_DEFAULT_PATH)
     if installed is None or not filecmp.cmp(installed, LAMINA,
                                             shallow=False):
         pytest.skip(f"{LAMINA} is not installed in {SHELL_DEFAULT_PATH}, "
                     "where mount(8) lets mount.fuse3 find it")
+
+
+def test_mount_type_fuse_lamina(lamina_stack):
+    """`mount -t fuse.lamina` works when lamina is installed.
+
+    Skipped unless the lamina found in /bin/sh's built-in search path is
+    a copy of the binary under test (see the module docstring).
+    """
+    require_installed()
     stack = lamina_stack
     command = ["mount", "-t", "fuse.lamina", "lamina-test", stack.merged,
                "-o", stack.options()]
@@ -103,12 +108,7 @@ def test_fstab_line(lamina_stack):
     The line goes into a private fstab file given with mount -T, so the
     system's /etc/fstab is never touched.
     """
-    require_lamina()
-    installed = shutil.which("lamina", path=SHELL_DEFAULT_PATH)
-    if installed is None or not filecmp.cmp(installed, LAMINA,
-                                            shallow=False):
-        pytest.skip(f"{LAMINA} is not installed in {SHELL_DEFAULT_PATH}, "
-                    "where mount(8) lets mount.fuse3 find it")
+    require_installed()
     stack = lamina_stack
     fstab = os.path.join(stack.root, "fstab")
     with open(fstab, "w") as f:
