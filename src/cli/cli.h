@@ -22,6 +22,11 @@ struct mount_args {
 int cmd_mount(struct mount_args *args);
 int cmd_umount(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+
+/* daemon_link.c */
+int daemon_link_listen(const char *mountpoint);
+int daemon_link_connect(const char *mountpoint);
+void daemon_link_wait(int fd, const char *mountpoint);
 enum ovl_check_level;
 void cli_print_warning(void *arg, enum ovl_check_level level, const char *msg);
 int cli_parse_mount_args(int argc, char **argv, struct mount_args *args);

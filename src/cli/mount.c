@@ -250,7 +250,7 @@ int cmd_mount(struct mount_args *args)
 	struct fuse_mount_opts opts = {.subtype = "lamina",
 				       .default_permissions = true};
 	struct ovl_error e = {{0}};
-	int rc, err;
+	int rc, err, link = -1;
 
 	if (!fs)
 		return EXIT_MOUNT_FAIL;
@@ -282,6 +282,8 @@ int cmd_mount(struct mount_args *args)
 		rc = EXIT_MOUNT_FAIL;
 		goto out;
 	}
+	/* Held until the daemon has finished, for lamina umount to wait on. */
+	link = daemon_link_listen(fs->config.mountpoint);
 	if (args->foreground)
 		rc = serve(se, fs->config.mountpoint, -1);
 	else
@@ -289,6 +291,8 @@ int cmd_mount(struct mount_args *args)
 out:
 	fuse_session_destroy(se);
 	ovl_fs_teardown(fs);
+	if (link >= 0)
+		close(link);
 	free(fs);
 	free(args->options);
 	return rc;

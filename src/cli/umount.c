@@ -72,6 +72,7 @@ static int fusermount_unmount(const char *path)
 int cmd_umount(int argc, char **argv)
 {
 	char real[PATH_MAX];
+	int link;
 
 	if (argc != 2) {
 		fputs("lamina: usage: lamina umount MERGED\n", stderr);
@@ -85,10 +86,14 @@ int cmd_umount(int argc, char **argv)
 		fprintf(stderr, "lamina: %s is not a lamina mount\n", real);
 		return EXIT_MOUNT_FAIL;
 	}
-	if (umount2(real, 0) == 0)
+	link = daemon_link_connect(real);
+	if (umount2(real, 0) == 0 ||
+	    (errno == EPERM && fusermount_unmount(real) == 0)) {
+		daemon_link_wait(link, real);
 		return 0;
-	if (errno == EPERM && fusermount_unmount(real) == 0)
-		return 0;
+	}
+	if (link >= 0)
+		close(link);
 	if (errno == EBUSY)
 		fprintf(stderr, "lamina: %s is busy; close the files open below it, or detach it with umount -l\n",
 			real);

@@ -78,15 +78,36 @@ static void layer_read_uuid(struct ovl_layer *layer)
  * mount point lies inside a layer. Without the privilege for that, the
  * directory itself is opened.
  */
-static int open_detached(const char *path)
+static int open_detached(const char *path, bool *cloned)
 {
 	long fd = syscall(SYS_open_tree, AT_FDCWD, path,
 			  OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
 
+	*cloned = fd >= 0;
 	if (fd >= 0)
 		return (int)fd;
 	fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	return fd < 0 ? -errno : (int)fd;
+}
+
+/*
+ * Make a lower layer's private mount read-only and without access-time
+ * updates: nothing lamina or the kernel does through it, passthrough
+ * reads included, can then change the layer, its atimes either. Only
+ * for a private copy: without the privilege to clone, the layer stays
+ * as it is.
+ */
+static void protect_lower(struct ovl_layer *layer)
+{
+	struct mount_attr attr = {
+		.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOATIME,
+		.attr_clr = MOUNT_ATTR__ATIME,
+	};
+
+	if (syscall(SYS_mount_setattr, layer->fd, "", AT_EMPTY_PATH, &attr,
+		    sizeof(attr)) < 0)
+		log_warn("lowerdir %s: making its private mount read-only failed: %s",
+			 layer->path, strerror(errno));
 }
 
 /* Open path below the detached mount of base, whose path is base_path. */
@@ -124,12 +145,16 @@ static void layer_read_fstype(struct ovl_layer *layer)
 static int layer_open(struct ovl_layer *layer, const char *key,
 		      const char *path, struct ovl_error *e)
 {
+	bool cloned;
 	struct stat st;
 	int err = layer_resolve(key, path, &layer->path, e);
 
 	if (err)
 		return err;
-	layer->fd = open_detached(layer->path);
+	layer->fd = open_detached(layer->path, &cloned);
+	/* Only a private copy may change: never the mount of the caller. */
+	if (cloned)
+		protect_lower(layer);
 	if (layer->fd < 0 || fstat(layer->fd, &st) < 0) {
 		err = -errno;
 		ovl_error_set(e, "%s %s: %s", key, path, strerror(-err));
@@ -210,6 +235,7 @@ static int open_upper(struct ovl_fs *fs, struct ovl_error *e)
 {
 	struct ovl_layer *upper = fs->upper;
 	struct stat st, wst;
+	bool cloned;
 	char *base;
 	int err;
 
@@ -229,7 +255,7 @@ static int open_upper(struct ovl_fs *fs, struct ovl_error *e)
 	base = common_dir(upper->path, fs->workdir_path);
 	if (!base)
 		return -ENOMEM;
-	fs->upper_mnt_fd = open_detached(base);
+	fs->upper_mnt_fd = open_detached(base, &cloned);
 	err = fs->upper_mnt_fd < 0 ? fs->upper_mnt_fd : 0;
 	if (!err)
 		upper->fd = open_below(fs->upper_mnt_fd, base, upper->path,
