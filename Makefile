@@ -63,8 +63,13 @@ check-asan:
 bench: all
 	LAMINA=$(abspath $(BUILD)/lamina) bench/run.sh
 
+# mount(8) looks for helpers in /sbin only, whatever PREFIX is.
+SBINDIR ?= /sbin
+
 install: all
 	install -D -m 755 $(BUILD)/lamina $(DESTDIR)$(PREFIX)/bin/lamina
+	install -d $(DESTDIR)$(SBINDIR)
+	ln -sf $(PREFIX)/bin/lamina $(DESTDIR)$(SBINDIR)/mount.lamina
 	install -D -m 644 man/lamina.8 $(DESTDIR)$(PREFIX)/share/man/man8/lamina.8
 
 format:

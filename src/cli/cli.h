@@ -20,6 +20,8 @@ struct mount_args {
 };
 
 int cmd_mount(struct mount_args *args);
+int cmd_mount_copy(const struct mount_args *args);
+int cmd_mount_helper(int argc, char **argv);
 int cmd_umount(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 

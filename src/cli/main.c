@@ -69,8 +69,12 @@ static int main_mount_fuse_form(int argc, char **argv)
 int main(int argc, char **argv)
 {
 	struct mount_args args = {0};
+	const char *name = strrchr(argv[0], '/');
 	int err;
 
+	/* Installed as mount.lamina, it is mount(8)'s helper. */
+	if (!strcmp(name ? name + 1 : argv[0], "mount.lamina"))
+		return cmd_mount_helper(argc, argv);
 	if (argc < 2) {
 		cli_usage();
 		return EXIT_USAGE;

@@ -243,6 +243,15 @@ static int serve_background(struct fuse_session *se, const char *mnt)
 	return serve(se, mnt, pipefd[1]);
 }
 
+/* cmd_mount() for options it does not own: it frees args->options. */
+int cmd_mount_copy(const struct mount_args *args)
+{
+	struct mount_args copy = *args;
+
+	copy.options = strdup(args->options);
+	return copy.options ? cmd_mount(&copy) : EXIT_MOUNT_FAIL;
+}
+
 int cmd_mount(struct mount_args *args)
 {
 	struct ovl_fs *fs = calloc(1, sizeof(*fs));

@@ -117,3 +117,21 @@ def test_fstab_line(lamina_stack):
     command = ["mount", "-T", fstab, stack.merged]
 
     check_helper_mount(stack, command)
+
+
+def test_fstab_type_lamina(lamina_stack):
+    """An fstab line of type lamina, written as for overlay, mounts.
+
+    mount(8) runs /sbin/mount.lamina, which make install links to lamina.
+    """
+    require_installed()
+    helper = "/sbin/mount.lamina"
+    if not os.path.exists(helper) or not filecmp.cmp(helper, LAMINA,
+                                                     shallow=False):
+        pytest.skip(f"{helper} is not a copy of {LAMINA}")
+    stack = lamina_stack
+    fstab = os.path.join(stack.root, "fstab")
+    with open(fstab, "w") as f:
+        f.write(f"lamina-test {stack.merged} lamina {stack.options()} 0 0\n")
+
+    check_helper_mount(stack, ["mount", "-T", fstab, stack.merged])
