@@ -1,9 +1,9 @@
 """Builds and caches the benchmark data set under /var/tmp/lamina-bench.
 
 Each part (the lower tree, the tar archive, the tree of empty files) is
-built in a ".partial" directory and renamed into place when complete, so a
-build that was interrupted leaves no part that looks finished and is redone
-on the next run.
+built under a ".partial" name and renamed into place when complete. A build
+that was interrupted therefore leaves no part that looks finished, and the
+next run redoes it.
 """
 
 import fcntl

@@ -16,18 +16,30 @@ fi
 tmp=$(mktemp -d /tmp/lamina-bench.XXXXXX)
 
 # The Python harness unmounts everything it mounted on every exit path it
-# sees. This is the last resort for when it was killed outright: detach
-# each mount still below $tmp, deepest first, then remove $tmp only when
+# reaches. This is the last resort for when it was killed outright. Every
+# daemon and workload command it started names a path below $tmp in its
+# arguments, so those processes are stopped first. Then each mount still
+# below $tmp is detached, deepest first, and $tmp is removed only when
 # nothing is mounted there any more.
 cleanup() {
-	local rc=$? mnt
+	local rc=$? mnt pid
+	for pid in $(grep -laF -- "$tmp/" /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3); do
+		if [ "$pid" != "$$" ] && [ "$pid" != "$BASHPID" ]; then
+			kill -TERM "$pid" 2>/dev/null || true
+		fi
+	done
 	while read -r mnt; do
 		umount -l "$mnt" || echo "bench/run.sh: lazy unmount of $mnt failed" >&2
 	done < <(awk -v root="$tmp/" 'index($5, root) == 1 { print $5 }' /proc/self/mountinfo | sort -r)
 	if awk -v root="$tmp/" 'index($5, root) == 1 { found = 1 } END { exit !found }' /proc/self/mountinfo; then
 		echo "bench/run.sh: mounts remain below $tmp; leaving it in place" >&2
 	else
-		rm -rf --one-file-system "$tmp"
+		# A stopped process may still be finishing a write; retry briefly.
+		for _ in 1 2 3 4 5; do
+			rm -rf --one-file-system "$tmp" 2>/dev/null && break
+			sleep 1
+		done
+		[ ! -e "$tmp" ] || echo "bench/run.sh: could not remove $tmp" >&2
 	fi
 	exit "$rc"
 }
