@@ -34,7 +34,7 @@ cleanup() {
 	if awk -v root="$tmp/" 'index($5, root) == 1 { found = 1 } END { exit !found }' /proc/self/mountinfo; then
 		echo "bench/run.sh: mounts remain below $tmp; leaving it in place" >&2
 	else
-		# A stopped process may still be finishing a write; retry briefly.
+		# A stopped process may still be finishing a write, so retry briefly.
 		for _ in 1 2 3 4 5; do
 			rm -rf --one-file-system "$tmp" 2>/dev/null && break
 			sleep 1
