@@ -16,18 +16,13 @@ fi
 tmp=$(mktemp -d /tmp/lamina-bench.XXXXXX)
 
 # The Python harness unmounts everything it mounted on every exit path it
-# reaches. This is the last resort for when it was killed outright. Every
-# daemon and workload command it started names a path below $tmp in its
-# arguments, so those processes are stopped first. Then each mount still
-# below $tmp is detached, deepest first, and $tmp is removed only when
-# nothing is mounted there any more.
+# reaches. This is the last resort for when it was killed outright: each
+# mount still below $tmp is detached, deepest first, which also ends the
+# FUSE daemons serving them, and $tmp is removed only when nothing is
+# mounted there any more. No process is signalled here, because this
+# shell does not know the pids that the harness started.
 cleanup() {
-	local rc=$? mnt pid
-	for pid in $(grep -laF -- "$tmp/" /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3); do
-		if [ "$pid" != "$$" ] && [ "$pid" != "$BASHPID" ]; then
-			kill -TERM "$pid" 2>/dev/null || true
-		fi
-	done
+	local rc=$? mnt
 	while read -r mnt; do
 		umount -l "$mnt" || echo "bench/run.sh: lazy unmount of $mnt failed" >&2
 	done < <(awk -v root="$tmp/" 'index($5, root) == 1 { print $5 }' /proc/self/mountinfo | sort -r)
