@@ -233,7 +233,11 @@ def test_forget_bounds_memory(lamina_stack):
         drop_caches()
         rss.append(rss_kib(pid))
 
-    first_round = max(rss[0] - base, 1024)
+    # The daemon returns freed memory to the system in batches, so RSS
+    # moves by a few MiB between rounds. Keeping the 80,000 nodes of the
+    # later rounds would cost over 10 MiB, so 4 MiB still tells the two
+    # apart.
+    first_round = max(rss[0] - base, 4096)
     later_growth = rss[-1] - rss[0]
     assert later_growth < first_round, (
         f"RSS in KiB: base {base}, after each round {rss}")
