@@ -198,11 +198,11 @@ static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
 {
 	struct ovl_path path;
 	bool upper = ovl_node_has(node, OVL_N_UPPER);
-	int fd, err, asked;
+	int fd, err, requested;
 
 	flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_DIRECT | O_TMPFILE);
 	flags |= O_NOFOLLOW | O_CLOEXEC | (upper ? 0 : O_NOATIME);
-	asked = flags;
+	requested = flags;
 	flags = real_flags(fs, flags, upper) | O_NONBLOCK;
 	if (node->anon_fd >= 0) {
 		char proc[64];
@@ -210,7 +210,7 @@ static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
 		snprintf(proc, sizeof(proc), "/proc/self/fd/%d",
 			 node->anon_fd);
 		fd = open(proc, flags & ~O_NOFOLLOW);
-		return fd < 0 ? -errno : check_regular(fd, asked);
+		return fd < 0 ? -errno : check_regular(fd, requested);
 	}
 	err = ovl_node_open_parent(fs, node, ovl_node_real_layer(node), &path);
 	if (err)
@@ -218,11 +218,11 @@ static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
 	fd = openat(path.dirfd, path.name, flags);
 	/* Read-write was only wished for: a running program (ETXTBSY) or a
 	 * read-only file may refuse it, and the caller's flags still do. */
-	if (fd < 0 && (flags & ~O_NONBLOCK) != asked && errno != ENOENT)
-		fd = openat(path.dirfd, path.name, asked | O_NONBLOCK);
+	if (fd < 0 && (flags & ~O_NONBLOCK) != requested && errno != ENOENT)
+		fd = openat(path.dirfd, path.name, requested | O_NONBLOCK);
 	if (fd < 0 && errno == EPERM && !upper)
 		fd = openat(path.dirfd, path.name, flags & ~O_NOATIME);
-	err = fd < 0 ? -errno : check_regular(fd, asked);
+	err = fd < 0 ? -errno : check_regular(fd, requested);
 	ovl_path_close(&path);
 	return err;
 }
