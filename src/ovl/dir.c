@@ -255,13 +255,8 @@ void ovl_op_link(struct fuse_req *req, uint64_t nodeid, uint64_t newparent,
 	int err;
 
 	err = ovl_copy_up(fs, node, 0);
-	if (!err && node->anon_fd >= 0) {
-		src.dirfd = AT_FDCWD;
-		snprintf(src.name, sizeof(src.name), "/proc/self/fd/%d",
-			 node->anon_fd);
-	} else if (!err) {
+	if (!err)
 		err = ovl_node_open_parent(fs, node, 0, &src);
-	}
 	if (err) {
 		ovl_reply_status(req, err);
 		return;
@@ -269,8 +264,7 @@ void ovl_op_link(struct fuse_req *req, uint64_t nodeid, uint64_t newparent,
 	c.link_src = &src;
 	err = ovl_create_object(req, ovl_req_node(req, newparent), newname,
 				&c, &linked, &st);
-	if (src.dirfd != AT_FDCWD)
-		ovl_path_close(&src);
+	ovl_path_close(&src);
 	if (err) {
 		ovl_reply_status(req, err);
 		return;

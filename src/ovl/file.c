@@ -25,20 +25,12 @@ static int backing_fd(struct ovl_fs *fs, struct ovl_node *node, bool upper)
 	struct ovl_path path;
 	int fd, err;
 
-	if (node->anon_fd >= 0) {
-		char proc[64];
-
-		snprintf(proc, sizeof(proc), "/proc/self/fd/%d",
-			 node->anon_fd);
-		fd = open(proc, O_RDWR | O_CLOEXEC);
-		return fd < 0 ? -errno : fd;
-	}
 	err = ovl_node_open_parent(fs, node, ovl_node_real_layer(node), &path);
 	if (err)
 		return err;
 	fd = openat(path.dirfd, path.name,
-		    (upper ? O_RDWR : O_RDONLY | O_NOATIME) | O_NOFOLLOW |
-			    O_CLOEXEC);
+		    (upper ? O_RDWR : O_RDONLY | O_NOATIME) | O_CLOEXEC |
+			    (path.dirfd == AT_FDCWD ? 0 : O_NOFOLLOW));
 	if (fd < 0 && !upper && errno == EPERM)
 		fd = openat(path.dirfd, path.name,
 			    O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -204,17 +196,14 @@ static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
 	flags |= O_NOFOLLOW | O_CLOEXEC | (upper ? 0 : O_NOATIME);
 	requested = flags;
 	flags = real_flags(fs, flags, upper) | O_NONBLOCK;
-	if (node->anon_fd >= 0) {
-		char proc[64];
-
-		snprintf(proc, sizeof(proc), "/proc/self/fd/%d",
-			 node->anon_fd);
-		fd = open(proc, flags & ~O_NOFOLLOW);
-		return fd < 0 ? -errno : check_regular(fd, requested);
-	}
 	err = ovl_node_open_parent(fs, node, ovl_node_real_layer(node), &path);
 	if (err)
 		return err;
+	/* The /proc link of a file without a name must be followed. */
+	if (path.dirfd == AT_FDCWD) {
+		flags &= ~O_NOFOLLOW;
+		requested &= ~O_NOFOLLOW;
+	}
 	fd = openat(path.dirfd, path.name, flags);
 	/* Read-write was only wished for: a running program (ETXTBSY) or a
 	 * read-only file may refuse it, and the caller's flags still do. */

@@ -196,24 +196,16 @@ void ovl_op_setattr(struct fuse_req *req, uint64_t nodeid,
 	if ((attr->valid & FUSE_SET_ATTR_SIZE) && attr->st.st_size == 0)
 		flags = OVL_COPY_UP_NO_DATA;
 	err = ovl_copy_up(fs, node, flags);
-	if (!err && node->anon_fd >= 0) {
-		path.dirfd = AT_FDCWD;
-		snprintf(path.name, sizeof(path.name), "/proc/self/fd/%d",
-			 node->anon_fd);
-		err = setattr_apply(&path, attr);
-		if (!err)
-			err = ovl_node_stat(fs, node, &st);
-	} else if (!err) {
-		/* One directory descriptor serves the change and the stat. */
+	/* One directory descriptor serves the change and the stat. */
+	if (!err)
 		err = ovl_node_open_parent(fs, node, 0, &path);
-		if (!err)
-			err = setattr_apply(&path, attr);
-		if (!err)
-			err = ovl_do_fstatat(path.dirfd, path.name, &st);
-		if (!err)
-			ovl_node_fix_stat(node, &st);
-		ovl_path_close(&path);
-	}
+	if (!err)
+		err = setattr_apply(&path, attr);
+	if (!err)
+		err = ovl_do_fstatat(path.dirfd, path.name, &st);
+	if (!err)
+		ovl_node_fix_stat(node, &st);
+	ovl_path_close(&path);
 	if (err) {
 		ovl_reply_status(req, err);
 		return;

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -48,9 +49,11 @@ static int node_parent_path(struct ovl_fs *fs, struct ovl_node *node,
 }
 
 /*
- * Open the directory that holds node in the given layer, and fill path
- * with it and the node's name. The caller closes it with
- * ovl_path_close().
+ * Open the directory that contains node in the given layer, and fill
+ * path with it and the node's name. A file without a name (O_TMPFILE, or
+ * unlinked while open) is reached through the /proc link of its
+ * descriptor instead: dirfd is then AT_FDCWD, which the ovl_do_*()
+ * wrappers follow. The caller closes path with ovl_path_close().
  */
 int ovl_node_open_parent(struct ovl_fs *fs, struct ovl_node *node, int layer,
 			 struct ovl_path *path)
@@ -59,6 +62,12 @@ int ovl_node_open_parent(struct ovl_fs *fs, struct ovl_node *node, int layer,
 	int err;
 
 	path->dirfd = -1;
+	if (node->anon_fd >= 0) {
+		path->dirfd = AT_FDCWD;
+		snprintf(path->name, sizeof(path->name), "/proc/self/fd/%d",
+			 node->anon_fd);
+		return 0;
+	}
 	if (layer < 0 || layer >= fs->nlayers)
 		return -EINVAL;
 	/* A removed node's old path may name another file by now. */

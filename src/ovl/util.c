@@ -44,7 +44,10 @@ int ovl_open_layer_dir(int layer_fd, const char *relpath, int flags)
 
 int ovl_do_fstatat(int dirfd, const char *name, struct stat *st)
 {
-	if (fstatat(dirfd, name, st, AT_SYMLINK_NOFOLLOW) < 0)
+	/* AT_FDCWD: name is the /proc link of a file without a name. */
+	int flags = dirfd == AT_FDCWD ? 0 : AT_SYMLINK_NOFOLLOW;
+
+	if (fstatat(dirfd, name, st, flags) < 0)
 		return -errno;
 	return 0;
 }

@@ -50,18 +50,6 @@ static const char *xattr_user_name(struct ovl_fs *fs, const char *real,
 	return buf;
 }
 
-static int node_path(struct ovl_fs *fs, struct ovl_node *node, int layer,
-		     struct ovl_path *path)
-{
-	if (node->anon_fd >= 0) {
-		path->dirfd = AT_FDCWD;
-		snprintf(path->name, sizeof(path->name), "/proc/self/fd/%d",
-			 node->anon_fd);
-		return 0;
-	}
-	return ovl_node_open_parent(fs, node, layer, path);
-}
-
 void ovl_op_getxattr(struct fuse_req *req, uint64_t nodeid, const char *name,
 		     size_t size)
 {
@@ -77,7 +65,7 @@ void ovl_op_getxattr(struct fuse_req *req, uint64_t nodeid, const char *name,
 	if (!n && size && !value)
 		n = -ENOMEM;
 	if (!n)
-		n = node_path(fs, node, ovl_node_real_layer(node), &path);
+		n = ovl_node_open_parent(fs, node, ovl_node_real_layer(node), &path);
 	if (!n) {
 		n = ovl_do_getxattr(path.dirfd, path.name, real, value, size);
 		ovl_path_close(&path);
@@ -120,7 +108,7 @@ void ovl_op_listxattr(struct fuse_req *req, uint64_t nodeid, size_t size)
 	char *list = NULL;
 	int n;
 
-	n = node_path(fs, node, ovl_node_real_layer(node), &path);
+	n = ovl_node_open_parent(fs, node, ovl_node_real_layer(node), &path);
 	if (!n) {
 		n = ovl_do_listxattr(path.dirfd, path.name, NULL, 0);
 		if (n > 0) {
@@ -158,7 +146,7 @@ static int xattr_change(struct fuse_req *req, uint64_t nodeid,
 	if (!err)
 		err = ovl_copy_up(fs, node, 0);
 	if (!err)
-		err = node_path(fs, node, 0, &path);
+		err = ovl_node_open_parent(fs, node, 0, &path);
 	if (err)
 		return err;
 	if (remove)
