@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
- * A link between a mount's daemon and lamina umount: the daemon listens
+ * A link between a mount's daemon and lamina umount. The daemon listens
  * on an abstract socket named after its mount point until it has
- * finished, so lamina umount can wait for the daemon's cleanup (the
+ * finished. So lamina umount can wait for the daemon's cleanup (the
  * volatile marker, the workdir lock) before it returns.
  */
 #include "cli.h"

@@ -28,7 +28,7 @@ struct fuse_session {
 	atomic_bool got_destroy;
 	pthread_mutex_t ready_lock;
 	pthread_cond_t ready_cond;
-	bool ready_done; /* INIT answered or loop ended */
+	bool ready_done; /* INIT replied to, or the loop ended */
 
 	struct fuse_worker *workers;
 	unsigned int nworkers;

@@ -266,9 +266,9 @@ static void pipe_drain(struct fuse_worker *w)
 
 /*
  * Splice the reply through the worker's pipe: the header, then the file
- * data. The header gives the length, so it is computed from the file
- * size first; a file that shrinks meanwhile makes the splice fall short,
- * and the pipe is then drained and the reply sent by copying.
+ * data. The header gives the length, so the length is computed from the
+ * file size first. If the file shrinks meanwhile, the splice falls
+ * short, and then the pipe is drained and the reply sent by copying.
  */
 static int reply_splice(struct fuse_req *req, int fd, off_t off, size_t size)
 {

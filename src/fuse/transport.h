@@ -18,7 +18,7 @@
 struct fuse_session;
 struct fuse_req;
 
-/* Caller identity and request id, valid until the request is answered. */
+/* Caller identity, valid until the request gets its reply. */
 struct fuse_ctx {
 	uid_t uid;
 	gid_t gid;
@@ -165,13 +165,13 @@ int fuse_session_fd(const struct fuse_session *se);
 
 /*
  * Request loop: loop.c. start() runs the worker threads, which serve
- * until the mount goes away; fuse_session_exit() is then called from a
- * worker, and join() waits for all of them.
+ * until the mount goes away. A worker then calls fuse_session_exit(),
+ * and join() waits for all of them.
  */
 int fuse_session_start(struct fuse_session *se, unsigned int workers,
 		       void (*on_exit)(void *arg), void *arg);
 void fuse_session_join(struct fuse_session *se);
-/* Wait until INIT has been answered (true) or the loop ended (false). */
+/* Wait until INIT got its reply (true) or the loop ended (false). */
 bool fuse_session_wait_ready(struct fuse_session *se);
 void fuse_session_exit(struct fuse_session *se);
 

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
- * Where a node lives in each layer. A node is reached by name from the
- * layer root each time, through a directory descriptor opened for the
- * one request: lamina keeps no descriptor per node.
+ * Node locations in each layer. A node is reached by name from the layer
+ * root each time, through a directory descriptor opened for the one
+ * request, because lamina keeps no descriptor per node.
  */
 #include "ovl.h"
 
@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Layer index of the file that holds the node's data and attributes. */
+/* Layer index of the file that contains the node's data and attributes. */
 int ovl_node_real_layer(const struct ovl_node *node)
 {
 	if (ovl_node_has(node, OVL_N_UPPER))
