@@ -27,7 +27,7 @@ static void init_reply_major_only(struct fuse_req *req)
 					   .minor = FUSE_OUR_MINOR};
 	struct iovec iov = {.iov_base = &out, .iov_len = sizeof(out)};
 
-	/* The kernel answers with a new INIT at our major version. */
+	/* The kernel replies with a new INIT at our major version. */
 	fuse_send(req, 0, &iov, 1);
 }
 

@@ -36,8 +36,10 @@ void ovl_op_opendir(struct fuse_req *req, uint64_t nodeid,
 		return;
 	}
 	fi->fh = (uintptr_t)dir;
-	/* The listing only changes through this mount, which tells the
-	 * kernel, so the kernel may keep it between opens. */
+	/*
+	 * The listing only changes through this mount, which notifies the
+	 * kernel of each change, so the kernel may keep it between opens.
+	 */
 	fi->cache_dir = true;
 	fi->keep_cache = true;
 	fuse_reply_open(req, fi);

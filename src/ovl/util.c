@@ -55,7 +55,7 @@ int ovl_do_fstatat(int dirfd, const char *name, struct stat *st)
 /*
  * xattr calls have no *at() form on this kernel's C library, so they go
  * through the directory descriptor's /proc link; the l*xattr() calls do
- * not follow the final name, and the name holds no slash.
+ * not follow the final name, and the name contains no slash.
  */
 static int proc_path(char *buf, size_t size, int dirfd, const char *name)
 {
