@@ -210,7 +210,7 @@ def test_forget_bounds_memory(lamina_stack):
     os.makedirs(stack.lo(0, "tree"))
     for i in range(count):
         open(stack.lo(0, "tree", f"f{i:05d}"), "wb").close()
-    # ASan holds freed memory in quarantine, which would look like a leak.
+    # ASan keeps freed memory in quarantine, which would look like a leak.
     asan_options = os.environ.get("ASAN_OPTIONS", "")
     env = {"ASAN_OPTIONS": ":".join(filter(None, [
         asan_options, "quarantine_size_mb=0",
@@ -235,7 +235,7 @@ def test_forget_bounds_memory(lamina_stack):
 
     # The daemon returns freed memory to the system in batches, so RSS
     # moves by a few MiB between rounds. Keeping the 80,000 nodes of the
-    # later rounds would cost over 10 MiB, so 4 MiB still tells the two
+    # later rounds would cost over 10 MiB, so 4 MiB still separates the two
     # apart.
     first_round = max(rss[0] - base, 4096)
     later_growth = rss[-1] - rss[0]
