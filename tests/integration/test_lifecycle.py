@@ -235,8 +235,8 @@ def test_forget_bounds_memory(lamina_stack):
 
     # The daemon returns freed memory to the system in batches, so RSS
     # moves by a few MiB between rounds. Keeping the 80,000 nodes of the
-    # later rounds would cost over 10 MiB, so 4 MiB still separates the two
-    # apart.
+    # later rounds would cost over 10 MiB, so 4 MiB still separates the
+    # two cases.
     first_round = max(rss[0] - base, 4096)
     later_growth = rss[-1] - rss[0]
     assert later_growth < first_round, (
