@@ -13,14 +13,15 @@ CFLAGS ?= -O2 -g
 WARN := -Wall -Wextra -Werror -Wshadow -Wno-missing-field-initializers
 CPPFLAGS += -D_GNU_SOURCE -DLAMINA_VERSION=\"$(VERSION)\" -Isrc
 override CFLAGS += -std=gnu11 $(WARN) -pthread -MMD -MP
-LDLIBS += -pthread
+LDLIBS += -pthread -larchive
 PREFIX ?= /usr/local
 
 SRC_FUSE := $(wildcard src/fuse/*.c)
 SRC_OVL := $(wildcard src/ovl/*.c)
 SRC_CLI := $(wildcard src/cli/*.c)
 SRC_COMMON := $(wildcard src/common/*.c)
-SRC := $(SRC_COMMON) $(SRC_FUSE) $(SRC_OVL) $(SRC_CLI)
+SRC_LAYER := $(wildcard src/layer/*.c)
+SRC := $(SRC_COMMON) $(SRC_FUSE) $(SRC_OVL) $(SRC_LAYER) $(SRC_CLI)
 OBJ := $(SRC:src/%.c=$(BUILD)/obj/%.o)
 LIB_OBJ := $(filter-out $(BUILD)/obj/cli/main.o,$(OBJ))
 

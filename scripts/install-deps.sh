@@ -12,6 +12,9 @@ packages=(
 	build-essential
 	clang-format
 	git
+	# tar and compression for lamina export and import
+	libarchive-dev
+	zstd
 	# FUSE tools and the other union filesystems the benchmarks compare
 	fuse3
 	fuse-overlayfs

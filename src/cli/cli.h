@@ -6,8 +6,8 @@
 #include <stdbool.h>
 
 /* Exit codes, as mount(8) uses them. */
-#define EXIT_USAGE 1	 /* invalid command line or option */
-#define EXIT_MOUNT_FAIL 32 /* the mount or unmount failed */
+#define EXIT_USAGE 1	     /* invalid command line or option */
+#define EXIT_MOUNT_FAIL 32   /* the mount or unmount failed */
 #define EXIT_CHECK_WARNING 2 /* lamina check: warnings only */
 #define EXIT_CHECK_ERROR 3   /* lamina check: the mount would fail */
 
@@ -24,6 +24,13 @@ int cmd_mount_copy(const struct mount_args *args);
 int cmd_mount_helper(int argc, char **argv);
 int cmd_umount(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_diff(int argc, char **argv);
+int cmd_reset(int argc, char **argv);
+int cmd_commit(int argc, char **argv);
+int cmd_squash(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_import(int argc, char **argv);
 
 /* daemon_link.c */
 int daemon_link_listen(const char *mountpoint);

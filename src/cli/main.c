@@ -36,8 +36,9 @@ static int distance(const char *a, const char *b)
 /* A source name that is a near miss of a command is a typing error. */
 static const char *near_command(const char *word)
 {
-	static const char *const commands[] = {"mount", "umount", "unmount",
-					       "check"};
+	static const char *const commands[] = {
+	    "mount", "umount", "unmount", "check",  "status", "diff",
+	    "reset", "commit", "squash",  "export", "import"};
 	const char *best = NULL;
 	int best_distance = 3; /* farther than two edits is a source name */
 	size_t i;
@@ -66,10 +67,21 @@ static int main_mount_fuse_form(int argc, char **argv)
 	return cmd_mount(&args);
 }
 
+/* The commands that take their own arguments after the name. */
+static const struct {
+	const char *name;
+	int (*run)(int argc, char **argv);
+} layer_commands[] = {
+    {"check", cmd_check},   {"status", cmd_status}, {"diff", cmd_diff},
+    {"reset", cmd_reset},   {"commit", cmd_commit}, {"squash", cmd_squash},
+    {"export", cmd_export}, {"import", cmd_import},
+};
+
 int main(int argc, char **argv)
 {
 	struct mount_args args = {0};
 	const char *name = strrchr(argv[0], '/');
+	size_t i;
 	int err;
 
 	/* Installed as mount.lamina, it is mount(8)'s helper. */
@@ -89,15 +101,18 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "umount") || !strcmp(argv[1], "unmount"))
 		return cmd_umount(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "check"))
-		return cmd_check(argc - 1, argv + 1);
+	for (i = 0; i < sizeof(layer_commands) / sizeof(layer_commands[0]); i++)
+		if (!strcmp(argv[1], layer_commands[i].name))
+			return layer_commands[i].run(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "mount")) {
 		err = cli_parse_mount_args(argc - 1, argv + 1, &args);
 		return err ? err : cmd_mount(&args);
 	}
 	if (near_command(argv[1])) {
-		fprintf(stderr, "lamina: unknown command '%s'; did you mean '%s'? Run lamina --help\n",
-			argv[1], near_command(argv[1]));
+		fprintf(
+		    stderr,
+		    "lamina: unknown command '%s'; did you mean '%s'? Run lamina --help\n",
+		    argv[1], near_command(argv[1]));
 		return EXIT_USAGE;
 	}
 	if (argv[1][0] != '-' && argc >= 3)

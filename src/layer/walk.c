@@ -1,0 +1,228 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * A depth-first walk over one layer directory that reports what each
+ * entry means to overlayfs. Entries come in name order so that two walks
+ * over equal trees give equal output.
+ */
+#include "layer.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+/* Paths handed to callbacks are at most this long; deeper is an error. */
+#define LAYER_PATH_MAX 4096
+
+int layer_getxattr(int dirfd, const char *name, const struct layer_format *fmt,
+		   const char *suffix, char *buf, size_t size)
+{
+	char attr[128], path[64];
+	ssize_t n;
+	int fd;
+
+	snprintf(attr, sizeof(attr), "%s%s", fmt->xattr_prefix, suffix);
+	/* lgetxattr on /proc/self/fd/N/name: no symlink is followed at name
+	 * and the directory is the one already open. */
+	fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = getxattr(path, attr, buf, size);
+	if (n < 0 && errno == ENODATA)
+		n = -ENODATA;
+	else if (n < 0)
+		n = -errno;
+	close(fd);
+	return (int)n;
+}
+
+static bool xattr_is(int dirfd, const char *name,
+		     const struct layer_format *fmt, const char *suffix,
+		     const char *value)
+{
+	char buf[8];
+	int n = layer_getxattr(dirfd, name, fmt, suffix, buf, sizeof(buf));
+
+	if (n < 0)
+		return false;
+	return value == NULL ||
+	       ((size_t)n == strlen(value) && !memcmp(buf, value, (size_t)n));
+}
+
+int layer_classify(int dirfd, const char *name, const struct layer_format *fmt,
+		   struct layer_entry *e)
+{
+	char buf[LAYER_PATH_MAX];
+	int n;
+
+	e->whiteout = S_ISCHR(e->st.st_mode) && e->st.st_rdev == 0;
+	e->opaque = false;
+	e->metacopy = false;
+	e->redirect = NULL;
+	if (S_ISREG(e->st.st_mode) && e->st.st_size == 0 &&
+	    xattr_is(dirfd, ".", fmt, "opaque", "x"))
+		e->whiteout = xattr_is(dirfd, name, fmt, "whiteout", NULL);
+	if (S_ISREG(e->st.st_mode))
+		e->metacopy = xattr_is(dirfd, name, fmt, "metacopy", NULL);
+	if (!S_ISDIR(e->st.st_mode) && !S_ISREG(e->st.st_mode))
+		return 0;
+	if (S_ISDIR(e->st.st_mode))
+		e->opaque = xattr_is(dirfd, name, fmt, "opaque", "y");
+	n = layer_getxattr(dirfd, name, fmt, "redirect", buf, sizeof(buf) - 1);
+	if (n > 0) {
+		buf[n] = '\0';
+		e->redirect = strdup(buf);
+		if (!e->redirect)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+void layer_entry_release(struct layer_entry *e)
+{
+	free(e->redirect);
+	e->redirect = NULL;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The names in dirfd, sorted; *count is set. Caller frees each and all. */
+static int read_names(int dirfd, char ***names, size_t *count)
+{
+	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	size_t n = 0, cap = 0;
+	char **list = NULL, **grown;
+	struct dirent *d;
+	DIR *dir;
+
+	if (fd < 0)
+		return -errno;
+	dir = fdopendir(fd);
+	if (!dir) {
+		close(fd);
+		return -errno;
+	}
+	while ((errno = 0, d = readdir(dir))) {
+		if (!strcmp(d->d_name, ".") || !strcmp(d->d_name, ".."))
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 32;
+			grown = realloc(list, cap * sizeof(*list));
+			if (!grown)
+				break;
+			list = grown;
+		}
+		list[n] = strdup(d->d_name);
+		if (!list[n])
+			break;
+		n++;
+	}
+	if (errno) {
+		int err = -errno;
+
+		while (n)
+			free(list[--n]);
+		free(list);
+		closedir(dir);
+		return err;
+	}
+	closedir(dir);
+	qsort(list, n, sizeof(*list), name_cmp);
+	*names = list;
+	*count = n;
+	return 0;
+}
+
+struct walk {
+	const struct layer_format *fmt;
+	layer_walk_fn fn;
+	void *arg;
+	char path[LAYER_PATH_MAX];
+};
+
+static int walk_dir(struct walk *w, int dirfd, size_t pathlen, int depth);
+
+static int walk_entry(struct walk *w, int dirfd, const char *name,
+		      size_t pathlen, int depth)
+{
+	struct layer_entry e = {
+	    .path = w->path, .name = name, .dirfd = dirfd, .depth = depth};
+	size_t len = strlen(name);
+	int err, fd;
+
+	if (pathlen + !!pathlen + len >= sizeof(w->path))
+		return -ENAMETOOLONG;
+	if (pathlen)
+		w->path[pathlen++] = '/';
+	memcpy(w->path + pathlen, name, len + 1);
+	if (fstatat(dirfd, name, &e.st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	err = layer_classify(dirfd, name, w->fmt, &e);
+	if (err)
+		return err;
+	if (!S_ISDIR(e.st.st_mode)) {
+		err = w->fn(w->arg, &e, LAYER_VISIT_ENTRY);
+		layer_entry_release(&e);
+		return err;
+	}
+	err = w->fn(w->arg, &e, LAYER_VISIT_DIR);
+	if (err == 0) {
+		fd = openat(dirfd, name,
+			    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		err = fd < 0 ? -errno : walk_dir(w, fd, pathlen + len, depth);
+		if (fd >= 0)
+			close(fd);
+		w->path[pathlen + len] = '\0';
+	}
+	if (err >= 0)
+		err = w->fn(w->arg, &e, LAYER_VISIT_DIR_END);
+	layer_entry_release(&e);
+	return err;
+}
+
+static int walk_dir(struct walk *w, int dirfd, size_t pathlen, int depth)
+{
+	char **names = NULL;
+	size_t count = 0, i;
+	int err = read_names(dirfd, &names, &count);
+
+	for (i = 0; !err && i < count; i++) {
+		err = walk_entry(w, dirfd, names[i], pathlen, depth + 1);
+		w->path[pathlen] = '\0';
+	}
+	for (i = 0; i < count; i++)
+		free(names[i]);
+	if (count)
+		free(names);
+	return err < 0 ? err : 0;
+}
+
+int layer_walk(int rootfd, const struct layer_format *fmt, layer_walk_fn fn,
+	       void *arg)
+{
+	struct walk w = {.fmt = fmt, .fn = fn, .arg = arg};
+	struct layer_entry root = {.path = "", .name = "", .dirfd = rootfd};
+	int err;
+
+	if (fstat(rootfd, &root.st) < 0)
+		return -errno;
+	err = layer_classify(rootfd, ".", fmt, &root);
+	if (err)
+		return err;
+	err = fn(arg, &root, LAYER_VISIT_DIR);
+	if (err == 0)
+		err = walk_dir(&w, rootfd, 0, 0);
+	if (err >= 0)
+		err = fn(arg, &root, LAYER_VISIT_DIR_END);
+	layer_entry_release(&root);
+	return err < 0 ? err : 0;
+}
