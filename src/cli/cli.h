@@ -4,6 +4,7 @@
 #define LAMINA_CLI_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 /* Exit codes, as mount(8) uses them. */
 #define EXIT_USAGE 1	     /* invalid command line or option */
@@ -31,6 +32,10 @@ int cmd_commit(int argc, char **argv);
 int cmd_squash(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_import(int argc, char **argv);
+
+/* in_use.c */
+int cli_upper_in_use(const char *upperdir, char *why, size_t size);
+void cli_unescape_octal(char *s);
 
 /* daemon_link.c */
 int daemon_link_listen(const char *mountpoint);

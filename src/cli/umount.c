@@ -12,24 +12,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* Undo mountinfo's octal escapes (\040 for a space) in place. */
-static void unescape_octal(char *s)
-{
-	char *out = s;
-
-	for (; *s; s++) {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' &&
-		    s[2] >= '0' && s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
-			*out++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 +
-					(s[3] - '0'));
-			s += 3;
-		} else {
-			*out++ = *s;
-		}
-	}
-	*out = '\0';
-}
-
 /* True if /proc/self/mountinfo lists a fuse.lamina mount at path. */
 static bool is_lamina_mount(const char *path)
 {
@@ -46,7 +28,7 @@ static bool is_lamina_mount(const char *path)
 		if (!sep || sscanf(line, "%*s %*s %*s %*s %4095s", mnt) != 1 ||
 		    sscanf(sep + 3, "%255s", type) != 1)
 			continue;
-		unescape_octal(mnt);
+		cli_unescape_octal(mnt);
 		if (!strcmp(mnt, path) && !strcmp(type, "fuse.lamina"))
 			found = true;
 	}
