@@ -55,7 +55,7 @@ static int create_real(struct ovl_create *c, int dirfd, const char *name)
 	case S_IFREG:
 		c->fd = openat(dirfd, name,
 			       (c->open_flags & ~(O_TRUNC | O_NOCTTY)) |
-				       O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+				   O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
 			       perm);
 		return c->fd < 0 ? -errno : 0;
 	case S_IFDIR:
@@ -73,8 +73,8 @@ static int create_link(struct ovl_create *c, int dirfd, const char *name)
 
 	if (c->link_src->dirfd == AT_FDCWD)
 		flags = AT_SYMLINK_FOLLOW; /* an O_TMPFILE's /proc link */
-	if (linkat(c->link_src->dirfd, c->link_src->name, dirfd, name,
-		   flags) < 0)
+	if (linkat(c->link_src->dirfd, c->link_src->name, dirfd, name, flags) <
+	    0)
 		return -errno;
 	return 0;
 }
@@ -262,8 +262,8 @@ void ovl_op_link(struct fuse_req *req, uint64_t nodeid, uint64_t newparent,
 		return;
 	}
 	c.link_src = &src;
-	err = ovl_create_object(req, ovl_req_node(req, newparent), newname,
-				&c, &linked, &st);
+	err = ovl_create_object(req, ovl_req_node(req, newparent), newname, &c,
+				&linked, &st);
 	ovl_path_close(&src);
 	if (err) {
 		ovl_reply_status(req, err);
@@ -288,7 +288,7 @@ static void drop_name(struct ovl_fs *fs, struct ovl_node *parent,
 
 /* 1 if an empty merged directory, 0 if it has entries, or -errno. */
 static int check_empty(struct ovl_fs *fs, struct ovl_node *parent,
-		       const char *name, const struct ovl_lookup *res)
+		       const char *name, struct ovl_lookup *res)
 {
 	struct ovl_node *tmp = ovl_node_new(fs, parent, name);
 	int err;
@@ -320,25 +320,20 @@ static int remove_upper(struct ovl_fs *fs, int dirfd, const char *name,
 	return ovl_remove_tree(fs->work_fd, tmp);
 }
 
-static int remove_name(struct fuse_req *req, uint64_t parent_id,
-		       const char *name, bool is_dir)
+/* Remove what res found at name: a whiteout goes where a lower shows. */
+static int remove_found(struct ovl_fs *fs, struct ovl_node *parent,
+			const char *name, bool is_dir, struct ovl_lookup *res)
 {
-	struct ovl_fs *fs = ovl_req_fs(req);
-	struct ovl_node *parent = ovl_req_node(req, parent_id);
-	struct ovl_lookup res;
 	int dirfd, lower, err;
 
-	err = ovl_lookup_name(fs, parent, name, &res);
-	if (err)
-		return err;
-	if (is_dir != S_ISDIR(res.st.st_mode))
+	if (is_dir != S_ISDIR(res->st.st_mode))
 		return is_dir ? -ENOTDIR : -EISDIR;
 	if (is_dir) {
-		err = check_empty(fs, parent, name, &res);
+		err = check_empty(fs, parent, name, res);
 		if (err <= 0)
 			return err ? err : -ENOTEMPTY;
 	}
-	lower = res.lower >= 0 ? 1 : ovl_lower_positive(fs, parent, name);
+	lower = res->lower >= 0 ? 1 : ovl_lower_positive(fs, parent, name);
 	if (lower < 0)
 		return lower;
 	err = ovl_copy_up(fs, parent, 0);
@@ -347,15 +342,31 @@ static int remove_name(struct fuse_req *req, uint64_t parent_id,
 	dirfd = ovl_node_open_dir(fs, parent, 0, O_PATH);
 	if (dirfd < 0)
 		return dirfd;
-	if (res.upper && lower)
+	if (res->upper && lower)
 		err = ovl_whiteout_replace(fs, dirfd, name);
-	else if (res.upper)
+	else if (res->upper)
 		err = remove_upper(fs, dirfd, name, is_dir);
 	else
 		err = ovl_whiteout_create(fs, dirfd, name);
 	close(dirfd);
 	if (!err)
 		drop_name(fs, parent, name);
+	return err;
+}
+
+static int remove_name(struct fuse_req *req, uint64_t parent_id,
+		       const char *name, bool is_dir)
+{
+	struct ovl_fs *fs = ovl_req_fs(req);
+	struct ovl_node *parent = ovl_req_node(req, parent_id);
+	struct ovl_lookup res;
+	int err;
+
+	err = ovl_lookup_name(fs, parent, name, &res);
+	if (err)
+		return err;
+	err = remove_found(fs, parent, name, is_dir, &res);
+	ovl_lookup_release(&res);
 	return err;
 }
 

@@ -52,8 +52,9 @@ ino_t ovl_xino(struct ovl_fs *fs, int layer, ino_t ino)
 	if (!fs->xino_shift || !fsid)
 		return ino;
 	if ((uint64_t)ino >> fs->xino_shift) {
-		log_warn_rl("inode number %llu of layer %s is too large for xino",
-			    (unsigned long long)ino, fs->layers[layer].path);
+		log_warn_rl(
+		    "inode number %llu of layer %s is too large for xino",
+		    (unsigned long long)ino, fs->layers[layer].path);
 		return ino;
 	}
 	return ino | (fsid << fs->xino_shift);
@@ -162,34 +163,49 @@ static bool redirect_valid(const char *s, bool absolute)
 }
 
 /*
- * overlay.redirect on a moved directory: an absolute path from the layer
- * roots, or a name in the parent's lower directory. Store the lower path
- * it resolves to in res->redirect.
+ * overlay.redirect on a moved directory found in layer: an absolute path
+ * from the layer roots, or a new name in the parent's directory. It
+ * applies to the layers below layer, so it joins res->chain from there.
+ * The redirect of an upper directory is also stored resolved, as the
+ * path in the top lower layer, in res->redirect.
  */
-static void read_redirect(struct ovl_fs *fs, struct ovl_node *parent,
-			  int dirfd, const char *name, struct ovl_lookup *res)
+static int read_redirect(struct ovl_fs *fs, struct ovl_node *parent, int layer,
+			 int dirfd, const char *name, struct ovl_lookup *res)
 {
 	char attr[64], value[OVL_PATH_MAX];
 	bool absolute;
 	size_t len;
 	int n;
 
+	if (layer + 1 >= fs->nlayers)
+		return 0;
 	ovl_xattr_name(fs, attr, sizeof(attr), "redirect");
 	n = ovl_do_getxattr(dirfd, name, attr, value, sizeof(value) - 1);
 	if (n <= 0)
-		return;
+		return 0;
+	/* As overlayfs: a redirect that may not be followed is an error. */
+	if (fs->config.redirect == OVL_REDIRECT_NOFOLLOW) {
+		log_warn_rl("refusing to follow the redirect of directory %s",
+			    name);
+		return -EPERM;
+	}
 	value[n] = '\0';
 	absolute = value[0] == '/';
 	if (!redirect_valid(absolute ? value + 1 : value, absolute)) {
 		log_warn_rl("invalid redirect '%s' on directory %s ignored",
 			    value, name);
-		return;
+		return 0;
 	}
+	if (ovl_redirect_add(&res->chain, layer + 1,
+			     absolute ? value + 1 : value, !absolute))
+		return -ENOMEM;
+	if (layer != 0 || !fs->upper)
+		return 0;
 	if (absolute) {
 		strcpy(res->redirect, value + 1);
-		return;
+		return 0;
 	}
-	if (ovl_node_lower_path(fs, parent, res->redirect,
+	if (ovl_node_lower_path(fs, parent, fs->first_lower, res->redirect,
 				sizeof(res->redirect)))
 		goto too_long;
 	len = strlen(res->redirect);
@@ -198,10 +214,11 @@ static void read_redirect(struct ovl_fs *fs, struct ovl_node *parent,
 	if (len)
 		res->redirect[len++] = '/';
 	strcpy(res->redirect + len, value);
-	return;
+	return 0;
 too_long:
 	res->redirect[0] = '\0';
 	log_warn_rl("redirect of directory %s is too long", name);
+	return 0;
 }
 
 /* Look in the upper layer. Returns 1 if lower layers must be searched. */
@@ -229,11 +246,14 @@ static int lookup_upper(struct ovl_fs *fs, struct ovl_node *parent,
 		if (S_ISDIR(st.st_mode)) {
 			res->opaque = ovl_check_opaque(fs, dirfd, name);
 			more = !res->opaque;
-			if (more && fs->config.redirect != OVL_REDIRECT_NOFOLLOW)
-				read_redirect(fs, parent, dirfd, name, res);
+			if (more)
+				err = read_redirect(fs, parent, 0, dirfd, name,
+						    res);
+			if (err)
+				more = err;
 		} else {
-			res->st.st_ino = ovl_origin_ino(fs, dirfd, name,
-							st.st_ino);
+			res->st.st_ino =
+			    ovl_origin_ino(fs, dirfd, name, st.st_ino);
 			more = 0;
 		}
 	}
@@ -258,11 +278,12 @@ static bool lower_is_whiteout(struct ovl_fs *fs, int dirfd, const char *name,
  * Merge one lower layer's entry into res. Returns 1 to go on to the
  * next layer, 0 to stop.
  */
-static int lookup_lower_one(struct ovl_fs *fs, int layer, int dirfd,
-			    const char *name, const struct stat *st,
-			    struct ovl_lookup *res)
+static int lookup_lower_one(struct ovl_fs *fs, struct ovl_node *parent,
+			    int layer, int dirfd, const char *name,
+			    const struct stat *st, struct ovl_lookup *res)
 {
 	bool found = res->upper || res->lower >= 0;
+	int err;
 
 	if (lower_is_whiteout(fs, dirfd, name, st))
 		return 0;
@@ -280,65 +301,79 @@ static int lookup_lower_one(struct ovl_fs *fs, int layer, int dirfd,
 	res->lower_last = layer;
 	if (!S_ISDIR(st->st_mode))
 		return 0;
-	return !ovl_check_opaque(fs, dirfd, name);
+	if (ovl_check_opaque(fs, dirfd, name))
+		return 0;
+	err = read_redirect(fs, parent, layer, dirfd, name, res);
+	return err ? err : 1;
 }
 
 /*
- * A moved directory: look for its redirect in every lower layer, from
- * the top, and merge what is found there.
+ * Open the directory where the name being looked up sits in layer, and
+ * point *base at its name there: below the parent under its own name,
+ * or where a redirect met higher up says.
  */
-static int lookup_redirect(struct ovl_fs *fs, struct ovl_lookup *res)
+static int open_lower_at(struct ovl_fs *fs, struct ovl_node *parent,
+			 const char *name, const struct ovl_lookup *res,
+			 int layer, char *dir, const char **base)
 {
-	char dir[OVL_PATH_MAX], *base;
-	struct stat st;
-	int i, dirfd, err, more = 1;
+	const struct ovl_redirect *r = ovl_redirect_at(res->chain, layer);
+	char *slash;
 
-	strcpy(dir, res->redirect);
-	base = strrchr(dir, '/');
-	if (base)
-		*base++ = '\0';
-	else {
-		base = res->redirect;
-		dir[0] = '\0';
+	if (!r || r->relative) {
+		*base = r ? r->path : name;
+		return ovl_node_open_dir(fs, parent, layer, O_PATH);
 	}
-	for (i = fs->first_lower; more && i < fs->nlayers; i++) {
-		dirfd = ovl_open_layer_dir(fs->layers[i].fd, dir, O_PATH);
+	strcpy(dir, r->path);
+	slash = strrchr(dir, '/');
+	if (slash) {
+		*slash = '\0';
+		*base = r->path + (slash - dir) + 1;
+	} else {
+		dir[0] = '\0';
+		*base = r->path;
+	}
+	return ovl_open_layer_dir(fs->layers[layer].fd, dir, O_PATH);
+}
+
+/*
+ * Search the lower layers from the top. The parent's lower range bounds
+ * the search, unless an absolute redirect sends it to paths that any
+ * lower layer may hold.
+ */
+static int lookup_lowers(struct ovl_fs *fs, struct ovl_node *parent,
+			 const char *name, struct ovl_lookup *res)
+{
+	char dir[OVL_PATH_MAX];
+	const struct ovl_redirect *r;
+	const char *base;
+	int i, last, dirfd, err, more = 1;
+	struct stat st;
+
+	i = parent->lower;
+	last = parent->lower_last;
+	r = ovl_redirect_at(res->chain, fs->first_lower);
+	if (r && !r->relative) {
+		i = fs->first_lower;
+		last = fs->nlayers - 1;
+	}
+	for (; more && i >= 0 && i <= last; i++) {
+		r = ovl_redirect_at(res->chain, i);
+		if (r && !r->relative)
+			last = fs->nlayers - 1;
+		dirfd = open_lower_at(fs, parent, name, res, i, dir, &base);
 		if (dirfd == -ENOENT || dirfd == -ENOTDIR)
 			continue;
 		if (dirfd < 0)
 			return dirfd;
 		err = ovl_do_fstatat(dirfd, base, &st);
 		if (err == 0)
-			more = lookup_lower_one(fs, i, dirfd, base, &st, res);
+			more = lookup_lower_one(fs, parent, i, dirfd, base, &st,
+						res);
 		close(dirfd);
 		if (err && err != -ENOENT)
 			return err;
-	}
-	return 0;
-}
-
-static int lookup_lowers(struct ovl_fs *fs, struct ovl_node *parent,
-			 const char *name, struct ovl_lookup *res)
-{
-	struct stat st;
-	int i, dirfd, err, more = 1;
-
-	if (res->redirect[0])
-		return lookup_redirect(fs, res);
-
-	for (i = parent->lower; more && i >= 0 && i <= parent->lower_last;
-	     i++) {
-		dirfd = ovl_node_open_dir(fs, parent, i, O_PATH);
-		if (dirfd == -ENOENT || dirfd == -ENOTDIR)
-			continue;
-		if (dirfd < 0)
-			return dirfd;
-		err = ovl_do_fstatat(dirfd, name, &st);
-		if (err == 0)
-			more = lookup_lower_one(fs, i, dirfd, name, &st, res);
-		close(dirfd);
-		if (err && err != -ENOENT)
-			return err;
+		if (more < 0)
+			return more;
 	}
 	return 0;
 }
@@ -354,19 +389,31 @@ int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *parent,
 		return -ENAMETOOLONG;
 	if (ovl_node_has(parent, OVL_N_UPPER)) {
 		more = lookup_upper(fs, parent, name, res);
-		if (more < 0)
+		if (more < 0) {
+			ovl_lookup_release(res);
 			return more;
+		}
 		if (ovl_node_has(parent, OVL_N_OPAQUE))
 			more = 0;
 	}
 	if (more) {
 		err = lookup_lowers(fs, parent, name, res);
-		if (err)
+		if (err) {
+			ovl_lookup_release(res);
 			return err;
+		}
 	}
-	if (!res->upper && res->lower < 0)
+	if (!res->upper && res->lower < 0) {
+		ovl_lookup_release(res);
 		return -ENOENT;
+	}
 	return 0;
+}
+
+void ovl_lookup_release(struct ovl_lookup *res)
+{
+	ovl_redirect_free(res->chain);
+	res->chain = NULL;
 }
 
 /* 1 if a lower layer shows an entry at name below parent, else 0. */
@@ -380,12 +427,14 @@ int ovl_lower_positive(struct ovl_fs *fs, struct ovl_node *parent,
 		return 0;
 	lookup_init(&res);
 	err = lookup_lowers(fs, parent, name, &res);
+	ovl_lookup_release(&res);
 	if (err)
 		return err;
 	return res.lower >= 0;
 }
 
-void ovl_node_fill(struct ovl_node *node, const struct ovl_lookup *res)
+/* Fill node from res; the node takes over res->chain. */
+void ovl_node_fill(struct ovl_node *node, struct ovl_lookup *res)
 {
 	unsigned int flags = 0;
 
@@ -393,8 +442,11 @@ void ovl_node_fill(struct ovl_node *node, const struct ovl_lookup *res)
 	node->ino = res->st.st_ino;
 	node->lower = res->lower;
 	node->lower_last = res->lower_last;
-	if (res->redirect[0] && res->lower >= 0)
-		node->redirect = strdup(res->redirect);
+	if (res->lower >= 0) {
+		node->redirect = res->chain;
+		res->chain = NULL;
+	}
+	ovl_lookup_release(res);
 	if (res->upper)
 		flags |= OVL_N_UPPER;
 	if (res->opaque)
@@ -469,8 +521,10 @@ int ovl_lookup_node(struct ovl_fs *fs, struct ovl_node *parent,
 	if (err)
 		return err;
 	node = ovl_node_new(fs, parent, name);
-	if (!node)
+	if (!node) {
+		ovl_lookup_release(&res);
 		return -ENOMEM;
+	}
 	ovl_node_fill(node, &res);
 	*out = ovl_node_insert(fs, node);
 	*st = res.st;

@@ -95,7 +95,7 @@ static void node_free(struct ovl_fs *fs, struct ovl_node *node)
 	if (node->anon_fd >= 0)
 		close(node->anon_fd);
 	ovl_dir_put(node->listing);
-	free(node->redirect);
+	ovl_redirect_free(node->redirect);
 	pthread_mutex_destroy(&node->lock);
 	free(node->name);
 	free(node);
@@ -316,8 +316,8 @@ struct ovl_node *ovl_node_peek(struct ovl_fs *fs, struct ovl_node *parent,
 	return node_find(fs, parent, name, false);
 }
 
-static struct ovl_node *unhash_name(struct ovl_fs *fs,
-				    struct ovl_node *parent, const char *name)
+static struct ovl_node *unhash_name(struct ovl_fs *fs, struct ovl_node *parent,
+				    const char *name)
 {
 	uint64_t h = name_hash(parent, name);
 	struct ovl_hash_shard *s = shard_of(fs, h);
@@ -334,16 +334,11 @@ static struct ovl_node *unhash_name(struct ovl_fs *fs,
 }
 
 /* The caller holds rename_lock for writing. */
-static void set_redirect(struct ovl_node *node, const char *redirect)
+static void set_redirect(struct ovl_fs *fs, struct ovl_node *node,
+			 const char *redirect)
 {
-	char *copy = strdup(redirect);
-
-	if (!copy) {
+	if (ovl_redirect_set_top(&node->redirect, fs->first_lower, redirect))
 		log_warn_rl("no memory for the redirect of %s", node->name);
-		return;
-	}
-	free(node->redirect);
-	node->redirect = copy;
 }
 
 /* Give an unhashed node its new place and hash it there. */
@@ -392,9 +387,9 @@ int ovl_node_rename(struct ovl_fs *fs, struct ovl_node *oldparent,
 	a = unhash_name(fs, oldparent, oldname);
 	b = unhash_name(fs, newparent, newname);
 	if (a && redirects->old)
-		set_redirect(a, redirects->old);
+		set_redirect(fs, a, redirects->old);
 	if (b && exchange && redirects->new)
-		set_redirect(b, redirects->new);
+		set_redirect(fs, b, redirects->new);
 	if (a)
 		rehash(fs, a, newparent, to_new);
 	else
@@ -439,8 +434,7 @@ void ovl_node_put(struct ovl_fs *fs, struct ovl_node *node)
 	}
 }
 
-void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *node,
-		     uint64_t nlookup)
+void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *node, uint64_t nlookup)
 {
 	uint64_t h;
 	struct ovl_hash_shard *s;
@@ -469,14 +463,16 @@ void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *node,
 }
 
 /*
- * Write the path of node relative to a layer root into buf ("" for the
- * root). In the lower layers a moved directory is found at its redirect,
- * and so is everything below it. Holds rename_lock for reading while it
- * walks the parents.
+ * Write the path of node relative to the root of layer into buf ("" for
+ * the root); layer -1 gives the merged path. In a lower layer a moved directory
+ * is found at its redirect, and so is everything below it. Holds rename_lock
+ * for reading while it walks the parents.
  */
-static int node_path(struct ovl_fs *fs, struct ovl_node *node, bool lower,
+static int node_path(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		     char *buf, size_t size)
 {
+	bool lower = layer >= 0 && !fs->layers[layer].is_upper;
+	const struct ovl_redirect *r;
 	size_t pos = size - 1;
 	struct ovl_node *n;
 	int err = 0;
@@ -484,8 +480,9 @@ static int node_path(struct ovl_fs *fs, struct ovl_node *node, bool lower,
 	buf[pos] = '\0';
 	pthread_rwlock_rdlock(&fs->rename_lock);
 	for (n = node; n && n->parent; n = n->parent) {
-		const char *name = lower && n->redirect ? n->redirect : n->name;
-		bool top = !n->parent->parent || (lower && n->redirect);
+		r = lower ? ovl_redirect_at(n->redirect, layer) : NULL;
+		const char *name = r ? r->path : n->name;
+		bool top = !n->parent->parent || (r && !r->relative);
 		size_t len = strlen(name);
 		/* A slash goes before every name but the top-level one. */
 		size_t need = len + (top ? 0 : 1);
@@ -510,12 +507,12 @@ static int node_path(struct ovl_fs *fs, struct ovl_node *node, bool lower,
 int ovl_node_path(struct ovl_fs *fs, struct ovl_node *node, char *buf,
 		  size_t size)
 {
-	return node_path(fs, node, false, buf, size);
+	return node_path(fs, node, -1, buf, size);
 }
 
-/* The node's path in the lower layers, following redirects. */
-int ovl_node_lower_path(struct ovl_fs *fs, struct ovl_node *node, char *buf,
-			size_t size)
+/* The node's path in one lower layer, following redirects. */
+int ovl_node_lower_path(struct ovl_fs *fs, struct ovl_node *node, int layer,
+			char *buf, size_t size)
 {
-	return node_path(fs, node, true, buf, size);
+	return node_path(fs, node, layer, buf, size);
 }

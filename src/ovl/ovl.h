@@ -18,9 +18,9 @@ struct fuse_session;
 
 /* redirect_dir=: whether directory renames write and read redirects. */
 enum ovl_redirect_mode {
-	OVL_REDIRECT_ON,       /* create and follow (lamina's default) */
-	OVL_REDIRECT_FOLLOW,   /* follow, but renames of lower dirs fail */
-	OVL_REDIRECT_OFF,      /* as follow: overlayfs's redirect_always_follow */
+	OVL_REDIRECT_ON,     /* create and follow (lamina's default) */
+	OVL_REDIRECT_FOLLOW, /* follow, but renames of lower dirs fail */
+	OVL_REDIRECT_OFF,    /* as follow: overlayfs's redirect_always_follow */
 	OVL_REDIRECT_NOFOLLOW, /* neither create nor follow */
 };
 
@@ -50,9 +50,9 @@ struct ovl_layer {
 	uint8_t uuid[16]; /* filesystem UUID for origin file handles */
 	bool has_uuid;
 	bool is_upper;
-	uint8_t fsid; /* xino: which filesystem, 0 for the upper's */
+	uint8_t fsid;	  /* xino: which filesystem, 0 for the upper's */
 	bool fid_has_ino; /* file handles start with the 32-bit inode number */
-	int handle_fd;	  /* else: a descriptor for open_by_handle_at(), or -1 */
+	int handle_fd; /* else: a descriptor for open_by_handle_at(), or -1 */
 };
 
 /* Node flags. */
@@ -63,6 +63,18 @@ struct ovl_layer {
 #define OVL_N_IMPURE 0x10  /* upper dir may hold entries with an origin */
 
 /*
+ * A moved directory's path in the lower layers from one layer down: an
+ * absolute path from the layer root, or a relative one, a new name in
+ * the parent's directory. See redirect.c.
+ */
+struct ovl_redirect {
+	struct ovl_redirect *next; /* for layers further down */
+	int16_t layer;		   /* the first layer it applies to */
+	bool relative;
+	char path[];
+};
+
+/*
  * A node is one name of the merged tree that the kernel holds a
  * reference to. It is reached again by name from its parent, so no
  * descriptor is kept open for it: file descriptors are scarce.
@@ -71,22 +83,24 @@ struct ovl_node {
 	struct ovl_node *parent; /* holds a reference; NULL for the root */
 	char *name;
 	struct ovl_node *hash_next;
-	struct ovl_node *all_next, *all_prev; /* every live node, for teardown */
-	uint64_t nlookup;  /* kernel lookup count; under the hash shard lock */
-	atomic_uint refs;  /* children and open handles */
+	struct ovl_node *all_next,
+	    *all_prev;	  /* every live node, for teardown */
+	uint64_t nlookup; /* kernel lookup count; under the hash shard lock */
+	atomic_uint refs; /* children and open handles */
 	pthread_mutex_t lock; /* copy-up and passthrough state */
-	atomic_uint flags; /* OVL_N_* */
-	mode_t type;	   /* S_IFMT bits */
-	ino_t ino;	   /* st_ino shown to users: the origin's if any */
-	int16_t lower;	   /* topmost lower layer holding it, or -1 */
-	int16_t lower_last; /* for directories: last lower layer merged */
-	int backing_id;	   /* passthrough id, 0 when none */
+	atomic_uint flags;    /* OVL_N_* */
+	mode_t type;	      /* S_IFMT bits */
+	ino_t ino;	      /* st_ino shown to users: the origin's if any */
+	int16_t lower;	      /* topmost lower layer holding it, or -1 */
+	int16_t lower_last;   /* for directories: last lower layer merged */
+	int backing_id;	      /* passthrough id, 0 when none */
 	unsigned int backing_refs;
 	bool backing_upper; /* backing file is the upper file */
-	int anon_fd;	/* a file with no name: O_TMPFILE or unlinked, or -1 */
+	int anon_fd; /* a file with no name: O_TMPFILE or unlinked, or -1 */
 	struct ovl_file *files; /* open files, under lock */
-	struct ovl_dir *listing; /* merged listing without OPENDIR, under lock */
-	char *redirect; /* a moved directory: its path in the lowers */
+	struct ovl_dir
+	    *listing; /* merged listing without OPENDIR, under lock */
+	struct ovl_redirect *redirect; /* a moved directory: see redirect.c */
 };
 
 #define OVL_HASH_SHARDS 64
@@ -113,11 +127,11 @@ struct ovl_fs {
 	int first_lower; /* index of the topmost lower in layers */
 	int xino_shift;	 /* fsid goes in st_ino above this bit; 0: off */
 	struct ovl_layer *upper;
-	int upper_mnt_fd; /* detached mount holding upperdir and workdir */
-	int upper_lock_fd; /* upperdir, flock-ed against a second mount */
+	int upper_mnt_fd;   /* detached mount holding upperdir and workdir */
+	int upper_lock_fd;  /* upperdir, flock-ed against a second mount */
 	char *workdir_path; /* canonical */
-	int workdir_fd;	 /* workdir itself, kept locked with flock */
-	int work_fd;	 /* workdir/work: copy-up and whiteout staging */
+	int workdir_fd;	    /* workdir itself, kept locked with flock */
+	int work_fd;	    /* workdir/work: copy-up and whiteout staging */
 	const char *xattr_prefix; /* "trusted.overlay." or "user.overlay." */
 	size_t xattr_prefix_len;
 	bool rename_whiteout; /* upper fs supports RENAME_WHITEOUT */
@@ -131,11 +145,11 @@ struct ovl_fs {
 	double timeout; /* entry and attribute cache timeout, seconds */
 	atomic_uint_fast64_t nodes; /* live nodes, for the memory figures */
 	atomic_uint_fast64_t freed; /* nodes freed since memory was trimmed */
-	bool check_only; /* lamina check: set up, test, change nothing */
+	bool check_only;    /* lamina check: set up, test, change nothing */
 	char work_name[64]; /* staging directory in workdir: "work" */
-	bool dont_mask; /* the kernel leaves the umask to us */
-	bool no_opendir; /* the kernel opens directories without asking */
-	bool writeback; /* the kernel caches writes (passthrough off) */
+	bool dont_mask;	    /* the kernel leaves the umask to us */
+	bool no_opendir;    /* the kernel opens directories without asking */
+	bool writeback;	    /* the kernel caches writes (passthrough off) */
 };
 
 /* An open regular file. */
@@ -145,7 +159,7 @@ struct ovl_file {
 	struct ovl_file *next; /* in node->files */
 	pthread_mutex_t lock;  /* swapping fd after a copy-up */
 	bool lower;	       /* fd is the lower file */
-	bool backing; /* counted in node->backing_refs */
+	bool backing;	       /* counted in node->backing_refs */
 };
 
 /* A path inside one layer: a directory descriptor and a plain name. */
@@ -166,7 +180,7 @@ int ovl_parse_options(struct ovl_config *cfg, const char *opts,
 int ovl_config_finish(struct ovl_config *cfg, struct ovl_error *e);
 void ovl_config_free(struct ovl_config *cfg);
 void ovl_error_set(struct ovl_error *e, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 /* ---- super.c ---- */
 int ovl_fs_setup(struct ovl_fs *fs, struct ovl_error *e);
@@ -181,8 +195,8 @@ int ovl_check_report(struct ovl_fs *fs, ovl_check_fn report, void *arg);
 /* ---- util.c: system calls on a layer ---- */
 int ovl_open_layer_dir(int layer_fd, const char *relpath, int flags);
 int ovl_do_fstatat(int dirfd, const char *name, struct stat *st);
-int ovl_do_getxattr(int dirfd, const char *name, const char *attr,
-		    void *buf, size_t size);
+int ovl_do_getxattr(int dirfd, const char *name, const char *attr, void *buf,
+		    size_t size);
 int ovl_do_setxattr(int dirfd, const char *name, const char *attr,
 		    const void *buf, size_t size, int flags);
 int ovl_do_removexattr(int dirfd, const char *name, const char *attr);
@@ -195,8 +209,7 @@ bool ovl_is_whiteout(const struct stat *st);
 void ovl_xattr_name(const struct ovl_fs *fs, char *buf, size_t size,
 		    const char *suffix);
 bool ovl_check_opaque(struct ovl_fs *fs, int dirfd, const char *name);
-bool ovl_check_xwhiteout_dir(struct ovl_fs *fs, int dirfd,
-			     const char *name);
+bool ovl_check_xwhiteout_dir(struct ovl_fs *fs, int dirfd, const char *name);
 bool ovl_check_xwhiteout(struct ovl_fs *fs, int dirfd, const char *name,
 			 const struct stat *st);
 
@@ -229,8 +242,17 @@ void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *node,
 		     uint64_t nlookup);
 int ovl_node_path(struct ovl_fs *fs, struct ovl_node *node, char *buf,
 		  size_t size);
-int ovl_node_lower_path(struct ovl_fs *fs, struct ovl_node *node, char *buf,
-			size_t size);
+int ovl_node_lower_path(struct ovl_fs *fs, struct ovl_node *node, int layer,
+			char *buf, size_t size);
+
+/* ---- redirect.c ---- */
+const struct ovl_redirect *ovl_redirect_at(const struct ovl_redirect *r,
+					   int layer);
+int ovl_redirect_add(struct ovl_redirect **list, int layer, const char *path,
+		     bool relative);
+int ovl_redirect_set_top(struct ovl_redirect **list, int layer,
+			 const char *path);
+void ovl_redirect_free(struct ovl_redirect *r);
 static inline bool ovl_node_has(const struct ovl_node *n, unsigned int f)
 {
 	return atomic_load(&n->flags) & f;
@@ -248,22 +270,23 @@ static inline bool ovl_node_is_merged_or_lower(const struct ovl_node *n)
 /* ---- lookup.c ---- */
 /* Result of looking up one name in all layers. */
 struct ovl_lookup {
-	struct stat st;	   /* attributes of the real file, st_ino fixed up */
-	int layer;	   /* layer index the attributes come from */
-	int16_t lower;	   /* topmost lower holding the name, or -1 */
+	struct stat st; /* attributes of the real file, st_ino fixed up */
+	int layer;	/* layer index the attributes come from */
+	int16_t lower;	/* topmost lower holding the name, or -1 */
 	int16_t lower_last;
 	bool upper;
 	bool opaque;
 	bool upper_whiteout; /* the upper contains a whiteout at the name */
-	char redirect[OVL_PATH_MAX]; /* lower path of a moved dir, or "" */
+	char redirect[OVL_PATH_MAX]; /* top lower path of a moved dir, or "" */
+	struct ovl_redirect *chain;  /* every redirect met; see redirect.c */
 };
+void ovl_lookup_release(struct ovl_lookup *res);
 int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *parent,
 		    const char *name, struct ovl_lookup *res);
 int ovl_lookup_node(struct ovl_fs *fs, struct ovl_node *parent,
-		    const char *name, struct ovl_node **out,
-		    struct stat *st);
+		    const char *name, struct ovl_node **out, struct stat *st);
 int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st);
-void ovl_node_fill(struct ovl_node *node, const struct ovl_lookup *res);
+void ovl_node_fill(struct ovl_node *node, struct ovl_lookup *res);
 void ovl_node_fix_stat(const struct ovl_node *node, struct stat *st);
 int ovl_lower_positive(struct ovl_fs *fs, struct ovl_node *parent,
 		       const char *name);
@@ -307,8 +330,7 @@ struct ovl_dir {
 	size_t cap;
 	bool loaded;
 };
-int ovl_dir_load(struct ovl_fs *fs, struct ovl_node *node,
-		 struct ovl_dir *dir);
+int ovl_dir_load(struct ovl_fs *fs, struct ovl_node *node, struct ovl_dir *dir);
 void ovl_dir_clear(struct ovl_dir *dir);
 struct ovl_dir *ovl_dir_new(void);
 void ovl_dir_put(struct ovl_dir *dir);

@@ -25,16 +25,15 @@ int ovl_node_real_layer(const struct ovl_node *node)
  * NOTE: a path inside a layer is limited to OVL_PATH_MAX - 1 bytes, so
  * deeper entries give ENAMETOOLONG, which overlayfs does not.
  */
-static int node_parent_path(struct ovl_fs *fs, struct ovl_node *node,
-			    bool lower, char *buf, size_t size, char *name)
+static int node_parent_path(struct ovl_fs *fs, struct ovl_node *node, int layer,
+			    char *buf, size_t size, char *name)
 {
 	size_t max = sizeof(((struct ovl_path *)0)->name);
 	char *slash;
 	int err;
 
 	/* In the lowers, a moved directory lives at its redirect. */
-	err = lower ? ovl_node_lower_path(fs, node, buf, size)
-		    : ovl_node_path(fs, node, buf, size);
+	err = ovl_node_lower_path(fs, node, layer, buf, size);
 	if (err)
 		return err;
 	slash = strrchr(buf, '/');
@@ -78,8 +77,7 @@ int ovl_node_open_parent(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		rel[0] = '\0';
 		strcpy(path->name, ".");
 	} else {
-		err = node_parent_path(fs, node, !fs->layers[layer].is_upper, rel,
-				       sizeof(rel),
+		err = node_parent_path(fs, node, layer, rel, sizeof(rel),
 				       path->name);
 		if (err)
 			return err;
@@ -102,9 +100,7 @@ int ovl_node_open_dir(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		return -EINVAL;
 	if (ovl_node_has(node, OVL_N_DELETED))
 		return -ENOENT;
-	err = !fs->layers[layer].is_upper
-		      ? ovl_node_lower_path(fs, node, rel, sizeof(rel))
-			 : ovl_node_path(fs, node, rel, sizeof(rel));
+	err = ovl_node_lower_path(fs, node, layer, rel, sizeof(rel));
 	if (err)
 		return err;
 	return ovl_open_layer_dir(fs->layers[layer].fd, rel, flags);

@@ -26,7 +26,7 @@ struct rename_ctx {
 	unsigned int flags;
 	struct ovl_lookup old, new;
 	bool new_exists;
-	int olddir, newdir; /* upper directories, O_PATH */
+	int olddir, newdir;		 /* upper directories, O_PATH */
 	char old_redirect[OVL_PATH_MAX]; /* new lower path of the old entry */
 	char new_redirect[OVL_PATH_MAX]; /* the same for the exchanged one */
 };
@@ -36,7 +36,7 @@ struct rename_ctx {
 
 /* Copy up the entry at (parent, name), through its node if it has one. */
 static int copy_up_name(struct ovl_fs *fs, struct ovl_node *parent,
-			const char *name, const struct ovl_lookup *res)
+			const char *name, struct ovl_lookup *res)
 {
 	struct ovl_node *node = ovl_node_peek(fs, parent, name);
 	int err;
@@ -128,8 +128,8 @@ static int mark_moved_dir(struct rename_ctx *c, int dirfd, const char *name,
 			  const struct ovl_lookup *res,
 			  struct ovl_node *dest_parent, bool over_whiteout)
 {
-	bool merged_dest = dest_parent->lower >= 0 &&
-			   !ovl_node_has(dest_parent, OVL_N_OPAQUE);
+	bool merged_dest =
+	    dest_parent->lower >= 0 && !ovl_node_has(dest_parent, OVL_N_OPAQUE);
 
 	/* A directory with a lower part keeps it, through its redirect. */
 	if (!S_ISDIR(res->st.st_mode) || res->opaque || res->lower >= 0)
@@ -179,8 +179,8 @@ static int set_redirect(struct rename_ctx *c, int dirfd, const char *name,
 	if (res->redirect[0]) {
 		strcpy(resolved, res->redirect);
 	} else {
-		err = ovl_node_lower_path(c->fs, parent, resolved,
-					  OVL_PATH_MAX);
+		err = ovl_node_lower_path(c->fs, parent, c->fs->first_lower,
+					  resolved, OVL_PATH_MAX);
 		len = strlen(resolved);
 		if (err || len + strlen(name) + 2 > OVL_PATH_MAX)
 			return -EXDEV;
@@ -241,8 +241,8 @@ static int rename_move(struct rename_ctx *c, bool old_lower)
 	}
 	if (old_lower && c->fs->rename_whiteout)
 		flags = RENAME_WHITEOUT;
-	err = ovl_do_rename(c->olddir, c->oldname, c->newdir, c->newname,
-			    flags);
+	err =
+	    ovl_do_rename(c->olddir, c->oldname, c->newdir, c->newname, flags);
 	if (err == -ENOTEMPTY && c->new.upper) {
 		err = clear_target_dir(c);
 		if (!err)
@@ -287,9 +287,8 @@ static int do_rename(struct rename_ctx *c)
 	if (err)
 		return err;
 	old_lower = c->old.lower >= 0
-			    ? 1
-			    : ovl_lower_positive(c->fs, c->oldparent,
-						 c->oldname);
+			? 1
+			: ovl_lower_positive(c->fs, c->oldparent, c->oldname);
 	if (old_lower < 0)
 		return old_lower;
 	err = open_upper_dirs(c);
@@ -308,21 +307,22 @@ static int do_rename(struct rename_ctx *c)
 }
 
 void ovl_op_rename(struct fuse_req *req, uint64_t parent, const char *name,
-		   uint64_t newparent, const char *newname,
-		   unsigned int flags)
+		   uint64_t newparent, const char *newname, unsigned int flags)
 {
 	struct rename_ctx c = {
-		.fs = ovl_req_fs(req),
-		.oldparent = ovl_req_node(req, parent),
-		.newparent = ovl_req_node(req, newparent),
-		.oldname = name,
-		.newname = newname,
-		.flags = flags,
-		.olddir = -1,
-		.newdir = -1,
+	    .fs = ovl_req_fs(req),
+	    .oldparent = ovl_req_node(req, parent),
+	    .newparent = ovl_req_node(req, newparent),
+	    .oldname = name,
+	    .newname = newname,
+	    .flags = flags,
+	    .olddir = -1,
+	    .newdir = -1,
 	};
 	int err = do_rename(&c);
 
+	ovl_lookup_release(&c.old);
+	ovl_lookup_release(&c.new);
 	if (c.olddir >= 0)
 		close(c.olddir);
 	if (c.newdir >= 0)

@@ -1,0 +1,109 @@
+"""Redirects found in lower layers, as an upper becomes a lower.
+
+A layer that was once an upper may hold moved directories: a directory
+with overlay.redirect and a whiteout at its old name. Mounted as a lower
+layer, the kernel follows such redirects into the layers below; these
+tests build such layers by hand and compare both implementations.
+"""
+
+import os
+import stat
+
+import pytest
+
+from helpers import read_file, write_file
+
+REDIRECT = "trusted.overlay.redirect"
+
+
+def whiteout(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.mknod(path, stat.S_IFCHR | 0o600, 0)
+
+
+def moved_dir(path, redirect):
+    os.makedirs(path, exist_ok=True)
+    os.setxattr(path, REDIRECT, redirect.encode())
+
+
+def base_tree(stack, layer):
+    write_file(stack.lo(layer, "a", "b", "f"), "f")
+    write_file(stack.lo(layer, "a", "g"), "g")
+    os.makedirs(stack.lo(layer, "c"))
+
+
+@pytest.mark.parametrize("upper", [True, False])
+def test_absolute_redirect_in_lower(stack, upper):
+    """A lower dir with an absolute redirect merges the old place below."""
+    base_tree(stack, 1)
+    moved_dir(stack.lo(0, "c", "a2"), "/a")
+    write_file(stack.lo(0, "c", "a2", "new"), "new")
+    whiteout(stack.lo(0, "a"))
+    stack.mount(extra=["redirect_dir=on"], upper=upper)
+
+    assert sorted(os.listdir(stack.merged)) == ["c"]
+    assert sorted(os.listdir(stack.m("c", "a2"))) == ["b", "g", "new"]
+    assert read_file(stack.m("c", "a2", "b", "f")) == b"f"
+    assert read_file(stack.m("c", "a2", "g")) == b"g"
+
+
+def test_relative_redirect_in_lower(stack):
+    """A relative redirect names the old entry in the same parent."""
+    base_tree(stack, 1)
+    moved_dir(stack.lo(0, "a3"), "a")
+    whiteout(stack.lo(0, "a"))
+    stack.mount(extra=["redirect_dir=on"])
+
+    assert sorted(os.listdir(stack.merged)) == ["a3", "c"]
+    assert sorted(os.listdir(stack.m("a3"))) == ["b", "g"]
+    assert read_file(stack.m("a3", "b", "f")) == b"f"
+
+
+def test_chained_redirects(make_stack):
+    """Moved twice in two layers: each redirect leads one layer further."""
+    stack = make_stack(nlower=3)
+    base_tree(stack, 2)
+    moved_dir(stack.lo(1, "x"), "/a")
+    write_file(stack.lo(1, "x", "mid"), "mid")
+    whiteout(stack.lo(1, "a"))
+    moved_dir(stack.lo(0, "c", "y"), "/x")
+    whiteout(stack.lo(0, "x"))
+    stack.mount(extra=["redirect_dir=on"])
+
+    assert sorted(os.listdir(stack.merged)) == ["c"]
+    assert sorted(os.listdir(stack.m("c", "y"))) == ["b", "g", "mid"]
+    assert read_file(stack.m("c", "y", "b", "f")) == b"f"
+
+
+def test_lower_redirect_then_write_and_rename(stack):
+    """A dir moved in a lower layer takes writes and moves again."""
+    base_tree(stack, 1)
+    moved_dir(stack.lo(0, "c", "a2"), "/a")
+    whiteout(stack.lo(0, "a"))
+    stack.mount(extra=["redirect_dir=on"])
+
+    write_file(stack.m("c", "a2", "b", "h"), "h")
+    os.rename(stack.m("c", "a2"), stack.m("z"))
+    stack.unmount()
+    stack.mount(extra=["redirect_dir=on"])
+
+    assert sorted(os.listdir(stack.merged)) == ["c", "z"]
+    assert sorted(os.listdir(stack.m("z", "b"))) == ["f", "h"]
+    assert read_file(stack.m("z", "g")) == b"g"
+
+
+def test_nofollow_refuses_lower_redirect(stack):
+    """With redirect_dir=nofollow a dir that carries a redirect is EPERM.
+
+    overlayfs refuses to look up a directory whose redirect it may not
+    follow, rather than show it without its moved contents.
+    """
+    base_tree(stack, 1)
+    moved_dir(stack.lo(0, "c", "a2"), "/a")
+    write_file(stack.lo(0, "c", "a2", "new"), "new")
+    whiteout(stack.lo(0, "a"))
+    stack.mount(extra=["redirect_dir=nofollow"], upper=False)
+
+    with pytest.raises(PermissionError):
+        os.listdir(stack.m("c", "a2"))
+    assert sorted(os.listdir(stack.m("c"))) == ["a2"]
