@@ -41,6 +41,15 @@ void cli_unescape_octal(char *s);
 int daemon_link_listen(const char *mountpoint);
 int daemon_link_connect(const char *mountpoint);
 void daemon_link_wait(int fd, const char *mountpoint);
+
+/* daemon_answer.c: the daemon's side; a reply is malloc-ed, *len set. */
+typedef char *(*daemon_link_reply_fn)(void *arg, size_t *len);
+int daemon_link_serve(int listen_fd, daemon_link_reply_fn reply, void *arg);
+void daemon_link_stop(void);
+void daemon_link_release(void);
+
+/* daemon_config.c: the reply of a lamina daemon; arg is its ovl_fs. */
+char *daemon_config_reply(void *arg, size_t *len);
 enum ovl_check_level;
 void cli_print_warning(void *arg, enum ovl_check_level level, const char *msg);
 int cli_parse_mount_args(int argc, char **argv, struct mount_args *args);

@@ -1,14 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
- * A link between a mount's daemon and lamina umount. The daemon listens
- * on an abstract socket named after its mount point until it has
- * finished. So lamina umount can wait for the daemon's cleanup (the
- * volatile marker, the workdir lock) before it returns.
+ * A link between a mount's daemon and the commands that manage it. The
+ * daemon listens on an abstract socket named after its mount point until
+ * it has finished. lamina umount connects and waits for the daemon's
+ * cleanup (the volatile marker, the workdir lock) before it returns;
+ * lamina status, diff and reset send "config" and read the daemon's
+ * configuration (daemon_answer.c is the daemon's side).
  */
 #include "cli.h"
+#include "stack.h"
 
 #include <errno.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -18,6 +22,10 @@
 
 /* Seconds lamina umount waits for the daemon to finish. */
 #define DAEMON_EXIT_WAIT 30
+/* Seconds a query waits for the daemon's whole reply. */
+#define DAEMON_QUERY_WAIT 5
+/* Largest reply accepted: 500 lower layers of PATH_MAX bytes and more. */
+#define DAEMON_REPLY_MAX (4 << 20)
 
 static socklen_t link_address(const char *mountpoint, struct sockaddr_un *a)
 {
@@ -76,10 +84,112 @@ void daemon_link_wait(int fd, const char *mountpoint)
 	if (fd < 0)
 		return;
 	if (poll(&p, 1, DAEMON_EXIT_WAIT * 1000) <= 0)
-		fprintf(stderr, "lamina: warning: the daemon of %s is still running after %d seconds\n",
-			mountpoint, DAEMON_EXIT_WAIT);
+		fprintf(
+		    stderr,
+		    "lamina: warning: the daemon of %s is still running after %d seconds\n",
+		    mountpoint, DAEMON_EXIT_WAIT);
 	else if (read(fd, &byte, 1) < 0 && errno != ECONNRESET)
-		fprintf(stderr, "lamina: warning: waiting for the daemon of %s failed: %s\n",
-			mountpoint, strerror(errno));
+		fprintf(
+		    stderr,
+		    "lamina: warning: waiting for the daemon of %s failed: %s\n",
+		    mountpoint, strerror(errno));
 	close(fd);
+}
+
+/* Read the daemon's reply until it closes the connection. */
+static int query_read(int fd, char **reply, size_t *len)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	size_t cap = 0, n = 0;
+	char *buf = NULL, *grown;
+	ssize_t got;
+	int err = 0;
+
+	for (;;) {
+		if (n + 4096 > cap) {
+			cap = cap ? cap * 2 : 8192;
+			grown =
+			    cap > DAEMON_REPLY_MAX ? NULL : realloc(buf, cap);
+			if (!grown) {
+				err = cap > DAEMON_REPLY_MAX ? -EMSGSIZE
+							     : -ENOMEM;
+				break;
+			}
+			buf = grown;
+		}
+		if (poll(&p, 1, DAEMON_QUERY_WAIT * 1000) <= 0) {
+			err = -ETIMEDOUT;
+			break;
+		}
+		got = read(fd, buf + n, cap - n - 1);
+		if (got <= 0) {
+			err = got < 0 ? -errno : 0;
+			break;
+		}
+		n += (size_t)got;
+	}
+	if (err) {
+		free(buf);
+		return err;
+	}
+	buf[n] = '\0';
+	*reply = buf;
+	*len = n;
+	return 0;
+}
+
+/* One "key=value" field of the reply. */
+static int query_field(struct cli_stack *s, const char *field, bool *seen)
+{
+	const char *value = strchr(field, '=');
+	char err[1024];
+	size_t klen;
+
+	if (!value)
+		return -EPROTO;
+	klen = (size_t)(value++ - field);
+	if (klen == 7 && !strncmp(field, "options", klen)) {
+		if (cli_stack_from_options(value, s, err, sizeof(err)))
+			return -EPROTO;
+		s->options = strdup(value);
+		*seen = true;
+		return s->options ? 0 : -ENOMEM;
+	}
+	if (klen == 3 && !strncmp(field, "pid", klen))
+		s->pid = (pid_t)atol(value);
+	else if (klen == 11 && !strncmp(field, "passthrough", klen))
+		s->passthrough = !strcmp(value, "1");
+	else if (klen == 4 && !strncmp(field, "xino", klen))
+		snprintf(s->xino, sizeof(s->xino), "%s", value);
+	return 0;
+}
+
+/*
+ * Ask the daemon of mountpoint (canonical) for its configuration: the
+ * layers with absolute paths, the options, its pid and whether FUSE
+ * passthrough is in use. Returns 0 or a negative errno.
+ */
+int daemon_link_query(const char *mountpoint, struct cli_stack *s)
+{
+	int fd = daemon_link_connect(mountpoint), err;
+	bool seen = false;
+	char *reply = NULL, *p;
+	size_t len = 0;
+
+	if (fd < 0)
+		return -ECONNREFUSED;
+	if (send(fd, "config\n", 7, MSG_NOSIGNAL) != 7) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	err = query_read(fd, &reply, &len);
+	close(fd);
+	/* Fields end with a NUL byte: paths may hold any other byte. */
+	for (p = reply; !err && p && p < reply + len; p += strlen(p) + 1)
+		err = query_field(s, p, &seen);
+	free(reply);
+	if (!err && !seen)
+		err = -EPROTO;
+	return err;
 }

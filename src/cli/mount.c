@@ -143,10 +143,14 @@ static void on_serve_exit(void *arg)
 	kill(getpid(), SIGUSR1);
 }
 
-/* Serve until unmounted or stopped by a signal; write to ready_fd after INIT. */
-static int serve(struct fuse_session *se, const char *fs_mountpoint,
-		 int ready_fd)
+/*
+ * Serve until unmounted or stopped by a signal; write to ready_fd after
+ * INIT. link is the daemon link's socket, answered from here on.
+ */
+static int serve(struct ovl_fs *fs, int link, int ready_fd)
 {
+	struct fuse_session *se = fs->se;
+	const char *fs_mountpoint = fs->config.mountpoint;
 	sigset_t set;
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	unsigned int workers = cpus > 2 ? (unsigned int)cpus * 2 : 4;
@@ -169,6 +173,9 @@ static int serve(struct fuse_session *se, const char *fs_mountpoint,
 	}
 	if (fuse_session_wait_ready(se)) {
 		log_info("serving %s", fs_mountpoint);
+		if (link >= 0 &&
+		    daemon_link_serve(link, daemon_config_reply, fs) < 0)
+			log_warn("lamina status cannot ask this daemon for its configuration: starting the daemon link failed");
 		if (ready_fd >= 0 && write(ready_fd, "R", 1) != 1)
 			log_warn("telling the parent the mount is ready failed");
 	}
@@ -184,6 +191,7 @@ static int serve(struct fuse_session *se, const char *fs_mountpoint,
 	}
 	fuse_session_unmount(se);
 	fuse_session_join(se);
+	daemon_link_stop();
 	log_info("%s unmounted, exiting", fs_mountpoint);
 	return 0;
 }
@@ -216,8 +224,9 @@ static void detach_stdio(void)
 	close(fd);
 }
 
-static int serve_background(struct fuse_session *se, const char *mnt)
+static int serve_background(struct ovl_fs *fs, int link)
 {
+	const char *mnt = fs->config.mountpoint;
 	int pipefd[2], rc;
 	pid_t pid;
 
@@ -240,7 +249,7 @@ static int serve_background(struct fuse_session *se, const char *mnt)
 		log_warn("chdir / failed: %s", strerror(errno));
 	detach_stdio();
 	log_use_syslog();
-	return serve(se, mnt, pipefd[1]);
+	return serve(fs, link, pipefd[1]);
 }
 
 /* cmd_mount() for options it does not own: it frees args->options. */
@@ -294,12 +303,13 @@ int cmd_mount(struct mount_args *args)
 	/* Held until the daemon has finished, for lamina umount to wait on. */
 	link = daemon_link_listen(fs->config.mountpoint);
 	if (args->foreground)
-		rc = serve(se, fs->config.mountpoint, -1);
+		rc = serve(fs, link, -1);
 	else
-		rc = serve_background(se, fs->config.mountpoint);
+		rc = serve_background(fs, link);
 out:
 	fuse_session_destroy(se);
 	ovl_fs_teardown(fs);
+	daemon_link_release();
 	if (link >= 0)
 		close(link);
 	free(fs);

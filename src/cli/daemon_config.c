@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * The configuration a daemon sends over the daemon link: fields of the
+ * form key=value, each ending with a NUL byte. "options" comes first and
+ * holds mount options that mount the same stack again, with absolute
+ * paths; the fields after it say what is in effect.
+ */
+#include "cli.h"
+#include "ovl/ovl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mount.h>
+#include <unistd.h>
+
+/* Generic mount flags and their option names, for the options field. */
+static const struct {
+	unsigned long flag;
+	const char *name;
+} flag_names[] = {
+    {MS_RDONLY, "ro"},	       {MS_NOSUID, "nosuid"},
+    {MS_NODEV, "nodev"},       {MS_NOEXEC, "noexec"},
+    {MS_SYNCHRONOUS, "sync"},  {MS_DIRSYNC, "dirsync"},
+    {MS_NOATIME, "noatime"},   {MS_NODIRATIME, "nodiratime"},
+    {MS_RELATIME, "relatime"}, {MS_STRICTATIME, "strictatime"},
+    {MS_LAZYTIME, "lazytime"},
+};
+
+/* A path in option syntax: backslash, colon and comma get a backslash. */
+static void put_path(FILE *f, const char *path)
+{
+	for (; *path; path++) {
+		if (*path == '\\' || *path == ':' || *path == ',')
+			fputc('\\', f);
+		fputc(*path, f);
+	}
+}
+
+static const char *const redirect_names[] = {
+    [OVL_REDIRECT_ON] = "on",
+    [OVL_REDIRECT_FOLLOW] = "follow",
+    [OVL_REDIRECT_OFF] = "off",
+    [OVL_REDIRECT_NOFOLLOW] = "nofollow",
+};
+
+static void put_options(FILE *f, const struct ovl_fs *fs)
+{
+	const struct ovl_config *cfg = &fs->config;
+	size_t i;
+	int l;
+
+	fputs("options=lowerdir=", f);
+	for (l = fs->first_lower; l < fs->nlayers; l++) {
+		if (l > fs->first_lower)
+			fputc(':', f);
+		put_path(f, fs->layers[l].path);
+	}
+	if (fs->upper) {
+		fputs(",upperdir=", f);
+		put_path(f, fs->upper->path);
+		fputs(",workdir=", f);
+		put_path(f, fs->workdir_path);
+	}
+	fprintf(f, ",redirect_dir=%s,xino=%s,passthrough=%s",
+		redirect_names[cfg->redirect], cfg->xino_off ? "off" : "auto",
+		cfg->passthrough ? "on" : "off");
+	if (cfg->userxattr)
+		fputs(",userxattr", f);
+	if (cfg->volatile_mount)
+		fputs(",volatile", f);
+	if (cfg->allow_other)
+		fputs(",allow_other", f);
+	if (cfg->fsname) {
+		fputs(",fsname=", f);
+		put_path(f, cfg->fsname);
+	}
+	for (i = 0; i < sizeof(flag_names) / sizeof(flag_names[0]); i++)
+		if (cfg->mount_flags & flag_names[i].flag)
+			fprintf(f, ",%s", flag_names[i].name);
+	fputc('\0', f);
+}
+
+/* daemon_link_reply_fn for a lamina daemon; arg is its struct ovl_fs. */
+char *daemon_config_reply(void *arg, size_t *len)
+{
+	const struct ovl_fs *fs = arg;
+	char *buf = NULL;
+	FILE *f = open_memstream(&buf, len);
+
+	if (!f)
+		return NULL;
+	put_options(f, fs);
+	fprintf(f, "pid=%d%c", (int)getpid(), '\0');
+	fprintf(f, "passthrough=%d%c", atomic_load(&fs->passthrough_ok) ? 1 : 0,
+		'\0');
+	fprintf(f, "xino=%s%c", fs->xino_shift ? "on" : "off", '\0');
+	fprintf(f, "mountpoint=%s%c", fs->config.mountpoint, '\0');
+	if (fclose(f)) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
