@@ -30,6 +30,8 @@ packages=(
 	attr
 	acl
 	rsync
+	# makes mknod fail for the xattr whiteout tests
+	strace
 	tar
 	gzip
 	# mke2fs, for the test of an upper filesystem without d_type

@@ -173,7 +173,7 @@ int ovl_create_object(struct fuse_req *req, struct ovl_node *parent,
 	if (dirfd < 0)
 		return dirfd;
 	err = ovl_do_fstatat(dirfd, name, &cur);
-	if (err == 0 && ovl_is_whiteout(&cur))
+	if (err == 0 && ovl_upper_is_whiteout(fs, dirfd, name, &cur))
 		err = create_over_whiteout(req, c, dirfd, name, &opaque);
 	else if (err == 0)
 		err = -EEXIST;

@@ -236,7 +236,7 @@ static int lookup_upper(struct ovl_fs *fs, struct ovl_node *parent,
 		close(dirfd);
 		return err == -ENOENT ? 1 : err;
 	}
-	if (ovl_is_whiteout(&st)) {
+	if (ovl_upper_is_whiteout(fs, dirfd, name, &st)) {
 		res->upper_whiteout = true;
 		more = 0;
 	} else {

@@ -135,6 +135,7 @@ struct ovl_fs {
 	const char *xattr_prefix; /* "trusted.overlay." or "user.overlay." */
 	size_t xattr_prefix_len;
 	bool rename_whiteout; /* upper fs supports RENAME_WHITEOUT */
+	bool xwhiteouts;      /* whiteouts are xattr files: no mknod 0/0 */
 	struct ovl_node *root;
 	struct ovl_hash_shard shards[OVL_HASH_SHARDS];
 	struct ovl_node_list all[OVL_ALL_SHARDS];
@@ -314,6 +315,9 @@ int ovl_set_origin(struct ovl_fs *fs, struct ovl_path *lower,
 /* ---- whiteout.c ---- */
 int ovl_whiteout_create(struct ovl_fs *fs, int dirfd, const char *name);
 int ovl_whiteout_replace(struct ovl_fs *fs, int dirfd, const char *name);
+int ovl_whiteout_mark_dir(struct ovl_fs *fs, int dirfd);
+bool ovl_upper_is_whiteout(struct ovl_fs *fs, int dirfd, const char *name,
+			   const struct stat *st);
 int ovl_set_opaque(struct ovl_fs *fs, int dirfd, const char *name);
 
 /* ---- readdir.c ---- */

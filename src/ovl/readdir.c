@@ -296,7 +296,9 @@ static int load_upper(struct load_ctx *ctx, struct ovl_node *node)
 		close(fd);
 		return -errno;
 	}
-	err = read_layer(ctx, fd, 0, false);
+	err = read_layer(ctx, fd, 0,
+			 ctx->fs->config.userxattr &&
+				 ovl_check_xwhiteout_dir(ctx->fs, fd, "."));
 	if (err)
 		return err;
 	ctx->nupper = ctx->dir->count - 2;

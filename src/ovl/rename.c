@@ -233,8 +233,10 @@ static int rename_move(struct rename_ctx *c, bool old_lower)
 		return err;
 	if (is_dir && c->new.upper_whiteout) {
 		/* A directory cannot replace the whiteout: swap them. */
-		err = ovl_do_rename(c->olddir, c->oldname, c->newdir,
-				    c->newname, RENAME_EXCHANGE);
+		err = old_lower ? ovl_whiteout_mark_dir(c->fs, c->olddir) : 0;
+		if (!err)
+			err = ovl_do_rename(c->olddir, c->oldname, c->newdir,
+					    c->newname, RENAME_EXCHANGE);
 		if (!err && !old_lower && unlinkat(c->olddir, c->oldname, 0))
 			err = -errno;
 		return err;

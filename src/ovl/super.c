@@ -563,9 +563,14 @@ static int check_upper_fs(struct ovl_fs *fs, struct ovl_error *e)
 	}
 	if (mknodat(fs->work_fd, tmp, S_IFCHR, makedev(0, 0)) < 0) {
 		err = -errno;
-		ovl_error_set(e, "upperdir %s: cannot create whiteouts, character devices 0/0 (%s); run lamina as root or with CAP_MKNOD",
-			      upper, strerror(-err));
-		return err;
+		if (!fs->config.userxattr) {
+			ovl_error_set(e, "upperdir %s: cannot create whiteouts, character devices 0/0 (%s); run lamina as root or with CAP_MKNOD, or mount with -o userxattr to use xattr whiteouts",
+				      upper, strerror(-err));
+			return err;
+		}
+		fs->xwhiteouts = true;
+		log_warn("upperdir %s: cannot create character device whiteouts (%s); using xattr whiteouts, which kernel overlayfs honours only in lower layers",
+			 upper, strerror(-err));
 	}
 	unlinkat(fs->work_fd, tmp, 0);
 

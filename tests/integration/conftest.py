@@ -156,12 +156,13 @@ def read_log(log_path, limit=4000):
 class LaminaDaemon:
     """A `lamina mount -f` process started by the tests, and its log."""
 
-    def __init__(self, merged, options, log_path, extra_args=(), env=None):
+    def __init__(self, merged, options, log_path, extra_args=(), env=None,
+                 wrapper=()):
         require_lamina()
         self.merged = merged
         self.log_path = log_path
-        self.args = [LAMINA, "mount", "-f", *extra_args, "-o", options,
-                     merged]
+        self.args = [*wrapper, LAMINA, "mount", "-f", *extra_args, "-o",
+                     options, merged]
         with open(log_path, "ab") as log:
             log.write(f"+ {' '.join(self.args)}\n".encode())
             log.flush()
@@ -275,12 +276,13 @@ class Stack:
         return ",".join(parts)
 
     def mount(self, impl=None, extra=(), upper=True, lowers=None,
-              daemon_args=(), daemon_env=None):
+              daemon_args=(), daemon_env=None, daemon_wrapper=()):
         """Mount the stack on self.merged with impl (default: the fixture's).
 
         extra lists more overlay options such as "ro" or "redirect_dir=off";
-        daemon_args are more lamina flags such as "-d", and daemon_env adds
-        variables to the daemon's environment. The first mount
+        daemon_args are more lamina flags such as "-d", daemon_env adds
+        variables to the daemon's environment, and daemon_wrapper is a
+        command that runs the daemon, such as strace. The first mount
         records the lower-layer manifest that teardown compares against.
         """
         impl = impl or self.impl
@@ -303,7 +305,7 @@ class Stack:
             self.log_count += 1
             log_path = os.path.join(self.root, f"lamina.{self.log_count}.log")
             daemon = LaminaDaemon(self.merged, options, log_path,
-                                  daemon_args, daemon_env)
+                                  daemon_args, daemon_env, daemon_wrapper)
             self.daemons.append(daemon)
             daemon.wait_mounted()
             self.daemon = daemon
