@@ -1,0 +1,245 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * An OCI layer tar unpacked into an overlayfs layer. libarchive writes
+ * the files, with owners, modes, times, xattrs, hard links and holes, and
+ * rejects entries that would land outside the current directory; the
+ * paths are also checked here first, so every refusal names its entry.
+ * Whiteout and opaque entries are collected and applied at the end.
+ */
+#include "import.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define IMPORT_PATH_MAX 4096
+
+struct import_ctx {
+	struct archive *in, *disk;
+	const struct oci_import_options *opts;
+	struct oci_error *e;
+	struct import_marks marks;
+	struct progress *progress;
+	long long read_bytes; /* input consumed, for the progress bar */
+};
+
+/* The disk writer: secure extraction of everything an entry carries. */
+static struct archive *import_disk_writer(void)
+{
+	struct archive *disk = archive_write_disk_new();
+
+	if (!disk)
+		return NULL;
+	archive_write_disk_set_options(
+	    disk, ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_PERM |
+		      ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_XATTR |
+		      ARCHIVE_EXTRACT_ACL | ARCHIVE_EXTRACT_SECURE_SYMLINKS |
+		      ARCHIVE_EXTRACT_SECURE_NODOTDOT |
+		      ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS);
+	return disk;
+}
+
+static void import_progress(struct import_ctx *x)
+{
+	long long now = archive_filter_bytes(x->in, -1);
+
+	if (now > x->read_bytes) {
+		progress_add(x->progress, (uint64_t)(now - x->read_bytes));
+		x->read_bytes = now;
+	}
+}
+
+/* Drop overlayfs's xattrs: in a tar they could forge redirects. */
+static void strip_overlay_xattrs(struct archive_entry *entry)
+{
+	struct archive_entry *keep = archive_entry_new();
+	const char *name;
+	const void *value;
+	size_t size;
+
+	if (!keep)
+		return;
+	archive_entry_xattr_reset(entry);
+	while (archive_entry_xattr_next(entry, &name, &value, &size) ==
+	       ARCHIVE_OK)
+		if (!oci_xattr_is_overlay(name))
+			archive_entry_xattr_add_entry(keep, name, value, size);
+	archive_entry_xattr_clear(entry);
+	archive_entry_xattr_reset(keep);
+	while (archive_entry_xattr_next(keep, &name, &value, &size) ==
+	       ARCHIVE_OK)
+		archive_entry_xattr_add_entry(entry, name, value, size);
+	archive_entry_free(keep);
+}
+
+/* Check the hard link target of entry, if any, and clean it in place. */
+static int check_hardlink(struct import_ctx *x, struct archive_entry *entry,
+			  const char *path)
+{
+	const char *target = archive_entry_hardlink(entry);
+	char clean[IMPORT_PATH_MAX];
+	struct oci_error ignored;
+
+	if (!target)
+		return 0;
+	if (oci_clean_path(target, clean, sizeof(clean), &ignored) ||
+	    !clean[0] || oci_name_kind(clean) != OCI_NAME_PLAIN) {
+		oci_error_set(
+		    x->e,
+		    "tar entry '%s' is a hard link to '%s', outside the layer or to a whiteout; the archive is unsafe, so nothing was imported",
+		    path, target);
+		return -EINVAL;
+	}
+	archive_entry_copy_hardlink(entry, clean);
+	return 0;
+}
+
+static int copy_data(struct import_ctx *x, const char *path)
+{
+	const void *buf;
+	size_t size;
+	la_int64_t offset;
+	int rc;
+
+	while (!*x->opts->stop) {
+		rc = archive_read_data_block(x->in, &buf, &size, &offset);
+		if (rc == ARCHIVE_EOF)
+			return 0;
+		if (rc < ARCHIVE_WARN) {
+			oci_error_set(
+			    x->e,
+			    "reading the data of tar entry '%s' failed: %s",
+			    path, archive_error_string(x->in));
+			return -EIO;
+		}
+		if (archive_write_data_block(x->disk, buf, size, offset) <
+		    ARCHIVE_WARN) {
+			oci_error_set(x->e, "writing tar entry '%s' failed: %s",
+				      path, archive_error_string(x->disk));
+			return -EIO;
+		}
+		import_progress(x);
+	}
+	return -EINTR;
+}
+
+static void warn_entry(struct archive *a, const char *path)
+{
+	fprintf(stderr, "lamina: warning: tar entry '%s': %s\n", path,
+		archive_error_string(a));
+}
+
+/* Unpack one ordinary entry at its clean path ("." for the root). */
+static int write_entry(struct import_ctx *x, struct archive_entry *entry,
+		       const char *path, const char *clean)
+{
+	int rc, err;
+
+	err = check_hardlink(x, entry, path);
+	if (err)
+		return err;
+	archive_entry_copy_pathname(entry, clean[0] ? clean : ".");
+	strip_overlay_xattrs(entry);
+	rc = archive_write_header(x->disk, entry);
+	if (rc < ARCHIVE_WARN) {
+		oci_error_set(x->e, "cannot unpack tar entry '%s': %s", path,
+			      archive_error_string(x->disk));
+		return -EINVAL;
+	}
+	if (rc == ARCHIVE_WARN)
+		warn_entry(x->disk, path);
+	if (archive_entry_size(entry) > 0) {
+		err = copy_data(x, path);
+		if (err)
+			return err;
+	}
+	rc = archive_write_finish_entry(x->disk);
+	if (rc < ARCHIVE_WARN) {
+		oci_error_set(x->e, "cannot finish tar entry '%s': %s", path,
+			      archive_error_string(x->disk));
+		return -EIO;
+	}
+	if (rc == ARCHIVE_WARN)
+		warn_entry(x->disk, path);
+	return 0;
+}
+
+static int import_entry(struct import_ctx *x, struct archive_entry *entry)
+{
+	const char *path = archive_entry_pathname(entry);
+	char clean[IMPORT_PATH_MAX];
+	enum oci_name_kind kind;
+	int err;
+
+	if (!path) {
+		oci_error_set(
+		    x->e,
+		    "a tar entry has no readable name; the archive is damaged");
+		return -EINVAL;
+	}
+	err = oci_clean_path(path, clean, sizeof(clean), x->e);
+	if (err)
+		return err;
+	kind = oci_name_kind(clean);
+	if (kind == OCI_NAME_PLAIN)
+		return write_entry(x, entry, path, clean);
+	if (archive_entry_filetype(entry) == AE_IFDIR) {
+		oci_error_set(
+		    x->e,
+		    "tar entry '%s' is a directory with a whiteout name; the archive is invalid",
+		    path);
+		return -EINVAL;
+	}
+	return import_marks_add(&x->marks, clean, kind);
+}
+
+static int import_entries(struct import_ctx *x)
+{
+	struct archive_entry *entry;
+	int rc, err = 0;
+
+	while (!err) {
+		if (*x->opts->stop)
+			return -EINTR;
+		rc = archive_read_next_header(x->in, &entry);
+		if (rc == ARCHIVE_EOF)
+			break;
+		if (rc < ARCHIVE_WARN) {
+			oci_error_set(x->e, "reading the tar failed: %s",
+				      archive_error_string(x->in));
+			return -EIO;
+		}
+		err = import_entry(x, entry);
+		import_progress(x);
+	}
+	return err;
+}
+
+int oci_import(struct archive *a, const struct oci_import_options *opts,
+	       struct oci_error *e)
+{
+	struct import_ctx x = {.in = a, .opts = opts, .e = e};
+	int err;
+
+	x.disk = import_disk_writer();
+	if (!x.disk)
+		return -ENOMEM;
+	x.progress = progress_start("import", opts->in_size);
+	err = import_entries(&x);
+	/* Before the close: it restores directory times that whiteouts
+	 * created inside them would change. */
+	if (!err)
+		err = import_marks_apply(&x.marks, opts->userxattr, e);
+	if (archive_write_close(x.disk) != ARCHIVE_OK && !err) {
+		oci_error_set(e, "cannot set the final modes and times: %s",
+			      archive_error_string(x.disk));
+		err = -EIO;
+	}
+	progress_end(x.progress);
+	archive_write_free(x.disk);
+	import_marks_free(&x.marks);
+	return err;
+}
