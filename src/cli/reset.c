@@ -1,13 +1,402 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-/* lamina reset. */
+/*
+ * lamina reset [--remount] MERGED|UPPERDIR [-o workdir=DIR]: a factory
+ * reset. The upper directory is swapped for an empty one at once, the
+ * workdir's state is cleared, and the old tree is deleted afterwards, so
+ * the time the stack is unavailable does not grow with the upper's size.
+ * A live mount is refused unless --remount is given; then a lamina mount
+ * is unmounted, reset and mounted again with the same options.
+ */
 #include "cli.h"
+#include "reset.h"
+#include "stack.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+struct reset_args {
+	bool remount;
+	const char *target;
+	char *workdir; /* from -o workdir=DIR */
+};
+
+/* A directory given by path: its parent, open, and its last name. */
+struct reset_place {
+	int parentfd;
+	char name[256];
+	char *path;
+};
+
+static int place_open(const char *path, struct reset_place *pl)
+{
+	char *copy = strdup(path), *slash, *name;
+	struct stat st;
+
+	if (!copy)
+		return -ENOMEM;
+	while (strlen(copy) > 1 && copy[strlen(copy) - 1] == '/')
+		copy[strlen(copy) - 1] = '\0';
+	slash = strrchr(copy, '/');
+	name = slash ? slash + 1 : copy;
+	if (!*name || !strcmp(name, ".") || !strcmp(name, "..") ||
+	    strlen(name) >= sizeof(pl->name)) {
+		free(copy);
+		return -EINVAL;
+	}
+	snprintf(pl->name, sizeof(pl->name), "%s", name);
+	if (slash)
+		slash[slash == copy] = '\0'; /* keep "/" as the parent */
+	pl->parentfd =
+	    open(slash ? copy : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	free(copy);
+	if (pl->parentfd < 0)
+		return -errno;
+	pl->path = strdup(path);
+	if (fstatat(pl->parentfd, pl->name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	if (S_ISLNK(st.st_mode))
+		return -ELOOP;
+	return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+static void place_close(struct reset_place *pl)
+{
+	if (pl->parentfd >= 0)
+		close(pl->parentfd);
+	pl->parentfd = -1;
+	free(pl->path);
+	pl->path = NULL;
+}
+
+static int place_error(const char *what, const char *path, int err)
+{
+	if (err == -ELOOP)
+		fprintf(
+		    stderr,
+		    "lamina: reset: %s %s is a symbolic link; give the directory it points to\n",
+		    what, path);
+	else if (err == -EINVAL)
+		fprintf(
+		    stderr,
+		    "lamina: reset: %s '%s' does not end in a directory name; give its path, as in /srv/upper\n",
+		    what, path);
+	else
+		fprintf(
+		    stderr,
+		    "lamina: reset: %s %s: %s; give an existing directory\n",
+		    what, path, strerror(-err));
+	return EXIT_USAGE;
+}
+
+/* Delete the old upper that an interrupted reset may have left aside. */
+static int remove_leftover(struct reset_place *upper, const char *aside)
+{
+	struct reset_count count = {0};
+	struct stat st;
+	int err;
+
+	if (fstatat(upper->parentfd, aside, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	printf(
+	    "lamina: reset: removing %s, left beside %s by an interrupted reset\n",
+	    aside, upper->path);
+	err = reset_delete(upper->parentfd, aside, &count, NULL);
+	if (err)
+		fprintf(
+		    stderr,
+		    "lamina: reset: removing %s/%s failed at %s: %s; remove it by hand\n",
+		    upper->path, aside, count.failed, strerror(-err));
+	return err;
+}
+
+static int clear_workdir(const char *workdir)
+{
+	struct reset_place work = {.parentfd = -1};
+	struct reset_count count = {0};
+	int err = place_open(workdir, &work), fd;
+
+	if (err) {
+		place_close(&work);
+		return place_error("workdir", workdir, err);
+	}
+	fd = openat(work.parentfd, work.name,
+		    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	err = fd < 0 ? -errno : reset_workdir(fd, &count);
+	if (fd >= 0)
+		close(fd);
+	place_close(&work);
+	if (err) {
+		fprintf(stderr,
+			"lamina: reset: clearing workdir %s failed at %s: %s\n",
+			workdir, count.failed, strerror(-err));
+		return EXIT_USAGE;
+	}
+	printf("lamina: reset: cleared the work and index directories in %s\n",
+	       workdir);
+	return 0;
+}
+
+/* Swap the upper for an empty one and clear the workdir. */
+static int reset_layers(struct reset_place *upper, const char *workdir,
+			char *aside, size_t size)
+{
+	int err;
+
+	reset_aside_name(upper->name, aside, size);
+	if (remove_leftover(upper, aside))
+		return EXIT_USAGE;
+	err = reset_swap(upper->parentfd, upper->name, aside);
+	if (err) {
+		fprintf(
+		    stderr,
+		    "lamina: reset: replacing %s with an empty directory failed: %s; %s is unchanged\n",
+		    upper->path, strerror(-err), upper->path);
+		unlinkat(upper->parentfd, aside, AT_REMOVEDIR);
+		return EXIT_USAGE;
+	}
+	printf(
+	    "lamina: reset: %s is empty; its old contents moved to %s beside it\n",
+	    upper->path, aside);
+	if (workdir)
+		return clear_workdir(workdir);
+	printf(
+	    "lamina: reset: no workdir given, so its work and index directories were left as they are; add -o workdir=DIR to clear them\n");
+	return 0;
+}
+
+/* Delete the old upper, with a progress bar on a terminal. */
+static int delete_aside(struct reset_place *upper, const char *aside)
+{
+	struct reset_count count = {0};
+	struct progress *p = progress_start("deleting the old upper", 0);
+	int err = reset_delete(upper->parentfd, aside, &count, p);
+
+	progress_end(p);
+	if (err) {
+		fprintf(
+		    stderr,
+		    "lamina: reset: deleting the old upper %s/%s failed at %s: %s; the next lamina reset of %s removes it\n",
+		    upper->path, aside, count.failed, strerror(-err),
+		    upper->path);
+		return EXIT_USAGE;
+	}
+	printf("lamina: reset: deleted %llu entries of the old upper\n",
+	       (unsigned long long)count.removed);
+	return 0;
+}
+
+/* Mount again in a child, whose lamina mount returns once it is ready. */
+static int mount_again(const struct cli_stack *s)
+{
+	struct mount_args args = {.mountpoint = s->mountpoint};
+	int status;
+	pid_t pid;
+
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		args.options = strdup(s->options);
+		_exit(args.options ? cmd_mount(&args) : EXIT_USAGE);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) ||
+	    WEXITSTATUS(status)) {
+		fprintf(
+		    stderr,
+		    "lamina: reset: mounting %s again failed; the upper is reset, mount it with: lamina mount -o '%s' %s\n",
+		    s->mountpoint, s->options, s->mountpoint);
+		return EXIT_USAGE;
+	}
+	printf("lamina: reset: mounted %s again with its previous options\n",
+	       s->mountpoint);
+	return 0;
+}
+
+static int reset_upper(const char *path, const char *workdir,
+		       const struct cli_stack *remount)
+{
+	struct reset_place upper = {.parentfd = -1};
+	char aside[300], why[PATH_MAX + 64];
+	int rc, err = place_open(path, &upper);
+
+	if (err) {
+		place_close(&upper);
+		return place_error("upper directory", path, err);
+	}
+	err = cli_upper_in_use(path, why, sizeof(why));
+	if (err) {
+		if (err > 0)
+			fprintf(
+			    stderr,
+			    "lamina: reset: %s; unmount it first, or add --remount for a lamina mount\n",
+			    why);
+		else
+			place_error("upper directory", path, err);
+		place_close(&upper);
+		return EXIT_USAGE;
+	}
+	rc = reset_layers(&upper, workdir, aside, sizeof(aside));
+	if (remount && rc != 0)
+		fprintf(
+		    stderr,
+		    "lamina: reset: %s stays unmounted; mount it with: lamina mount -o '%s' %s\n",
+		    remount->mountpoint, remount->options, remount->mountpoint);
+	else if (remount)
+		rc = mount_again(remount);
+	/* The old tree goes last: the stack is back before it is deleted. */
+	if (faccessat(upper.parentfd, aside, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+		rc |= delete_aside(&upper, aside);
+	place_close(&upper);
+	return rc ? EXIT_USAGE : 0;
+}
+
+/* Unmount a lamina mount as lamina umount does, waiting for the daemon. */
+static int unmount_lamina(const char *mountpoint)
+{
+	char *argv[] = {"umount", (char *)mountpoint, NULL};
+
+	if (cmd_umount(2, argv))
+		return EXIT_USAGE;
+	printf("lamina: reset: unmounted %s\n", mountpoint);
+	return 0;
+}
+
+/* Reset the upper of the mount m. */
+static int reset_mount(const struct cli_mount *m, const struct reset_args *a)
+{
+	struct cli_stack s;
+	char err[1200];
+	int rc = EXIT_USAGE;
+
+	if (cli_stack_from_mount(m, &s, err, sizeof(err))) {
+		fprintf(stderr, "lamina: reset: %s\n", err);
+		return rc;
+	}
+	if (!s.upper)
+		fprintf(
+		    stderr,
+		    "lamina: reset: %s has no upper directory, so there is nothing to reset\n",
+		    m->mountpoint);
+	else if (!a->remount)
+		fprintf(
+		    stderr,
+		    "lamina: reset: %s is mounted; unmount it first, or add --remount to unmount, reset and mount it again\n",
+		    m->mountpoint);
+	else if (strcmp(m->fstype, "fuse.lamina"))
+		fprintf(
+		    stderr,
+		    "lamina: reset: --remount works on lamina mounts only; unmount the overlay mount on %s, run lamina reset %s -o workdir=%s, and mount it again\n",
+		    m->mountpoint, s.upper, s.work ? s.work : "DIR");
+	else if (!unmount_lamina(m->mountpoint))
+		rc = reset_upper(s.upper, a->workdir ? a->workdir : s.work, &s);
+	cli_stack_free(&s);
+	return rc;
+}
+
+/* The lamina mount whose upper is upper, for --remount with UPPERDIR. */
+static const struct cli_mount *
+mount_of_upper(const char *upper, const struct cli_mount *mounts, size_t count)
+{
+	struct cli_stack s;
+	char real[PATH_MAX], err[1200];
+	size_t i;
+	bool same;
+
+	if (!realpath(upper, real))
+		return NULL;
+	for (i = 0; i < count; i++) {
+		if (strcmp(mounts[i].fstype, "fuse.lamina") ||
+		    cli_stack_from_mount(&mounts[i], &s, err, sizeof(err)))
+			continue;
+		same = s.upper && !strcmp(s.upper, real);
+		cli_stack_free(&s);
+		if (same)
+			return &mounts[i];
+	}
+	return NULL;
+}
+
+static int reset_parse(int argc, char **argv, struct reset_args *a)
+{
+	static const struct option longopts[] = {
+	    {"remount", no_argument, NULL, 'r'},
+	    {"options", required_argument, NULL, 'o'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	int c;
+
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
+		if (c == 'h') {
+			cli_usage();
+			exit(0);
+		} else if (c == 'r') {
+			a->remount = true;
+		} else if (c == 'o' && !strncmp(optarg, "workdir=", 8) &&
+			   optarg[8] && !strchr(optarg, ',') && !a->workdir) {
+			a->workdir = optarg + 8;
+		} else if (c == 'o') {
+			fprintf(
+			    stderr,
+			    "lamina: reset: invalid option '-o %s'; reset takes only -o workdir=DIR, once\n",
+			    optarg);
+			return EXIT_USAGE;
+		} else {
+			fprintf(
+			    stderr,
+			    "lamina: reset: invalid option '%s'; run lamina --help\n",
+			    argv[optind - 1]);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind != argc - 1) {
+		fputs(
+		    "lamina: reset: usage: lamina reset [--remount] MERGED|UPPERDIR [-o workdir=DIR]\n",
+		    stderr);
+		return EXIT_USAGE;
+	}
+	a->target = argv[optind];
+	return 0;
+}
 
 int cmd_reset(int argc, char **argv)
 {
-	(void)argc;
-	(void)argv;
-	fprintf(stderr, "lamina: reset is not available yet\n");
-	return EXIT_USAGE;
+	struct reset_args a = {0};
+	struct cli_mount *mounts = NULL;
+	const struct cli_mount *m = NULL;
+	char real[PATH_MAX];
+	struct stat st;
+	size_t count = 0;
+	int rc = reset_parse(argc, argv, &a), err;
+
+	if (rc)
+		return rc;
+	err = cli_mounts_read(&mounts, &count);
+	if (err) {
+		fprintf(
+		    stderr,
+		    "lamina: reset: reading /proc/self/mountinfo failed: %s\n",
+		    strerror(-err));
+		return EXIT_USAGE;
+	}
+	if (lstat(a.target, &st) == 0 && S_ISLNK(st.st_mode)) {
+		cli_mounts_free(mounts, count);
+		return place_error("upper directory", a.target, -ELOOP);
+	}
+	if (realpath(a.target, real))
+		m = cli_mounts_find(mounts, count, real);
+	if (!m && a.remount)
+		m = mount_of_upper(a.target, mounts, count);
+	rc = m ? reset_mount(m, &a) : reset_upper(a.target, a.workdir, NULL);
+	cli_mounts_free(mounts, count);
+	return rc;
 }
