@@ -117,6 +117,16 @@ static int remove_leftover(struct reset_place *upper, const char *aside)
 	return err;
 }
 
+/* Refuse a missing workdir before the upper is touched. */
+static int check_workdir(const char *workdir)
+{
+	struct reset_place work = {.parentfd = -1};
+	int err = place_open(workdir, &work);
+
+	place_close(&work);
+	return err ? place_error("workdir", workdir, err) : 0;
+}
+
 static int clear_workdir(const char *workdir)
 {
 	struct reset_place work = {.parentfd = -1};
@@ -229,6 +239,10 @@ static int reset_upper(const char *path, const char *workdir,
 	if (err) {
 		place_close(&upper);
 		return place_error("upper directory", path, err);
+	}
+	if (workdir && check_workdir(workdir)) {
+		place_close(&upper);
+		return EXIT_USAGE;
 	}
 	err = cli_upper_in_use(path, why, sizeof(why));
 	if (err) {

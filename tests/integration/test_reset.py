@@ -1,0 +1,174 @@
+"""lamina reset: an upper directory made empty again, safely."""
+
+import json
+import os
+import stat
+
+from conftest import run_lamina
+from helpers import get_xattr, make_whiteout, read_file, write_file
+
+
+def fill_upper(stack):
+    """Give the upper files, a directory tree, a whiteout and xattrs."""
+    write_file(stack.lo(0, "base"), "base")
+    write_file(stack.u("new"), "n")
+    write_file(stack.u("deep", "er", "file"), "d")
+    make_whiteout(stack.u("base"))
+    os.chmod(stack.upper, 0o751)
+    os.chown(stack.upper, 1234, 2345)
+    os.setxattr(stack.upper, "user.keep", b"kept")
+    os.setxattr(stack.upper, "trusted.overlay.opaque", b"y")
+
+
+def leftovers(stack):
+    return [n for n in os.listdir(stack.root) if n.startswith(".lamina-reset")]
+
+
+def test_reset_plain_upper(lamina_stack):
+    """An unmounted upper is emptied, keeping its owner, mode and xattrs."""
+    stack = lamina_stack
+    fill_upper(stack)
+    os.makedirs(os.path.join(stack.work, "work", "stale"))
+    os.makedirs(os.path.join(stack.work, "index", "entry"))
+
+    code, out, err = run_lamina(
+        ["reset", stack.upper, "-o", f"workdir={stack.work}"], stack.root)
+
+    assert code == 0, err
+    assert os.listdir(stack.upper) == []
+    st = os.lstat(stack.upper)
+    assert stat.S_IMODE(st.st_mode) == 0o751
+    assert (st.st_uid, st.st_gid) == (1234, 2345)
+    assert get_xattr(stack.upper, "user.keep") == b"kept"
+    assert get_xattr(stack.upper, "trusted.overlay.opaque") is None
+    assert os.listdir(os.path.join(stack.work, "work")) == []
+    assert not os.path.exists(os.path.join(stack.work, "index"))
+    assert leftovers(stack) == []
+    assert f"{os.path.realpath(stack.upper)} is empty" in out
+    stack.mount("kernel")
+    assert sorted(os.listdir(stack.merged)) == ["base"]
+
+
+def test_reset_refuses_live_mount(stack):
+    """A mounted stack is left alone without --remount, by either path."""
+    stack.mount()
+    write_file(stack.m("mine"), "m")
+
+    for target in (stack.merged, stack.upper):
+        code, out, err = run_lamina(["reset", target], stack.root)
+        assert code == 1, target
+        assert err.startswith("lamina: reset: "), target
+        assert "--remount" in err, target
+        assert len(err.splitlines()) == 1, target
+    assert os.listdir(stack.upper) == ["mine"]
+    assert read_file(stack.m("mine")) == b"m"
+
+
+def test_reset_remount_lamina(lamina_stack):
+    """--remount unmounts, resets and mounts again; the lower shows alone."""
+    stack = lamina_stack
+    write_file(stack.lo(0, "base"), "base")
+    stack.mount()
+    write_file(stack.m("mine"), "m")
+    os.unlink(stack.m("base"))
+
+    code, out, err = run_lamina(["reset", "--remount", stack.merged],
+                                stack.root)
+
+    try:
+        assert code == 0, err
+        merged = os.path.realpath(stack.merged)
+        assert f"unmounted {merged}" in out
+        assert f"mounted {merged} again" in out
+        assert sorted(os.listdir(stack.merged)) == ["base"]
+        assert read_file(stack.m("base")) == b"base"
+        write_file(stack.m("after"), "a")
+        assert read_file(stack.m("after")) == b"a"
+        assert os.listdir(stack.upper) == ["after"]
+        assert leftovers(stack) == []
+        code, out, err = run_lamina(["status", "--json", stack.merged],
+                                    stack.root)
+        assert code == 0, err
+        assert json.loads(out)["mounts"][0]["type"] == "fuse.lamina"
+    finally:
+        run_lamina(["umount", stack.merged], stack.root)
+
+
+def test_reset_remount_kernel_refused(any_stack):
+    """--remount on a kernel overlay mount says what to do instead."""
+    stack = any_stack("kernel")
+    stack.mount()
+    write_file(stack.m("mine"), "m")
+
+    code, _out, err = run_lamina(["reset", "--remount", stack.merged],
+                                 stack.root)
+
+    assert code == 1
+    assert "lamina mounts only" in err
+    assert os.listdir(stack.upper) == ["mine"]
+
+
+def test_reset_keeps_symlink_targets(lamina_stack):
+    """Symlinks in the upper that point outside are removed, not followed."""
+    stack = lamina_stack
+    outside = os.path.join(stack.root, "outside")
+    write_file(os.path.join(outside, "precious"), "p")
+    os.symlink(outside, stack.u("dirlink"))
+    os.symlink(os.path.join(outside, "precious"), stack.u("filelink"))
+    os.makedirs(stack.u("sub"))
+    os.symlink(outside, stack.u("sub", "deeper"))
+
+    code, _out, err = run_lamina(["reset", stack.upper], stack.root)
+
+    assert code == 0, err
+    assert os.listdir(stack.upper) == []
+    assert read_file(os.path.join(outside, "precious")) == b"p"
+
+
+def test_reset_refuses_symlink_upper(lamina_stack):
+    """An UPPERDIR that is a symlink is refused, and its target kept."""
+    stack = lamina_stack
+    write_file(stack.u("mine"), "m")
+    link = os.path.join(stack.root, "upperlink")
+    os.symlink(stack.upper, link)
+
+    code, out, err = run_lamina(["reset", link], stack.root)
+
+    assert code == 1
+    assert "is a symbolic link" in err
+    assert os.listdir(stack.upper) == ["mine"]
+
+
+def test_reset_removes_leftover(lamina_stack):
+    """A tree left aside by an interrupted reset is removed next time."""
+    stack = lamina_stack
+    aside = os.path.join(stack.root, ".lamina-reset.upper")
+    write_file(os.path.join(aside, "old", "file"), "o")
+    write_file(stack.u("mine"), "m")
+
+    code, out, err = run_lamina(["reset", stack.upper], stack.root)
+
+    assert code == 0, err
+    assert "interrupted reset" in out
+    assert leftovers(stack) == []
+    assert os.listdir(stack.upper) == []
+
+
+def test_reset_bad_input(lamina_stack):
+    """Missing paths and wrong options give one message and exit 1."""
+    stack = lamina_stack
+    missing = os.path.join(stack.root, "missing")
+    cases = [
+        [],
+        [missing],
+        [stack.upper, "-o", "lowerdir=/x"],
+        [stack.upper, "-o", f"workdir={missing}"],
+        [stack.upper, stack.work],
+        ["--bogus", stack.upper],
+    ]
+    write_file(stack.u("mine"), "m")
+    for args in cases:
+        code, out, err = run_lamina(["reset", *args], stack.root)
+        assert code == 1, args
+        assert err.startswith("lamina: reset: "), (args, err)
+        assert len(err.splitlines()) == 1, (args, err)

@@ -1,0 +1,146 @@
+"""lamina status: the mounts, their layers, the upper's contents, features."""
+
+import json
+import os
+import shutil
+
+from conftest import run_lamina
+from helpers import write_file
+
+
+def build_changes(stack):
+    """Mount the stack and leave one of each kind of upper entry.
+
+    The upper then holds new.txt (4 bytes), newdir, olddir (opaque),
+    moved2 (a redirect) and whiteouts for gone and moved.
+    """
+    write_file(stack.lo(0, "gone"), "g")
+    write_file(stack.lo(0, "olddir", "x"), "x")
+    write_file(stack.lo(1, "moved", "y"), "y")
+    extra = ["redirect_dir=on"] if stack.impl == "kernel" else []
+    stack.mount(extra=extra)
+    write_file(stack.m("new.txt"), "abcd")
+    os.mkdir(stack.m("newdir"))
+    os.unlink(stack.m("gone"))
+    shutil.rmtree(stack.m("olddir"))
+    os.mkdir(stack.m("olddir"))
+    os.rename(stack.m("moved"), stack.m("moved2"))
+
+
+def opaque_count(stack):
+    """olddir is opaque; the kernel also marks newdir, made in a merged
+    directory, as opaque, so its lookups skip the lowers."""
+    return 2 if stack.impl == "kernel" else 1
+
+
+def status(stack, *args):
+    return run_lamina(["status", *args], stack.root)
+
+
+def expected_type(stack):
+    return "overlay" if stack.impl == "kernel" else "fuse.lamina"
+
+
+def test_status_json_one_mount(stack):
+    """--json MERGED gives the layers, usage and features of that mount."""
+    build_changes(stack)
+
+    code, out, err = status(stack, "--json", stack.merged)
+
+    assert code == 0, err
+    mounts = json.loads(out)["mounts"]
+    assert len(mounts) == 1
+    m = mounts[0]
+    assert m["mountpoint"] == os.path.realpath(stack.merged)
+    assert m["type"] == expected_type(stack)
+    if stack.impl == "lamina":
+        assert m["pid"] == stack.daemon.pid
+    else:
+        assert m["pid"] is None
+    assert m["upper"] == os.path.realpath(stack.upper)
+    assert m["work"] == os.path.realpath(stack.work)
+    assert m["lowers"] == [os.path.realpath(p) for p in stack.lowers]
+    usage = m["upper_usage"]
+    assert usage["bytes"] == 4
+    assert usage["files"] == 1
+    assert usage["directories"] == 3
+    assert usage["whiteouts"] == 2
+    assert usage["opaque_directories"] == opaque_count(stack)
+    assert usage["redirects"] == 1
+    # The kernel may share one inode among its whiteouts.
+    assert 4 <= usage["inodes"] <= 6
+    features = m["features"]
+    assert features["redirect_dir"] == "on"
+    assert features["userxattr"] is False
+    assert features["volatile"] is False
+    assert features["read_only"] is False
+    assert isinstance(features["passthrough"], bool)
+    assert features["xino"] in ("on", "off", "auto")
+
+
+def test_status_text_one_mount(stack):
+    """The text output names the mount, its layers and the upper's counts."""
+    build_changes(stack)
+
+    code, out, err = status(stack, stack.merged)
+
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith(
+        f"{os.path.realpath(stack.merged)} ({expected_type(stack)}")
+    assert f"  upper:    {os.path.realpath(stack.upper)}" in lines
+    assert f"  work:     {os.path.realpath(stack.work)}" in lines
+    assert f"  lower 1   {os.path.realpath(stack.lowers[0])}" in lines
+    assert f"  lower 2   {os.path.realpath(stack.lowers[1])}" in lines
+    holds = [line for line in lines if line.startswith("  upper holds:")]
+    assert len(holds) == 1
+    assert "4 bytes" in holds[0]
+    assert "1 files, 3 directories, 2 whiteouts" in holds[0]
+    assert f"{opaque_count(stack)} opaque directories" in holds[0]
+    assert "1 redirects" in holds[0]
+    assert "redirect_dir=on" in out
+    assert "read-only=no" in out
+
+
+def test_status_lists_every_mount(any_stack):
+    """Without MERGED, status shows the kernel's and lamina's mounts."""
+    kernel = any_stack("kernel")
+    lamina = any_stack("lamina")
+    kernel.mount()
+    lamina.mount(extra=["ro", "userxattr"], upper=False)
+
+    code, out, err = run_lamina(["status", "--json"], kernel.root)
+
+    assert code == 0, err
+    by_point = {m["mountpoint"]: m for m in json.loads(out)["mounts"]}
+    k = by_point[os.path.realpath(kernel.merged)]
+    la = by_point[os.path.realpath(lamina.merged)]
+    assert k["type"] == "overlay"
+    assert la["type"] == "fuse.lamina"
+    assert la["upper"] is None
+    assert la["upper_usage"] is None
+    assert la["features"]["read_only"] is True
+    assert la["features"]["userxattr"] is True
+    assert la["lowers"] == [os.path.realpath(p) for p in lamina.lowers]
+
+
+def test_status_not_a_mount(stack):
+    """A directory that is no overlay mount is an error, exit 1."""
+    code, out, err = status(stack, stack.merged)
+
+    assert code == 1
+    assert out == ""
+    assert err.startswith("lamina: status: ")
+    assert "is not a lamina or overlay mount" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_status_bad_arguments(lamina_stack):
+    """An unknown option or two mount points give one message, exit 1."""
+    stack = lamina_stack
+    for args in (["--bogus"], [stack.merged, stack.upper],
+                 [os.path.join(stack.root, "missing")]):
+        code, _out, err = status(stack, *args)
+        assert code == 1, args
+        assert err.startswith("lamina: status: "), args
+        assert len(err.splitlines()) == 1, args
