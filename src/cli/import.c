@@ -246,9 +246,33 @@ static void staging_remove(const struct import_target *t)
 	nftw(t->staging_path, remove_one, 16, FTW_PHYS | FTW_DEPTH);
 }
 
-static struct archive *import_reader(const char *file, int *fd,
+/* The input, read through this callback: libarchive's own fd reader
+ * retries a read that a signal interrupts, and the import would hang. */
+struct import_input {
+	int fd;
+	char buf[64 * 1024];
+};
+
+static la_ssize_t import_read(struct archive *a, void *arg, const void **buf)
+{
+	struct import_input *in = arg;
+	ssize_t n;
+
+	do
+		n = read(in->fd, in->buf, sizeof(in->buf));
+	while (n < 0 && errno == EINTR && !import_stop);
+	if (n < 0) {
+		archive_set_error(a, errno, "read failed: %s", strerror(errno));
+		return -1;
+	}
+	*buf = in->buf;
+	return n;
+}
+
+static struct archive *import_reader(const char *file, struct import_input *in,
 				     unsigned long long *size)
 {
+	int *fd = &in->fd;
 	struct archive *a;
 	struct stat st;
 
@@ -268,7 +292,7 @@ static struct archive *import_reader(const char *file, int *fd,
 	a = archive_read_new();
 	if (!a || archive_read_support_filter_all(a) != ARCHIVE_OK ||
 	    archive_read_support_format_tar(a) != ARCHIVE_OK ||
-	    archive_read_open_fd(a, *fd, 64 * 1024) != ARCHIVE_OK) {
+	    archive_read_open(a, in, NULL, import_read, NULL) != ARCHIVE_OK) {
 		fprintf(stderr, "lamina: cannot read %s as a tar archive: %s\n",
 			file ? file : "standard input",
 			a ? archive_error_string(a) : strerror(ENOMEM));
@@ -306,7 +330,8 @@ static int import_into(const struct import_args *args, struct import_target *t,
 		err = -errno;
 	if (!err)
 		err = oci_import(a, &opts, &e);
-	if (!err && import_stop)
+	/* A signal can also surface as a failed read: report the signal. */
+	if (import_stop)
 		err = -EINTR;
 	/* The layer is on disk before its name appears. */
 	if (!err && syncfs(fd) < 0)
@@ -337,17 +362,21 @@ int cmd_import(int argc, char **argv)
 {
 	struct import_args args = {0};
 	struct import_target t = {.parentfd = -1};
+	struct import_input *in = malloc(sizeof(*in));
 	struct archive *a = NULL;
 	unsigned long long in_size = 0;
-	int infd = -1, rc;
+	int rc;
 
+	if (!in)
+		return EXIT_USAGE;
+	in->fd = -1;
 	rc = import_parse(argc, argv, &args);
 	if (!rc)
 		rc = target_open_parent(args.layer, &t);
 	if (!rc)
 		rc = target_check(args.layer, &t);
 	if (!rc) {
-		a = import_reader(args.file, &infd, &in_size);
+		a = import_reader(args.file, in, &in_size);
 		rc = a ? 0 : EXIT_USAGE;
 	}
 	if (!rc) {
@@ -360,8 +389,9 @@ int cmd_import(int argc, char **argv)
 		staging_remove(&t);
 	if (a)
 		archive_read_free(a);
-	if (infd > STDERR_FILENO)
-		close(infd);
+	if (in->fd > STDERR_FILENO)
+		close(in->fd);
+	free(in);
 	if (t.parentfd >= 0)
 		close(t.parentfd);
 	return rc;

@@ -11,9 +11,13 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
 
 #define IMPORT_PATH_MAX 4096
 
@@ -23,7 +27,8 @@ struct import_ctx {
 	struct oci_error *e;
 	struct import_marks marks;
 	struct progress *progress;
-	long long read_bytes; /* input consumed, for the progress bar */
+	long long read_bytes;	    /* input consumed, for the progress bar */
+	struct archive_entry *root; /* the "./" entry, applied last */
 };
 
 /* The disk writer: secure extraction of everything an entry carries. */
@@ -184,6 +189,11 @@ static int import_entry(struct import_ctx *x, struct archive_entry *entry)
 	if (err)
 		return err;
 	kind = oci_name_kind(clean);
+	if (!clean[0] && archive_entry_filetype(entry) == AE_IFDIR) {
+		archive_entry_free(x->root);
+		x->root = archive_entry_clone(entry);
+		return x->root ? 0 : -ENOMEM;
+	}
 	if (kind == OCI_NAME_PLAIN)
 		return write_entry(x, entry, path, clean);
 	if (archive_entry_filetype(entry) == AE_IFDIR) {
@@ -218,6 +228,43 @@ static int import_entries(struct import_ctx *x)
 	return err;
 }
 
+/*
+ * Give the layer's root the "./" entry's owner, mode, xattrs and mtime.
+ * libarchive does not restore the times of ".", and every entry created
+ * in the root changes its mtime, so this comes after everything else.
+ */
+static int apply_root(struct import_ctx *x)
+{
+	struct archive_entry *r = x->root;
+	struct timespec times[2] = {{.tv_nsec = UTIME_OMIT},
+				    {.tv_nsec = UTIME_OMIT}};
+	const char *name;
+	const void *value;
+	size_t size;
+
+	if (!r)
+		return 0;
+	strip_overlay_xattrs(r);
+	archive_entry_xattr_reset(r);
+	while (archive_entry_xattr_next(r, &name, &value, &size) == ARCHIVE_OK)
+		if (lsetxattr(".", name, value, size, 0) < 0)
+			return -errno;
+	if (archive_entry_mtime_is_set(r)) {
+		times[1].tv_sec = archive_entry_mtime(r);
+		times[1].tv_nsec = archive_entry_mtime_nsec(r);
+	}
+	if (archive_entry_atime_is_set(r)) {
+		times[0].tv_sec = archive_entry_atime(r);
+		times[0].tv_nsec = archive_entry_atime_nsec(r);
+	}
+	if (lchown(".", (uid_t)archive_entry_uid(r),
+		   (gid_t)archive_entry_gid(r)) < 0 ||
+	    chmod(".", archive_entry_perm(r)) < 0 ||
+	    utimensat(AT_FDCWD, ".", times, 0) < 0)
+		return -errno;
+	return 0;
+}
+
 int oci_import(struct archive *a, const struct oci_import_options *opts,
 	       struct oci_error *e)
 {
@@ -238,6 +285,15 @@ int oci_import(struct archive *a, const struct oci_import_options *opts,
 			      archive_error_string(x.disk));
 		err = -EIO;
 	}
+	if (!err) {
+		err = apply_root(&x);
+		if (err)
+			oci_error_set(
+			    e,
+			    "cannot set the owner, mode, xattrs or times of the layer's root: %s",
+			    strerror(-err));
+	}
+	archive_entry_free(x.root);
 	progress_end(x.progress);
 	archive_write_free(x.disk);
 	import_marks_free(&x.marks);

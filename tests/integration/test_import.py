@@ -1,0 +1,313 @@
+"""lamina import: an OCI layer tar unpacked into an overlayfs layer.
+
+The round trips export a layer written through kernel overlayfs or lamina
+(the `stack` fixture runs each test with both), import the tar, and
+compare the two layers entry by entry and as lowers of a mount. Hostile
+tars are built with tarfile and must leave nothing behind.
+"""
+
+import io
+import os
+import stat
+import subprocess
+import tarfile
+
+import pytest
+
+import helpers
+from conftest import LAMINA, wait_for
+from test_export import (diff, export_to_file, is_opaque, lamina, make_layer,
+                         snapshot, SPARSE_SIZE)
+
+COMPRESSIONS = {"plain": [], "gzip": ["--gzip"], "zstd": ["--zstd"]}
+
+
+def import_ok(tar, target, *args):
+    proc = lamina(["import", *args, tar, target])
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert proc.stderr == b"", "import wrote to stderr outside a terminal"
+    return target
+
+
+def leftovers(parent, name):
+    """Staging directories that an import left next to its target."""
+    return [n for n in os.listdir(parent) if n.startswith(f".{name}.import-")]
+
+
+@pytest.mark.parametrize("compression", sorted(COMPRESSIONS))
+def test_round_trip_keeps_every_entry(stack, tmp_path, compression):
+    layer = make_layer(stack)
+    tar = export_to_file(layer, str(tmp_path / "layer.tar"),
+                         *COMPRESSIONS[compression])
+    imported = import_ok(tar, str(tmp_path / "imported"))
+
+    assert diff(snapshot(layer), snapshot(imported)) == []
+    assert leftovers(str(tmp_path), "imported") == []
+
+
+def test_round_trip_keeps_holes(stack, tmp_path):
+    layer = make_layer(stack)
+    tar = export_to_file(layer, str(tmp_path / "layer.tar"))
+    imported = import_ok(tar, str(tmp_path / "imported"))
+
+    st = os.stat(os.path.join(imported, "sparse"))
+    assert st.st_size == SPARSE_SIZE
+    assert st.st_blocks * 512 < SPARSE_SIZE // 4, "holes were filled"
+
+
+def test_round_trip_through_stdin(stack, tmp_path):
+    layer = make_layer(stack)
+    tar = export_to_file(layer, str(tmp_path / "layer.tar"), "--zstd")
+    with open(tar, "rb") as source:
+        proc = lamina(["import", "-", str(tmp_path / "imported")],
+                      stdin=source)
+    assert proc.returncode == 0, proc.stderr
+    assert diff(snapshot(layer), snapshot(tmp_path / "imported")) == []
+
+
+def merged_view(stack, top, impl):
+    """Snapshot the read-only merge of top over the stack's base."""
+    stack.mount(impl=impl, upper=False, lowers=[top, stack.lowers[0]])
+    try:
+        return snapshot(stack.merged)
+    finally:
+        stack.unmount()
+
+
+def test_imported_layer_as_lower(stack, tmp_path):
+    layer = make_layer(stack)
+    tar = export_to_file(layer, str(tmp_path / "layer.tar"))
+    imported = import_ok(tar, str(tmp_path / "imported"))
+
+    for impl in ("kernel", "lamina"):
+        original = merged_view(stack, layer, impl)
+        again = merged_view(stack, imported, impl)
+        assert diff(original, again) == [], f"merged views differ on {impl}"
+        assert b"gone" not in again
+        assert os.fsencode("olddir/x") not in again
+
+
+def test_import_into_empty_directory(tmp_path):
+    tar = tmp_path / "t.tar"
+    with tarfile.open(tar, "w", format=tarfile.PAX_FORMAT) as t:
+        add_file(t, "f", b"data")
+    os.mkdir(tmp_path / "empty", 0o711)
+    import_ok(str(tar), str(tmp_path / "empty"))
+    assert helpers.read_file(tmp_path / "empty" / "f") == b"data"
+    assert stat.S_IMODE(os.stat(tmp_path / "empty").st_mode) == 0o711
+
+
+def add_file(t, name, data=b"", mode=0o644):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = mode
+    t.addfile(info, io.BytesIO(data))
+
+
+def add_link(t, name, target, kind):
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = target
+    t.addfile(info)
+
+
+def write_whiteout_tar(path):
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as t:
+        add_file(t, ".wh.top")
+        add_file(t, "d/.wh.gone")
+        add_file(t, "d/kept", b"k")
+        add_file(t, "d/.wh.kept")  # the layer's own entry wins
+        add_file(t, "o/.wh.hidden")  # unneeded: o is opaque
+        add_file(t, "o/.wh..wh..opq")
+        add_file(t, "o/new", b"n")
+
+
+def test_import_converts_whiteouts(tmp_path):
+    write_whiteout_tar(tmp_path / "wh.tar")
+    layer = import_ok(str(tmp_path / "wh.tar"), str(tmp_path / "layer"))
+
+    assert helpers.is_whiteout(os.path.join(layer, "top"))
+    assert helpers.is_whiteout(os.path.join(layer, "d", "gone"))
+    assert helpers.read_file(os.path.join(layer, "d", "kept")) == b"k"
+    assert is_opaque(os.path.join(layer, "o"))
+    assert sorted(os.listdir(os.path.join(layer, "o"))) == ["new"]
+    assert not any(name.startswith(".wh.")
+                   for _, dirs, files in os.walk(layer)
+                   for name in dirs + files)
+
+
+def test_import_userxattr_whiteouts(tmp_path):
+    write_whiteout_tar(tmp_path / "wh.tar")
+    layer = import_ok(str(tmp_path / "wh.tar"), str(tmp_path / "layer"),
+                      "--userxattr")
+
+    gone = os.path.join(layer, "d", "gone")
+    assert stat.S_ISREG(os.lstat(gone).st_mode)
+    assert os.lstat(gone).st_size == 0
+    assert helpers.get_xattr(gone, "user.overlay.whiteout") is not None
+    assert helpers.get_xattr(os.path.join(layer, "d"),
+                             "user.overlay.opaque") == b"x"
+    assert is_opaque(os.path.join(layer, "o"), "user.overlay.")
+    assert not is_opaque(os.path.join(layer, "o"))
+
+    again = export_to_file(layer, str(tmp_path / "again.tar"),
+                           "-o", "userxattr")
+    with tarfile.open(again) as t:
+        names = sorted(m.name for m in t.getmembers())
+    assert names == sorted([".", ".wh.top", "d", "d/.wh.gone", "d/kept",
+                            "o", "o/.wh..wh..opq", "o/new"])
+
+
+def hostile(kind):
+    """Entries of one unsafe tar, as (name, data or link, type)."""
+    outside = "/tmp/lamina-import-escape"
+    return {
+        "absolute": [(outside + "/abs", b"x", tarfile.REGTYPE)],
+        "dotdot": [("ok", b"x", tarfile.REGTYPE),
+                   ("../escape", b"x", tarfile.REGTYPE)],
+        "symlink": [("esc", outside, tarfile.SYMTYPE),
+                    ("esc/through", b"x", tarfile.REGTYPE)],
+        "hardlink": [("pw", "/etc/passwd", tarfile.LNKTYPE)],
+        "hardlink_dotdot": [("pw", "../../../etc/passwd", tarfile.LNKTYPE)],
+        "whiteout_slash": [(".wh.dir/name", b"", tarfile.REGTYPE)],
+    }[kind]
+
+
+@pytest.mark.parametrize("kind", ["absolute", "dotdot", "symlink", "hardlink",
+                                  "hardlink_dotdot", "whiteout_slash"])
+def test_import_refuses_hostile_tar(tmp_path, kind):
+    outside = "/tmp/lamina-import-escape"
+    os.makedirs(outside, exist_ok=True)
+    before = sorted(os.listdir(outside))
+    passwd = helpers.read_file("/etc/passwd")
+    tar = tmp_path / "hostile.tar"
+    entries = hostile(kind)
+    with tarfile.open(tar, "w", format=tarfile.PAX_FORMAT) as t:
+        for name, payload, kind_flag in entries:
+            if kind_flag == tarfile.REGTYPE:
+                add_file(t, name, payload)
+            else:
+                add_link(t, name, payload, kind_flag)
+
+    proc = lamina(["import", str(tar), str(tmp_path / "layer")])
+    message = proc.stderr.decode()
+    assert proc.returncode == 1
+    assert message.startswith("lamina: ")
+    assert f"'{entries[-1][0]}'" in message, message
+    assert len(message.splitlines()) == 1
+    assert not os.path.exists(tmp_path / "layer")
+    assert leftovers(str(tmp_path), "layer") == []
+    assert not os.path.exists(tmp_path.parent / "escape")
+    assert sorted(os.listdir(outside)) == before
+    assert helpers.read_file("/etc/passwd") == passwd
+
+
+def test_import_target_not_empty(tmp_path):
+    write_whiteout_tar(tmp_path / "wh.tar")
+    helpers.write_file(str(tmp_path / "layer" / "old"), "old")
+    proc = lamina(["import", str(tmp_path / "wh.tar"), str(tmp_path / "layer")])
+    assert proc.returncode == 1
+    assert b"not an empty directory" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1
+    assert os.listdir(tmp_path / "layer") == ["old"]
+
+
+def test_import_missing_input(tmp_path):
+    proc = lamina(["import", str(tmp_path / "none.tar"),
+                   str(tmp_path / "layer")])
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(b"lamina: cannot open input file ")
+    assert len(proc.stderr.splitlines()) == 1
+    assert not os.path.exists(tmp_path / "layer")
+    assert leftovers(str(tmp_path), "layer") == []
+
+
+def test_import_not_a_tar(tmp_path):
+    helpers.write_file(str(tmp_path / "junk"), b"\x00not a tar" * 100)
+    proc = lamina(["import", str(tmp_path / "junk"), str(tmp_path / "layer")])
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(b"lamina: ")
+    assert not os.path.exists(tmp_path / "layer")
+    assert leftovers(str(tmp_path), "layer") == []
+
+
+def test_import_refuses_terminal(tmp_path):
+    primary, secondary = os.openpty()
+    try:
+        proc = lamina(["import", str(tmp_path / "layer")], stdin=secondary)
+    finally:
+        os.close(secondary)
+        os.close(primary)
+    assert proc.returncode == 1
+    assert b"terminal" in proc.stderr
+    assert not os.path.exists(tmp_path / "layer")
+    assert leftovers(str(tmp_path), "layer") == []
+
+
+def test_import_strips_overlay_xattrs(tmp_path):
+    tar = tmp_path / "x.tar"
+    with tarfile.open(tar, "w", format=tarfile.PAX_FORMAT) as t:
+        info = tarfile.TarInfo("d")
+        info.type = tarfile.DIRTYPE
+        info.pax_headers = {"SCHILY.xattr.trusted.overlay.redirect": "/etc",
+                            "SCHILY.xattr.user.keep": "yes"}
+        t.addfile(info)
+    layer = import_ok(str(tar), str(tmp_path / "layer"))
+    attrs = helpers.xattrs(os.path.join(layer, "d"))
+    assert attrs == {"user.keep": b"yes"}
+
+
+def test_import_progress_on_terminal(tmp_path):
+    tar = tmp_path / "t.tar"
+    with tarfile.open(tar, "w", format=tarfile.PAX_FORMAT) as t:
+        add_file(t, "f", b"data")
+    primary, secondary = os.openpty()
+    try:
+        proc = lamina(["import", str(tar), str(tmp_path / "layer")],
+                      stderr=secondary)
+        os.close(secondary)
+        secondary = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        if secondary >= 0:
+            os.close(secondary)
+        os.close(primary)
+    assert proc.returncode == 0
+    assert b"import" in shown
+
+
+def test_import_interrupted_leaves_nothing(tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        add_file(t, "first", b"1" * 65536)
+        add_file(t, "second", b"2" * 65536)
+    fifo = tmp_path / "slow"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([LAMINA, "import", str(fifo),
+                             str(tmp_path / "layer")],
+                            stderr=subprocess.PIPE)
+    writer = open(fifo, "wb")
+    try:
+        # Half the tar, then nothing: the import waits inside an entry.
+        writer.write(buf.getvalue()[:70000])
+        writer.flush()
+        wait_for(lambda: leftovers(str(tmp_path), "layer"), 15.0)
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        try:
+            writer.close()
+        except BrokenPipeError:
+            pass
+    assert proc.returncode == 1
+    assert b"interrupted" in stderr
+    assert not os.path.exists(tmp_path / "layer")
+    assert leftovers(str(tmp_path), "layer") == []
