@@ -21,10 +21,12 @@ struct copy_up_ctx {
 	struct ovl_fs *fs;
 	struct ovl_node *node;
 	struct ovl_path src; /* the lower entry */
+	struct ovl_path data; /* the file with its data; src unless metacopy */
 	struct ovl_path dst; /* the upper parent and the final name */
 	struct stat st;	     /* attributes of the lower entry */
 	char tmp[64];	     /* staging name in workdir/work */
 	unsigned int flags;
+	bool meta; /* copy the metadata alone and mark it metacopy */
 };
 
 static int copy_fallback(int src, int dst, off_t off, off_t end)
@@ -154,11 +156,15 @@ static int copy_up_reg(struct copy_up_ctx *c)
 		     O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (dst < 0)
 		return -errno;
-	if (!(c->flags & OVL_COPY_UP_NO_DATA)) {
-		src = openat(c->src.dirfd, c->src.name,
+	if (c->meta) {
+		/* The full size, as a hole: the data stays below. */
+		if (ftruncate(dst, c->st.st_size) < 0)
+			err = -errno;
+	} else if (!(c->flags & OVL_COPY_UP_NO_DATA)) {
+		src = openat(c->data.dirfd, c->data.name,
 			     O_RDONLY | O_NOFOLLOW | O_NOATIME | O_CLOEXEC);
 		if (src < 0 && errno == EPERM)
-			src = openat(c->src.dirfd, c->src.name,
+			src = openat(c->data.dirfd, c->data.name,
 				     O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 		if (src < 0)
 			err = -errno;
@@ -263,6 +269,14 @@ static int copy_up_attrs(struct copy_up_ctx *c)
 	err = ovl_copy_xattrs(c->fs, &c->src, &tmp);
 	if (err)
 		return err;
+	if (c->meta) {
+		char attr[64];
+
+		ovl_xattr_name(c->fs, attr, sizeof(attr), "metacopy");
+		err = ovl_do_setxattr(tmp.dirfd, tmp.name, attr, "", 0, 0);
+		if (err)
+			return err;
+	}
 	/*
 	 * Copy-up splits a hard-linked lower file from its other names, so
 	 * the copy is a file of its own, with its own st_ino: no origin, as
@@ -323,24 +337,33 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node,
 			  unsigned int flags)
 {
 	struct copy_up_ctx c = {.fs = fs, .node = node, .flags = flags};
-	int err;
+	int data_layer = ovl_node_data_layer(node), err;
 
 	if (node->lower < 0)
 		return -EIO; /* neither upper nor lower: a broken node */
+	c.meta = fs->config.metacopy && (flags & OVL_COPY_UP_META) &&
+		 node->type == S_IFREG && !(flags & OVL_COPY_UP_NO_DATA);
+	c.data.dirfd = -1;
 	err = ovl_node_open_parent(fs, node, node->lower, &c.src);
-	if (err)
-		return err;
-	err = ovl_node_open_parent(fs, node, 0, &c.dst);
+	if (!err && data_layer != node->lower)
+		err = ovl_node_open_parent(fs, node, data_layer, &c.data);
+	else if (!err)
+		c.data = c.src;
+	if (!err)
+		err = ovl_node_open_parent(fs, node, 0, &c.dst);
 	if (!err) {
 		err = copy_up_one(&c);
 		ovl_path_close(&c.dst);
 	}
+	if (c.data.dirfd != c.src.dirfd)
+		ovl_path_close(&c.data);
 	ovl_path_close(&c.src);
 	if (err) {
 		log_warn_rl("copy-up of %s failed: %s", node->name,
 			    strerror(-err));
 		return err;
 	}
+	node->data_layer = c.meta ? data_layer : -1;
 	atomic_fetch_or(&node->flags, OVL_N_UPPER);
 	return 0;
 }
@@ -355,8 +378,17 @@ int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node, unsigned int flags)
 
 	if (!fs->upper)
 		return -EROFS;
-	if (ovl_node_has(node, OVL_N_UPPER))
-		return 0;
+	if (ovl_node_has(node, OVL_N_UPPER)) {
+		/* A metacopy file gets its data when more than metadata
+		 * changes. */
+		if (node->data_layer < 0 || (flags & OVL_COPY_UP_META))
+			return 0;
+		pthread_mutex_lock(&node->lock);
+		if (node->data_layer >= 0)
+			err = ovl_metacopy_finish(fs, node, flags);
+		pthread_mutex_unlock(&node->lock);
+		return err;
+	}
 	if (node->parent) {
 		err = ovl_copy_up(fs, node->parent, 0);
 		if (err)

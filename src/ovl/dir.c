@@ -254,6 +254,7 @@ void ovl_op_link(struct fuse_req *req, uint64_t nodeid, uint64_t newparent,
 	struct stat st;
 	int err;
 
+	/* Full data: a second name could not find a metacopy's data. */
 	err = ovl_copy_up(fs, node, 0);
 	if (!err)
 		err = ovl_node_open_parent(fs, node, 0, &src);

@@ -25,7 +25,7 @@ static int backing_fd(struct ovl_fs *fs, struct ovl_node *node, bool upper)
 	struct ovl_path path;
 	int fd, err;
 
-	err = ovl_node_open_parent(fs, node, ovl_node_real_layer(node), &path);
+	err = ovl_node_open_parent(fs, node, ovl_node_data_layer(node), &path);
 	if (err)
 		return err;
 	fd = openat(path.dirfd, path.name,
@@ -186,17 +186,23 @@ static int check_regular(int fd, int flags)
 	return fd;
 }
 
+/* The node's data is in the upper layer: not below a metacopy file. */
+static bool data_upper(const struct ovl_node *node)
+{
+	return ovl_node_has(node, OVL_N_UPPER) && node->data_layer < 0;
+}
+
 static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
 {
 	struct ovl_path path;
-	bool upper = ovl_node_has(node, OVL_N_UPPER);
+	bool upper = data_upper(node);
 	int fd, err, requested;
 
 	flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_DIRECT | O_TMPFILE);
 	flags |= O_NOFOLLOW | O_CLOEXEC | (upper ? 0 : O_NOATIME);
 	requested = flags;
 	flags = real_flags(fs, flags, upper) | O_NONBLOCK;
-	err = ovl_node_open_parent(fs, node, ovl_node_real_layer(node), &path);
+	err = ovl_node_open_parent(fs, node, ovl_node_data_layer(node), &path);
 	if (err)
 		return err;
 	/* The /proc link of a file without a name must be followed. */
@@ -228,7 +234,7 @@ void ovl_op_open(struct fuse_req *req, uint64_t nodeid,
 		err = ovl_copy_up(fs, node,
 				  (fi->flags & O_TRUNC) ? OVL_COPY_UP_NO_DATA
 							: 0);
-	if (!err && ovl_node_has(node, OVL_N_UPPER) && lower_backed(node)) {
+	if (!err && data_upper(node) && lower_backed(node)) {
 		/*
 		 * The kernel binds this inode to the lower file while it is
 		 * open, and would write there too. So the name gets a new
@@ -248,8 +254,7 @@ void ovl_op_open(struct fuse_req *req, uint64_t nodeid,
 		ovl_reply_status(req, fd);
 		return;
 	}
-	err = ovl_file_setup(req, node, fd, ovl_node_has(node, OVL_N_UPPER),
-			     fi);
+	err = ovl_file_setup(req, node, fd, data_upper(node), fi);
 	if (err) {
 		close(fd);
 		ovl_reply_status(req, err);

@@ -189,11 +189,13 @@ void ovl_op_setattr(struct fuse_req *req, uint64_t nodeid,
 	struct ovl_fs *fs = ovl_req_fs(req);
 	struct ovl_node *node = ovl_req_node(req, nodeid);
 	unsigned int flags = 0;
-	struct ovl_path path;
+	struct ovl_path path = {.dirfd = -1};
 	struct stat st;
 	int err;
 
-	if ((attr->valid & FUSE_SET_ATTR_SIZE) && attr->st.st_size == 0)
+	if (!(attr->valid & FUSE_SET_ATTR_SIZE))
+		flags = OVL_COPY_UP_META;
+	else if (attr->st.st_size == 0)
 		flags = OVL_COPY_UP_NO_DATA;
 	err = ovl_copy_up(fs, node, flags);
 	/* One directory descriptor serves the change and the stat. */
@@ -203,9 +205,11 @@ void ovl_op_setattr(struct fuse_req *req, uint64_t nodeid,
 		err = setattr_apply(&path, attr);
 	if (!err)
 		err = ovl_do_fstatat(path.dirfd, path.name, &st);
-	if (!err)
-		ovl_node_fix_stat(node, &st);
 	ovl_path_close(&path);
+	if (!err) {
+		ovl_node_fix_stat(node, &st);
+		ovl_metacopy_fix_blocks(fs, node, &st);
+	}
 	if (err) {
 		ovl_reply_status(req, err);
 		return;

@@ -138,6 +138,7 @@ static void lookup_init(struct ovl_lookup *res)
 	res->layer = -1;
 	res->lower = -1;
 	res->lower_last = -1;
+	res->data_layer = -1;
 }
 
 /* A redirect names one entry: no empty, "." or ".." component. */
@@ -221,6 +222,47 @@ too_long:
 	return 0;
 }
 
+/*
+ * A regular file with overlay.metacopy holds only metadata: its data is
+ * in a lower layer, at the same path or where its redirect says. Returns
+ * 1 to search the layers below for the data, else 0 or a negative errno.
+ */
+static int lookup_metacopy(struct ovl_fs *fs, struct ovl_node *parent,
+			   int layer, int dirfd, const char *name,
+			   const struct stat *st, struct ovl_lookup *res)
+{
+	int err = ovl_metacopy_check(fs, layer, dirfd, name, st);
+
+	if (err <= 0)
+		return err;
+	res->metacopy = true;
+	err = read_redirect(fs, parent, layer, dirfd, name, res);
+	return err ? err : 1;
+}
+
+/*
+ * Below a metacopy file: a further metacopy file passes the search on,
+ * and the first plain regular file holds the data.
+ */
+static int lookup_data(struct ovl_fs *fs, struct ovl_node *parent, int layer,
+		       int dirfd, const char *name, const struct stat *st,
+		       struct ovl_lookup *res)
+{
+	int more;
+
+	if (!S_ISREG(st->st_mode)) {
+		log_warn_rl("the data of metacopy file %s is not a regular file in %s",
+			    name, fs->layers[layer].path);
+		return -EIO;
+	}
+	if (res->lower < 0)
+		res->lower = layer;
+	more = lookup_metacopy(fs, parent, layer, dirfd, name, st, res);
+	if (more == 0)
+		res->data_layer = layer;
+	return more;
+}
+
 /* Look in the upper layer. Returns 1 if lower layers must be searched. */
 static int lookup_upper(struct ovl_fs *fs, struct ovl_node *parent,
 			const char *name, struct ovl_lookup *res)
@@ -254,7 +296,8 @@ static int lookup_upper(struct ovl_fs *fs, struct ovl_node *parent,
 		} else {
 			res->st.st_ino =
 			    ovl_origin_ino(fs, dirfd, name, st.st_ino);
-			more = 0;
+			more = lookup_metacopy(fs, parent, 0, dirfd, name, &st,
+					       res);
 		}
 	}
 	close(dirfd);
@@ -287,6 +330,8 @@ static int lookup_lower_one(struct ovl_fs *fs, struct ovl_node *parent,
 
 	if (lower_is_whiteout(fs, dirfd, name, st))
 		return 0;
+	if (res->metacopy)
+		return lookup_data(fs, parent, layer, dirfd, name, st, res);
 	if (found && !S_ISDIR(st->st_mode))
 		return 0; /* a non-directory ends a merged directory */
 	if (res->lower < 0) {
@@ -300,7 +345,7 @@ static int lookup_lower_one(struct ovl_fs *fs, struct ovl_node *parent,
 	}
 	res->lower_last = layer;
 	if (!S_ISDIR(st->st_mode))
-		return 0;
+		return lookup_metacopy(fs, parent, layer, dirfd, name, st, res);
 	if (ovl_check_opaque(fs, dirfd, name))
 		return 0;
 	err = read_redirect(fs, parent, layer, dirfd, name, res);
@@ -335,6 +380,12 @@ static int open_lower_at(struct ovl_fs *fs, struct ovl_node *parent,
 	return ovl_open_layer_dir(fs->layers[layer].fd, dir, O_PATH);
 }
 
+/* Where an absolute redirect may lead: data-only layers hold file data. */
+static int redirect_last(struct ovl_fs *fs, const struct ovl_lookup *res)
+{
+	return res->metacopy ? fs->nlayers - 1 : fs->first_data - 1;
+}
+
 /*
  * Search the lower layers from the top. The parent's lower range bounds
  * the search, unless an absolute redirect sends it to paths that any
@@ -354,12 +405,9 @@ static int lookup_lowers(struct ovl_fs *fs, struct ovl_node *parent,
 	r = ovl_redirect_at(res->chain, fs->first_lower);
 	if (r && !r->relative) {
 		i = fs->first_lower;
-		last = fs->nlayers - 1;
+		last = redirect_last(fs, res);
 	}
-	for (; more && i >= 0 && i <= last; i++) {
-		r = ovl_redirect_at(res->chain, i);
-		if (r && !r->relative)
-			last = fs->nlayers - 1;
+	for (; more > 0 && i >= 0 && i <= last; i++) {
 		dirfd = open_lower_at(fs, parent, name, res, i, dir, &base);
 		if (dirfd == -ENOENT || dirfd == -ENOTDIR)
 			continue;
@@ -374,6 +422,10 @@ static int lookup_lowers(struct ovl_fs *fs, struct ovl_node *parent,
 			return err;
 		if (more < 0)
 			return more;
+		/* A redirect met here may lead below the parent's layers. */
+		r = ovl_redirect_at(res->chain, i + 1);
+		if (r && !r->relative && redirect_last(fs, res) > last)
+			last = redirect_last(fs, res);
 	}
 	return 0;
 }
@@ -406,6 +458,11 @@ int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *parent,
 	if (!res->upper && res->lower < 0) {
 		ovl_lookup_release(res);
 		return -ENOENT;
+	}
+	if (res->metacopy && res->data_layer < 0) {
+		log_warn_rl("no data found for metacopy file %s", name);
+		ovl_lookup_release(res);
+		return -EIO;
 	}
 	return 0;
 }
@@ -442,6 +499,7 @@ void ovl_node_fill(struct ovl_node *node, struct ovl_lookup *res)
 	node->ino = res->st.st_ino;
 	node->lower = res->lower;
 	node->lower_last = res->lower_last;
+	node->data_layer = res->metacopy ? res->data_layer : -1;
 	if (res->lower >= 0) {
 		node->redirect = res->chain;
 		res->chain = NULL;
@@ -489,6 +547,7 @@ int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 	if (err)
 		return err;
 	ovl_node_fix_stat(node, st);
+	ovl_metacopy_fix_blocks(fs, node, st);
 	return 0;
 }
 
@@ -529,5 +588,6 @@ int ovl_lookup_node(struct ovl_fs *fs, struct ovl_node *parent,
 	*out = ovl_node_insert(fs, node);
 	*st = res.st;
 	ovl_node_fix_stat(*out, st);
+	ovl_metacopy_fix_blocks(fs, *out, st);
 	return 0;
 }

@@ -152,6 +152,7 @@ struct ovl_node *ovl_node_new(struct ovl_fs *fs, struct ovl_node *parent,
 	node->parent = parent;
 	node->lower = -1;
 	node->lower_last = -1;
+	node->data_layer = -1;
 	node->anon_fd = -1;
 	if (parent)
 		ovl_node_get(parent);

@@ -28,6 +28,7 @@ enum ovl_redirect_mode {
 struct ovl_config {
 	char **lowerdirs; /* top first */
 	int nlower;
+	int ndata; /* the last ndata lowers are data-only (after "::") */
 	char *upperdir;
 	char *workdir;
 	char *mountpoint;
@@ -38,6 +39,8 @@ struct ovl_config {
 	bool xino_off;
 	bool allow_other;
 	enum ovl_redirect_mode redirect;
+	bool redirect_set; /* redirect_dir= was given */
+	bool metacopy;	   /* copy up metadata alone where data may wait */
 	unsigned long mount_flags; /* MS_* from the generic mount options */
 	char *fsname;		   /* source shown in /proc/mounts */
 };
@@ -93,6 +96,7 @@ struct ovl_node {
 	ino_t ino;	      /* st_ino shown to users: the origin's if any */
 	int16_t lower;	      /* topmost lower layer holding it, or -1 */
 	int16_t lower_last;   /* for directories: last lower layer merged */
+	int16_t data_layer;   /* metacopy: the layer that holds the data */
 	int backing_id;	      /* passthrough id, 0 when none */
 	unsigned int backing_refs;
 	bool backing_upper; /* backing file is the upper file */
@@ -125,6 +129,7 @@ struct ovl_fs {
 	struct ovl_layer *layers; /* [0] is the upper when upper != NULL */
 	int nlayers;
 	int first_lower; /* index of the topmost lower in layers */
+	int first_data;	 /* index of the first data-only layer, or nlayers */
 	int xino_shift;	 /* fsid goes in st_ino above this bit; 0: off */
 	struct ovl_layer *upper;
 	int upper_mnt_fd;   /* detached mount holding upperdir and workdir */
@@ -246,6 +251,15 @@ int ovl_node_path(struct ovl_fs *fs, struct ovl_node *node, char *buf,
 int ovl_node_lower_path(struct ovl_fs *fs, struct ovl_node *node, int layer,
 			char *buf, size_t size);
 
+/* ---- metacopy.c ---- */
+int ovl_metacopy_check(struct ovl_fs *fs, int layer, int dirfd,
+		       const char *name, const struct stat *st);
+int ovl_metacopy_finish(struct ovl_fs *fs, struct ovl_node *node,
+			unsigned int flags);
+void ovl_metacopy_fix_blocks(struct ovl_fs *fs, struct ovl_node *node,
+			     struct stat *st);
+int ovl_node_data_layer(const struct ovl_node *node);
+
 /* ---- redirect.c ---- */
 const struct ovl_redirect *ovl_redirect_at(const struct ovl_redirect *r,
 					   int layer);
@@ -275,6 +289,8 @@ struct ovl_lookup {
 	int layer;	/* layer index the attributes come from */
 	int16_t lower;	/* topmost lower holding the name, or -1 */
 	int16_t lower_last;
+	int16_t data_layer; /* metacopy: the layer that holds the data */
+	bool metacopy;	    /* a metacopy file was found */
 	bool upper;
 	bool opaque;
 	bool upper_whiteout; /* the upper contains a whiteout at the name */
@@ -304,7 +320,8 @@ int ovl_node_real_layer(const struct ovl_node *node);
 void ovl_path_close(struct ovl_path *path);
 
 /* ---- copy_up.c ---- */
-#define OVL_COPY_UP_NO_DATA 0x1
+#define OVL_COPY_UP_NO_DATA 0x1 /* the data is about to be truncated */
+#define OVL_COPY_UP_META 0x2	/* metadata is enough (with metacopy=on) */
 int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node, unsigned int flags);
 int ovl_copy_up_data(int src, int dst, off_t size);
 int ovl_copy_xattrs(struct ovl_fs *fs, struct ovl_path *src,

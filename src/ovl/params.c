@@ -76,6 +76,7 @@ static int add_lower(struct ovl_config *cfg, const char *path,
 static int parse_lowerdir(struct ovl_config *cfg, char *value,
 			  struct ovl_error *e)
 {
+	bool data = false; /* value is a data-only layer */
 	char *next;
 	int err;
 
@@ -85,13 +86,19 @@ static int parse_lowerdir(struct ovl_config *cfg, char *value,
 	}
 	for (; value; value = next) {
 		next = split_unescaped(value, ':');
-		if (next && *next == ':') {
-			ovl_error_set(e, "lowerdir: data-only layers (::) are not supported; list data layers as ordinary layers");
-			return -EINVAL;
-		}
 		err = add_lower(cfg, value, e);
 		if (err)
 			return err;
+		if (data)
+			cfg->ndata++;
+		if (next && *next == ':') {
+			data = true; /* "::" puts a data-only layer next */
+			next++;
+		} else if (next && data) {
+			ovl_error_set(e, "lowerdir: a regular layer follows the data-only layer %s; put data-only layers last, each after ::",
+				      value);
+			return -EINVAL;
+		}
 	}
 	if (cfg->nlower > 500) {
 		ovl_error_set(e, "lowerdir: %d layers given; overlayfs allows at most 500",
@@ -237,8 +244,10 @@ static int parse_features(struct ovl_config *cfg, const char *key,
 		v = parse_feature(key, value, redirect_ok, none, e);
 		if (v >= 0)
 			cfg->redirect = (enum ovl_redirect_mode)v;
-	} else if (!strcmp(key, "index") || !strcmp(key, "metacopy") ||
-		   !strcmp(key, "nfs_export")) {
+		cfg->redirect_set = v >= 0;
+	} else if (!strcmp(key, "metacopy")) {
+		v = parse_bool(key, value, &cfg->metacopy, e);
+	} else if (!strcmp(key, "index") || !strcmp(key, "nfs_export")) {
 		v = parse_feature(key, value, off, on, e);
 	} else if (!strcmp(key, "xino")) {
 		v = parse_feature(key, value, xino_ok, none, e);
@@ -312,6 +321,14 @@ int ovl_parse_options(struct ovl_config *cfg, const char *opts,
 	return err;
 }
 
+static const char *redirect_name(enum ovl_redirect_mode mode)
+{
+	static const char *const names[] = {"on", "follow", "off",
+					    "nofollow"};
+
+	return names[mode];
+}
+
 /* Checks between options, after all of them are parsed. */
 int ovl_config_finish(struct ovl_config *cfg, struct ovl_error *e)
 {
@@ -327,6 +344,14 @@ int ovl_config_finish(struct ovl_config *cfg, struct ovl_error *e)
 	if (cfg->workdir && !cfg->upperdir) {
 		ovl_error_set(e, "workdir %s given without upperdir; add -o upperdir=DIR or drop workdir",
 			      cfg->workdir);
+		return -EINVAL;
+	}
+	if (cfg->metacopy && (cfg->redirect == OVL_REDIRECT_OFF ||
+			      cfg->redirect == OVL_REDIRECT_NOFOLLOW ||
+			      (cfg->redirect == OVL_REDIRECT_FOLLOW &&
+			       cfg->upperdir))) {
+		ovl_error_set(e, "metacopy=on conflicts with redirect_dir=%s: a file copied up without its data finds the data through a redirect; use redirect_dir=on",
+			      redirect_name(cfg->redirect));
 		return -EINVAL;
 	}
 	/* Without an upper layer the mount is read-only, as in overlayfs. */

@@ -326,7 +326,7 @@ static int load_lowers(struct load_ctx *ctx, struct ovl_node *node)
 		if (fd < 0)
 			return fd;
 		/* The last layer's marker is not checked, as in overlayfs. */
-		xdir = i != fs->nlayers - 1 &&
+		xdir = i != fs->first_data - 1 &&
 		       ovl_check_xwhiteout_dir(fs, fd, ".");
 		err = read_layer(ctx, fd, i, xdir);
 		if (err)

@@ -47,7 +47,7 @@ static int copy_up_name(struct ovl_fs *fs, struct ovl_node *parent,
 			return -ENOMEM;
 		ovl_node_fill(node, res);
 	}
-	err = ovl_copy_up(fs, node, 0);
+	err = ovl_copy_up(fs, node, OVL_COPY_UP_META);
 	ovl_node_put(fs, node);
 	return err;
 }
@@ -159,6 +159,45 @@ static int clear_target_dir(struct rename_ctx *c)
 	return err;
 }
 
+static bool is_metacopy(struct ovl_fs *fs, int dirfd, const char *name)
+{
+	char attr[64];
+
+	ovl_xattr_name(fs, attr, sizeof(attr), "metacopy");
+	return ovl_do_getxattr(dirfd, name, attr, NULL, 0) >= 0;
+}
+
+/*
+ * A metacopy file finds its data below by its path, so one that moves
+ * records the path of the data with an absolute redirect, as overlayfs
+ * does.
+ */
+static int set_file_redirect(struct rename_ctx *c, int dirfd,
+			     const char *name, const struct ovl_lookup *res,
+			     struct ovl_node *parent, char *resolved)
+{
+	char attr[64], value[OVL_PATH_MAX + 1];
+	size_t len;
+	int err;
+
+	if (res->redirect[0]) {
+		strcpy(resolved, res->redirect);
+	} else {
+		err = ovl_node_lower_path(c->fs, parent, res->lower, resolved,
+					  OVL_PATH_MAX);
+		len = strlen(resolved);
+		if (err || len + strlen(name) + 2 > OVL_PATH_MAX)
+			return -EXDEV;
+		snprintf(resolved + len, OVL_PATH_MAX - len, "%s%s",
+			 len ? "/" : "", name);
+	}
+	snprintf(value, sizeof(value), "/%s", resolved);
+	if (strlen(value) > OVL_REDIRECT_MAX)
+		return -EXDEV;
+	ovl_xattr_name(c->fs, attr, sizeof(attr), "redirect");
+	return ovl_do_setxattr(dirfd, name, attr, value, strlen(value), 0);
+}
+
 /*
  * Mark a directory with a lower part, about to move from (parent, name)
  * to dest, with the path of that lower part: a plain name when it stays
@@ -174,6 +213,9 @@ static int set_redirect(struct rename_ctx *c, int dirfd, const char *name,
 	int err;
 
 	resolved[0] = '\0';
+	if (S_ISREG(res->st.st_mode) && res->lower >= 0 &&
+	    is_metacopy(c->fs, dirfd, name))
+		return set_file_redirect(c, dirfd, name, res, parent, resolved);
 	if (!S_ISDIR(res->st.st_mode) || res->lower < 0)
 		return 0;
 	if (res->redirect[0]) {

@@ -328,6 +328,7 @@ static int open_layers(struct ovl_fs *fs, struct ovl_error *e)
 		fs->layers[i].handle_fd = -1;
 	}
 	fs->nlayers = n;
+	fs->first_data = n - fs->config.ndata;
 	if (cfg->upperdir) {
 		fs->upper = &fs->layers[0];
 		fs->upper->is_upper = true;
@@ -595,7 +596,7 @@ static int make_root(struct ovl_fs *fs)
 		return -ENOMEM;
 	root->type = S_IFDIR;
 	root->lower = fs->first_lower;
-	root->lower_last = fs->nlayers - 1;
+	root->lower_last = fs->first_data - 1;
 	root->nlookup = 1;
 	if (fstat(fs->layers[0].fd, &st) < 0) {
 		ovl_node_put(fs, root);

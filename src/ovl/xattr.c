@@ -144,7 +144,7 @@ static int xattr_change(struct fuse_req *req, uint64_t nodeid,
 
 	err = xattr_real_name(fs, name, real, sizeof(real));
 	if (!err)
-		err = ovl_copy_up(fs, node, 0);
+		err = ovl_copy_up(fs, node, OVL_COPY_UP_META);
 	if (!err)
 		err = ovl_node_open_parent(fs, node, 0, &path);
 	if (err)

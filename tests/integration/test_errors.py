@@ -210,7 +210,7 @@ def case_empty_lowerdir(layout):
 
 
 def case_empty_layer(layout):
-    lowerdir = f"lowerdir={layout.lowers[0]}::{layout.lowers[1]}"
+    lowerdir = f"lowerdir={layout.lowers[0]}::"
     return layout.options(lowerdir=lowerdir), ["lowerdir"]
 
 

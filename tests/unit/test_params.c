@@ -110,10 +110,10 @@ static void test_lowerdir_invalid(void)
 	    {"lowerdir=:/a", "empty layer"},
 	    {"lowerdir=/a:", "empty layer"},
 	    {"lowerdir=/a:/b:", "empty layer"},
-	    {"lowerdir=/a::/b", "::"},
-	    {"lowerdir=/a:/b::/c", "::"},
-	    {"lowerdir=::/a", "::"},
-	    {"lowerdir=/a::", "::"},
+	    {"lowerdir=/a::/b:/c", "::"},
+	    {"lowerdir=/a::/b::/c:/d", "::"},
+	    {"lowerdir=::/a", "empty layer"},
+	    {"lowerdir=/a::", "empty layer"},
 	    {"lowerdir=/a,lowerdir=/b", "given twice"},
 	};
 	size_t i;
@@ -128,6 +128,48 @@ static void test_lowerdir_invalid(void)
 		CHECK_CONTAINS(pc.err.msg, cases[i].msg_part);
 		ovl_config_free(&pc.cfg);
 	}
+}
+
+/* Layers after "::" are data-only; they come last. */
+static void test_lowerdir_data_only(void)
+{
+	struct parse_case pc;
+
+	parse(&pc, "lowerdir=/a:/b::/c::/d");
+	CHECK_EQ_INT(pc.rc, 0);
+	if (CHECK_EQ_INT(pc.cfg.nlower, 4)) {
+		CHECK_EQ_STR(pc.cfg.lowerdirs[1], "/b");
+		CHECK_EQ_STR(pc.cfg.lowerdirs[2], "/c");
+		CHECK_EQ_STR(pc.cfg.lowerdirs[3], "/d");
+	}
+	CHECK_EQ_INT(pc.cfg.ndata, 2);
+	ovl_config_free(&pc.cfg);
+
+	parse(&pc, "lowerdir=/a:/b");
+	CHECK_EQ_INT(pc.cfg.ndata, 0);
+	ovl_config_free(&pc.cfg);
+}
+
+/* metacopy=on finds data through redirects, so it needs them. */
+static void test_metacopy_needs_redirects(void)
+{
+	static const char *const bad[] = {"redirect_dir=off",
+					  "redirect_dir=nofollow"};
+	struct parse_case pc;
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		parse(&pc, "lowerdir=/a,metacopy=on");
+		CHECK_EQ_INT(ovl_parse_options(&pc.cfg, bad[i], &pc.err), 0);
+		CHECK_EQ_INT(ovl_config_finish(&pc.cfg, &pc.err), -EINVAL);
+		CHECK_CONTAINS(pc.err.msg, "metacopy=on");
+		CHECK_CONTAINS(pc.err.msg, bad[i]);
+		ovl_config_free(&pc.cfg);
+	}
+	parse(&pc, "lowerdir=/a,metacopy=on");
+	CHECK_EQ_INT(ovl_config_finish(&pc.cfg, &pc.err), 0);
+	CHECK(pc.cfg.metacopy);
+	ovl_config_free(&pc.cfg);
 }
 
 /* Build "lowerdir=/l0:/l1:...", n layers. */
@@ -372,7 +414,7 @@ static void test_supported_features(void)
 {
 	static const char *const cases[] = {
 	    "redirect_dir=off", "redirect_dir=nofollow",
-	    "index=off",	"metacopy=off",
+	    "index=off",	"metacopy=off",		"metacopy=on",
 	    "xino=off",		"xino=auto",		"xino=on",
 	    "uuid=auto",	"uuid=null",
 	    "uuid=off",		"nfs_export=off",
@@ -431,7 +473,6 @@ static void test_unsupported_features(void)
 		const char *replacement;
 	} cases[] = {
 	    {"index=on", "index=off"},
-	    {"metacopy=on", "metacopy=off"},
 	    {"uuid=on", "uuid=auto"},
 	    {"nfs_export=on", "nfs_export=off"},
 	    {"verity=on", "verity=off"},
@@ -676,6 +717,8 @@ int main(void)
 	RUN_TEST(test_lowerdir_order);
 	RUN_TEST(test_lowerdir_escapes);
 	RUN_TEST(test_lowerdir_invalid);
+	RUN_TEST(test_lowerdir_data_only);
+	RUN_TEST(test_metacopy_needs_redirects);
 	RUN_TEST(test_lowerdir_layer_limit);
 	RUN_TEST(test_upper_and_work);
 	RUN_TEST(test_upper_and_work_invalid);

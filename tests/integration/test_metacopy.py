@@ -1,0 +1,184 @@
+"""metacopy=on: metadata changes copy up no data, and data-only layers.
+
+Each test runs on kernel overlayfs and on lamina with the same options.
+A metacopy file is an upper file with overlay.metacopy, the full size
+and no data blocks; its data is read from below until the first open
+for writing.
+"""
+
+import errno
+import os
+
+import pytest
+
+from helpers import get_xattr, make_whiteout, read_file, write_file
+
+META = ["metacopy=on", "redirect_dir=on"]
+METACOPY = "trusted.overlay.metacopy"
+MIB = 1 << 20
+
+
+def big_file(path, size=4 * MIB):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    block = bytes(range(256)) * 4096
+    with open(path, "wb") as f:
+        for _ in range(size // len(block)):
+            f.write(block)
+    return block * (size // len(block))
+
+
+def has_metacopy(path):
+    return get_xattr(path, METACOPY) is not None
+
+
+def used_bytes(path):
+    return os.lstat(path).st_blocks * 512
+
+
+@pytest.mark.parametrize("change", ["chown", "chmod", "utime", "setxattr"])
+def test_metadata_change_copies_no_data(stack, change):
+    data = big_file(stack.lo(1, "f"))
+    stack.mount(extra=META)
+
+    if change == "chown":
+        os.chown(stack.m("f"), 1234, 5678)
+    elif change == "chmod":
+        os.chmod(stack.m("f"), 0o600)
+    elif change == "utime":
+        os.utime(stack.m("f"), (1000, 2000))
+    else:
+        os.setxattr(stack.m("f"), "user.note", b"v")
+
+    assert has_metacopy(stack.u("f"))
+    assert os.lstat(stack.u("f")).st_size == len(data)
+    assert used_bytes(stack.u("f")) < MIB
+    assert read_file(stack.m("f")) == data
+    # du through the mount counts the data below.
+    assert os.stat(stack.m("f")).st_blocks == os.stat(stack.lo(1, "f")).st_blocks
+
+
+def test_write_open_brings_the_data(stack):
+    data = big_file(stack.lo(1, "f"))
+    stack.mount(extra=META)
+    os.chmod(stack.m("f"), 0o640)
+
+    with open(stack.m("f"), "ab") as f:
+        f.write(b"tail")
+
+    assert not has_metacopy(stack.u("f"))
+    assert read_file(stack.m("f")) == data + b"tail"
+    assert read_file(stack.u("f")) == data + b"tail"
+    assert os.stat(stack.m("f")).st_mode & 0o777 == 0o640
+    assert read_file(stack.lo(1, "f")) == data
+
+
+def test_truncate_drops_the_mark(stack):
+    big_file(stack.lo(1, "f"))
+    stack.mount(extra=META)
+    os.chown(stack.m("f"), 1, 1)
+
+    os.truncate(stack.m("f"), 0)
+
+    assert not has_metacopy(stack.u("f"))
+    assert read_file(stack.m("f")) == b""
+
+
+def test_renamed_metacopy_file_keeps_its_data(stack):
+    data = big_file(stack.lo(1, "d", "f"))
+    os.makedirs(stack.lo(1, "e"))
+    stack.mount(extra=META)
+    os.chmod(stack.m("d", "f"), 0o600)
+
+    os.rename(stack.m("d", "f"), stack.m("e", "g"))
+
+    assert read_file(stack.m("e", "g")) == data
+    assert not os.path.lexists(stack.m("d", "f"))
+    assert get_xattr(stack.u("e", "g"), "trusted.overlay.redirect") == b"/d/f"
+    stack.unmount()
+    stack.mount(impl=stack.other_impl(), extra=META)
+    assert read_file(stack.m("e", "g")) == data
+    assert has_metacopy(stack.u("e", "g"))
+
+
+def test_metacopy_written_by_other_impl(stack):
+    data = big_file(stack.lo(1, "f"))
+    stack.mount(impl=stack.other_impl(), extra=META)
+    os.chown(stack.m("f"), 42, 42)
+    stack.unmount()
+
+    stack.mount(extra=META)
+
+    assert has_metacopy(stack.u("f"))
+    st = os.stat(stack.m("f"))
+    assert (st.st_uid, st.st_size) == (42, len(data))
+    assert read_file(stack.m("f")) == data
+
+
+def test_chown_tree_writes_almost_nothing(stack):
+    total = 0
+    for i in range(16):
+        total += len(big_file(stack.lo(1, "tree", f"d{i % 4}", f"f{i}")))
+    stack.mount(extra=META)
+
+    for root, dirs, files in os.walk(stack.m("tree")):
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), 4321, 4321)
+
+    used = 0
+    for root, dirs, files in os.walk(stack.u("tree")):
+        used += sum(used_bytes(os.path.join(root, n)) for n in files)
+    assert total == 64 * MIB
+    assert used < MIB
+
+
+def test_metacopy_off_refuses_metacopy_files(stack):
+    """A mount without metacopy=on will not follow the mark: EPERM."""
+    big_file(stack.lo(1, "f"))
+    stack.mount(extra=META)
+    os.chmod(stack.m("f"), 0o600)
+    stack.unmount()
+
+    stack.mount(extra=["redirect_dir=on"])
+
+    with pytest.raises(PermissionError):
+        os.stat(stack.m("f"))
+
+
+def test_metacopy_needs_redirects(stack):
+    """metacopy=on with redirect_dir=off is refused at mount time."""
+    with pytest.raises(AssertionError):
+        stack.mount(extra=["metacopy=on", "redirect_dir=off"])
+
+
+def test_data_only_layer(stack):
+    """A metacopy file in a lower layer takes its data from a data layer.
+
+    The data layer's own names do not show in the merged tree.
+    """
+    data = big_file(stack.lo(1, "blobs", "b1"))
+    write_file(stack.lo(0, "app", "f"), b"")
+    os.truncate(stack.lo(0, "app", "f"), len(data))
+    os.setxattr(stack.lo(0, "app", "f"), METACOPY, b"")
+    os.setxattr(stack.lo(0, "app", "f"), "trusted.overlay.redirect",
+                b"/blobs/b1")
+    lowers = [stack.lowers[0], "", stack.lowers[1]]  # "" makes "::"
+    stack.mount(lowers=lowers, upper=False)
+
+    assert sorted(os.listdir(stack.merged)) == ["app"]
+    assert read_file(stack.m("app", "f")) == data
+
+
+def test_data_only_layer_copy_up(stack):
+    """Writing a file whose data is in a data layer copies the data up."""
+    data = big_file(stack.lo(1, "blobs", "b1"))
+    write_file(stack.lo(0, "f"), b"")
+    os.truncate(stack.lo(0, "f"), len(data))
+    os.setxattr(stack.lo(0, "f"), METACOPY, b"")
+    os.setxattr(stack.lo(0, "f"), "trusted.overlay.redirect", b"/blobs/b1")
+    stack.mount(lowers=[stack.lowers[0], "", stack.lowers[1]])
+
+    with open(stack.m("f"), "r+b") as f:
+        f.write(b"X")
+
+    assert read_file(stack.m("f")) == b"X" + data[1:]
+    assert read_file(stack.lo(1, "blobs", "b1")) == data
