@@ -4,8 +4,11 @@
  * topmost lower entry, as overlayfs's lookup finds it. A whiteout in a
  * higher lower layer hides the entries below it, an opaque directory
  * hides the lower contents under it, and a non-directory hides every
- * path beneath its name. Redirects in lower layers are not followed,
- * as lamina's mount does not follow them either.
+ * path beneath its name.
+ *
+ * TODO: redirects inside lower layers are not followed here, although
+ * the mount follows them, so a lower directory reached only through such
+ * a redirect shows its upper entries as added.
  */
 #include "diff.h"
 
