@@ -36,7 +36,7 @@ struct link_client {
 
 static struct {
 	pthread_t thread;
-	bool started; /* clients[] holds descriptors */
+	bool started; /* clients[] contains descriptors */
 	bool running;
 	int listen_fd;
 	int stop_pipe[2];
@@ -85,7 +85,7 @@ static void client_answer(struct link_client *c)
 	client_close(c);
 }
 
-/* Read what a client sent; answer once a whole line has come. */
+/* Read a client's request and reply once a whole line has arrived. */
 static void client_read(struct link_client *c)
 {
 	char *newline;
@@ -171,9 +171,9 @@ static void *server_main(void *unused)
 }
 
 /*
- * Start answering on listen_fd (from daemon_link_listen) in the daemon
- * process. reply builds the configuration each time it is asked for;
- * it runs on the link's thread until daemon_link_stop() returns.
+ * Start the thread that replies on listen_fd (from daemon_link_listen)
+ * in the daemon process. reply builds the configuration for each
+ * request, on the link's thread, until daemon_link_stop() returns.
  */
 int daemon_link_serve(int listen_fd, daemon_link_reply_fn reply, void *arg)
 {

@@ -6,7 +6,7 @@
  *
  *   A  added: no lower entry has the path
  *   C  changed: the upper entry replaces a lower one with other content,
- *      metadata or type; an opaque directory that hides a lower one is
+ *      metadata or type. An opaque directory that hides a lower one is
  *      shown as "replaced"
  *   D  deleted: a whiteout that hides a lower entry
  *   R  renamed: a directory with a redirect, from its old path
@@ -180,7 +180,7 @@ static int diff_visit(void *arg, const struct layer_entry *e,
 }
 
 /* A renamed directory leaves a whiteout at its old path; the R line
- * already says the old path is gone, so that D line is dropped. */
+ * already shows that the old path is gone, so that D line is dropped. */
 static void drop_rename_sources(struct diff *d)
 {
 	size_t i, j, kept = 0;

@@ -145,7 +145,7 @@ static void on_serve_exit(void *arg)
 
 /*
  * Serve until unmounted or stopped by a signal; write to ready_fd after
- * INIT. link is the daemon link's socket, answered from here on.
+ * INIT. link is the daemon link's socket, whose thread starts after INIT.
  */
 static int serve(struct ovl_fs *fs, int link, int ready_fd)
 {

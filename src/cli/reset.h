@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* What a deletion removed, and where it stopped when it failed. */
+/* The count of entries a deletion removed, and where it failed. */
 struct reset_count {
 	uint64_t removed;
 	char failed[4096]; /* path, relative to the deleted tree */

@@ -2,7 +2,7 @@
 /*
  * The steps of lamina reset on the filesystem. The old upper is swapped
  * with a new empty directory by one renameat2(RENAME_EXCHANGE), so that
- * at every instant either the old upper or the new one is in place; the
+ * at every instant either the old upper or the new one is in place. The
  * old tree then sits under a hidden sibling name until it is deleted.
  * Nothing here follows a symlink: every call is relative to an open
  * directory and uses O_NOFOLLOW or AT_SYMLINK_NOFOLLOW.
@@ -21,7 +21,7 @@
 #define XATTR_LIST_MAX 65536
 #define XATTR_VALUE_MAX 65536
 
-/* The hidden sibling that holds the old upper while it is deleted. */
+/* Name the hidden sibling that contains the old upper until deleted. */
 void reset_aside_name(const char *name, char *buf, size_t size)
 {
 	snprintf(buf, size, ".lamina-reset.%.*s", 240, name);

@@ -80,7 +80,7 @@ static int stack_from_config(const struct ovl_config *cfg, struct cli_stack *s)
 
 /*
  * Fill s from overlay mount options in lamina's syntax (backslash
- * escapes). On an error, err holds the message without the prefix.
+ * escapes). On an error, err contains the message without the prefix.
  */
 int cli_stack_from_options(const char *options, struct cli_stack *s, char *err,
 			   size_t size)
@@ -218,7 +218,7 @@ static int stack_from_kernel(const struct cli_mount *m, struct cli_stack *s)
 	return err;
 }
 
-/* Fill s from a mount; on an error, err holds the message. */
+/* Fill s from a mount. On an error, err contains the message. */
 int cli_stack_from_mount(const struct cli_mount *m, struct cli_stack *s,
 			 char *err, size_t size)
 {

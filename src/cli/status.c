@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
  * lamina status [--json] [MERGED]: the overlay mounts (lamina's and the
- * kernel's), each with its layers, what its upper holds and the features
+ * kernel's), each with its layers, what its upper contains and the features
  * in effect.
  */
 #include "cli.h"
@@ -17,7 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
-/* What an upper directory holds; the root is not counted. */
+/* Usage of an upper directory; the root is not counted. */
 struct usage {
 	uint64_t bytes;	     /* apparent size of files and symlinks */
 	uint64_t disk_bytes; /* allocated blocks, as du counts them */

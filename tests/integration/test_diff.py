@@ -62,8 +62,10 @@ def build_changes(stack):
     write_file(stack.lo(0, "readonly"), "r")
     write_file(stack.lo(1, "under"), "lower layer 2")
     write_file(stack.lo(1, "kept", "file"), "kept")
+
     extra = ["redirect_dir=on"] if stack.impl == "kernel" else []
     stack.mount(extra=extra)
+
     write_file(stack.m("added"), "new")
     with open(stack.m("changed"), "a") as f:
         f.write("er")
@@ -79,6 +81,7 @@ def build_changes(stack):
     write_file(stack.m("newdir", "file"), "n")
     with open(stack.m("under"), "a") as f:
         f.write("!")
+
     # Opened for writing but left as it was: copied up, yet no change.
     with open(stack.m("readonly"), "r+"):
         pass

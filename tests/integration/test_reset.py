@@ -95,7 +95,7 @@ def test_reset_remount_lamina(lamina_stack):
 
 
 def test_reset_remount_kernel_refused(any_stack):
-    """--remount on a kernel overlay mount says what to do instead."""
+    """--remount on a kernel overlay mount is rejected with the steps."""
     stack = any_stack("kernel")
     stack.mount()
     write_file(stack.m("mine"), "m")

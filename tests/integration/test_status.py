@@ -11,7 +11,7 @@ from helpers import write_file
 def build_changes(stack):
     """Mount the stack and leave one of each kind of upper entry.
 
-    The upper then holds new.txt (4 bytes), newdir, olddir (opaque),
+    The upper then contains new.txt (4 bytes), newdir, olddir (opaque),
     moved2 (a redirect) and whiteouts for gone and moved.
     """
     write_file(stack.lo(0, "gone"), "g")
