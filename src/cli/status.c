@@ -93,7 +93,8 @@ static int usage_measure(const char *upper, bool userxattr, struct usage *u)
 		return -errno;
 	err = layer_walk(fd, &fmt, usage_visit, u);
 	close(fd);
-	qsort(u->linked, u->nlinked, sizeof(*u->linked), ino_cmp);
+	if (u->nlinked)
+		qsort(u->linked, u->nlinked, sizeof(*u->linked), ino_cmp);
 	for (i = 0; i < u->nlinked; i++)
 		if (i == 0 || u->linked[i] != u->linked[i - 1])
 			u->inodes++;

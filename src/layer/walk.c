@@ -136,7 +136,8 @@ static int read_names(int dirfd, char ***names, size_t *count)
 		return err;
 	}
 	closedir(dir);
-	qsort(list, n, sizeof(*list), name_cmp);
+	if (n) /* an empty directory leaves list NULL, which qsort rejects */
+		qsort(list, n, sizeof(*list), name_cmp);
 	*names = list;
 	*count = n;
 	return 0;
