@@ -29,7 +29,7 @@ struct import_args {
 	bool userxattr;
 };
 
-/* Where the layer goes: its parent, its name and the staging name. */
+/* The import target: its open parent, its name and the staging name. */
 struct import_target {
 	int parentfd;
 	char name[NAME_MAX + 1];
@@ -110,21 +110,24 @@ static bool dir_is_empty(int fd)
 static int target_open_parent(const char *layer, struct import_target *t)
 {
 	char path[PATH_MAX], *slash;
+	const char *base;
 	size_t len;
 
 	snprintf(path, sizeof(path), "%s", layer);
 	for (len = strlen(path); len > 1 && path[len - 1] == '/'; len--)
 		path[len - 1] = '\0';
 	slash = strrchr(path, '/');
-	if ((slash ? strlen(slash + 1) : len) > NAME_MAX ||
-	    !strcmp(path, "/")) {
+	base = slash ? slash + 1 : path;
+	len = strlen(base);
+	if (len == 0 || len > NAME_MAX || !strcmp(base, ".") ||
+	    !strcmp(base, "..")) {
 		fprintf(
 		    stderr,
-		    "lamina: invalid layer directory %s; give a path to a new directory\n",
+		    "lamina: invalid layer directory %s; give a path that ends in the new directory's name\n",
 		    layer);
 		return EXIT_USAGE;
 	}
-	snprintf(t->name, sizeof(t->name), "%s", slash ? slash + 1 : path);
+	memcpy(t->name, base, len + 1);
 	if (slash == path)
 		path[1] = '\0';
 	else if (slash)

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
- * One file of a layer as one tar entry: the mode, numeric owner, mtime
- * with nanoseconds, xattrs other than overlayfs's, the symlink target or
- * device number, hard links as tar hard links, and the data of a regular
- * file with its holes kept as a sparse entry.
+ * One file of a layer as one tar entry. The entry carries the mode, the
+ * numeric owner, the mtime with nanoseconds, the xattrs other than
+ * overlayfs's, and the symlink target or device number. Hard links
+ * become tar hard links, and a regular file's holes a sparse entry.
  */
 #include "export.h"
 
@@ -74,8 +74,8 @@ out:
 }
 
 /*
- * Record the data regions of fd in entry when the file has holes, so the
- * tar keeps it sparse; a file without holes gets no sparse map.
+ * Record the data regions of fd in entry when the file has holes, so
+ * that the tar keeps it sparse. A file without holes gets no sparse map.
  */
 static int add_sparse_map(struct archive_entry *entry, int fd, off_t size)
 {

@@ -4,8 +4,8 @@
  * order, parents first, so equal trees give equal tars. Whiteouts become
  * ".wh.NAME" entries and an opaque directory gets a ".wh..wh..opq" entry
  * right after its own. A redirected directory has no OCI form, so it is
- * written as an opaque directory holding its whole merged content from
- * the lower layers; a metacopy file takes its data from them.
+ * written as an opaque directory with its whole merged content from the
+ * lower layers. A metacopy file takes its data from them too.
  */
 #include "export.h"
 

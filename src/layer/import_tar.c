@@ -2,8 +2,9 @@
 /*
  * An OCI layer tar unpacked into an overlayfs layer. libarchive writes
  * the files, with owners, modes, times, xattrs, hard links and holes, and
- * rejects entries that would land outside the current directory; the
- * paths are also checked here first, so every refusal names its entry.
+ * rejects entries that would land outside the current directory. The
+ * paths are also checked here first, so that every rejection names its
+ * entry.
  * Whiteout and opaque entries are collected and applied at the end.
  */
 #include "import.h"

@@ -2,9 +2,9 @@
 /*
  * OCI image layer tars and the overlayfs layer format. An OCI layer marks
  * a deleted NAME with an empty ".wh.NAME" entry and an opaque directory
- * with a ".wh..wh..opq" entry inside it; overlayfs uses whiteout devices
- * and xattrs instead. The conversion happens only here, at export and
- * import time.
+ * with a ".wh..wh..opq" entry inside it. overlayfs uses whiteout devices
+ * and xattrs instead, and the conversion happens only here, at export
+ * and import time.
  */
 #ifndef LAMINA_OCI_H
 #define LAMINA_OCI_H
@@ -42,7 +42,7 @@ enum oci_name_kind {
 int oci_clean_path(const char *path, char *out, size_t size,
 		   struct oci_error *e);
 
-/* What the last component of a clean path means in an OCI layer. */
+/* The meaning of a clean path's last component in an OCI layer. */
 enum oci_name_kind oci_name_kind(const char *clean_path);
 
 /* Whether an xattr belongs to overlayfs: trusted.overlay.* or
@@ -73,7 +73,7 @@ struct layer_stack {
 	int count;
 };
 
-/* What one name of a merged directory resolves to. */
+/* The result of looking up one name in a merged directory. */
 struct layer_stack_entry {
 	bool found;
 	int dirfd;	/* the top entry's parent (borrowed), or -1 */
@@ -82,13 +82,19 @@ struct layer_stack_entry {
 	struct layer_stack children; /* for a directory: its stack */
 };
 
+/* Open the root directory of every layer as one stack. */
 int layer_stack_root(const struct layer_stack_roots *roots,
 		     struct layer_stack *out);
+/*
+ * Look up name in the merged directory parent. out->found is false for a
+ * name that is missing or whited out. Returns -ENODATA for a metacopy
+ * file without a full copy below it. Release out when done.
+ */
 int layer_stack_lookup(const struct layer_stack_roots *roots,
 		       const struct layer_stack *parent, const char *name,
 		       struct layer_stack_entry *out);
-/* The stack of the merged directory at a clean relative path ("" is the
- * root); empty when the path is not a directory in the merged tree. */
+/* Open the stack of the merged directory at a clean relative path, "" for
+ * the root. The stack is empty when the path is no merged directory. */
 int layer_stack_open_dir(const struct layer_stack_roots *roots,
 			 const char *path, struct layer_stack *out);
 void layer_stack_release(struct layer_stack *s);

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
  * Lookup across a layer and the layers below it, by overlayfs's rules,
- * without a mount: a whiteout or a non-directory ends the search, an
- * opaque directory hides what is below it, a redirect sends the search
- * in the lower layers to another path, and a metacopy file takes its
- * data from the first full copy below it. Export needs this to write a
+ * without a mount. A whiteout or a non-directory ends the search, and an
+ * opaque directory hides what is below it. A redirect sends the search
+ * in the lower layers to another path. A metacopy file takes its data
+ * from the first full copy below it. Export needs this to write a
  * redirected directory or a metacopy file as plain OCI entries.
  */
 #include "oci.h"
@@ -166,7 +166,7 @@ static int take_entry(struct lookup *l, int parentfd, const char *name,
 		l->is_metacopy = e->metacopy;
 		l->stop = !dir && !e->metacopy;
 	} else if (!dir && !e->metacopy) {
-		/* The full copy that holds a metacopy file's data. */
+		/* The full copy that contains a metacopy file's data. */
 		fd = openat(parentfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0)
 			return -errno;
@@ -244,7 +244,7 @@ int layer_stack_lookup(const struct layer_stack_roots *roots,
 	}
 	layer_stack_release(&l.root_stack);
 	if (!err && out->found && l.is_metacopy && out->datafd < 0)
-		err = -ENODATA; /* no layer below holds the data */
+		err = -ENODATA; /* no layer below contains the data */
 	if (err)
 		layer_stack_entry_release(out);
 	return err;

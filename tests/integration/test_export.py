@@ -131,7 +131,7 @@ def snapshot(root):
 
 
 def diff(left, right):
-    """Readable differences between two snapshots, or []."""
+    """List the differences between two snapshots, one line each."""
     problems = []
     for rel in sorted(set(left) | set(right)):
         if left.get(rel) != right.get(rel):
@@ -193,9 +193,12 @@ def test_export_entries_keep_metadata(stack, tmp_path):
     assert new.pax_headers["SCHILY.xattr.user.test"] == "value\x00\x01"
     assert not any("overlay" in key for m in members.values()
                    for key in m.pax_headers)
-    assert members[b"h2"].islnk() and members[b"h2"].linkname == "h1"
-    assert members[b"sub/h3"].islnk() and members[b"sub/h3"].linkname == "h1"
-    assert members[b"sym"].issym() and members[b"sym"].linkname == "dir/../keep"
+    assert members[b"h2"].islnk()
+    assert members[b"h2"].linkname == "h1"
+    assert members[b"sub/h3"].islnk()
+    assert members[b"sub/h3"].linkname == "h1"
+    assert members[b"sym"].issym()
+    assert members[b"sym"].linkname == "dir/../keep"
     assert members[b"chr"].ischr()
     assert (members[b"chr"].devmajor, members[b"chr"].devminor) == (1, 3)
     assert members[b"blk"].isblk()
@@ -271,7 +274,8 @@ def test_export_redirect_needs_lowers(tmp_path):
     message = proc.stderr.decode()
     assert proc.returncode == 1
     assert message.startswith("lamina: ")
-    assert "'b'" in message and "lowerdir=" in message
+    assert "'b'" in message
+    assert "lowerdir=" in message
     assert len(message.splitlines()) == 1
     assert not os.path.exists(tmp_path / "out.tar")
 
@@ -299,7 +303,8 @@ def test_export_metacopy_data_from_lower(tmp_path):
 
     proc = lamina(["export", layer, str(tmp_path / "no.tar")])
     assert proc.returncode == 1
-    assert b"'f'" in proc.stderr and b"lowerdir=" in proc.stderr
+    assert b"'f'" in proc.stderr
+    assert b"lowerdir=" in proc.stderr
     out = export_to_file(layer, str(tmp_path / "out.tar"),
                          "-o", f"lowerdir={base}")
     with tarfile.open(out) as t:
