@@ -1,13 +1,183 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-/* lamina commit. */
+/*
+ * lamina commit: turn the upper directory into a new read-only layer on
+ * top of the lower ones and start again with an empty upper.
+ */
+#include "commit.h"
 #include "cli.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define COMMIT_USAGE                                                           \
+	"lamina commit -o lowerdir=DIRS,upperdir=DIR,workdir=DIR NEWLAYER"
+
+/* The mount a directory is on. */
+static int mount_id(int dirfd, const char *name, uint64_t *id)
+{
+	struct statx stx;
+
+	if (statx(dirfd, name, AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH,
+		  STATX_MNT_ID, &stx) < 0)
+		return -errno;
+	*id = stx.stx_mnt_id;
+	return 0;
+}
+
+/* Open the upper's parent and decide how the layer is made. */
+static int open_upper(struct commit *c)
+{
+	char parent[PATH_MAX], *slash;
+	uint64_t upper_mnt = 0, parent_mnt = 0, new_mnt = 0;
+
+	if (!realpath(c->args.cfg.upperdir, c->upper)) {
+		fprintf(stderr, "lamina: commit: upperdir %s: %s\n",
+			c->args.cfg.upperdir, strerror(errno));
+		return EXIT_USAGE;
+	}
+	if (!strcmp(c->upper, "/")) {
+		fputs(
+		    "lamina: commit: upperdir is the root directory, which commit cannot rename; use a directory below it\n",
+		    stderr);
+		return EXIT_USAGE;
+	}
+	snprintf(parent, sizeof(parent), "%s", c->upper);
+	slash = strrchr(parent, '/');
+	snprintf(c->upper_name, sizeof(c->upper_name), "%s", slash + 1);
+	*(slash == parent ? slash + 1 : slash) = '\0';
+	snprintf(c->fresh_name, sizeof(c->fresh_name),
+		 ".%.*s.lamina-commit-upper", NAME_MAX - 30, c->upper_name);
+	c->upper_parent_fd =
+	    open(parent, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (c->upper_parent_fd < 0 ||
+	    mount_id(c->upper_parent_fd, "", &parent_mnt) ||
+	    mount_id(c->upper_parent_fd, c->upper_name, &upper_mnt) ||
+	    mount_id(c->nl.parent_fd, "", &new_mnt)) {
+		fprintf(stderr, "lamina: commit: upperdir %s: %s\n", c->upper,
+			strerror(errno));
+		return EXIT_USAGE;
+	}
+	if (upper_mnt != parent_mnt) {
+		fprintf(
+		    stderr,
+		    "lamina: commit: upperdir %s is a mount point, which commit cannot rename; use a directory inside that filesystem as upperdir\n",
+		    c->upper);
+		return EXIT_USAGE;
+	}
+	c->by_rename = new_mnt == parent_mnt;
+	return 0;
+}
+
+static int open_workdir(struct commit *c)
+{
+	struct stat st;
+
+	c->work_fd =
+	    open(c->args.cfg.workdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (c->work_fd < 0) {
+		fprintf(stderr, "lamina: commit: workdir %s: %s\n",
+			c->args.cfg.workdir, strerror(errno));
+		return EXIT_USAGE;
+	}
+	if (fstatat(c->work_fd, "work/incompat/volatile", &st,
+		    AT_SYMLINK_NOFOLLOW) == 0) {
+		fprintf(
+		    stderr,
+		    "lamina: commit: workdir %s: an earlier volatile mount did not end cleanly, so the upper may have lost writes; delete %s/work to commit it anyway\n",
+		    c->args.cfg.workdir, c->args.cfg.workdir);
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
+/* Every check that needs no change on disk. */
+static int commit_check(struct commit *c)
+{
+	char why[PATH_MAX + 128];
+	int i, rc;
+
+	if (!c->args.cfg.upperdir) {
+		fprintf(stderr,
+			"lamina: commit: no upperdir given; usage: %s\n",
+			COMMIT_USAGE);
+		return EXIT_USAGE;
+	}
+	c->fmt.xattr_prefix =
+	    c->args.cfg.userxattr ? "user.overlay." : "trusted.overlay.";
+	rc = new_layer_open(&c->nl, c->args.newlayer, "commit");
+	for (i = 0; !rc && i < c->args.cfg.nlower; i++)
+		rc = layer_cmd_check_apart(&c->nl, c->args.cfg.lowerdirs[i],
+					   "lowerdir");
+	if (!rc)
+		rc = layer_cmd_check_apart(&c->nl, c->args.cfg.upperdir,
+					   "upperdir");
+	if (!rc)
+		rc = layer_cmd_check_apart(&c->nl, c->args.cfg.workdir,
+					   "workdir");
+	if (!rc)
+		rc = open_upper(c);
+	if (!rc)
+		rc = open_workdir(c);
+	if (rc)
+		return rc;
+	rc = cli_upper_in_use(c->upper, why, sizeof(why));
+	if (rc > 0) {
+		fprintf(stderr, "lamina: commit: %s; unmount it first\n", why);
+		return EXIT_USAGE;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "lamina: commit: upperdir %s: %s\n", c->upper,
+			strerror(-rc));
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
+static int commit_run(struct commit *c)
+{
+	int err = commit_state_begin(c);
+
+	if (err)
+		return err == -EEXIST || err == -EINVAL ? EXIT_USAGE : err;
+	err = commit_move(c);
+	if (!err)
+		err = commit_clear_workdir(c);
+	if (!err)
+		err = commit_state_end(c);
+	return err;
+}
 
 int cmd_commit(int argc, char **argv)
 {
-	(void)argc;
-	(void)argv;
-	fprintf(stderr, "lamina: commit is not available yet\n");
-	return EXIT_USAGE;
+	struct commit c = {.upper_parent_fd = -1, .work_fd = -1};
+	int rc =
+	    layer_cmd_parse(argc, argv, "commit", COMMIT_USAGE, false, &c.args);
+
+	c.nl.parent_fd = -1;
+	if (!rc)
+		rc = commit_check(&c);
+	if (!rc) {
+		rc = commit_run(&c);
+		if (rc < 0) {
+			fprintf(
+			    stderr,
+			    "lamina: commit of %s to %s failed: %s; run the same command again to finish it\n",
+			    c.upper, c.nl.path, strerror(-rc));
+			rc = EXIT_USAGE;
+		}
+	}
+	if (!rc)
+		layer_cmd_print_lowerdir(c.nl.path, &c.args.cfg);
+	new_layer_close(&c.nl);
+	if (c.upper_parent_fd >= 0)
+		close(c.upper_parent_fd);
+	if (c.work_fd >= 0)
+		close(c.work_fd);
+	ovl_config_free(&c.args.cfg);
+	return rc;
 }

@@ -1,13 +1,204 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-/* lamina squash. */
+/*
+ * lamina squash: merge several lower layers into one new layer. The
+ * layer is built in a staging directory beside NEWLAYER and renamed to
+ * NEWLAYER once it is complete and on disk, so an interrupted run
+ * leaves no NEWLAYER, and the next run removes the staging directory.
+ */
 #include "cli.h"
+#include "layer/copy.h"
+#include "layer_cmd.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SQUASH_USAGE "lamina squash -o lowerdir=DIRS [--bottom] NEWLAYER"
+
+struct squash_cmd {
+	struct layer_cmd_args args;
+	struct new_layer nl;
+	struct layer_format fmt;
+	int *layer_fds;
+};
+
+static int squash_check(struct squash_cmd *s)
+{
+	struct stat st;
+	int i, rc;
+
+	if (s->args.cfg.upperdir) {
+		fprintf(
+		    stderr,
+		    "lamina: squash: upperdir %s given; squash merges lower layers only, so give lowerdir alone (commit the upper first with lamina commit)\n",
+		    s->args.cfg.upperdir);
+		return EXIT_USAGE;
+	}
+	s->fmt.xattr_prefix =
+	    s->args.cfg.userxattr ? "user.overlay." : "trusted.overlay.";
+	rc = new_layer_open(&s->nl, s->args.newlayer, "squash");
+	for (i = 0; !rc && i < s->args.cfg.nlower; i++)
+		rc = layer_cmd_check_apart(&s->nl, s->args.cfg.lowerdirs[i],
+					   "lowerdir");
+	if (rc)
+		return rc;
+	if (fstatat(s->nl.parent_fd, s->nl.name, &st, AT_SYMLINK_NOFOLLOW) ==
+	    0) {
+		fprintf(
+		    stderr,
+		    "lamina: squash: NEWLAYER %s already exists; give the path of a new directory\n",
+		    s->nl.path);
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
+static int open_layers(struct squash_cmd *s)
+{
+	int i, n = s->args.cfg.nlower;
+
+	s->layer_fds = malloc((size_t)n * sizeof(int));
+	if (!s->layer_fds)
+		return -ENOMEM;
+	for (i = 0; i < n; i++)
+		s->layer_fds[i] = -1;
+	for (i = 0; i < n; i++) {
+		s->layer_fds[i] = open(s->args.cfg.lowerdirs[i],
+				       O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (s->layer_fds[i] < 0) {
+			fprintf(stderr, "lamina: squash: lowerdir %s: %s\n",
+				s->args.cfg.lowerdirs[i], strerror(errno));
+			return EXIT_USAGE;
+		}
+	}
+	return 0;
+}
+
+/* Remove what an interrupted run left, then make the staging dir. */
+static int make_staging(struct squash_cmd *s)
+{
+	int err;
+
+	if (faccessat(s->nl.parent_fd, s->nl.staging, F_OK,
+		      AT_SYMLINK_NOFOLLOW) == 0)
+		fprintf(
+		    stderr,
+		    "lamina: removing %s, which an interrupted squash left\n",
+		    s->nl.staging_path);
+	err = ovl_remove_tree(s->nl.parent_fd, s->nl.staging);
+	if (!err && mkdirat(s->nl.parent_fd, s->nl.staging, 0700) < 0)
+		err = -errno;
+	if (err)
+		fprintf(
+		    stderr,
+		    "lamina: squash: cannot make the staging directory %s: %s\n",
+		    s->nl.staging_path, strerror(-err));
+	return err;
+}
+
+static struct progress *start_progress(struct squash_cmd *s)
+{
+	struct progress *p = progress_start("squash", 0);
+	uint64_t total = 0, count;
+	int i;
+
+	for (i = 0; p && i < s->args.cfg.nlower; i++)
+		if (!layer_count_entries(s->layer_fds[i], &s->fmt, &count))
+			total += count;
+	progress_set_total(p, total);
+	return p;
+}
+
+static int squash_build(struct squash_cmd *s)
+{
+	struct layer_squash_opts *o = calloc(1, sizeof(*o));
+	int outfd, err;
+
+	if (!o)
+		return -ENOMEM;
+	o->fmt = &s->fmt;
+	o->bottom = s->args.bottom;
+	outfd = openat(s->nl.parent_fd, s->nl.staging,
+		       O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	err = outfd < 0 ? -errno : 0;
+	if (err)
+		fprintf(stderr, "lamina: squash: cannot open %s: %s\n",
+			s->nl.staging_path, strerror(-err));
+	if (!err) {
+		o->progress = start_progress(s);
+		err = layer_squash(s->layer_fds, s->args.cfg.nlower, outfd, o);
+		progress_end(o->progress);
+		if (err)
+			fprintf(stderr, "lamina: squash failed at %s\n",
+				o->error);
+	}
+	/* The layer must be on disk before its rename makes it NEWLAYER. */
+	if (!err && syncfs(outfd) < 0) {
+		err = -errno;
+		fprintf(stderr,
+			"lamina: squash: writing %s to disk failed: %s\n",
+			s->nl.staging_path, strerror(-err));
+	}
+	if (outfd >= 0)
+		close(outfd);
+	free(o);
+	return err;
+}
+
+/* Rename the finished staging directory to NEWLAYER. */
+static int publish(struct squash_cmd *s)
+{
+	int err = 0;
+
+	if (renameat2(s->nl.parent_fd, s->nl.staging, s->nl.parent_fd,
+		      s->nl.name, RENAME_NOREPLACE) < 0)
+		err = -errno;
+	if (!err)
+		err = layer_cmd_fsync_dir(s->nl.parent_fd, ".");
+	if (err)
+		fprintf(stderr, "lamina: squash: cannot rename %s to %s: %s\n",
+			s->nl.staging_path, s->nl.path, strerror(-err));
+	return err;
+}
+
+static int squash_run(struct squash_cmd *s)
+{
+	int err = open_layers(s);
+
+	if (!err)
+		err = make_staging(s);
+	if (err)
+		return EXIT_USAGE;
+	err = squash_build(s);
+	if (!err)
+		err = publish(s);
+	if (err) {
+		ovl_remove_tree(s->nl.parent_fd, s->nl.staging);
+		return EXIT_USAGE;
+	}
+	return 0;
+}
 
 int cmd_squash(int argc, char **argv)
 {
-	(void)argc;
-	(void)argv;
-	fprintf(stderr, "lamina: squash is not available yet\n");
-	return EXIT_USAGE;
+	struct squash_cmd s = {0};
+	int i, rc;
+
+	s.nl.parent_fd = -1;
+	rc = layer_cmd_parse(argc, argv, "squash", SQUASH_USAGE, true, &s.args);
+	if (!rc)
+		rc = squash_check(&s);
+	if (!rc)
+		rc = squash_run(&s);
+	for (i = 0; s.layer_fds && i < s.args.cfg.nlower; i++)
+		if (s.layer_fds[i] >= 0)
+			close(s.layer_fds[i]);
+	free(s.layer_fds);
+	new_layer_close(&s.nl);
+	ovl_config_free(&s.args.cfg);
+	return rc;
 }

@@ -1,0 +1,209 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * The command line of lamina commit and lamina squash, and the new
+ * layer directory they create next to a staging directory of their own.
+ */
+#include "layer_cmd.h"
+#include "cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int layer_cmd_parse(int argc, char **argv, const char *cmd, const char *usage,
+		    bool allow_bottom, struct layer_cmd_args *a)
+{
+	static const struct option longopts[] = {
+	    {"bottom", no_argument, NULL, 'b'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	struct ovl_error e = {{0}};
+	int c;
+
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+o:h", longopts, NULL)) != -1) {
+		if (c == 'h') {
+			cli_usage();
+			exit(0);
+		}
+		if (c == 'b' && allow_bottom) {
+			a->bottom = true;
+			continue;
+		}
+		if (c != 'o') {
+			fprintf(stderr,
+				"lamina: %s: invalid option '%s'; usage: %s\n",
+				cmd, argv[optind - 1], usage);
+			return EXIT_USAGE;
+		}
+		if (ovl_parse_options(&a->cfg, optarg, &e)) {
+			fprintf(stderr, "lamina: %s: %s\n", cmd, e.msg);
+			return EXIT_USAGE;
+		}
+	}
+	if (ovl_config_finish(&a->cfg, &e)) {
+		fprintf(stderr, "lamina: %s: %s\n", cmd, e.msg);
+		return EXIT_USAGE;
+	}
+	if (optind != argc - 1) {
+		fprintf(stderr, "lamina: %s: %s; usage: %s\n", cmd,
+			optind == argc ? "NEWLAYER is missing"
+				       : "too many arguments",
+			usage);
+		return EXIT_USAGE;
+	}
+	a->newlayer = argv[optind];
+	return 0;
+}
+
+/* Split arg into its parent and last component, dropping trailing
+ * slashes. */
+static int split_path(const char *arg, char *parent, size_t size, char *name)
+{
+	char copy[PATH_MAX];
+	size_t len = strlen(arg);
+	char *slash;
+
+	if (len == 0 || len >= sizeof(copy))
+		return -EINVAL;
+	memcpy(copy, arg, len + 1);
+	while (len > 1 && copy[len - 1] == '/')
+		copy[--len] = '\0';
+	slash = strrchr(copy, '/');
+	if (!slash) {
+		snprintf(parent, size, ".");
+		snprintf(name, NAME_MAX + 1, "%s", copy);
+	} else {
+		*slash = '\0';
+		snprintf(parent, size, "%s", slash == copy ? "/" : copy);
+		snprintf(name, NAME_MAX + 1, "%s", slash + 1);
+	}
+	if (!*name || !strcmp(name, ".") || !strcmp(name, "..") ||
+	    strlen(slash ? slash + 1 : copy) > NAME_MAX)
+		return -EINVAL;
+	return 0;
+}
+
+int new_layer_open(struct new_layer *nl, const char *arg, const char *cmd)
+{
+	char parent[PATH_MAX], real[PATH_MAX];
+
+	nl->parent_fd = -1;
+	if (split_path(arg, parent, sizeof(parent), nl->name)) {
+		fprintf(
+		    stderr,
+		    "lamina: %s: invalid NEWLAYER '%s'; give the path of a directory to create, such as /srv/layers/new\n",
+		    cmd, arg);
+		return EXIT_USAGE;
+	}
+	if (!realpath(parent, real)) {
+		fprintf(
+		    stderr,
+		    "lamina: %s: the parent directory %s of NEWLAYER: %s; create it first\n",
+		    cmd, parent, strerror(errno));
+		return EXIT_USAGE;
+	}
+	if (snprintf(nl->path, sizeof(nl->path), "%s/%s",
+		     strcmp(real, "/") ? real : "",
+		     nl->name) >= (int)sizeof(nl->path)) {
+		fprintf(stderr, "lamina: %s: NEWLAYER '%s' is too long\n", cmd,
+			arg);
+		return EXIT_USAGE;
+	}
+	snprintf(nl->staging, sizeof(nl->staging), ".%.*s.lamina-%s",
+		 NAME_MAX - 20, nl->name, cmd);
+	if (snprintf(nl->staging_path, sizeof(nl->staging_path), "%s/%s",
+		     strcmp(real, "/") ? real : "",
+		     nl->staging) >= (int)sizeof(nl->staging_path)) {
+		fprintf(stderr, "lamina: %s: NEWLAYER '%s' is too long\n", cmd,
+			arg);
+		return EXIT_USAGE;
+	}
+	nl->parent_fd =
+	    open(real, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (nl->parent_fd < 0) {
+		fprintf(stderr, "lamina: %s: cannot open %s: %s\n", cmd, real,
+			strerror(errno));
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
+void new_layer_close(struct new_layer *nl)
+{
+	if (nl->parent_fd >= 0)
+		close(nl->parent_fd);
+	nl->parent_fd = -1;
+}
+
+bool layer_cmd_path_within(const char *path, const char *dir)
+{
+	size_t len = strlen(dir);
+
+	if (!strcmp(dir, "/"))
+		return true;
+	return !strncmp(path, dir, len) && (path[len] == '/' || !path[len]);
+}
+
+int layer_cmd_check_apart(const struct new_layer *nl, const char *dir,
+			  const char *what)
+{
+	char real[PATH_MAX];
+
+	if (!realpath(dir, real)) {
+		fprintf(stderr, "lamina: %s %s: %s\n", what, dir,
+			strerror(errno));
+		return EXIT_USAGE;
+	}
+	if (layer_cmd_path_within(nl->path, real)) {
+		fprintf(
+		    stderr,
+		    "lamina: NEWLAYER %s is inside %s %s; put the new layer outside every layer and the workdir\n",
+		    nl->path, what, real);
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
+int layer_cmd_fsync_dir(int dirfd, const char *name)
+{
+	int fd = openat(dirfd, name,
+			O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int err = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		err = -errno;
+	close(fd);
+	return err;
+}
+
+static void print_escaped(const char *path)
+{
+	for (; *path; path++) {
+		if (*path == ':' || *path == ',' || *path == '\\')
+			putchar('\\');
+		putchar(*path);
+	}
+}
+
+void layer_cmd_print_lowerdir(const char *top, const struct ovl_config *cfg)
+{
+	int i;
+
+	fputs("lowerdir=", stdout);
+	print_escaped(top);
+	for (i = 0; i < cfg->nlower; i++) {
+		putchar(':');
+		print_escaped(cfg->lowerdirs[i]);
+	}
+	putchar('\n');
+}

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * What lamina commit and lamina squash share: their command line and
+ * the new layer directory that each of them makes.
+ */
+#ifndef LAMINA_CLI_LAYER_CMD_H
+#define LAMINA_CLI_LAYER_CMD_H
+
+#include "ovl/ovl.h"
+
+#include <limits.h>
+#include <stdbool.h>
+
+struct layer_cmd_args {
+	struct ovl_config cfg;
+	const char *newlayer; /* the NEWLAYER argument as given */
+	bool bottom;	      /* squash --bottom */
+};
+
+/* Parse "-o OPTIONS [--bottom] NEWLAYER" for cmd ("commit" or
+ * "squash"). Returns 0, or EXIT_USAGE after printing why. */
+int layer_cmd_parse(int argc, char **argv, const char *cmd, const char *usage,
+		    bool allow_bottom, struct layer_cmd_args *a);
+
+/* The directory a command creates, and its staging name beside it. */
+struct new_layer {
+	char path[PATH_MAX];	     /* absolute: the parent's real path/name */
+	char name[NAME_MAX + 1];     /* the last component */
+	char staging[NAME_MAX + 1];  /* ".NAME.lamina-<cmd>" in the parent */
+	char staging_path[PATH_MAX]; /* the same as an absolute path */
+	int parent_fd;
+};
+
+/* Resolve NEWLAYER's parent and open it. Returns 0 or EXIT_USAGE after
+ * printing why. */
+int new_layer_open(struct new_layer *nl, const char *arg, const char *cmd);
+void new_layer_close(struct new_layer *nl);
+
+/* Whether path is dir or below it; both are real paths. */
+bool layer_cmd_path_within(const char *path, const char *dir);
+
+/* Reject a new layer inside dir, a directory the command reads or
+ * changes; what names dir in the message. Returns 0 or EXIT_USAGE. */
+int layer_cmd_check_apart(const struct new_layer *nl, const char *dir,
+			  const char *what);
+
+/* fsync the directory dirfd/name. */
+int layer_cmd_fsync_dir(int dirfd, const char *name);
+
+/* Print lowerdir= with the new layer on top of the given lowers, each
+ * path escaped for the option list. */
+void layer_cmd_print_lowerdir(const char *top, const struct ovl_config *cfg);
+
+#endif

@@ -1,0 +1,257 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * Lookup of one name through the layers of a merged directory, as
+ * overlayfs's ovl_lookup() does it (Linux 6.x, fs/overlayfs/namei.c):
+ * the first layer that has the name decides what it is; a directory
+ * goes on merging the same name in the layers below until one of them
+ * is opaque or holds a whiteout or a non-directory; overlay.redirect
+ * changes the name searched in the layers below, and an absolute
+ * redirect searches the path from the root of every later layer.
+ */
+#include "squash_lookup.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void squash_dir_release(struct squash_dir *d)
+{
+	int i;
+
+	for (i = 0; i < d->nsrc; i++)
+		close(d->srcs[i].fd);
+	free(d->srcs);
+	memset(d, 0, sizeof(*d));
+}
+
+int squash_dir_append(struct squash_dir *d, int layer, int dirfd,
+		      const char *name)
+{
+	struct squash_src *grown;
+	int fd;
+
+	if (d->nsrc == d->cap) {
+		d->cap = d->cap ? d->cap * 2 : 4;
+		grown = realloc(d->srcs, (size_t)d->cap * sizeof(*grown));
+		if (!grown)
+			return -ENOMEM;
+		d->srcs = grown;
+	}
+	fd = openat(dirfd, name,
+		    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	d->srcs[d->nsrc].layer = layer;
+	d->srcs[d->nsrc].fd = fd;
+	d->nsrc++;
+	return 0;
+}
+
+/* overlayfs rejects an empty redirect, an absolute one with an empty
+ * component and a relative one with a slash; "." and ".." never name
+ * an entry. */
+static bool redirect_valid(const char *r)
+{
+	const char *s, *next;
+
+	if (r[0] != '/')
+		return *r && !strchr(r, '/') && strcmp(r, ".") &&
+		       strcmp(r, "..");
+	for (s = r + 1;; s = next + 1) {
+		next = strchrnul(s, '/');
+		if (next == s || (next - s == 1 && s[0] == '.') ||
+		    (next - s == 2 && s[0] == '.' && s[1] == '.'))
+			return false;
+		if (!*next)
+			return true;
+	}
+}
+
+static int apply_redirect(const struct squash_layers *sl,
+			  struct squash_lookup *lk, const char *redirect,
+			  const char *where)
+{
+	char *slash;
+
+	if (!redirect_valid(redirect)) {
+		snprintf(
+		    sl->error, sl->error_size,
+		    "%s: invalid overlay.redirect \"%s\"; overlayfs fails to look this directory up as well",
+		    where, redirect);
+		return -EINVAL;
+	}
+	if (redirect[0] == '/') {
+		lk->absolute = true;
+		lk->absolute_redirects++;
+		snprintf(lk->path, sizeof(lk->path), "%s", redirect);
+	} else if (lk->absolute) {
+		/* A relative redirect met on an absolute path renames its
+		 * last component. */
+		slash = strrchr(lk->path, '/');
+		snprintf(slash + 1,
+			 sizeof(lk->path) - (size_t)(slash + 1 - lk->path),
+			 "%s", redirect);
+	} else {
+		snprintf(lk->path, sizeof(lk->path), "%s", redirect);
+	}
+	return 0;
+}
+
+/* The first entry found under the name is the one the merged tree shows. */
+static int record_top(const struct squash_layers *sl, struct squash_lookup *lk,
+		      int layer, int dirfd, const struct layer_entry *e,
+		      const char *where)
+{
+	if (e->metacopy) {
+		snprintf(
+		    sl->error, sl->error_size,
+		    "%s is a metacopy file, whose data lies in another layer; squash does not merge metacopy layers",
+		    where);
+		return -EOPNOTSUPP;
+	}
+	lk->found = true;
+	lk->top_layer = layer;
+	lk->top_dirfd = dirfd;
+	lk->st = e->st;
+	return 0;
+}
+
+/*
+ * One layer's entry under name in dirfd, which is the layer's directory
+ * at the merged directory, or at the parent of an absolute path.
+ */
+static int lookup_step(const struct squash_layers *sl, struct squash_lookup *lk,
+		       int layer, int dirfd, const char *name,
+		       const char *where)
+{
+	struct layer_entry e = {.name = name, .dirfd = dirfd};
+	int err;
+
+	if (fstatat(dirfd, name, &e.st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	err = layer_classify(dirfd, name, sl->fmt, &e);
+	if (!err && (e.whiteout || !S_ISDIR(e.st.st_mode))) {
+		/* A non-directory under a directory ends the directory. */
+		lk->stop = true;
+		if (!lk->found && e.whiteout)
+			lk->whiteout = true;
+		else if (!lk->found)
+			err = record_top(sl, lk, layer, dirfd, &e, where);
+	} else if (!err) {
+		if (!lk->found)
+			err = record_top(sl, lk, layer, dirfd, &e, where);
+		if (!err)
+			err = squash_dir_append(&lk->dir, layer, dirfd, name);
+		if (!err && e.opaque)
+			lk->stop = true;
+		else if (!err && e.redirect)
+			err = apply_redirect(sl, lk, e.redirect, where);
+	}
+	layer_entry_release(&e);
+	return err;
+}
+
+/*
+ * Walk to the parent of the absolute lk->path in one layer: *parent is
+ * its descriptor (to close unless it is rootfd), or -1 when the layer
+ * lacks a component. A whiteout or a non-directory on the way ends the
+ * lookup; an opaque directory on the way ends it after this layer.
+ */
+static int walk_to_parent(const struct squash_layers *sl,
+			  struct squash_lookup *lk, int rootfd, int *parent,
+			  const char **last, bool *opaque_above)
+{
+	char comp[NAME_MAX + 1];
+	const char *s = lk->path + 1, *next;
+	struct layer_entry e = {0};
+	int fd = rootfd, child, err = 0;
+
+	*parent = -1;
+	for (; (next = strchr(s, '/')); s = next + 1) {
+		snprintf(comp, sizeof(comp), "%.*s", (int)(next - s), s);
+		e.name = comp;
+		if (fstatat(fd, comp, &e.st, AT_SYMLINK_NOFOLLOW) < 0) {
+			err = errno == ENOENT ? 0 : -errno;
+			break;
+		}
+		err = layer_classify(fd, comp, sl->fmt, &e);
+		if (!err && (e.whiteout || !S_ISDIR(e.st.st_mode)))
+			lk->stop = true;
+		*opaque_above |= e.opaque;
+		/* NOTE: overlayfs also follows a redirect found on the way;
+		 * such nested moves are not followed here. */
+		layer_entry_release(&e);
+		if (err || lk->stop)
+			break;
+		child = openat(fd, comp,
+			       O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		err = child < 0 ? -errno : 0;
+		if (fd != rootfd)
+			close(fd);
+		fd = child;
+		if (err)
+			return err;
+	}
+	if (!next) {
+		*last = s;
+		*parent = fd;
+		return 0;
+	}
+	if (fd != rootfd)
+		close(fd);
+	return err;
+}
+
+/* After an absolute redirect in layer `from`, search the path from the
+ * root of every layer below it. */
+static int lookup_absolute(const struct squash_layers *sl,
+			   struct squash_lookup *lk, int from,
+			   const char *where)
+{
+	const char *last;
+	unsigned int redirects;
+	bool opaque_above;
+	int layer, fd, err = 0;
+
+	for (layer = from + 1; !err && !lk->stop && layer < sl->n; layer++) {
+		opaque_above = false;
+		err = walk_to_parent(sl, lk, sl->root_fds[layer], &fd, &last,
+				     &opaque_above);
+		if (!err && fd >= 0) {
+			redirects = lk->absolute_redirects;
+			err = lookup_step(sl, lk, layer, fd, last, where);
+			/* A new absolute redirect goes on past an opaque
+			 * directory above the entry, as in overlayfs. */
+			if (lk->absolute_redirects != redirects)
+				opaque_above = false;
+			if (fd != sl->root_fds[layer])
+				close(fd);
+		}
+		if (opaque_above)
+			lk->stop = true;
+	}
+	return err;
+}
+
+int squash_lookup(const struct squash_layers *sl, const struct squash_dir *md,
+		  const char *name, const char *where, struct squash_lookup *lk)
+{
+	int i, err = 0;
+
+	memset(lk, 0, sizeof(*lk));
+	snprintf(lk->path, sizeof(lk->path), "%s", name);
+	for (i = 0; !err && !lk->stop && i < md->nsrc; i++) {
+		err = lookup_step(sl, lk, md->srcs[i].layer, md->srcs[i].fd,
+				  lk->path, where);
+		if (!err && lk->absolute) {
+			err = lookup_absolute(sl, lk, md->srcs[i].layer, where);
+			break;
+		}
+	}
+	if (err)
+		squash_dir_release(&lk->dir);
+	return err;
+}
