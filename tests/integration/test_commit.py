@@ -21,10 +21,6 @@ from conftest import LAMINA, make_tempdir, run, run_lamina
 
 READERS = ("kernel", "lamina")
 
-LOWER_REDIRECT_XFAIL = pytest.mark.xfail(
-    strict=False,
-    reason="lamina does not follow redirects found in lower layers yet")
-
 # A time with nanoseconds, to see that commit keeps them.
 MTIME_NS = 1_600_000_000_123_456_789
 
@@ -164,8 +160,7 @@ def test_commit_renames_the_upper(stack):
     assert os.stat(newlayer).st_ino == upper_ino
 
 
-@pytest.mark.parametrize("reader", [
-    "kernel", pytest.param("lamina", marks=LOWER_REDIRECT_XFAIL)])
+@pytest.mark.parametrize("reader", READERS)
 def test_commit_renamed_directory(stack, reader):
     fill_lowers(stack)
     stack.mount(extra=("redirect_dir=on",))
