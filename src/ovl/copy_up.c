@@ -27,6 +27,7 @@ struct copy_up_ctx {
 	char tmp[64];	     /* staging name in workdir/work */
 	unsigned int flags;
 	bool meta; /* copy the metadata alone and mark it metacopy */
+	bool indexed; /* a hard-linked lower file, kept in workdir/index */
 };
 
 static int copy_fallback(int src, int dst, off_t off, off_t end)
@@ -212,42 +213,57 @@ static int copy_up_create(struct copy_up_ctx *c)
 }
 
 /*
+ * Encode dirfd/name as overlayfs's file handle (struct ovl_fb) into fb,
+ * which holds OVL_FH_MAX bytes. Returns its length, or 0 when the file
+ * has no handle or its filesystem no UUID.
+ */
+int ovl_encode_fh(struct ovl_fs *fs, int dirfd, const char *name,
+		  uint8_t *fb, bool upper)
+{
+	struct {
+		struct file_handle fh;
+		unsigned char bytes[MAX_HANDLE_SZ];
+	} h;
+	const struct ovl_layer *layer = NULL;
+	struct stat st;
+	int mount_id, i;
+
+	if (fstat(dirfd, &st) < 0)
+		return 0;
+	for (i = 0; i < fs->nlayers; i++)
+		if (fs->layers[i].dev == st.st_dev && fs->layers[i].has_uuid)
+			layer = &fs->layers[i];
+	h.fh.handle_bytes = MAX_HANDLE_SZ;
+	if (!layer ||
+	    name_to_handle_at(dirfd, name, &h.fh, &mount_id, 0) < 0)
+		return 0;
+	if (5 + 16 + h.fh.handle_bytes > OVL_FH_MAX)
+		return 0;
+	fb[0] = 0;    /* version */
+	fb[1] = 0xfb; /* magic */
+	fb[2] = 5 + 16 + h.fh.handle_bytes;
+	fb[3] = upper ? 4 : 0; /* flags: little-endian fid; 4: in the upper */
+	fb[4] = h.fh.handle_type;
+	memcpy(fb + 5, layer->uuid, 16);
+	memcpy(fb + 21, h.fh.f_handle, h.fh.handle_bytes);
+	return fb[2];
+}
+
+/*
  * Record the lower file's handle in overlay.origin, as overlayfs does,
  * so st_ino stays the lower one across copy-up and remounts.
  */
 int ovl_set_origin(struct ovl_fs *fs, struct ovl_path *lower,
 		   struct ovl_path *upper)
 {
-	struct {
-		struct file_handle fh;
-		unsigned char bytes[MAX_HANDLE_SZ];
-	} h;
-	uint8_t fb[5 + 16 + MAX_HANDLE_SZ];
-	const struct ovl_layer *layer = NULL;
-	struct stat st;
+	uint8_t fb[OVL_FH_MAX];
 	char attr[64];
-	int mount_id, i;
+	int len = ovl_encode_fh(fs, lower->dirfd, lower->name, fb, false);
 
-	if (fstat(lower->dirfd, &st) < 0)
-		return 0;
-	for (i = 0; i < fs->nlayers; i++)
-		if (fs->layers[i].dev == st.st_dev && fs->layers[i].has_uuid)
-			layer = &fs->layers[i];
-	h.fh.handle_bytes = MAX_HANDLE_SZ;
-	if (!layer || name_to_handle_at(lower->dirfd, lower->name, &h.fh,
-					&mount_id, 0) < 0)
+	if (!len)
 		return 0; /* no handle, no origin: st_ino is the upper's */
-	if (5 + 16 + h.fh.handle_bytes > 255)
-		return 0;
-	fb[0] = 0;	/* version */
-	fb[1] = 0xfb;	/* magic */
-	fb[2] = 5 + 16 + h.fh.handle_bytes;
-	fb[3] = 0;	/* flags: little-endian fid, lower layer */
-	fb[4] = h.fh.handle_type;
-	memcpy(fb + 5, layer->uuid, 16);
-	memcpy(fb + 21, h.fh.f_handle, h.fh.handle_bytes);
 	ovl_xattr_name(fs, attr, sizeof(attr), "origin");
-	return ovl_do_setxattr(upper->dirfd, upper->name, attr, fb, fb[2], 0);
+	return ovl_do_setxattr(upper->dirfd, upper->name, attr, fb, len, 0);
 }
 
 static int copy_up_attrs(struct copy_up_ctx *c)
@@ -282,7 +298,7 @@ static int copy_up_attrs(struct copy_up_ctx *c)
 	 * the copy is a file of its own, with its own st_ino: no origin, as
 	 * overlayfs does without index.
 	 */
-	if (S_ISDIR(c->st.st_mode) || c->st.st_nlink == 1) {
+	if (S_ISDIR(c->st.st_mode) || c->st.st_nlink == 1 || c->indexed) {
 		err = ovl_set_origin(c->fs, &c->src, &tmp);
 		if (err)
 			return err;
@@ -305,9 +321,63 @@ static void restore_parent_times(struct copy_up_ctx *c, const struct stat *ps)
 			    c->dst.name, strerror(errno));
 }
 
+/*
+ * Another name of this lower file was copied up already: link its index
+ * entry here. The upper file gains a link that users already counted.
+ */
+static int link_up(struct copy_up_ctx *c, struct ovl_path *index)
+{
+	int delta = ovl_index_get_nlink(c->fs, index->dirfd, index->name);
+
+	if (linkat(index->dirfd, index->name, c->dst.dirfd, c->dst.name, 0) <
+	    0)
+		return -errno;
+	return ovl_index_set_nlink(c->fs, index->dirfd, index->name,
+				   delta - 1);
+}
+
+/*
+ * The first name of a hard-linked lower file: the copy goes into the
+ * index as well, where it holds one link and the upper name another,
+ * while users count the lower file's links.
+ */
+static int index_new(struct copy_up_ctx *c, const char *name)
+{
+	int err = ovl_index_set_nlink(c->fs, c->fs->work_fd, c->tmp,
+				      (int)c->st.st_nlink - 2);
+
+	if (!err && linkat(c->fs->work_fd, c->tmp, c->fs->index_fd, name, 0) <
+			    0)
+		err = -errno;
+	return err;
+}
+
+/* Build the copy in the work directory and move it into place. */
+static int copy_up_new(struct copy_up_ctx *c, const char *index_name)
+{
+	int err;
+
+	ovl_tmpname(c->fs, c->tmp, sizeof(c->tmp));
+	err = copy_up_create(c);
+	if (!err)
+		err = copy_up_attrs(c);
+	if (!err && index_name)
+		err = index_new(c, index_name);
+	if (!err)
+		err = ovl_do_rename(c->fs->work_fd, c->tmp, c->dst.dirfd,
+				    c->dst.name, RENAME_NOREPLACE);
+	if (err) {
+		if (index_name)
+			unlinkat(c->fs->index_fd, index_name, 0);
+		ovl_remove_tree(c->fs->work_fd, c->tmp);
+	}
+	return err;
+}
+
 static int copy_up_one(struct copy_up_ctx *c)
 {
-	struct stat pst;
+	struct ovl_path index = {.dirfd = -1};
+	struct stat pst, ist;
 	int err;
 
 	err = ovl_do_fstatat(c->src.dirfd, c->src.name, &c->st);
@@ -315,19 +385,21 @@ static int copy_up_one(struct copy_up_ctx *c)
 		return err;
 	if (fstat(c->dst.dirfd, &pst) < 0)
 		return -errno;
-	ovl_tmpname(c->fs, c->tmp, sizeof(c->tmp));
-	err = copy_up_create(c);
-	if (!err)
-		err = copy_up_attrs(c);
-	if (!err)
-		err = ovl_do_rename(c->fs->work_fd, c->tmp, c->dst.dirfd,
-				    c->dst.name, RENAME_NOREPLACE);
-	if (err) {
-		ovl_remove_tree(c->fs->work_fd, c->tmp);
-		return err;
+	if (ovl_index_wanted(c->fs, &c->st)) {
+		err = ovl_index_find(c->fs, &c->src, &index, &ist);
+		c->indexed = err == 0 || err == -ENOENT;
+		c->meta = c->meta && !c->indexed;
 	}
+	if (c->indexed && index.dirfd >= 0)
+		err = link_up(c, &index);
+	else
+		err = copy_up_new(c, c->indexed ? index.name : NULL);
+	ovl_path_close(&index);
+	if (err)
+		return err;
 	restore_parent_times(c, &pst);
-	if (!S_ISDIR(c->st.st_mode) && c->st.st_nlink > 1 &&
+	/* Without the index, the copy is a file of its own. */
+	if (!S_ISDIR(c->st.st_mode) && c->st.st_nlink > 1 && !c->indexed &&
 	    !ovl_do_fstatat(c->dst.dirfd, c->dst.name, &pst))
 		c->node->ino = pst.st_ino;
 	return 0;
@@ -350,7 +422,7 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node,
 	else if (!err)
 		c.data = c.src;
 	if (!err)
-		err = ovl_node_open_parent(fs, node, 0, &c.dst);
+		err = ovl_node_open_place(fs, node, 0, &c.dst);
 	if (!err) {
 		err = copy_up_one(&c);
 		ovl_path_close(&c.dst);
@@ -366,6 +438,28 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node,
 	node->data_layer = c.meta ? data_layer : -1;
 	atomic_fetch_or(&node->flags, OVL_N_UPPER);
 	return 0;
+}
+
+/*
+ * Copy up the entry that res found at (parent, name), through its node
+ * if it has one. The node takes over res->chain.
+ */
+int ovl_copy_up_name(struct ovl_fs *fs, struct ovl_node *parent,
+		     const char *name, struct ovl_lookup *res,
+		     unsigned int flags)
+{
+	struct ovl_node *node = ovl_node_peek(fs, parent, name);
+	int err;
+
+	if (!node) {
+		node = ovl_node_new(fs, parent, name);
+		if (!node)
+			return -ENOMEM;
+		ovl_node_fill(node, res);
+	}
+	err = ovl_copy_up(fs, node, flags);
+	ovl_node_put(fs, node);
+	return err;
 }
 
 /*

@@ -340,6 +340,14 @@ static int remove_found(struct ovl_fs *fs, struct ovl_node *parent,
 	err = ovl_copy_up(fs, parent, 0);
 	if (err)
 		return err;
+	/* index=on counts the links of a hard-linked lower file, which it
+	 * can only do for a copy in the index. */
+	if (!res->upper && ovl_index_wanted(fs, &res->st)) {
+		err = ovl_copy_up_name(fs, parent, name, res, 0);
+		if (err)
+			return err;
+		res->upper = true;
+	}
 	dirfd = ovl_node_open_dir(fs, parent, 0, O_PATH);
 	if (dirfd < 0)
 		return dirfd;

@@ -189,7 +189,8 @@ static int check_regular(int fd, int flags)
 /* The node's data is in the upper layer: not below a metacopy file. */
 static bool data_upper(const struct ovl_node *node)
 {
-	return ovl_node_has(node, OVL_N_UPPER) && node->data_layer < 0;
+	return ovl_node_has(node, OVL_N_UPPER | OVL_N_INDEX) &&
+	       node->data_layer < 0;
 }
 
 static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
@@ -230,6 +231,7 @@ void ovl_op_open(struct fuse_req *req, uint64_t nodeid,
 	bool write = (fi->flags & O_ACCMODE) != O_RDONLY;
 	int fd, err = 0;
 
+	ovl_index_refresh(fs, node);
 	if (write || (fi->flags & O_TRUNC))
 		err = ovl_copy_up(fs, node,
 				  (fi->flags & O_TRUNC) ? OVL_COPY_UP_NO_DATA

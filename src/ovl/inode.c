@@ -205,6 +205,8 @@ void ovl_op_setattr(struct fuse_req *req, uint64_t nodeid,
 		err = setattr_apply(&path, attr);
 	if (!err)
 		err = ovl_do_fstatat(path.dirfd, path.name, &st);
+	if (!err)
+		ovl_index_fix_nlink(fs, &path, &st);
 	ovl_path_close(&path);
 	if (!err) {
 		ovl_node_fix_stat(node, &st);

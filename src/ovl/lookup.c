@@ -539,10 +539,13 @@ int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 		ovl_node_fix_stat(node, st);
 		return 0;
 	}
+	ovl_index_refresh(fs, node);
 	err = ovl_node_open_parent(fs, node, ovl_node_real_layer(node), &path);
 	if (err)
 		return err;
 	err = ovl_do_fstatat(path.dirfd, path.name, st);
+	if (!err && ovl_node_real_layer(node) == 0)
+		ovl_index_fix_nlink(fs, &path, st);
 	ovl_path_close(&path);
 	if (err)
 		return err;
@@ -586,6 +589,14 @@ int ovl_lookup_node(struct ovl_fs *fs, struct ovl_node *parent,
 	}
 	ovl_node_fill(node, &res);
 	*out = ovl_node_insert(fs, node);
+	/* A hard link under index=on may be in the index already. */
+	if (fs->index_fd >= 0 && S_ISREG(res.st.st_mode) &&
+	    res.st.st_nlink > 1) {
+		err = ovl_node_stat(fs, *out, st);
+		if (err)
+			ovl_node_forget(fs, *out, 1);
+		return err;
+	}
 	*st = res.st;
 	ovl_node_fix_stat(*out, st);
 	ovl_metacopy_fix_blocks(fs, *out, st);

@@ -36,8 +36,9 @@ int ovl_metacopy_check(struct ovl_fs *fs, int layer, int dirfd,
 	if (ovl_do_getxattr(dirfd, name, attr, NULL, 0) < 0)
 		return 0;
 	if (!fs->config.metacopy && fs->first_data == fs->nlayers) {
-		log_warn_rl("refusing to follow the metacopy file %s; mount with metacopy=on",
-			    name);
+		log_warn_rl(
+		    "refusing to follow the metacopy file %s; mount with metacopy=on",
+		    name);
 		return -EPERM;
 	}
 	return 1;
@@ -104,8 +105,8 @@ static int copy_data(struct ovl_fs *fs, struct ovl_node *node, int dst)
 	if (!err && ncap > 0 &&
 	    fsetxattr(dst, "security.capability", cap, ncap, 0) < 0)
 		err = -errno;
-	if (!err && futimens(dst, (struct timespec[2]){st.st_atim,
-						       st.st_mtim}) < 0)
+	if (!err &&
+	    futimens(dst, (struct timespec[2]){st.st_atim, st.st_mtim}) < 0)
 		err = -errno;
 	if (!err && !fs->config.volatile_mount && fsync(dst) < 0)
 		err = -errno;

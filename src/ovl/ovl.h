@@ -41,6 +41,8 @@ struct ovl_config {
 	enum ovl_redirect_mode redirect;
 	bool redirect_set; /* redirect_dir= was given */
 	bool metacopy;	   /* copy up metadata alone where data may wait */
+	bool index;	   /* keep hard links of lower files together */
+	bool index_set;	   /* index= was given; else on where it can be */
 	unsigned long mount_flags; /* MS_* from the generic mount options */
 	char *fsname;		   /* source shown in /proc/mounts */
 };
@@ -64,6 +66,7 @@ struct ovl_layer {
 #define OVL_N_DELETED 0x04 /* unlinked or replaced; no longer hashed */
 #define OVL_N_HASHED 0x08  /* reachable from the name hash */
 #define OVL_N_IMPURE 0x10  /* upper dir may hold entries with an origin */
+#define OVL_N_INDEX 0x20   /* lower name of a file in workdir/index */
 
 /*
  * A moved directory's path in the lower layers from one layer down: an
@@ -137,6 +140,7 @@ struct ovl_fs {
 	char *workdir_path; /* canonical */
 	int workdir_fd;	    /* workdir itself, kept locked with flock */
 	int work_fd;	    /* workdir/work: copy-up and whiteout staging */
+	int index_fd;	    /* workdir/index with index=on, or -1 */
 	const char *xattr_prefix; /* "trusted.overlay." or "user.overlay." */
 	size_t xattr_prefix_len;
 	bool rename_whiteout; /* upper fs supports RENAME_WHITEOUT */
@@ -251,6 +255,20 @@ int ovl_node_path(struct ovl_fs *fs, struct ovl_node *node, char *buf,
 int ovl_node_lower_path(struct ovl_fs *fs, struct ovl_node *node, int layer,
 			char *buf, size_t size);
 
+/* ---- index.c ---- */
+int ovl_index_setup(struct ovl_fs *fs, struct ovl_error *e);
+bool ovl_index_wanted(struct ovl_fs *fs, const struct stat *st);
+int ovl_index_find(struct ovl_fs *fs, const struct ovl_path *lower,
+		   struct ovl_path *path, struct stat *st);
+void ovl_index_refresh(struct ovl_fs *fs, struct ovl_node *node);
+int ovl_index_open(struct ovl_fs *fs, struct ovl_node *node,
+		   struct ovl_path *path);
+int ovl_index_set_nlink(struct ovl_fs *fs, int dirfd, const char *name,
+			int delta);
+int ovl_index_get_nlink(struct ovl_fs *fs, int dirfd, const char *name);
+void ovl_index_fix_nlink(struct ovl_fs *fs, const struct ovl_path *path,
+			 struct stat *st);
+
 /* ---- metacopy.c ---- */
 int ovl_metacopy_check(struct ovl_fs *fs, int layer, int dirfd,
 		       const char *name, const struct stat *st);
@@ -317,15 +335,24 @@ int ovl_node_open_parent(struct ovl_fs *fs, struct ovl_node *node, int layer,
 int ovl_node_open_dir(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		      int flags);
 int ovl_node_real_layer(const struct ovl_node *node);
+int ovl_node_open_place(struct ovl_fs *fs, struct ovl_node *node, int layer,
+			struct ovl_path *path);
 void ovl_path_close(struct ovl_path *path);
 
 /* ---- copy_up.c ---- */
 #define OVL_COPY_UP_NO_DATA 0x1 /* the data is about to be truncated */
 #define OVL_COPY_UP_META 0x2	/* metadata is enough (with metacopy=on) */
 int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node, unsigned int flags);
+struct ovl_lookup;
+int ovl_copy_up_name(struct ovl_fs *fs, struct ovl_node *parent,
+		     const char *name, struct ovl_lookup *res,
+		     unsigned int flags);
 int ovl_copy_up_data(int src, int dst, off_t size);
 int ovl_copy_xattrs(struct ovl_fs *fs, struct ovl_path *src,
 		    struct ovl_path *dst);
+#define OVL_FH_MAX 255
+int ovl_encode_fh(struct ovl_fs *fs, int dirfd, const char *name,
+		  uint8_t *fb, bool upper);
 int ovl_set_origin(struct ovl_fs *fs, struct ovl_path *lower,
 		   struct ovl_path *upper);
 

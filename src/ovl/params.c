@@ -247,7 +247,10 @@ static int parse_features(struct ovl_config *cfg, const char *key,
 		cfg->redirect_set = v >= 0;
 	} else if (!strcmp(key, "metacopy")) {
 		v = parse_bool(key, value, &cfg->metacopy, e);
-	} else if (!strcmp(key, "index") || !strcmp(key, "nfs_export")) {
+	} else if (!strcmp(key, "index")) {
+		v = parse_bool(key, value, &cfg->index, e);
+		cfg->index_set = v >= 0;
+	} else if (!strcmp(key, "nfs_export")) {
 		v = parse_feature(key, value, off, on, e);
 	} else if (!strcmp(key, "xino")) {
 		v = parse_feature(key, value, xino_ok, none, e);

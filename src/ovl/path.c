@@ -15,7 +15,7 @@
 /* Layer index of the file that contains the node's data and attributes. */
 int ovl_node_real_layer(const struct ovl_node *node)
 {
-	if (ovl_node_has(node, OVL_N_UPPER))
+	if (ovl_node_has(node, OVL_N_UPPER | OVL_N_INDEX))
 		return 0;
 	return node->lower;
 }
@@ -57,9 +57,6 @@ static int node_parent_path(struct ovl_fs *fs, struct ovl_node *node, int layer,
 int ovl_node_open_parent(struct ovl_fs *fs, struct ovl_node *node, int layer,
 			 struct ovl_path *path)
 {
-	char rel[OVL_PATH_MAX];
-	int err;
-
 	path->dirfd = -1;
 	if (node->anon_fd >= 0) {
 		path->dirfd = AT_FDCWD;
@@ -67,6 +64,23 @@ int ovl_node_open_parent(struct ovl_fs *fs, struct ovl_node *node, int layer,
 			 node->anon_fd);
 		return 0;
 	}
+	if (layer == 0 && ovl_node_has(node, OVL_N_INDEX) &&
+	    !ovl_node_has(node, OVL_N_UPPER))
+		return ovl_index_open(fs, node, path);
+	return ovl_node_open_place(fs, node, layer, path);
+}
+
+/*
+ * Like ovl_node_open_parent, but always the node's place by name: for a
+ * node still in the index, where its upper name will go.
+ */
+int ovl_node_open_place(struct ovl_fs *fs, struct ovl_node *node, int layer,
+			struct ovl_path *path)
+{
+	char rel[OVL_PATH_MAX];
+	int err;
+
+	path->dirfd = -1;
 	if (layer < 0 || layer >= fs->nlayers)
 		return -EINVAL;
 	/* A removed node's old path may name another file by now. */

@@ -34,24 +34,6 @@ struct rename_ctx {
 /* overlayfs's redirect_max: a longer redirect makes the rename fail. */
 #define OVL_REDIRECT_MAX 256
 
-/* Copy up the entry at (parent, name), through its node if it has one. */
-static int copy_up_name(struct ovl_fs *fs, struct ovl_node *parent,
-			const char *name, struct ovl_lookup *res)
-{
-	struct ovl_node *node = ovl_node_peek(fs, parent, name);
-	int err;
-
-	if (!node) {
-		node = ovl_node_new(fs, parent, name);
-		if (!node)
-			return -ENOMEM;
-		ovl_node_fill(node, res);
-	}
-	err = ovl_copy_up(fs, node, OVL_COPY_UP_META);
-	ovl_node_put(fs, node);
-	return err;
-}
-
 static bool may_move(struct rename_ctx *c, const struct ovl_lookup *res)
 {
 	if (!S_ISDIR(res->st.st_mode) || (res->upper && res->lower < 0))
@@ -325,9 +307,11 @@ static int do_rename(struct rename_ctx *c)
 	if (!err)
 		err = check_target_empty(c);
 	if (!err)
-		err = copy_up_name(c->fs, c->oldparent, c->oldname, &c->old);
+		err = ovl_copy_up_name(c->fs, c->oldparent, c->oldname, &c->old,
+				       OVL_COPY_UP_META);
 	if (!err && exchange)
-		err = copy_up_name(c->fs, c->newparent, c->newname, &c->new);
+		err = ovl_copy_up_name(c->fs, c->newparent, c->newname, &c->new,
+				       OVL_COPY_UP_META);
 	if (err)
 		return err;
 	old_lower = c->old.lower >= 0

@@ -619,6 +619,8 @@ static int setup_upper(struct ovl_fs *fs, struct ovl_error *e)
 		err = fs->check_only ? make_check_dir(fs, e) : reset_work(fs, e);
 	if (!err)
 		err = check_upper_fs(fs, e);
+	if (!err)
+		err = ovl_index_setup(fs, e);
 	if (!err && fs->config.volatile_mount && !fs->check_only)
 		err = mark_volatile(fs, e);
 	return err;
@@ -630,6 +632,7 @@ int ovl_fs_setup(struct ovl_fs *fs, struct ovl_error *e)
 
 	fs->workdir_fd = -1;
 	fs->work_fd = -1;
+	fs->index_fd = -1;
 	strcpy(fs->work_name, "work");
 	fs->upper_mnt_fd = -1;
 	fs->upper_lock_fd = -1;
@@ -676,6 +679,8 @@ void ovl_fs_teardown(struct ovl_fs *fs)
 	free(fs->layers);
 	if (fs->work_fd >= 0)
 		close(fs->work_fd);
+	if (fs->index_fd >= 0)
+		close(fs->index_fd);
 	if (fs->check_only && fs->workdir_fd >= 0 && fs->work_fd >= 0)
 		ovl_remove_tree(fs->workdir_fd, fs->work_name);
 	if (fs->workdir_fd >= 0)

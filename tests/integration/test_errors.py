@@ -232,7 +232,7 @@ def case_bad_passthrough_value(layout):
 
 def case_unsupported_option(layout):
     # A kernel overlay option that lamina does not implement yet.
-    return layout.options() + ",index=on", ["index"]
+    return layout.options() + ",nfs_export=on", ["nfs_export"]
 
 
 def case_lower_is_file(layout):

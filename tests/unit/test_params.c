@@ -414,12 +414,13 @@ static void test_supported_features(void)
 {
 	static const char *const cases[] = {
 	    "redirect_dir=off", "redirect_dir=nofollow",
-	    "index=off",	"metacopy=off",		"metacopy=on",
-	    "xino=off",		"xino=auto",		"xino=on",
-	    "uuid=auto",	"uuid=null",
-	    "uuid=off",		"nfs_export=off",
-	    "verity=off",	"passthrough=on",
-	    "passthrough=off",
+	    "index=off",	"index=on",
+	    "metacopy=off",	"metacopy=on",
+	    "xino=off",		"xino=auto",
+	    "xino=on",		"uuid=auto",
+	    "uuid=null",	"uuid=off",
+	    "nfs_export=off",	"verity=off",
+	    "passthrough=on",	"passthrough=off",
 	};
 	size_t i;
 
@@ -472,7 +473,6 @@ static void test_unsupported_features(void)
 		const char *option;
 		const char *replacement;
 	} cases[] = {
-	    {"index=on", "index=off"},
 	    {"uuid=on", "uuid=auto"},
 	    {"nfs_export=on", "nfs_export=off"},
 	    {"verity=on", "verity=off"},

@@ -1,0 +1,270 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * index=on: hard links of a lower file stay one file across copy-up, in
+ * overlayfs's format. The first name to be copied up is copied into
+ * workdir/index, under the hex of the lower file's handle, and linked
+ * from there into the upper layer; every later name is linked to that
+ * same index entry. Until then a lower name whose index entry exists
+ * reads and stats the index entry, so all names see one file.
+ *
+ * overlay.nlink on the index entry ("U+N") keeps the link count users
+ * see: the upper inode's own count plus N, since the index entry and the
+ * names not yet linked up are counted differently on disk.
+ */
+#include "ovl.h"
+#include "../common/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define INDEX_NAME_MAX (2 * OVL_FH_MAX + 1)
+
+static void hex_encode(const uint8_t *in, int len, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	int i;
+
+	for (i = 0; i < len; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 15];
+	}
+	out[2 * len] = '\0';
+}
+
+/* The index name of dirfd/name in a lower layer, or -EOPNOTSUPP. */
+static int index_name(struct ovl_fs *fs, int dirfd, const char *name, char *out)
+{
+	uint8_t fb[OVL_FH_MAX];
+	int len = ovl_encode_fh(fs, dirfd, name, fb, false);
+
+	if (!len)
+		return -EOPNOTSUPP;
+	hex_encode(fb, len, out);
+	return 0;
+}
+
+/* Compare an xattr with the handle it must hold; set it when missing. */
+static int verify_fh(struct ovl_fs *fs, int dirfd, const char *name,
+		     const char *suffix, const uint8_t *fb, int len)
+{
+	uint8_t cur[OVL_FH_MAX];
+	char attr[64];
+	int n;
+
+	ovl_xattr_name(fs, attr, sizeof(attr), suffix);
+	n = ovl_do_getxattr(dirfd, name, attr, cur, sizeof(cur));
+	if (n == -ENODATA)
+		return fs->check_only
+			   ? 0
+			   : ovl_do_setxattr(dirfd, name, attr, fb, len, 0);
+	if (n < 0)
+		return n;
+	return n == len && !memcmp(cur, fb, len) ? 0 : -ESTALE;
+}
+
+static int check_handles(struct ovl_fs *fs, struct ovl_error *e)
+{
+	uint8_t lower[OVL_FH_MAX], upper[OVL_FH_MAX];
+	const char *ldir = fs->layers[fs->first_lower].path;
+	int llen, ulen, err;
+
+	llen = ovl_encode_fh(fs, fs->layers[fs->first_lower].fd, ".", lower,
+			     false);
+	ulen = ovl_encode_fh(fs, fs->upper->fd, ".", upper, true);
+	if (!llen || !ulen) {
+		ovl_error_set(
+		    e,
+		    "index=on: %s cannot give file handles with a filesystem UUID; use index=off",
+		    llen ? fs->upper->path : ldir);
+		return -EOPNOTSUPP;
+	}
+	/* The upper root remembers its lowers; the index its upper. */
+	err = verify_fh(fs, fs->upper->fd, ".", "origin", lower, llen);
+	if (err == -ESTALE)
+		ovl_error_set(
+		    e,
+		    "index=on: upperdir %s was used with other lower layers than %s; mount it with its own lowerdir, or use index=off",
+		    fs->upper->path, ldir);
+	if (!err && fs->index_fd >= 0) {
+		err = verify_fh(fs, fs->index_fd, ".", "upper", upper, ulen);
+		if (err == -ESTALE)
+			ovl_error_set(
+			    e,
+			    "index=on: the index in workdir %s belongs to another upperdir; use an empty workdir",
+			    fs->config.workdir);
+	}
+	if (err && !e->msg[0])
+		ovl_error_set(e, "index=on: checking the layers failed: %s",
+			      strerror(-err));
+	return err;
+}
+
+/*
+ * Without index= the index is on where it can be: an upper with
+ * trusted xattrs over lowers that give file handles. An upper that was
+ * indexed over other lowers then mounts without it, with a warning.
+ */
+static int index_auto(struct ovl_fs *fs, struct ovl_error *e)
+{
+	int err;
+
+	fs->config.index = true;
+	err = ovl_index_setup(fs, e);
+	if (!err)
+		return 0;
+	if (fs->index_fd >= 0)
+		close(fs->index_fd);
+	fs->index_fd = -1;
+	fs->config.index = false;
+	if (err == -ESTALE)
+		log_warn("%s; hard links are not kept together on this mount",
+			 e->msg);
+	e->msg[0] = '\0';
+	return 0;
+}
+
+int ovl_index_setup(struct ovl_fs *fs, struct ovl_error *e)
+{
+	int err;
+
+	fs->index_fd = -1;
+	if (!fs->config.index_set && !fs->config.userxattr) {
+		fs->config.index_set = true;
+		return index_auto(fs, e);
+	}
+	if (!fs->config.index)
+		return 0;
+	/* lamina check creates nothing: it checks an index already there. */
+	if (fs->check_only) {
+		fs->index_fd =
+		    openat(fs->workdir_fd, "index",
+			   O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		return check_handles(fs, e);
+	}
+	if (mkdirat(fs->workdir_fd, "index", 0700) < 0 && errno != EEXIST) {
+		err = -errno;
+		ovl_error_set(e, "index=on: cannot create %s/index: %s",
+			      fs->config.workdir, strerror(-err));
+		return err;
+	}
+	fs->index_fd = openat(fs->workdir_fd, "index",
+			      O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fs->index_fd < 0) {
+		err = -errno;
+		ovl_error_set(e, "index=on: cannot open %s/index: %s",
+			      fs->config.workdir, strerror(-err));
+		return err;
+	}
+	return check_handles(fs, e);
+}
+
+/* Whether a copy-up of the lower file st goes through the index. */
+bool ovl_index_wanted(struct ovl_fs *fs, const struct stat *st)
+{
+	return fs->index_fd >= 0 && S_ISREG(st->st_mode) && st->st_nlink > 1;
+}
+
+/*
+ * The index entry of a lower file into path, with its attributes in st.
+ * Without one, -ENOENT, and path->name still holds the name it would
+ * have (path->dirfd is then -1).
+ */
+int ovl_index_find(struct ovl_fs *fs, const struct ovl_path *lower,
+		   struct ovl_path *path, struct stat *st)
+{
+	char name[INDEX_NAME_MAX];
+	int err = index_name(fs, lower->dirfd, lower->name, name);
+
+	path->dirfd = -1;
+	if (err)
+		return err;
+	if (strlen(name) >= sizeof(path->name))
+		return -ENAMETOOLONG;
+	strcpy(path->name, name);
+	err = ovl_do_fstatat(fs->index_fd, name, st);
+	if (err)
+		return err;
+	path->dirfd = dup(fs->index_fd);
+	return path->dirfd < 0 ? -errno : 0;
+}
+
+/*
+ * A lower name whose file was copied up through another name: from now
+ * on the node reads and stats the index entry.
+ */
+void ovl_index_refresh(struct ovl_fs *fs, struct ovl_node *node)
+{
+	struct ovl_path lower, index;
+	struct stat st;
+
+	if (fs->index_fd < 0 || node->type != S_IFREG || node->lower < 0 ||
+	    ovl_node_has(node, OVL_N_UPPER | OVL_N_INDEX))
+		return;
+	if (ovl_node_open_parent(fs, node, node->lower, &lower))
+		return;
+	if (!ovl_do_fstatat(lower.dirfd, lower.name, &st) &&
+	    ovl_index_wanted(fs, &st) &&
+	    !ovl_index_find(fs, &lower, &index, &st)) {
+		atomic_fetch_or(&node->flags, OVL_N_INDEX);
+		ovl_path_close(&index);
+	}
+	ovl_path_close(&lower);
+}
+
+/* For a node flagged OVL_N_INDEX: its index entry. */
+int ovl_index_open(struct ovl_fs *fs, struct ovl_node *node,
+		   struct ovl_path *path)
+{
+	struct ovl_path lower;
+	struct stat st;
+	int err = ovl_node_open_parent(fs, node, node->lower, &lower);
+
+	if (err)
+		return err;
+	err = ovl_index_find(fs, &lower, path, &st);
+	ovl_path_close(&lower);
+	return err;
+}
+
+/* Store overlay.nlink: the count users see is the upper's plus delta. */
+int ovl_index_set_nlink(struct ovl_fs *fs, int dirfd, const char *name,
+			int delta)
+{
+	char attr[64], value[32];
+
+	ovl_xattr_name(fs, attr, sizeof(attr), "nlink");
+	snprintf(value, sizeof(value), "U%+d", delta);
+	return ovl_do_setxattr(dirfd, name, attr, value, strlen(value), 0);
+}
+
+/* overlay.nlink's delta ("U+N"), or 0 when there is none. */
+int ovl_index_get_nlink(struct ovl_fs *fs, int dirfd, const char *name)
+{
+	char attr[64], value[32];
+	int n;
+
+	ovl_xattr_name(fs, attr, sizeof(attr), "nlink");
+	n = ovl_do_getxattr(dirfd, name, attr, value, sizeof(value) - 1);
+	if (n < 2 || value[0] != 'U')
+		return 0;
+	value[n] = '\0';
+	return (int)strtol(value + 1, NULL, 10);
+}
+
+/* The link count users see for an upper file that may be indexed. */
+void ovl_index_fix_nlink(struct ovl_fs *fs, const struct ovl_path *path,
+			 struct stat *st)
+{
+	long nlink;
+
+	if (fs->index_fd < 0 || !S_ISREG(st->st_mode) || st->st_nlink < 2)
+		return;
+	nlink = (long)st->st_nlink +
+		ovl_index_get_nlink(fs, path->dirfd, path->name);
+	if (nlink >= 1)
+		st->st_nlink = (nlink_t)nlink;
+}

@@ -1,0 +1,136 @@
+"""index=on: the names of a hard-linked lower file stay one file.
+
+Every test runs on kernel overlayfs and on lamina, mounted with
+index=on, and checks the same things: one inode number for all names,
+a write through one name seen through the others, link counts as on a
+plain filesystem, and the kernel's on-disk index in workdir/index.
+"""
+
+import os
+
+import pytest
+
+from helpers import get_xattr, read_file, write_file
+
+INDEX = ["index=on"]
+
+
+def linked_lower(stack, names=("a", "b", "c")):
+    write_file(stack.lo(1, names[0]), "data")
+    for name in names[1:]:
+        os.link(stack.lo(1, names[0]), stack.lo(1, name))
+
+
+def inodes(stack, *names):
+    return {os.stat(stack.m(n)).st_ino for n in names}
+
+
+def nlinks(stack, *names):
+    return [os.stat(stack.m(n)).st_nlink for n in names]
+
+
+def test_write_through_one_name(stack):
+    linked_lower(stack)
+    stack.mount(extra=INDEX)
+    before = inodes(stack, "a")
+
+    with open(stack.m("a"), "a") as f:
+        f.write("+more")
+
+    assert read_file(stack.m("b")) == b"data+more"
+    assert read_file(stack.m("c")) == b"data+more"
+    assert inodes(stack, "a", "b", "c") == before
+    assert nlinks(stack, "a", "b", "c") == [3, 3, 3]
+    assert read_file(stack.lo(1, "a")) == b"data"
+
+
+def test_index_entry_is_named_after_origin(stack):
+    linked_lower(stack)
+    stack.mount(extra=INDEX)
+
+    os.chmod(stack.m("b"), 0o600)
+
+    entries = os.listdir(os.path.join(stack.work, "index"))
+    files = [e for e in entries if not e.startswith("#")]
+    origin = get_xattr(stack.u("b"), "trusted.overlay.origin")
+    assert files == [origin.hex()]
+    index = os.path.join(stack.work, "index", files[0])
+    assert os.stat(index).st_ino == os.stat(stack.u("b")).st_ino
+    assert all(os.stat(stack.m(n)).st_mode & 0o777 == 0o600
+               for n in ("a", "b", "c"))
+
+
+def test_unlink_and_link_keep_counts(stack):
+    linked_lower(stack)
+    stack.mount(extra=INDEX)
+    with open(stack.m("a"), "a") as f:
+        f.write("!")
+
+    os.unlink(stack.m("c"))
+    assert nlinks(stack, "a", "b") == [2, 2]
+    os.link(stack.m("b"), stack.m("d"))
+    assert nlinks(stack, "a", "b", "d") == [3, 3, 3]
+    assert inodes(stack, "a", "b", "d") == inodes(stack, "a")
+    assert read_file(stack.m("d")) == b"data!"
+    assert sorted(os.listdir(stack.merged)) == ["a", "b", "d"]
+
+
+@pytest.mark.parametrize("reader", ["same", "other"])
+def test_links_survive_remount(stack, reader):
+    linked_lower(stack)
+    stack.mount(extra=INDEX)
+    with open(stack.m("b"), "w") as f:
+        f.write("new")
+    os.unlink(stack.m("c"))
+    stack.unmount()
+
+    impl = stack.impl if reader == "same" else stack.other_impl()
+    stack.mount(impl=impl, extra=INDEX)
+
+    assert read_file(stack.m("a")) == b"new"
+    assert inodes(stack, "a", "b") == {os.stat(stack.m("b")).st_ino}
+    assert nlinks(stack, "a", "b") == [2, 2]
+    with open(stack.m("a"), "a") as f:
+        f.write("2")
+    assert read_file(stack.m("b")) == b"new2"
+
+
+def test_upper_tied_to_its_lowers(stack):
+    """An indexed upper mounted over another top lower is refused."""
+    linked_lower(stack)
+    stack.mount(extra=INDEX)
+    os.chmod(stack.m("a"), 0o600)
+    stack.unmount()
+
+    with pytest.raises(AssertionError) as failure:
+        stack.mount(extra=INDEX, lowers=[stack.lowers[1], stack.lowers[0]])
+    if stack.impl == "lamina":
+        assert "other lower layers" in str(failure.value)
+
+
+def test_lamina_indexes_by_default(lamina_stack):
+    """Without index=, lamina keeps the links together where it can."""
+    stack = lamina_stack
+    linked_lower(stack)
+    stack.mount()
+
+    with open(stack.m("a"), "a") as f:
+        f.write("+")
+
+    assert read_file(stack.m("c")) == b"data+"
+    assert os.listdir(os.path.join(stack.work, "index"))
+
+
+def test_default_index_steps_aside(lamina_stack):
+    """Without index=, an upper indexed over other lowers still mounts."""
+    stack = lamina_stack
+    linked_lower(stack)
+    stack.mount()
+    os.chmod(stack.m("a"), 0o600)
+    stack.unmount()
+
+    stack.mount(lowers=[stack.lowers[1], stack.lowers[0]])
+
+    assert read_file(stack.m("a")) == b"data"
+    with open(stack.daemon.log_path) as log:
+        assert "other lower layers" in log.read()
