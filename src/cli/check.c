@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "ovl/ovl.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
@@ -21,6 +22,12 @@ static void print_finding(void *arg, enum ovl_check_level level,
 		fprintf(stderr, "lamina: warning: %s\n", msg);
 	else
 		printf("lamina: %s\n", msg);
+}
+
+static void print_error(void *arg, const char *msg)
+{
+	(void)arg;
+	fprintf(stderr, "lamina: error: %s\n", msg);
 }
 
 /* lamina mount shows the warnings, which do not stop it. */
@@ -83,8 +90,12 @@ int cmd_check(int argc, char **argv)
 		return rc;
 	}
 	fs->check_only = true;
+	e.more = print_error;
 	if (ovl_fs_setup(fs, &e)) {
-		fprintf(stderr, "lamina: error: %s\n", e.msg);
+		if (e.msg[0])
+			ovl_error_continue(&e, -EINVAL);
+		fprintf(stderr, "lamina: %d error%s: the mount would fail\n",
+			e.count, e.count == 1 ? "" : "s");
 		rc = EXIT_CHECK_ERROR;
 	} else {
 		warnings = ovl_check_report(fs, print_finding, NULL);

@@ -184,7 +184,12 @@ struct ovl_path {
 /* ---- params.c ---- */
 struct ovl_error {
 	char msg[1024];
+	/* lamina check: called for each error that setup gets past */
+	void (*more)(void *arg, const char *msg);
+	void *arg;
+	int count;
 };
+int ovl_error_continue(struct ovl_error *e, int err);
 int ovl_parse_options(struct ovl_config *cfg, const char *opts,
 		      struct ovl_error *e);
 int ovl_config_finish(struct ovl_config *cfg, struct ovl_error *e);

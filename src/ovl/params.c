@@ -23,6 +23,23 @@ void ovl_error_set(struct ovl_error *e, const char *fmt, ...)
 	va_end(ap);
 }
 
+/*
+ * lamina check wants every error, not the first: where setup can go on
+ * with the next check, it hands the error over here. Returns 0 when the
+ * error was reported that way, else err.
+ */
+int ovl_error_continue(struct ovl_error *e, int err)
+{
+	if (!err || !e->more)
+		return err;
+	if (!e->msg[0])
+		ovl_error_set(e, "%s", strerror(-err));
+	e->more(e->arg, e->msg);
+	e->count++;
+	e->msg[0] = '\0';
+	return 0;
+}
+
 /* Split at the first unescaped sep; returns the rest or NULL. */
 static char *split_unescaped(char *s, char sep)
 {

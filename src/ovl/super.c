@@ -305,7 +305,8 @@ static int check_lowers_distinct(struct ovl_fs *fs, struct ovl_error *e)
 
 	for (i = fs->first_lower; i < fs->nlayers; i++) {
 		for (j = i + 1; j < fs->nlayers; j++) {
-			if (strcmp(fs->layers[i].path, fs->layers[j].path))
+			if (!fs->layers[i].path || !fs->layers[j].path ||
+			    strcmp(fs->layers[i].path, fs->layers[j].path))
 				continue;
 			ovl_error_set(e, "lowerdir %s is given twice; list each layer once",
 				      fs->layers[i].path);
@@ -333,17 +334,18 @@ static int open_layers(struct ovl_fs *fs, struct ovl_error *e)
 		fs->upper = &fs->layers[0];
 		fs->upper->is_upper = true;
 		fs->first_lower = 1;
-		err = open_upper(fs, e);
+		err = ovl_error_continue(e, open_upper(fs, e));
 		if (err)
 			return err;
 	}
 	for (i = 0; i < cfg->nlower; i++) {
 		err = layer_open(&fs->layers[fs->first_lower + i], "lowerdir",
 				 cfg->lowerdirs[i], e);
+		err = ovl_error_continue(e, err);
 		if (err)
 			return err;
 	}
-	err = check_lowers_distinct(fs, e);
+	err = ovl_error_continue(e, check_lowers_distinct(fs, e));
 	if (!err)
 		setup_xino(fs);
 	return err;
@@ -358,6 +360,8 @@ static int check_overlap(struct ovl_fs *fs, const char *work,
 
 	err = check_apart("upperdir", upper, "workdir", work, e);
 	for (i = fs->first_lower; !err && i < fs->nlayers; i++) {
+		if (!fs->layers[i].path)
+			continue; /* lamina check: it failed to open */
 		err = check_apart("upperdir", upper, "lowerdir",
 				  fs->layers[i].path, e);
 		if (!err)
@@ -443,7 +447,7 @@ static int open_workdir(struct ovl_fs *fs, struct ovl_error *e)
 
 	if (!base)
 		return -ENOMEM;
-	err = check_overlap(fs, work, e);
+	err = ovl_error_continue(e, check_overlap(fs, work, e));
 	if (!err) {
 		fs->workdir_fd = open_below(fs->upper_mnt_fd, base, work,
 					    O_RDONLY);
@@ -456,10 +460,11 @@ static int open_workdir(struct ovl_fs *fs, struct ovl_error *e)
 	if (!err && lock_workdir(fs->workdir_fd) < 0) {
 		ovl_error_set(e, "workdir %s is in use by another lamina mount; give each mount its own workdir",
 			      work);
-		err = -EBUSY;
+		err = ovl_error_continue(e, -EBUSY);
 	}
 	if (!err)
-		err = check_workdir_empty(fs->workdir_fd, work, e);
+		err = ovl_error_continue(
+		    e, check_workdir_empty(fs->workdir_fd, work, e));
 	return err;
 }
 
@@ -548,7 +553,9 @@ static int check_upper_fs(struct ovl_fs *fs, struct ovl_error *e)
 	if (dirent_type(fs->workdir_fd, fs->work_name) != DT_DIR) {
 		ovl_error_set(e, "upperdir %s: the filesystem does not report file types in directory entries (d_type); use one that does (for XFS, mkfs.xfs -n ftype=1)",
 			      upper);
-		return -EINVAL;
+		err = ovl_error_continue(e, -EINVAL);
+		if (err)
+			return err;
 	}
 	ovl_tmpname(fs, tmp, sizeof(tmp));
 	if (mkdirat(fs->work_fd, tmp, 0700) < 0)
@@ -560,14 +567,16 @@ static int check_upper_fs(struct ovl_fs *fs, struct ovl_error *e)
 		ovl_error_set(e, "upperdir %s: cannot set %s xattrs (%s); use a filesystem with xattr support%s",
 			      upper, fs->xattr_prefix, strerror(-err),
 			      fs->config.userxattr ? "" : ", or -o userxattr");
-		return err;
+		err = ovl_error_continue(e, err);
+		if (err)
+			return err;
 	}
 	if (mknodat(fs->work_fd, tmp, S_IFCHR, makedev(0, 0)) < 0) {
 		err = -errno;
 		if (!fs->config.userxattr) {
 			ovl_error_set(e, "upperdir %s: cannot create whiteouts, character devices 0/0 (%s); run lamina as root or with CAP_MKNOD, or mount with -o userxattr to use xattr whiteouts",
 				      upper, strerror(-err));
-			return err;
+			return ovl_error_continue(e, err);
 		}
 		fs->xwhiteouts = true;
 		log_warn("upperdir %s: cannot create character device whiteouts (%s); using xattr whiteouts, which kernel overlayfs honours only in lower layers",
@@ -614,13 +623,13 @@ static int setup_upper(struct ovl_fs *fs, struct ovl_error *e)
 	int err = open_workdir(fs, e);
 
 	if (!err)
-		err = check_volatile_marker(fs, e);
+		err = ovl_error_continue(e, check_volatile_marker(fs, e));
 	if (!err)
 		err = fs->check_only ? make_check_dir(fs, e) : reset_work(fs, e);
 	if (!err)
 		err = check_upper_fs(fs, e);
 	if (!err)
-		err = ovl_index_setup(fs, e);
+		err = ovl_error_continue(e, ovl_index_setup(fs, e));
 	if (!err && fs->config.volatile_mount && !fs->check_only)
 		err = mark_volatile(fs, e);
 	return err;
@@ -646,8 +655,11 @@ int ovl_fs_setup(struct ovl_fs *fs, struct ovl_error *e)
 	err = ovl_nodes_init(fs);
 	if (!err)
 		err = open_layers(fs, e);
-	if (!err && fs->upper)
+	/* lamina check goes on past errors, but not past a missing upper. */
+	if (!err && fs->upper && fs->upper->fd >= 0)
 		err = setup_upper(fs, e);
+	if (!err && e->count)
+		return -EINVAL; /* each error was reported already */
 	if (!err)
 		err = make_root(fs);
 	if (err && !e->msg[0])

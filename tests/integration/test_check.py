@@ -47,6 +47,27 @@ def test_check_nonempty_workdir(lamina_stack):
     assert os.listdir(stack.work) == ["stray"]
 
 
+def test_check_reports_every_error(lamina_stack):
+    """Errors that do not depend on each other are all reported at once."""
+    stack = lamina_stack
+    missing = os.path.join(stack.root, "missing")
+    open(os.path.join(stack.work, "stray"), "w").close()
+    lowers = ":".join([stack.lowers[0], missing, stack.lowers[0]])
+    options = (f"lowerdir={lowers},upperdir={stack.upper},"
+               f"workdir={stack.work}")
+
+    code, _out, err = check(stack, options)
+
+    assert code == 3
+    errors = [line for line in err.splitlines()
+              if line.startswith("lamina: error:")]
+    assert len(errors) == 3, err
+    assert f"lowerdir {missing}" in err
+    assert "given twice" in err
+    assert "'stray'" in err
+    assert "lamina: 3 errors: the mount would fail" in err
+
+
 def test_check_leaves_crash_leftovers(lamina_stack):
     """workdir/work of a crashed mount stays as it is for the next mount."""
     stack = lamina_stack
