@@ -1,0 +1,362 @@
+"""lamina squash: several lower layers merged into one new layer.
+
+The layers are made the way overlayfs makes them: each one is the upper
+directory of a mount (kernel overlayfs or lamina) over the layers below.
+The squashed layer, mounted over the layer that was below the squashed
+set, must show the same tree as the layers it replaces, under both
+implementations. That layer (D) holds names that the squashed layers
+delete or hide, so a dropped whiteout or opaque marker shows up.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import time
+
+import pytest
+
+import helpers
+from conftest import LAMINA, run_lamina
+from test_commit import assert_rejected, assert_same_tree, tree
+
+READERS = ("kernel", "lamina")
+
+MTIME_NS = 1_500_000_000_987_654_321
+
+
+class Layers:
+    """Layers A, B, C (squashed, top first) and D below them, all in the
+    stack's directory. C and D are the stack's lower layers."""
+
+    def __init__(self, stack, extra=()):
+        self.stack = stack
+        self.extra = tuple(extra)
+        self.c, self.d = stack.lowers
+        self.a = os.path.join(stack.root, "A")
+        self.b = os.path.join(stack.root, "B")
+        self.empty = os.path.join(stack.root, "empty")
+        os.mkdir(self.empty)
+
+    def path(self, name):
+        return os.path.join(self.stack.root, name)
+
+    def change(self, name, lowers, changes):
+        """Mount lowers with a fresh upper, apply changes to the merged
+        tree, and keep the upper as layer name."""
+        stack = self.stack
+        # The kernel rejects redirect_dir=on together with userxattr.
+        redirect = () if "userxattr" in self.extra else ("redirect_dir=on",)
+        stack.mount(extra=self.extra + redirect, lowers=lowers)
+        try:
+            changes(stack.merged)
+        finally:
+            stack.unmount()
+        os.rename(stack.upper, self.path(name))
+        os.mkdir(stack.upper)
+        shutil.rmtree(stack.work)
+        os.mkdir(stack.work)
+
+    def view(self, reader, lowers):
+        """The tree that lowers show, mounted read-only by reader."""
+        stack = self.stack
+        stack.mount(reader, extra=self.extra, upper=False, lowers=lowers)
+        try:
+            return tree(stack.merged)
+        finally:
+            stack.unmount()
+
+    def squash(self, lowers, newlayer, extra_args=()):
+        options = "lowerdir=" + ":".join(lowers)
+        if self.extra:
+            options += "," + ",".join(self.extra)
+        code, out, err = run_lamina(
+            ["squash", "-o", options, *extra_args, newlayer],
+            self.stack.root)
+        assert code == 0, err
+        assert out == ""
+        assert err == ""
+
+
+def fill_base(layers):
+    """C: every file type and metadata; D: names the squash must hide."""
+    c, d = layers.c, layers.d
+    for name in ("gone_in_b", "gone_in_a", "opaque_dir/probe",
+                 "dir/deleted", "kept_from_d", "tree/probe"):
+        helpers.write_file(os.path.join(d, name), "below: " + name)
+    helpers.write_file(os.path.join(c, "gone_in_b"), "c")
+    helpers.write_file(os.path.join(c, "gone_in_a"), "c")
+    helpers.write_file(os.path.join(c, "dir", "deleted"), "c")
+    helpers.write_file(os.path.join(c, "dir", "c"), "c", 0o750)
+    helpers.write_file(os.path.join(c, "opaque_dir", "c"), "c")
+    helpers.write_file(os.path.join(c, "tree", "a"), "a")
+    helpers.write_file(os.path.join(c, "lone", "deleted"), "not in D")
+    helpers.write_file(os.path.join(c, "lone", "kept"), "not in D")
+    helpers.write_file(os.path.join(c, "hl1"), "hard link", 0o600)
+    os.link(os.path.join(c, "hl1"), os.path.join(c, "hl2"))
+    os.chown(os.path.join(c, "hl1"), 1000, 1000)
+    os.setxattr(os.path.join(c, "hl1"), "user.c", b"on a hard link")
+    helpers.make_sparse(os.path.join(c, "sparse"), 16 << 20,
+                        {0: b"start", 8 << 20: b"middle"})
+    os.mkfifo(os.path.join(c, "fifo"), 0o600)
+    os.mknod(os.path.join(c, "null"), stat.S_IFCHR | 0o666,
+             os.makedev(1, 3))
+    os.mknod(os.path.join(c, "loop"), stat.S_IFBLK | 0o660,
+             os.makedev(7, 0))
+    os.symlink("dir/c", os.path.join(c, "symlink"))
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(os.path.join(c, "socket"))
+    sock.close()
+    os.utime(os.path.join(c, "dir", "c"), ns=(MTIME_NS, MTIME_NS))
+
+
+def change_b(merged):
+    m = lambda *p: os.path.join(merged, *p)  # noqa: E731
+    os.unlink(m("gone_in_b"))
+    shutil.rmtree(m("opaque_dir"))
+    os.mkdir(m("opaque_dir"))
+    helpers.write_file(m("opaque_dir", "b"), "b")
+    helpers.write_file(m("dir", "b"), "b")
+    helpers.write_file(m("tree", "a"), "changed in b")
+    os.setxattr(m("dir"), "user.b", b"b")
+    os.chown(m("dir", "c"), 1000, 1002)
+
+
+def change_a(merged):
+    m = lambda *p: os.path.join(merged, *p)  # noqa: E731
+    os.unlink(m("gone_in_a"))
+    os.unlink(m("dir", "deleted"))
+    os.unlink(m("lone", "deleted"))
+    os.mkdir(m("gone_in_b"))
+    helpers.write_file(m("gone_in_b", "now a dir"), "a")
+    helpers.write_file(m("new", "one"), "one", 0o644)
+    os.link(m("new", "one"), m("new", "two"))
+    os.symlink("/absolute/target", m("new", "abs"))
+    os.setxattr(m("new", "one"), "trusted.kept", b"trusted value")
+    os.chmod(m("tree", "a"), 0o2755)
+
+
+def build(layers):
+    fill_base(layers)
+    layers.change("B", [layers.c, layers.d], change_b)
+    layers.change("A", [layers.b, layers.c, layers.d], change_a)
+
+
+def overlay_xattrs(root, prefix="trusted.overlay."):
+    """{path: [overlay xattr names]} for every entry of a layer."""
+    found = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [".", *dirnames, *filenames]:
+            path = os.path.normpath(os.path.join(dirpath, name))
+            names = [x for x in helpers.xattrs(path) if x.startswith(prefix)]
+            if names:
+                found[os.path.relpath(path, root)] = sorted(names)
+    return found
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_squash_keeps_the_tree(stack, reader):
+    layers = Layers(stack)
+    build(layers)
+    before = layers.view(reader, [layers.a, layers.b, layers.c, layers.d])
+    assert "gone_in_a" not in before
+    assert "opaque_dir/probe" not in before
+    squashed = layers.path("S")
+    layers.squash([layers.a, layers.b, layers.c], squashed)
+    assert_same_tree(before, layers.view(reader, [squashed, layers.d]))
+    assert helpers.is_whiteout(os.path.join(squashed, "gone_in_a"))
+    marks = overlay_xattrs(squashed)
+    assert marks.get("opaque_dir") == ["trusted.overlay.opaque"]
+    assert not any("impure" in x for names in marks.values() for x in names)
+
+
+def test_squash_file_types_and_metadata(stack):
+    layers = Layers(stack)
+    build(layers)
+    squashed = layers.path("S")
+    layers.squash([layers.a, layers.b, layers.c], squashed)
+    s = lambda *p: os.path.join(squashed, *p)  # noqa: E731
+    assert os.stat(s("hl1")).st_ino == os.stat(s("hl2")).st_ino
+    assert os.stat(s("new", "one")).st_ino == os.stat(s("new", "two")).st_ino
+    assert os.stat(s("sparse")).st_size == 16 << 20
+    assert os.stat(s("sparse")).st_blocks * 512 < 1 << 20
+    assert stat.S_ISSOCK(os.lstat(s("socket")).st_mode)
+    assert stat.S_ISFIFO(os.lstat(s("fifo")).st_mode)
+    assert os.lstat(s("loop")).st_rdev == os.makedev(7, 0)
+    assert os.lstat(s("dir", "c")).st_mtime_ns == MTIME_NS
+    assert os.lstat(s("dir", "c")).st_uid == 1000
+    assert os.readlink(s("new", "abs")) == "/absolute/target"
+    assert helpers.get_xattr(s("new", "one"), "trusted.kept") == \
+        b"trusted value"
+    assert stat.S_IMODE(os.lstat(s("tree", "a")).st_mode) == 0o2755
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_squash_bottom(stack, reader):
+    layers = Layers(stack)
+    build(layers)
+    all_layers = [layers.a, layers.b, layers.c, layers.d]
+    before = layers.view(reader, all_layers)
+    squashed = layers.path("S")
+    layers.squash(all_layers, squashed, ["--bottom"])
+    assert overlay_xattrs(squashed) == {}
+    for dirpath, dirnames, filenames in os.walk(squashed):
+        for name in filenames:
+            assert not helpers.is_whiteout(os.path.join(dirpath, name))
+    assert_same_tree(before, layers.view(reader, [squashed, layers.empty]))
+
+
+def move_dirs_b(merged):
+    m = lambda *p: os.path.join(merged, *p)  # noqa: E731
+    os.rename(m("moved"), m("moved_b"))
+    os.rename(m("x", "sub"), m("y", "sub_b"))
+
+
+def move_dirs_a(merged):
+    m = lambda *p: os.path.join(merged, *p)  # noqa: E731
+    os.rename(m("moved_b"), m("moved_a"))
+    helpers.write_file(m("moved_a", "added_in_a"), "a")
+    os.rename(m("y", "sub_b"), m("sub_a"))
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_squash_renamed_directories(stack, reader):
+    layers = Layers(stack)
+    for layer in (layers.c, layers.d):
+        tag = os.path.basename(layer)
+        helpers.write_file(os.path.join(layer, "moved", "in_" + tag), tag)
+        helpers.write_file(os.path.join(layer, "x", "sub", "in_" + tag), tag)
+    os.makedirs(os.path.join(layers.c, "y"))
+    layers.change("B", [layers.c, layers.d], move_dirs_b)
+    layers.change("A", [layers.b, layers.c, layers.d], move_dirs_a)
+    before = layers.view(reader, [layers.a, layers.b, layers.c, layers.d])
+    assert "moved_a/in_lower1" in before
+    assert "sub_a/in_lower1" in before
+    squashed = layers.path("S")
+    layers.squash([layers.a, layers.b, layers.c], squashed)
+    redirect = helpers.get_xattr(os.path.join(squashed, "moved_a"),
+                                 "trusted.overlay.redirect")
+    assert redirect in (b"moved", b"/moved")
+    assert_same_tree(before, layers.view(reader, [squashed, layers.d]))
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_squash_userxattr(stack, reader):
+    layers = Layers(stack, extra=("userxattr",))
+    build(layers)
+    before = layers.view(reader, [layers.a, layers.b, layers.c, layers.d])
+    squashed = layers.path("S")
+    layers.squash([layers.a, layers.b, layers.c], squashed)
+    assert helpers.get_xattr(os.path.join(squashed, "opaque_dir"),
+                             "user.overlay.opaque") == b"y"
+    assert_same_tree(before, layers.view(reader, [squashed, layers.d]))
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_squash_xattr_whiteouts(stack, reader):
+    """Whiteouts that are files with overlay.whiteout, in a directory
+    marked overlay.opaque=x, hide names as the kernel reads them."""
+    layers = Layers(stack)
+    b = layers.path("B")
+    os.makedirs(os.path.join(b, "dir"))
+    open(os.path.join(b, "dir", "hidden"), "w").close()
+    os.setxattr(os.path.join(b, "dir", "hidden"), "trusted.overlay.whiteout",
+                b"")
+    os.setxattr(os.path.join(b, "dir"), "trusted.overlay.opaque", b"x")
+    helpers.write_file(os.path.join(layers.c, "dir", "hidden"), "c")
+    helpers.write_file(os.path.join(layers.c, "dir", "shown"), "c")
+    helpers.write_file(os.path.join(layers.d, "dir", "hidden"), "d")
+    before = layers.view(reader, [b, layers.c, layers.d])
+    assert "dir/hidden" not in before
+    squashed = layers.path("S")
+    layers.squash([b, layers.c], squashed)
+    assert_same_tree(before, layers.view(reader, [squashed, layers.d]))
+
+
+# Interrupted squash and bad input --------------------------------------
+
+
+def fill_big_layer(root, dirs=150, files=200):
+    for d in range(dirs):
+        path = os.path.join(root, f"d{d:03}")
+        os.mkdir(path)
+        for f in range(files):
+            with open(os.path.join(path, f"f{f:03}"), "wb") as out:
+                out.write(b"%d/%d\n" % (d, f) * 8)
+
+
+def test_squash_killed_and_rerun(any_stack):
+    stack = any_stack("kernel")
+    layers = Layers(stack)
+    fill_big_layer(layers.c)
+    helpers.write_file(os.path.join(layers.d, "base"), "base")
+    os.mkdir(layers.a)
+    helpers.write_file(os.path.join(layers.a, "top"), "top")
+    inputs = [layers.a, layers.c]
+    manifests = {p: helpers.snapshot_tree(p, with_times=True, with_ino=True)
+                 for p in inputs}
+    squashed = layers.path("S")
+    staging = layers.path(".S.lamina-squash")
+    for delay in (0.1, 0.5):
+        options = "lowerdir=" + ":".join(inputs)
+        proc = subprocess.Popen([LAMINA, "squash", "-o", options, squashed],
+                                stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL, "the squash ended too early"
+        assert not os.path.exists(squashed)
+        for path, before in manifests.items():
+            after = helpers.snapshot_tree(path, with_times=True,
+                                          with_ino=True)
+            assert helpers.diff_trees(before, after) == []
+    assert os.path.exists(staging)
+    expected = layers.view("kernel", [*inputs, layers.d])
+    code, out, err = run_lamina(["squash", "-o", options, squashed],
+                                stack.root)
+    assert code == 0, err
+    assert "interrupted squash" in err
+    assert not os.path.exists(staging)
+    assert_same_tree(expected, layers.view("kernel", [squashed, layers.d]))
+
+
+def test_squash_rejects_bad_input(stack):
+    layers = Layers(stack)
+    helpers.write_file(os.path.join(layers.c, "file"), "c")
+    lowers = "lowerdir=" + layers.c + ":" + layers.d
+    new = layers.path("new")
+    os.mkdir(layers.path("exists"))
+    cases = [
+        (["squash", "-o", lowers], ["NEWLAYER is missing"]),
+        (["squash", new], ["no lowerdir"]),
+        (["squash", "-o", stack.options(), new], ["upperdir"]),
+        (["squash", "-o", lowers, layers.path("exists")],
+         ["already exists"]),
+        (["squash", "-o", lowers + ":" + layers.path("nope"), new],
+         ["nope"]),
+        (["squash", "-o", lowers, os.path.join(layers.c, "new")],
+         ["inside lowerdir"]),
+        (["squash", "-o", lowers, "--top", new], ["invalid option"]),
+        (["squash", "-o", lowers + ",bogus=1", new], ["bogus"]),
+    ]
+    for args, words in cases:
+        assert_rejected(stack, args, words)
+    assert not os.path.exists(new)
+    assert [n for n in os.listdir(stack.root) if "lamina-squash" in n] == []
+
+
+def test_squash_rejects_invalid_redirect(stack):
+    layers = Layers(stack)
+    os.makedirs(os.path.join(layers.c, "bad"))
+    os.setxattr(os.path.join(layers.c, "bad"), "trusted.overlay.redirect",
+                b"a/b")
+    helpers.write_file(os.path.join(layers.d, "bad", "d"), "d")
+    new = layers.path("new")
+    assert_rejected(stack, ["squash", "-o",
+                            f"lowerdir={layers.c}:{layers.d}", new],
+                    ["invalid overlay.redirect", "bad"])
+    assert not os.path.exists(new)
+    assert [n for n in os.listdir(stack.root) if "lamina-squash" in n] == []
