@@ -36,8 +36,10 @@ static int open_upper(struct commit *c)
 	uint64_t upper_mnt = 0, parent_mnt = 0, new_mnt = 0;
 
 	if (!realpath(c->args.cfg.upperdir, c->upper)) {
-		fprintf(stderr, "lamina: commit: upperdir %s: %s\n",
-			c->args.cfg.upperdir, strerror(errno));
+		fprintf(
+		    stderr,
+		    "lamina: commit: upperdir %s: %s; give the stack's upper directory\n",
+		    c->args.cfg.upperdir, strerror(errno));
 		return EXIT_USAGE;
 	}
 	if (!strcmp(c->upper, "/")) {
@@ -80,8 +82,10 @@ static int open_workdir(struct commit *c)
 	c->work_fd =
 	    open(c->args.cfg.workdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (c->work_fd < 0) {
-		fprintf(stderr, "lamina: commit: workdir %s: %s\n",
-			c->args.cfg.workdir, strerror(errno));
+		fprintf(
+		    stderr,
+		    "lamina: commit: workdir %s: %s; give the stack's work directory\n",
+		    c->args.cfg.workdir, strerror(errno));
 		return EXIT_USAGE;
 	}
 	if (fstatat(c->work_fd, "work/incompat/volatile", &st,

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
  * The moves of lamina commit. One renameat2(RENAME_EXCHANGE) is the
- * instant at which the upper's contents stop being the upper: before
- * it, upperdir still holds them and the old layer stack mounts as it
- * did; after it, upperdir is the new empty directory and NEWLAYER holds
- * them. On the upper's mount, NEWLAYER is first created empty and then
+ * instant at which the upper's contents stop being the upper. Before
+ * it, upperdir still contains them and the old layer stack mounts as it
+ * did. After it, upperdir is the new empty directory and NEWLAYER
+ * contains them. On the upper's mount, NEWLAYER is first created empty and then
  * exchanged with the upper. On another filesystem, the upper is copied
  * into the staging directory and renamed to NEWLAYER first, which
  * changes nothing for the old stack; then a new empty directory beside

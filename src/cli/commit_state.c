@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
  * The record of a commit in progress: the staging directory
- * .NAME.lamina-commit beside NEWLAYER holds a file "state" with the
+ * .NAME.lamina-commit beside NEWLAYER contains a file "state" with the
  * upper's inode number, how the layer is made, and the upper's path.
  * The inode number tells a later run whether the old upper has already
  * been swapped with the new empty one, so that run can finish the

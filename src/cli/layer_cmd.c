@@ -158,8 +158,8 @@ int layer_cmd_check_apart(const struct new_layer *nl, const char *dir,
 	char real[PATH_MAX];
 
 	if (!realpath(dir, real)) {
-		fprintf(stderr, "lamina: %s %s: %s\n", what, dir,
-			strerror(errno));
+		fprintf(stderr, "lamina: %s %s: %s; check the path\n", what,
+			dir, strerror(errno));
 		return EXIT_USAGE;
 	}
 	if (layer_cmd_path_within(nl->path, real)) {

@@ -70,8 +70,10 @@ static int open_layers(struct squash_cmd *s)
 		s->layer_fds[i] = open(s->args.cfg.lowerdirs[i],
 				       O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (s->layer_fds[i] < 0) {
-			fprintf(stderr, "lamina: squash: lowerdir %s: %s\n",
-				s->args.cfg.lowerdirs[i], strerror(errno));
+			fprintf(
+			    stderr,
+			    "lamina: squash: lowerdir %s: %s; check the path\n",
+			    s->args.cfg.lowerdirs[i], strerror(errno));
 			return EXIT_USAGE;
 		}
 	}
@@ -133,7 +135,7 @@ static int squash_build(struct squash_cmd *s)
 		err = layer_squash(s->layer_fds, s->args.cfg.nlower, outfd, o);
 		progress_end(o->progress);
 		if (err)
-			fprintf(stderr, "lamina: squash failed at %s\n",
+			fprintf(stderr, "lamina: squash failed: %s\n",
 				o->error);
 	}
 	/* The layer must be on disk before its rename makes it NEWLAYER. */

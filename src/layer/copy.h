@@ -61,7 +61,7 @@ int layer_count_entries(int rootfd, const struct layer_format *fmt,
 
 /* ---- squash.c ---- */
 
-/* What layer_squash needs besides the layers. */
+/* Settings and error text of layer_squash. */
 struct layer_squash_opts {
 	const struct layer_format *fmt;
 	bool bottom; /* no layer will be mounted below the result */

@@ -1,12 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
  * Merging several layers into one. Each directory of the merged tree is
- * written once, with the entries that the layers show in it. What the
- * result must still do to the layers that will lie below it is written
- * as overlayfs markers: a whiteout for a name the squashed layers
- * delete, an opaque directory where their directory hides everything
- * below, and a redirect where their directory continues below under
- * another path.
+ * written once, with the entries that the layers show in it. The layers
+ * that will lie below the result still need overlayfs markers from it:
+ * a whiteout for a name that the squashed layers delete, an opaque
+ * directory where their directory hides everything below, and a
+ * redirect where their directory continues below under another path.
  */
 #include "squash_lookup.h"
 #include "ovl/ovl.h"
@@ -140,10 +139,10 @@ static int make_whiteout(struct squash *sq, int outfd, const char *name,
  * marker that makes the new layer continue the same way. */
 /*
  * overlayfs lists the whiteouts of a directory that comes from a single
- * lower layer, unless the directory carries overlay.origin (Linux 6.18,
- * ovl_get_inode() sets OVL_WHITEOUTS only then). The new layer's
- * directory may be alone where the squashed one was merged, so it keeps
- * the origin of the topmost directory it merges that has one.
+ * lower layer, unless the directory carries overlay.origin (seen on
+ * Linux 6.18; test_squash.py checks it). The new layer's directory may
+ * be alone where the squashed one was merged, so it keeps the origin of
+ * the topmost directory it merges that has one.
  */
 static int keep_origin(struct squash *sq, const struct squash_dir *md,
 		       int outfd)
@@ -284,7 +283,7 @@ static int squash_dir_write(struct squash *sq, struct squash_dir *md, int outfd,
 static void set_error(struct squash *sq, int err)
 {
 	if (*sq->o->error)
-		return; /* the lookup said what was wrong */
+		return; /* the lookup stored a more specific message */
 	snprintf(sq->o->error, sizeof(sq->o->error), "%s: %s",
 		 *sq->path ? sq->path : "the layers' root", strerror(-err));
 }

@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
- * Lookup of one name through the layers of a merged directory, as
- * overlayfs's ovl_lookup() does it (Linux 6.x, fs/overlayfs/namei.c):
- * the first layer that has the name decides what it is; a directory
- * goes on merging the same name in the layers below until one of them
- * is opaque or holds a whiteout or a non-directory; overlay.redirect
- * changes the name searched in the layers below, and an absolute
- * redirect searches the path from the root of every later layer.
+ * Lookup of one name through the layers of a merged directory, by the
+ * rules of overlayfs (Documentation/filesystems/overlayfs.rst; the tests
+ * compare the result with Linux 6.18). The first layer that has the
+ * name decides what it is. A directory goes on merging the same name in
+ * the layers below until one of them is opaque, or has a whiteout or a
+ * non-directory there. overlay.redirect changes the name searched in
+ * the layers below, and an absolute redirect searches its path from the
+ * root of every later layer.
  */
 #include "squash_lookup.h"
 
@@ -51,8 +52,8 @@ int squash_dir_append(struct squash_dir *d, int layer, int dirfd,
 }
 
 /* overlayfs rejects an empty redirect, an absolute one with an empty
- * component and a relative one with a slash; "." and ".." never name
- * an entry. */
+ * component, and a relative one with a slash. "." and ".." are
+ * rejected too, because they never name an entry. */
 static bool redirect_valid(const char *r)
 {
 	const char *s, *next;

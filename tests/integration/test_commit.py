@@ -1,9 +1,10 @@
 """lamina commit: the upper becomes a new lower layer, and the tree stays.
 
 Each test changes a layer stack through a mount (kernel overlayfs or
-lamina), records the merged tree, commits, and mounts the new stack
-(the new layer on top of the old lowers, with the new empty upper) with
-both implementations to compare the merged tree entry by entry.
+lamina), records the merged tree and commits. It then mounts the new
+stack with both implementations: the new layer on top of the old
+lowers, with the new empty upper. The merged tree must be the same,
+entry by entry.
 """
 
 import os
@@ -253,7 +254,7 @@ def test_commit_progress_on_terminal(stack, tmpfs):
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
         os.close(slave)
         slave = None
-        shown = b""
+        output = b""
         while True:
             try:
                 data = os.read(master, 4096)
@@ -261,15 +262,15 @@ def test_commit_progress_on_terminal(stack, tmpfs):
                 break
             if not data:
                 break
-            shown += data
+            output += data
         assert proc.wait(timeout=60) == 0
         proc.stdout.close()
     finally:
         if slave is not None:
             os.close(slave)
         os.close(master)
-    assert b"commit [" in shown
-    assert b"100%" in shown
+    assert b"commit [" in output
+    assert b"100%" in output
 
 
 # Bad input ---------------------------------------------------------------

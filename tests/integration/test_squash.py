@@ -4,7 +4,7 @@ The layers are made the way overlayfs makes them: each one is the upper
 directory of a mount (kernel overlayfs or lamina) over the layers below.
 The squashed layer, mounted over the layer that was below the squashed
 set, must show the same tree as the layers it replaces, under both
-implementations. That layer (D) holds names that the squashed layers
+implementations. That layer (D) contains names that the squashed layers
 delete or hide, so a dropped whiteout or opaque marker shows up.
 """
 
