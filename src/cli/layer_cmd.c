@@ -64,11 +64,12 @@ int layer_cmd_parse(int argc, char **argv, const char *cmd, const char *usage,
 }
 
 /* Split arg into its parent and last component, dropping trailing
- * slashes. */
+ * slashes. name has room for NAME_MAX bytes and the terminator. */
 static int split_path(const char *arg, char *parent, size_t size, char *name)
 {
 	char copy[PATH_MAX];
 	size_t len = strlen(arg);
+	const char *last;
 	char *slash;
 
 	if (len == 0 || len >= sizeof(copy))
@@ -77,16 +78,19 @@ static int split_path(const char *arg, char *parent, size_t size, char *name)
 	while (len > 1 && copy[len - 1] == '/')
 		copy[--len] = '\0';
 	slash = strrchr(copy, '/');
-	if (!slash) {
+	last = slash ? slash + 1 : copy;
+	if (strlen(last) > NAME_MAX)
+		return -EINVAL;
+	memcpy(name, last, strlen(last) + 1);
+	if (!slash)
 		snprintf(parent, size, ".");
-		snprintf(name, NAME_MAX + 1, "%s", copy);
-	} else {
+	else if (slash == copy)
+		snprintf(parent, size, "/");
+	else {
 		*slash = '\0';
-		snprintf(parent, size, "%s", slash == copy ? "/" : copy);
-		snprintf(name, NAME_MAX + 1, "%s", slash + 1);
+		snprintf(parent, size, "%s", copy);
 	}
-	if (!*name || !strcmp(name, ".") || !strcmp(name, "..") ||
-	    strlen(slash ? slash + 1 : copy) > NAME_MAX)
+	if (!*name || !strcmp(name, ".") || !strcmp(name, ".."))
 		return -EINVAL;
 	return 0;
 }
