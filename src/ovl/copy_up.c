@@ -343,8 +343,11 @@ static int link_up(struct copy_up_ctx *c, struct ovl_path *index)
  */
 static int index_new(struct copy_up_ctx *c, const char *name)
 {
-	int err = ovl_index_set_nlink(c->fs, c->fs->work_fd, c->tmp,
-				      (int)c->st.st_nlink - 2);
+	int err = ovl_index_claim_upper(c->fs);
+
+	if (!err)
+		err = ovl_index_set_nlink(c->fs, c->fs->work_fd, c->tmp,
+					  (int)c->st.st_nlink - 2);
 
 	if (!err && linkat(c->fs->work_fd, c->tmp, c->fs->index_fd, name, 0) <
 			    0)

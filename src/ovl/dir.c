@@ -242,7 +242,9 @@ void ovl_op_symlink(struct fuse_req *req, uint64_t parent, const char *name,
 
 /*
  * The new name gets its own node. The kernel still caches the source's
- * old link count, so its attributes are invalidated after the reply.
+ * old link count, so its attributes are invalidated before the reply:
+ * after it, a stat could come first. Only the attributes are dropped,
+ * which takes no lock that the pending link holds.
  */
 void ovl_op_link(struct fuse_req *req, uint64_t nodeid, uint64_t newparent,
 		 const char *newname)
@@ -270,8 +272,8 @@ void ovl_op_link(struct fuse_req *req, uint64_t nodeid, uint64_t newparent,
 		ovl_reply_status(req, err);
 		return;
 	}
-	ovl_reply_entry(req, linked, &st);
 	fuse_notify_inval_inode(fs->se, nodeid, -1, 0);
+	ovl_reply_entry(req, linked, &st);
 }
 
 /* Forget the name below parent in the node table, if it is there. */

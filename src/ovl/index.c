@@ -47,9 +47,12 @@ static int index_name(struct ovl_fs *fs, int dirfd, const char *name, char *out)
 	return 0;
 }
 
-/* Compare an xattr with the handle it must hold; set it when missing. */
+/*
+ * Compare an xattr with the handle it must hold; set it when missing and
+ * set is true.
+ */
 static int verify_fh(struct ovl_fs *fs, int dirfd, const char *name,
-		     const char *suffix, const uint8_t *fb, int len)
+		     const char *suffix, const uint8_t *fb, int len, bool set)
 {
 	uint8_t cur[OVL_FH_MAX];
 	char attr[64];
@@ -57,10 +60,10 @@ static int verify_fh(struct ovl_fs *fs, int dirfd, const char *name,
 
 	ovl_xattr_name(fs, attr, sizeof(attr), suffix);
 	n = ovl_do_getxattr(dirfd, name, attr, cur, sizeof(cur));
+	if (n == -ENODATA && (fs->check_only || !set))
+		return 0;
 	if (n == -ENODATA)
-		return fs->check_only
-			   ? 0
-			   : ovl_do_setxattr(dirfd, name, attr, fb, len, 0);
+		return ovl_do_setxattr(dirfd, name, attr, fb, len, 0);
 	if (n < 0)
 		return n;
 	return n == len && !memcmp(cur, fb, len) ? 0 : -ESTALE;
@@ -82,15 +85,20 @@ static int check_handles(struct ovl_fs *fs, struct ovl_error *e)
 		    llen ? fs->upper->path : ldir);
 		return -EOPNOTSUPP;
 	}
-	/* The upper root remembers its lowers; the index its upper. */
-	err = verify_fh(fs, fs->upper->fd, ".", "origin", lower, llen);
+	/*
+	 * The upper root remembers its lowers once the index holds a file
+	 * (fuse-overlayfs misreads an upper root with an origin); the index
+	 * remembers its upper.
+	 */
+	err = verify_fh(fs, fs->upper->fd, ".", "origin", lower, llen, false);
 	if (err == -ESTALE)
 		ovl_error_set(
 		    e,
 		    "index=on: upperdir %s was used with other lower layers than %s; mount it with its own lowerdir, or use index=off",
 		    fs->upper->path, ldir);
 	if (!err && fs->index_fd >= 0) {
-		err = verify_fh(fs, fs->index_fd, ".", "upper", upper, ulen);
+		err = verify_fh(fs, fs->index_fd, ".", "upper", upper, ulen,
+				true);
 		if (err == -ESTALE)
 			ovl_error_set(
 			    e,
@@ -160,6 +168,27 @@ int ovl_index_setup(struct ovl_fs *fs, struct ovl_error *e)
 		return err;
 	}
 	return check_handles(fs, e);
+}
+
+/*
+ * Before the first file goes into the index: tie the upper to its top
+ * lower layer, as overlayfs does at mount time.
+ */
+int ovl_index_claim_upper(struct ovl_fs *fs)
+{
+	uint8_t lower[OVL_FH_MAX];
+	int len, err;
+
+	if (atomic_load(&fs->index_claimed))
+		return 0;
+	len = ovl_encode_fh(fs, fs->layers[fs->first_lower].fd, ".", lower,
+			    false);
+	if (!len)
+		return -EOPNOTSUPP;
+	err = verify_fh(fs, fs->upper->fd, ".", "origin", lower, len, true);
+	if (!err)
+		atomic_store(&fs->index_claimed, true);
+	return err;
 }
 
 /* Whether a copy-up of the lower file st goes through the index. */

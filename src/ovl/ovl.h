@@ -141,6 +141,7 @@ struct ovl_fs {
 	int workdir_fd;	    /* workdir itself, kept locked with flock */
 	int work_fd;	    /* workdir/work: copy-up and whiteout staging */
 	int index_fd;	    /* workdir/index with index=on, or -1 */
+	atomic_bool index_claimed; /* the upper root names its lowers */
 	const char *xattr_prefix; /* "trusted.overlay." or "user.overlay." */
 	size_t xattr_prefix_len;
 	bool rename_whiteout; /* upper fs supports RENAME_WHITEOUT */
@@ -262,6 +263,7 @@ int ovl_node_lower_path(struct ovl_fs *fs, struct ovl_node *node, int layer,
 
 /* ---- index.c ---- */
 int ovl_index_setup(struct ovl_fs *fs, struct ovl_error *e);
+int ovl_index_claim_upper(struct ovl_fs *fs);
 bool ovl_index_wanted(struct ovl_fs *fs, const struct stat *st);
 int ovl_index_find(struct ovl_fs *fs, const struct ovl_path *lower,
 		   struct ovl_path *path, struct stat *st);

@@ -477,7 +477,7 @@ def probe_rename2(ctx):
 @probe("hardlink", [("hardlink", "Hard links",
                      "Lower file with two names a and b: st_nlink and st_ino, "
                      "then after writing to a (copy-up)")],
-       {"kernel": [[], ["index=on"]]})
+       {"kernel": [[], ["index=on"]], "lamina": [[], ["index=off"]]})
 def probe_hardlink(ctx):
     s = ctx.stack()
     write_file(s.lo("a"), OLD)
@@ -798,7 +798,7 @@ def data_copy_text(path, size):
 @probe("chmod_copyup", [("chmod_copyup", "Copy-up",
                          "chmod(2) and chown(2) of a 1 MiB lower file: "
                          "what the upper file holds")],
-       {"kernel": [[], ["metacopy=on"]]})
+       {"kernel": [[], ["metacopy=on"]], "lamina": [[], ["metacopy=on"]]})
 def probe_chmod(ctx):
     s = ctx.stack()
     data = bytes(range(256)) * (MIB // 256)
