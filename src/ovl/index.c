@@ -230,7 +230,7 @@ void ovl_index_refresh(struct ovl_fs *fs, struct ovl_node *node)
 	struct ovl_path lower, index;
 	struct stat st;
 
-	if (fs->index_fd < 0 || node->type != S_IFREG || node->lower < 0 ||
+	if (fs->index_fd < 0 || !ovl_node_has(node, OVL_N_LINKED) ||
 	    ovl_node_has(node, OVL_N_UPPER | OVL_N_INDEX))
 		return;
 	if (ovl_node_open_parent(fs, node, node->lower, &lower))

@@ -507,6 +507,8 @@ void ovl_node_fill(struct ovl_node *node, struct ovl_lookup *res)
 	ovl_lookup_release(res);
 	if (res->upper)
 		flags |= OVL_N_UPPER;
+	else if (S_ISREG(res->st.st_mode) && res->st.st_nlink > 1)
+		flags |= OVL_N_LINKED;
 	if (res->opaque)
 		flags |= OVL_N_OPAQUE;
 	atomic_fetch_or(&node->flags, flags);

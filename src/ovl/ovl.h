@@ -67,6 +67,7 @@ struct ovl_layer {
 #define OVL_N_HASHED 0x08  /* reachable from the name hash */
 #define OVL_N_IMPURE 0x10  /* upper dir may hold entries with an origin */
 #define OVL_N_INDEX 0x20   /* lower name of a file in workdir/index */
+#define OVL_N_LINKED 0x40  /* lower regular file with more than one name */
 
 /*
  * A moved directory's path in the lower layers from one layer down: an
