@@ -5,6 +5,7 @@
  * layer commands refuse to change an upper that a mount is using.
  */
 #include "cli.h"
+#include "stack.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -33,67 +34,27 @@ void cli_unescape_octal(char *s)
 	*out = '\0';
 }
 
-/* The value of key= in a mountinfo option list, unescaped, or NULL. */
-static char *option_value(const char *options, const char *key, char *buf,
-			  size_t size)
-{
-	size_t klen = strlen(key);
-	const char *p = options, *end;
-
-	while (p && *p) {
-		end = strchr(p, ',');
-		if (!end)
-			end = p + strlen(p);
-		if ((size_t)(end - p) > klen && !strncmp(p, key, klen) &&
-		    p[klen] == '=' && (size_t)(end - p - klen) < size) {
-			memcpy(buf, p + klen + 1, end - p - klen - 1);
-			buf[end - p - klen - 1] = '\0';
-			cli_unescape_octal(buf);
-			return buf;
-		}
-		p = *end ? end + 1 : NULL;
-	}
-	return NULL;
-}
-
 /* A kernel overlay mount whose upperdir is upper: its mount point. */
 static bool kernel_overlay_uses(const char *upper, char *mnt, size_t size)
 {
-	char *line = NULL, *fields[4] = {NULL}, *sep, value[PATH_MAX];
-	size_t cap = 0;
+	struct cli_mount *mounts;
+	struct cli_stack stack;
+	char err[1200];
+	size_t count, i;
 	bool found = false;
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	int i;
 
-	if (!f)
+	if (cli_mounts_read(&mounts, &count))
 		return false;
-	while (!found && getline(&line, &cap, f) > 0) {
-		line[strcspn(line, "\n")] = '\0';
-		sep = strstr(line, " - ");
-		if (!sep)
+	for (i = 0; !found && i < count; i++) {
+		if (strcmp(mounts[i].fstype, "overlay") ||
+		    cli_stack_from_mount(&mounts[i], &stack, err, sizeof(err)))
 			continue;
-		*sep = '\0';
-		/* After the separator: type, source, super options. */
-		fields[0] = strtok(sep + 3, " ");
-		for (i = 1; i < 3 && fields[i - 1]; i++)
-			fields[i] = strtok(NULL, " ");
-		if (!fields[0] || !fields[2] || strcmp(fields[0], "overlay"))
-			continue;
-		if (!option_value(fields[2], "upperdir", value,
-				  sizeof(value)) ||
-		    strcmp(value, upper))
-			continue;
-		/* Fifth field before the separator: the mount point. */
-		strtok(line, " ");
-		for (i = 0; i < 3; i++)
-			strtok(NULL, " ");
-		fields[3] = strtok(NULL, " ");
-		snprintf(mnt, size, "%s", fields[3] ? fields[3] : "?");
-		cli_unescape_octal(mnt);
-		found = true;
+		found = stack.upper && !strcmp(stack.upper, upper);
+		if (found)
+			snprintf(mnt, size, "%s", mounts[i].mountpoint);
+		cli_stack_free(&stack);
 	}
-	free(line);
-	fclose(f);
+	cli_mounts_free(mounts, count);
 	return found;
 }
 
