@@ -23,11 +23,22 @@ WHITEOUT = "user.overlay.whiteout"
 OPAQUE = "user.overlay.opaque"
 
 
+# LeakSanitizer cannot run under ptrace, so a sanitizer build of the
+# daemon runs under strace with leak checking off.
+NO_LEAK_CHECK = {"ASAN_OPTIONS": ":".join(
+    filter(None, [os.environ.get("ASAN_OPTIONS"), "detect_leaks=0"]))}
+
+
 @pytest.fixture
 def no_mknod():
     if shutil.which("strace") is None:
         pytest.skip("strace is not installed; scripts/install-deps.sh installs it")
     return NO_MKNOD
+
+
+def mount_no_mknod(stack, wrapper, extra=("userxattr",)):
+    stack.mount(extra=list(extra), daemon_wrapper=wrapper,
+                daemon_env=NO_LEAK_CHECK)
 
 
 def lower_tree(stack):
@@ -47,7 +58,7 @@ def is_xwhiteout(path):
 def test_unlink_makes_xattr_whiteouts(lamina_stack, no_mknod):
     stack = lamina_stack
     lower_tree(stack)
-    stack.mount(extra=["userxattr"], daemon_wrapper=no_mknod)
+    mount_no_mknod(stack, no_mknod)
 
     os.unlink(stack.m("d", "gone"))
     os.unlink(stack.m("top"))
@@ -67,7 +78,7 @@ def test_xattr_whiteouts_survive_remount(lamina_stack, no_mknod):
     """lamina reads its own xattr whiteouts back, with mknod allowed."""
     stack = lamina_stack
     lower_tree(stack)
-    stack.mount(extra=["userxattr"], daemon_wrapper=no_mknod)
+    mount_no_mknod(stack, no_mknod)
     os.unlink(stack.m("d", "gone"))
     stack.unmount()
 
@@ -80,7 +91,7 @@ def test_xattr_whiteouts_survive_remount(lamina_stack, no_mknod):
 def test_create_over_xattr_whiteout(lamina_stack, no_mknod):
     stack = lamina_stack
     lower_tree(stack)
-    stack.mount(extra=["userxattr"], daemon_wrapper=no_mknod)
+    mount_no_mknod(stack, no_mknod)
     os.unlink(stack.m("d", "gone"))
 
     write_file(stack.m("d", "gone"), "new")
@@ -94,7 +105,7 @@ def test_create_over_xattr_whiteout(lamina_stack, no_mknod):
 def test_rename_leaves_xattr_whiteout(lamina_stack, no_mknod):
     stack = lamina_stack
     lower_tree(stack)
-    stack.mount(extra=["userxattr"], daemon_wrapper=no_mknod)
+    mount_no_mknod(stack, no_mknod)
 
     os.rename(stack.m("d", "gone"), stack.m("moved"))
 
@@ -107,7 +118,7 @@ def test_kernel_reads_upper_as_lower(lamina_stack, no_mknod):
     """The upper, used by the kernel as a middle lower layer, hides the same."""
     stack = lamina_stack
     lower_tree(stack)
-    stack.mount(extra=["userxattr"], daemon_wrapper=no_mknod)
+    mount_no_mknod(stack, no_mknod)
     os.unlink(stack.m("d", "gone"))
     os.unlink(stack.m("top"))
     stack.unmount()
@@ -126,5 +137,5 @@ def test_without_userxattr_mount_fails(lamina_stack, no_mknod):
     """Without userxattr there is no fallback: the mount names the fix."""
     stack = lamina_stack
     with pytest.raises(AssertionError) as failure:
-        stack.mount(daemon_wrapper=no_mknod)
+        mount_no_mknod(stack, no_mknod, extra=())
     assert "-o userxattr" in str(failure.value)
