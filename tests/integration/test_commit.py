@@ -386,3 +386,53 @@ def test_commit_killed_and_rerun(any_stack, tmpfs):
         assert_same_tree(before, tree_of_stack(
             stack, "kernel", [newlayer, *stack.lowers]))
         shutil.rmtree(newlayer)
+
+
+# Points at which strace kills a commit: (where NEWLAYER is, system
+# call, occurrence). On the upper's filesystem: the staging directory,
+# the state record, the new empty upper, the exchange, an fsync after
+# it, and the workdir's removal. On another filesystem: the staging
+# directory, the copy, its sync and rename, the exchange, and the
+# removal of the old upper.
+KILL_POINTS = [
+    ("same", "mkdirat", 1), ("same", "renameat", 1), ("same", "mkdirat", 2),
+    ("same", "renameat2", 1), ("same", "fsync", 5), ("same", "unlinkat", 1),
+    ("same", "unlinkat", 3),
+    ("other", "mkdirat", 1), ("other", "mkdirat", 2), ("other", "mkdirat", 3),
+    ("other", "syncfs", 1), ("other", "renameat2", 1),
+    ("other", "renameat2", 2), ("other", "unlinkat", 3),
+]
+
+
+@pytest.mark.parametrize("where,call,when", KILL_POINTS)
+def test_commit_killed_at_step(any_stack, tmpfs, where, call, when):
+    """A commit killed at a given system call leaves the old or the new
+    stack, and the same command run again finishes the commit."""
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed; scripts/install-deps.sh "
+                    "installs it")
+    stack = any_stack("kernel")
+    before = build(stack)
+    upper_ino = os.stat(stack.upper).st_ino
+    parent = stack.root if where == "same" else tmpfs
+    newlayer = os.path.join(parent, "layer1")
+    args = ["commit", "-o", stack.options(), newlayer]
+    kill = ["strace", "-f", "-qq", "-o", "/dev/null", "-e",
+            f"trace={call}", "-e",
+            f"inject={call}:signal=SIGKILL:when={when}", LAMINA]
+    code, _, err = run_lamina(args, stack.root, binary=kill)
+    assert code != 0, f"the commit ended before {call} number {when}"
+    if os.stat(stack.upper).st_ino == upper_ino:
+        seen = tree_of_stack(stack, "kernel", stack.lowers)
+    else:
+        seen = tree_of_stack(stack, "kernel", [newlayer, *stack.lowers])
+    assert_same_tree(before, seen)
+    state = os.path.join(parent, ".layer1.lamina-commit", "state")
+    interrupted = os.path.exists(state)
+    code, out, err = run_lamina(args, stack.root)
+    assert code == 0, err
+    if interrupted:
+        assert "finishing the interrupted commit" in err
+    check_committed(stack, newlayer, out.strip())
+    for reader in READERS:
+        assert_same_tree(before, read_back(stack, newlayer, reader))

@@ -9,6 +9,7 @@ delete or hide, so a dropped whiteout or opaque marker shows up.
 """
 
 import os
+import pty
 import shutil
 import signal
 import socket
@@ -321,6 +322,71 @@ def test_squash_killed_and_rerun(any_stack):
     assert "interrupted squash" in err
     assert not os.path.exists(staging)
     assert_same_tree(expected, layers.view("kernel", [squashed, layers.d]))
+
+
+# Points at which strace kills a squash: the staging directory, a
+# directory inside it, the sync, and the rename to NEWLAYER.
+KILL_POINTS = [("mkdirat", 1), ("mkdirat", 4), ("syncfs", 1),
+               ("renameat2", 1)]
+
+
+@pytest.mark.parametrize("call,when", KILL_POINTS)
+def test_squash_killed_at_step(any_stack, call, when):
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed; scripts/install-deps.sh "
+                    "installs it")
+    stack = any_stack("kernel")
+    layers = Layers(stack)
+    build(layers)
+    inputs = [layers.a, layers.b, layers.c]
+    manifests = {p: helpers.snapshot_tree(p, with_times=True, with_ino=True)
+                 for p in inputs}
+    expected = layers.view("kernel", [*inputs, layers.d])
+    squashed = layers.path("S")
+    args = ["squash", "-o", "lowerdir=" + ":".join(inputs), squashed]
+    kill = ["strace", "-f", "-qq", "-o", "/dev/null", "-e",
+            f"trace={call}", "-e",
+            f"inject={call}:signal=SIGKILL:when={when}", LAMINA]
+    code, _, _ = run_lamina(args, stack.root, binary=kill)
+    assert code != 0, f"the squash ended before {call} number {when}"
+    for path, before in manifests.items():
+        after = helpers.snapshot_tree(path, with_times=True, with_ino=True)
+        assert helpers.diff_trees(before, after) == []
+    if not os.path.exists(squashed):
+        code, _, err = run_lamina(args, stack.root)
+        assert code == 0, err
+    assert not os.path.exists(layers.path(".S.lamina-squash"))
+    assert_same_tree(expected, layers.view("kernel", [squashed, layers.d]))
+
+
+def test_squash_progress_on_terminal(stack):
+    layers = Layers(stack)
+    build(layers)
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [LAMINA, "squash", "-o", f"lowerdir={layers.a}:{layers.b}",
+             layers.path("S")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=slave)
+        os.close(slave)
+        slave = None
+        output = b""
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            output += data
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if slave is not None:
+            os.close(slave)
+        os.close(master)
+    assert b"squash [" in output
+    assert b"100%" in output
 
 
 def test_squash_rejects_bad_input(stack):
