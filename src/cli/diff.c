@@ -304,7 +304,7 @@ static int diff_stack(const struct cli_stack *s, bool json)
 	}
 	d.lowerfds = fds;
 	err = layer_walk(upperfd, &d.fmt, diff_visit, &d);
-	if (err)
+	if (err && err != -EUCLEAN)
 		fprintf(stderr,
 			"lamina: diff: reading the layers of %s failed: %s\n",
 			s->upper, strerror(-err));

@@ -248,8 +248,8 @@ static int export_run(const struct export_args *args, int *fds,
 			 archive_error_string(a));
 		err = -EIO;
 	}
-	if (!err)
-		return 0;
+	if (!err || err == -EUCLEAN)
+		return err ? EXIT_USAGE : 0;
 	if (e.msg[0])
 		fprintf(stderr, "lamina: export of %s failed: %s\n",
 			args->layer, e.msg);

@@ -134,7 +134,7 @@ static int squash_build(struct squash_cmd *s)
 		o->progress = start_progress(s);
 		err = layer_squash(s->layer_fds, s->args.cfg.nlower, outfd, o);
 		progress_end(o->progress);
-		if (err)
+		if (err && err != -EUCLEAN)
 			fprintf(stderr, "lamina: squash failed: %s\n",
 				o->error);
 	}

@@ -53,7 +53,11 @@ typedef int (*layer_walk_fn)(void *arg, const struct layer_entry *e,
 int layer_walk(int rootfd, const struct layer_format *fmt, layer_walk_fn fn,
 	       void *arg);
 
-/* Fill the overlay fields of e from dirfd/name; e->st must be set. */
+/*
+ * Fill the overlay fields of e from dirfd/name; e->st must be set. An
+ * invalid overlay.redirect gives -EUCLEAN, with a message on stderr
+ * already (the walk passes it on), so callers add none of their own.
+ */
 int layer_classify(int dirfd, const char *name, const struct layer_format *fmt,
 		   struct layer_entry *e);
 void layer_entry_release(struct layer_entry *e);

@@ -10,6 +10,7 @@
  * root of every later layer.
  */
 #include "squash_lookup.h"
+#include "ovl/ovl.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -51,33 +52,13 @@ int squash_dir_append(struct squash_dir *d, int layer, int dirfd,
 	return 0;
 }
 
-/* overlayfs rejects an empty redirect, an absolute one with an empty
- * component, and a relative one with a slash. "." and ".." are
- * rejected too, because they never name an entry. */
-static bool redirect_valid(const char *r)
-{
-	const char *s, *next;
-
-	if (r[0] != '/')
-		return *r && !strchr(r, '/') && strcmp(r, ".") &&
-		       strcmp(r, "..");
-	for (s = r + 1;; s = next + 1) {
-		next = strchrnul(s, '/');
-		if (next == s || (next - s == 1 && s[0] == '.') ||
-		    (next - s == 2 && s[0] == '.' && s[1] == '.'))
-			return false;
-		if (!*next)
-			return true;
-	}
-}
-
 static int apply_redirect(const struct squash_layers *sl,
 			  struct squash_lookup *lk, const char *redirect,
 			  const char *where)
 {
 	char *slash;
 
-	if (!redirect_valid(redirect)) {
+	if (!ovl_redirect_valid(redirect)) {
 		snprintf(
 		    sl->error, sl->error_size,
 		    "%s: invalid overlay.redirect \"%s\"; overlayfs fails to look this directory up as well",

@@ -5,6 +5,7 @@
  * over equal trees give equal output.
  */
 #include "layer.h"
+#include "ovl/ovl.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -77,6 +78,11 @@ int layer_classify(int dirfd, const char *name, const struct layer_format *fmt,
 	n = layer_getxattr(dirfd, name, fmt, "redirect", buf, sizeof(buf) - 1);
 	if (n > 0) {
 		buf[n] = '\0';
+		if (!ovl_redirect_valid(buf)) {
+			fprintf(stderr, "lamina: %s has the invalid overlay.redirect \"%s\", which overlayfs refuses to follow as well; remove the xattr or fix the layer\n",
+				*name == '.' ? "the layer root" : name, buf);
+			return -EUCLEAN;
+		}
 		e->redirect = strdup(buf);
 		if (!e->redirect)
 			return -ENOMEM;

@@ -141,28 +141,6 @@ static void lookup_init(struct ovl_lookup *res)
 	res->data_layer = -1;
 }
 
-/* A redirect names one entry: no empty, "." or ".." component. */
-static bool redirect_valid(const char *s, bool absolute)
-{
-	const char *p = s;
-
-	if (!*s)
-		return false;
-	for (;;) {
-		const char *end = strchrnul(p, '/');
-		size_t len = end - p;
-
-		if (len == 0 || len > 255 || (len == 1 && p[0] == '.') ||
-		    (len == 2 && p[0] == '.' && p[1] == '.'))
-			return false;
-		if (!*end)
-			return true;
-		if (!absolute)
-			return false;
-		p = end + 1;
-	}
-}
-
 /*
  * overlay.redirect on a moved directory found in layer: an absolute path
  * from the layer roots, or a new name in the parent's directory. It
@@ -192,7 +170,7 @@ static int read_redirect(struct ovl_fs *fs, struct ovl_node *parent, int layer,
 	}
 	value[n] = '\0';
 	absolute = value[0] == '/';
-	if (!redirect_valid(absolute ? value + 1 : value, absolute)) {
+	if (!ovl_redirect_valid(value)) {
 		log_warn_rl("invalid redirect '%s' on directory %s ignored",
 			    value, name);
 		return 0;

@@ -287,6 +287,7 @@ void ovl_metacopy_fix_blocks(struct ovl_fs *fs, struct ovl_node *node,
 int ovl_node_data_layer(const struct ovl_node *node);
 
 /* ---- redirect.c ---- */
+bool ovl_redirect_valid(const char *value);
 const struct ovl_redirect *ovl_redirect_at(const struct ovl_redirect *r,
 					   int layer);
 int ovl_redirect_add(struct ovl_redirect **list, int layer, const char *path,

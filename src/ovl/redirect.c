@@ -11,6 +11,32 @@
 #include <stdlib.h>
 #include <string.h>
 
+/*
+ * Whether an overlay.redirect value names one entry, as overlayfs
+ * requires: an absolute path ("/a/b") or a single name, with no empty,
+ * "." or ".." component and no component longer than NAME_MAX. Every
+ * reader of redirects checks this first, so none leaves the layer.
+ */
+bool ovl_redirect_valid(const char *value)
+{
+	bool absolute = value[0] == '/';
+	const char *p = absolute ? value + 1 : value, *end;
+	size_t len;
+
+	for (;;) {
+		end = strchrnul(p, '/');
+		len = (size_t)(end - p);
+		if (len == 0 || len > 255 || (len == 1 && p[0] == '.') ||
+		    (len == 2 && p[0] == '.' && p[1] == '.'))
+			return false;
+		if (!*end)
+			return true;
+		if (!absolute)
+			return false;
+		p = end + 1;
+	}
+}
+
 /* The segment that applies to layer, or NULL: the node is at its name. */
 const struct ovl_redirect *ovl_redirect_at(const struct ovl_redirect *r,
 					   int layer)
