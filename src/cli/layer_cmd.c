@@ -28,7 +28,7 @@ int layer_cmd_parse(int argc, char **argv, const char *cmd, const char *usage,
 
 	optind = 1;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+o:h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
 		if (c == 'h') {
 			cli_usage();
 			exit(0);
