@@ -87,6 +87,10 @@ static int resume(struct commit *c)
 	close(tfd);
 	if (err == -ENOENT) {
 		/* Killed before the record was written: nothing moved. */
+		fprintf(
+		    stderr,
+		    "lamina: removing %s, which an interrupted commit left before it changed anything\n",
+		    c->nl.staging_path);
 		err = ovl_remove_tree(c->nl.parent_fd, c->nl.staging);
 		return err ? err : 1;
 	}

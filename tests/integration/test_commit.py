@@ -422,11 +422,13 @@ def test_commit_killed_at_step(any_stack, tmpfs, where, call, when):
             f"inject={call}:signal=SIGKILL:when={when}", LAMINA]
     code, _, err = run_lamina(args, stack.root, binary=kill)
     assert code != 0, f"the commit ended before {call} number {when}"
+
     if os.stat(stack.upper).st_ino == upper_ino:
         seen = tree_of_stack(stack, "kernel", stack.lowers)
     else:
         seen = tree_of_stack(stack, "kernel", [newlayer, *stack.lowers])
     assert_same_tree(before, seen)
+
     state = os.path.join(parent, ".layer1.lamina-commit", "state")
     interrupted = os.path.exists(state)
     code, out, err = run_lamina(args, stack.root)

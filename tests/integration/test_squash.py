@@ -300,6 +300,7 @@ def test_squash_killed_and_rerun(any_stack):
                  for p in inputs}
     squashed = layers.path("S")
     staging = layers.path(".S.lamina-squash")
+
     for delay in (0.1, 0.5):
         options = "lowerdir=" + ":".join(inputs)
         proc = subprocess.Popen([LAMINA, "squash", "-o", options, squashed],
@@ -314,6 +315,7 @@ def test_squash_killed_and_rerun(any_stack):
             after = helpers.snapshot_tree(path, with_times=True,
                                           with_ino=True)
             assert helpers.diff_trees(before, after) == []
+
     assert os.path.exists(staging)
     expected = layers.view("kernel", [*inputs, layers.d])
     code, out, err = run_lamina(["squash", "-o", options, squashed],
