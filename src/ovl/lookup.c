@@ -529,6 +529,14 @@ int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 	ovl_path_close(&path);
 	if (err)
 		return err;
+	/*
+	 * A rename that has moved the real file but not the node yet shows
+	 * another entry at the node's path, maybe the whiteout it left. The
+	 * kernel takes a changed file type for a broken inode (EIO), so the
+	 * node reports that its name is gone instead.
+	 */
+	if ((st->st_mode & S_IFMT) != node->type)
+		return -ENOENT;
 	ovl_node_fix_stat(node, st);
 	ovl_metacopy_fix_blocks(fs, node, st);
 	return 0;

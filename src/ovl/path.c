@@ -97,6 +97,9 @@ int ovl_node_open_place(struct ovl_fs *fs, struct ovl_node *node, int layer,
 			return err;
 	}
 	err = ovl_open_layer_dir(fs->layers[layer].fd, rel, O_PATH);
+	/* A parent that is no directory now: the name moved away. */
+	if (err == -ENOTDIR)
+		err = -ENOENT;
 	if (err < 0)
 		return err;
 	path->dirfd = err;
@@ -117,7 +120,8 @@ int ovl_node_open_dir(struct ovl_fs *fs, struct ovl_node *node, int layer,
 	err = ovl_node_lower_path(fs, node, layer, rel, sizeof(rel));
 	if (err)
 		return err;
-	return ovl_open_layer_dir(fs->layers[layer].fd, rel, flags);
+	err = ovl_open_layer_dir(fs->layers[layer].fd, rel, flags);
+	return err == -ENOTDIR ? -ENOENT : err;
 }
 
 void ovl_path_close(struct ovl_path *path)

@@ -301,3 +301,34 @@ def test_redirect_read_by_other_impl(stack):
     assert sorted(os.listdir(stack.m("c", "a2"))) == ["b", "g", "h"]
     assert read_file(stack.m("c", "a2", "b", "f")) == b"f"
     assert not os.path.lexists(stack.m("a"))
+
+
+@pytest.mark.parametrize("what", ["file", "dir"])
+def test_rename_races_stat(stack, what):
+    """stat racing renames of the same entry sees it or ENOENT, never EIO."""
+    import threading
+
+    write_file(stack.lo(1, "a", "s", "f"), "x")
+    stack.mount(extra=["redirect_dir=on"])
+    old = stack.m("a", "s") if what == "dir" else stack.m("a", "s", "f")
+    new = old + "2"
+    done = threading.Event()
+
+    def rename_loop():
+        for _ in range(3000):
+            os.rename(old, new)
+            os.rename(new, old)
+        done.set()
+
+    thread = threading.Thread(target=rename_loop)
+    thread.start()
+    errors = set()
+    while not done.is_set():
+        try:
+            os.stat(old)
+            if what == "dir":
+                os.listdir(old)
+        except OSError as e:
+            errors.add(errno.errorcode[e.errno])
+    thread.join()
+    assert errors <= {"ENOENT"}
