@@ -162,17 +162,20 @@ static int read_redirect(struct ovl_fs *fs, struct ovl_node *parent, int layer,
 	n = ovl_do_getxattr(dirfd, name, attr, value, sizeof(value) - 1);
 	if (n <= 0)
 		return 0;
-	/* As overlayfs: a redirect that may not be followed is an error. */
-	if (fs->config.redirect == OVL_REDIRECT_NOFOLLOW) {
-		log_warn_rl("refusing to follow the redirect of directory %s",
-			    name);
-		return -EPERM;
-	}
 	value[n] = '\0';
 	absolute = value[0] == '/';
+	/*
+	 * As overlayfs: a redirect that may not be followed is an error,
+	 * except an absolute one from a metacopy file into data-only
+	 * layers, which those layers exist for.
+	 */
+	if (fs->config.redirect == OVL_REDIRECT_NOFOLLOW &&
+	    !(res->metacopy && absolute && fs->first_data < fs->nlayers)) {
+		log_warn_rl("refusing to follow the redirect of %s", name);
+		return -EPERM;
+	}
 	if (!ovl_redirect_valid(value)) {
-		log_warn_rl("invalid redirect '%s' on directory %s ignored",
-			    value, name);
+		log_warn_rl("invalid redirect '%s' on %s ignored", value, name);
 		return 0;
 	}
 	if (ovl_redirect_add(&res->chain, layer + 1,

@@ -366,6 +366,20 @@ int ovl_config_finish(struct ovl_config *cfg, struct ovl_error *e)
 			      cfg->workdir);
 		return -EINVAL;
 	}
+	if (cfg->userxattr && cfg->redirect_set &&
+	    cfg->redirect != OVL_REDIRECT_NOFOLLOW) {
+		ovl_error_set(e, "userxattr conflicts with redirect_dir=%s: overlayfs follows no redirect stored in user xattrs, which any file owner can set; drop redirect_dir or use redirect_dir=nofollow",
+			      redirect_name(cfg->redirect));
+		return -EINVAL;
+	}
+	if (cfg->userxattr && cfg->metacopy) {
+		ovl_error_set(e, "userxattr conflicts with metacopy=on: overlayfs follows no metacopy redirect stored in user xattrs; drop metacopy=on");
+		return -EINVAL;
+	}
+	/* As overlayfs: with userxattr, redirects are neither made nor
+	 * followed unless asked for. */
+	if (cfg->userxattr)
+		cfg->redirect = OVL_REDIRECT_NOFOLLOW;
 	if (cfg->metacopy && (cfg->redirect == OVL_REDIRECT_OFF ||
 			      cfg->redirect == OVL_REDIRECT_NOFOLLOW ||
 			      (cfg->redirect == OVL_REDIRECT_FOLLOW &&
