@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Undo the kernel's octal escapes (\040 and the like) in place. */
@@ -34,8 +35,32 @@ void cli_unescape_octal(char *s)
 	*out = '\0';
 }
 
-/* A kernel overlay mount whose upperdir is upper: its mount point. */
-static bool kernel_overlay_uses(const char *upper, char *mnt, size_t size)
+/*
+ * Whether the upperdir an overlay mount was given is the directory st.
+ * mountinfo shows the value as given, so a relative one is taken
+ * relative to the mount point's parent, where mount(8) usually ran.
+ * NOTE: a relative upperdir given from anywhere else is not found.
+ */
+static bool same_upper(const char *mountpoint, const char *upper,
+		       const struct stat *st)
+{
+	char path[PATH_MAX];
+	const char *slash = strrchr(mountpoint, '/');
+	struct stat ust;
+
+	if (upper[0] == '/')
+		snprintf(path, sizeof(path), "%s", upper);
+	else
+		snprintf(path, sizeof(path), "%.*s/%s",
+			 (int)(slash ? slash - mountpoint : 0), mountpoint,
+			 upper);
+	return stat(path, &ust) == 0 && ust.st_dev == st->st_dev &&
+	       ust.st_ino == st->st_ino;
+}
+
+/* A kernel overlay mount whose upperdir is st: its mount point. */
+static bool kernel_overlay_uses(const struct stat *st, char *mnt,
+				size_t size)
 {
 	struct cli_mount *mounts;
 	struct cli_stack stack;
@@ -49,7 +74,8 @@ static bool kernel_overlay_uses(const char *upper, char *mnt, size_t size)
 		if (strcmp(mounts[i].fstype, "overlay") ||
 		    cli_stack_from_mount(&mounts[i], &stack, err, sizeof(err)))
 			continue;
-		found = stack.upper && !strcmp(stack.upper, upper);
+		found = stack.upper &&
+			same_upper(mounts[i].mountpoint, stack.upper, st);
 		if (found)
 			snprintf(mnt, size, "%s", mounts[i].mountpoint);
 		cli_stack_free(&stack);
@@ -65,11 +91,12 @@ static bool kernel_overlay_uses(const char *upper, char *mnt, size_t size)
 int cli_upper_in_use(const char *upperdir, char *why, size_t size)
 {
 	char real[PATH_MAX], mnt[PATH_MAX];
+	struct stat st;
 	int fd, busy;
 
-	if (!realpath(upperdir, real))
+	if (!realpath(upperdir, real) || stat(real, &st) < 0)
 		return -errno;
-	if (kernel_overlay_uses(real, mnt, sizeof(mnt))) {
+	if (kernel_overlay_uses(&st, mnt, sizeof(mnt))) {
 		snprintf(why, size, "the overlay mount on %s uses %s", mnt,
 			 real);
 		return 1;
