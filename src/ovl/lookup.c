@@ -232,7 +232,7 @@ static int lookup_data(struct ovl_fs *fs, struct ovl_node *parent, int layer,
 	int more;
 
 	if (!S_ISREG(st->st_mode)) {
-		log_warn_rl("the data of metacopy file %s is not a regular file in %s",
+		log_warn_rl("a metacopy file's data, %s in %s, is not a regular file",
 			    name, fs->layers[layer].path);
 		return -EIO;
 	}

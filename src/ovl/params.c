@@ -312,6 +312,10 @@ static int parse_one(struct ovl_config *cfg, char *opt, struct ovl_error *e)
 	if (!strcmp(opt, "workdir"))
 		return set_path(&cfg->workdir, opt, value, e);
 	if (!strcmp(opt, "fsname")) {
+		if (!*value) {
+			ovl_error_set(e, "fsname: empty name; give a name, as in fsname=mylayers, or drop the option");
+			return -EINVAL;
+		}
 		unescape(value);
 		free(cfg->fsname);
 		cfg->fsname = strdup(value);
