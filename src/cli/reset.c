@@ -117,14 +117,68 @@ static int remove_leftover(struct reset_place *upper, const char *aside)
 	return err;
 }
 
-/* Refuse a missing workdir before the upper is touched. */
+/* Check that workdir/name, which reset clears, is missing or a directory
+ * and not a symlink, so clearing it cannot fail half-way or follow one. */
+static int check_work_entry(int workfd, const char *workdir, const char *name)
+{
+	struct stat st;
+
+	if (fstatat(workfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		fprintf(
+		    stderr,
+		    "lamina: reset: reading %s/%s failed: %s; fix its permissions or remove it\n",
+		    workdir, name, strerror(errno));
+		return EXIT_USAGE;
+	}
+	if (S_ISDIR(st.st_mode))
+		return 0;
+	fprintf(
+	    stderr,
+	    "lamina: reset: %s/%s is %s, not a directory; remove it, or give a workdir whose %s is a directory or missing\n",
+	    workdir, name,
+	    S_ISLNK(st.st_mode) ? "a symbolic link" : "another file type",
+	    name);
+	return EXIT_USAGE;
+}
+
+/* Reject a workdir that reset could not clear, before the upper is
+ * touched. */
 static int check_workdir(const char *workdir)
 {
 	struct reset_place work = {.parentfd = -1};
-	int err = place_open(workdir, &work);
+	int err = place_open(workdir, &work), fd, rc;
 
+	if (err) {
+		place_close(&work);
+		return place_error("workdir", workdir, err);
+	}
+	fd = openat(work.parentfd, work.name,
+		    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		err = -errno;
+		place_close(&work);
+		return place_error("workdir", workdir, err);
+	}
+	rc = check_work_entry(fd, workdir, "work");
+	if (!rc)
+		rc = check_work_entry(fd, workdir, "index");
+	close(fd);
 	place_close(&work);
-	return err ? place_error("workdir", workdir, err) : 0;
+	return rc;
+}
+
+/* Check the upper and the workdir before anything is changed. */
+static int check_layers(const char *upper, const char *workdir)
+{
+	struct reset_place pl = {.parentfd = -1};
+	int err = place_open(upper, &pl);
+
+	place_close(&pl);
+	if (err)
+		return place_error("upper directory", upper, err);
+	return workdir ? check_workdir(workdir) : 0;
 }
 
 static int clear_workdir(const char *workdir)
@@ -198,8 +252,9 @@ static int delete_aside(struct reset_place *upper, const char *aside)
 		    upper->path);
 		return EXIT_USAGE;
 	}
-	printf("lamina: reset: deleted %llu entries of the old upper\n",
-	       (unsigned long long)count.removed);
+	printf("lamina: reset: deleted %llu %s of the old upper\n",
+	       (unsigned long long)count.removed,
+	       count.removed == 1 ? "entry" : "entries");
 	return 0;
 }
 
@@ -234,15 +289,14 @@ static int reset_upper(const char *path, const char *workdir,
 {
 	struct reset_place upper = {.parentfd = -1};
 	char aside[300], why[PATH_MAX + 64];
-	int rc, err = place_open(path, &upper);
+	int rc, err;
 
+	if (check_layers(path, workdir))
+		return EXIT_USAGE;
+	err = place_open(path, &upper);
 	if (err) {
 		place_close(&upper);
 		return place_error("upper directory", path, err);
-	}
-	if (workdir && check_workdir(workdir)) {
-		place_close(&upper);
-		return EXIT_USAGE;
 	}
 	err = cli_upper_in_use(path, why, sizeof(why));
 	if (err) {
@@ -308,7 +362,8 @@ static int reset_mount(const struct cli_mount *m, const struct reset_args *a)
 		    stderr,
 		    "lamina: reset: --remount works on lamina mounts only; unmount the overlay mount on %s, run lamina reset %s -o workdir=%s, and mount it again\n",
 		    m->mountpoint, s.upper, s.work ? s.work : "DIR");
-	else if (!unmount_lamina(m->mountpoint))
+	else if (!check_layers(s.upper, a->workdir ? a->workdir : s.work) &&
+		 !unmount_lamina(m->mountpoint))
 		rc = reset_upper(s.upper, a->workdir ? a->workdir : s.work, &s);
 	cli_stack_free(&s);
 	return rc;

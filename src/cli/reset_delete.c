@@ -75,7 +75,8 @@ int reset_delete_contents(int fd, struct reset_count *count,
 	return err ? err : layer_walk(fd, &fmt, remove_visit, &r);
 }
 
-/* Delete dirfd/name and, for a directory, all it contains. */
+/* Delete dirfd/name and, for a directory, all it contains. count->removed
+ * grows by the entries inside, not by name itself. */
 int reset_delete(int dirfd, const char *name, struct reset_count *count,
 		 struct progress *progress)
 {
@@ -93,6 +94,5 @@ int reset_delete(int dirfd, const char *name, struct reset_count *count,
 	}
 	if (unlinkat(dirfd, name, fd >= 0 ? AT_REMOVEDIR : 0) < 0)
 		return -errno;
-	count->removed++;
 	return 0;
 }

@@ -13,6 +13,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -108,8 +109,29 @@ static const char *yes_no(bool b)
 	return b ? "yes" : "no";
 }
 
+/* Print ", N things" with the singular noun when N is 1. */
+static void print_count(const char *sep, uint64_t n, const char *one,
+			const char *many)
+{
+	printf("%s%llu %s", sep, (unsigned long long)n, n == 1 ? one : many);
+}
+
+static void print_usage(const struct usage *u)
+{
+	print_count("  upper holds: ", u->bytes, "byte", "bytes");
+	printf(" (%llu on disk)", (unsigned long long)u->disk_bytes);
+	print_count(", ", u->files, "file", "files");
+	print_count(", ", u->dirs, "directory", "directories");
+	print_count(", ", u->whiteouts, "whiteout", "whiteouts");
+	print_count(", ", u->opaque, "opaque directory", "opaque directories");
+	print_count(", ", u->redirects, "redirect", "redirects");
+	print_count(", ", u->inodes, "inode", "inodes");
+	putchar('\n');
+}
+
 static void print_text(const struct cli_stack *s, const struct usage *u)
 {
+	char label[32];
 	int i;
 
 	text_path(stdout, s->mountpoint);
@@ -124,20 +146,13 @@ static void print_text(const struct cli_stack *s, const struct usage *u)
 		text_path(stdout, s->work);
 	}
 	for (i = 0; i < s->nlower; i++) {
-		printf("\n  lower %-3d ", i + 1);
+		snprintf(label, sizeof(label), "lower %d:", i + 1);
+		printf("\n  %-9s ", label);
 		text_path(stdout, s->lowers[i]);
 	}
 	putchar('\n');
 	if (u)
-		printf(
-		    "  upper holds: %llu bytes (%llu on disk), %llu files, %llu directories, %llu whiteouts, %llu opaque directories, %llu redirects, %llu inodes\n",
-		    (unsigned long long)u->bytes,
-		    (unsigned long long)u->disk_bytes,
-		    (unsigned long long)u->files, (unsigned long long)u->dirs,
-		    (unsigned long long)u->whiteouts,
-		    (unsigned long long)u->opaque,
-		    (unsigned long long)u->redirects,
-		    (unsigned long long)u->inodes);
+		print_usage(u);
 	printf(
 	    "  features: redirect_dir=%s xino=%s userxattr=%s volatile=%s passthrough=%s read-only=%s\n",
 	    s->redirect_dir, s->xino, yes_no(s->userxattr),

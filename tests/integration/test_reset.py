@@ -172,3 +172,72 @@ def test_reset_bad_input(lamina_stack):
         assert code == 1, args
         assert err.startswith("lamina: reset: "), (args, err)
         assert len(err.splitlines()) == 1, (args, err)
+
+
+def test_reset_bad_workdir_changes_nothing(lamina_stack):
+    """A workdir reset cannot clear is rejected before the upper changes."""
+    stack = lamina_stack
+    outside = os.path.join(stack.root, "outside")
+    write_file(os.path.join(outside, "precious"), "p")
+    write_file(stack.u("mine"), "m")
+    work = os.path.join(stack.work, "work")
+    index = os.path.join(stack.work, "index")
+    setups = [
+        ("work", lambda: write_file(work, "not a directory")),
+        ("work", lambda: os.symlink(outside, work)),
+        ("index", lambda: os.symlink(outside, index)),
+    ]
+    for name, setup in setups:
+        for path in (work, index):
+            if os.path.lexists(path):
+                os.unlink(path)
+        setup()
+
+        code, out, err = run_lamina(
+            ["reset", stack.upper, "-o", f"workdir={stack.work}"], stack.root)
+
+        assert code == 1, (name, out)
+        assert err.startswith("lamina: reset: "), err
+        assert f"{stack.work}/{name} is " in err, err
+        assert "not a directory; remove it" in err, err
+        assert len(err.splitlines()) == 1, err
+        assert out == "", out
+        assert os.listdir(stack.upper) == ["mine"], name
+        assert leftovers(stack) == [], name
+        assert os.listdir(outside) == ["precious"], name
+        assert read_file(os.path.join(outside, "precious")) == b"p", name
+
+
+def test_reset_remount_bad_workdir(lamina_stack):
+    """--remount checks the workdir before it unmounts anything."""
+    stack = lamina_stack
+    stack.mount()
+    write_file(stack.m("mine"), "m")
+    bad = os.path.join(stack.root, "badwork")
+    os.mkdir(bad)
+    write_file(os.path.join(bad, "work"), "file")
+
+    code, out, err = run_lamina(
+        ["reset", "--remount", stack.merged, "-o", f"workdir={bad}"],
+        stack.root)
+
+    assert code == 1, out
+    assert f"{bad}/work is another file type" in err, err
+    assert read_file(stack.m("mine")) == b"m"
+    assert os.listdir(stack.upper) == ["mine"]
+
+
+def test_reset_counts_entries(lamina_stack):
+    """The count covers what was inside the upper, in singular or plural."""
+    stack = lamina_stack
+    cases = [([], "deleted 0 entries"), (["one"], "deleted 1 entry"),
+             (["one", "two"], "deleted 2 entries")]
+    for names, expected in cases:
+        for name in names:
+            write_file(stack.u(name), "x")
+
+        code, out, err = run_lamina(["reset", stack.upper], stack.root)
+
+        assert code == 0, err
+        assert f"{expected} of the old upper" in out, out
+        assert os.listdir(stack.upper) == []
