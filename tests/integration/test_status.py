@@ -90,16 +90,37 @@ def test_status_text_one_mount(stack):
         f"{os.path.realpath(stack.merged)} ({expected_type(stack)}")
     assert f"  upper:    {os.path.realpath(stack.upper)}" in lines
     assert f"  work:     {os.path.realpath(stack.work)}" in lines
-    assert f"  lower 1   {os.path.realpath(stack.lowers[0])}" in lines
-    assert f"  lower 2   {os.path.realpath(stack.lowers[1])}" in lines
+    assert f"  lower 1:  {os.path.realpath(stack.lowers[0])}" in lines
+    assert f"  lower 2:  {os.path.realpath(stack.lowers[1])}" in lines
     holds = [line for line in lines if line.startswith("  upper holds:")]
     assert len(holds) == 1
     assert "4 bytes" in holds[0]
-    assert "1 files, 3 directories, 2 whiteouts" in holds[0]
-    assert f"{opaque_count(stack)} opaque directories" in holds[0]
-    assert "1 redirects" in holds[0]
+    assert "1 file, 3 directories, 2 whiteouts" in holds[0]
+    opaque = opaque_count(stack)
+    noun = "opaque directory" if opaque == 1 else "opaque directories"
+    assert f", {opaque} {noun}," in holds[0]
+    assert ", 1 redirect," in holds[0]
     assert "redirect_dir=on" in out
     assert "read-only=no" in out
+
+
+def test_status_text_singular_counts(lamina_stack):
+    """Counts of one use the singular noun; layer labels end in a colon."""
+    stack = lamina_stack
+    stack.mount()
+    write_file(stack.m("a"), "x")
+
+    code, out, err = status(stack, stack.merged)
+
+    assert code == 0, err
+    holds = [line for line in out.splitlines()
+             if line.startswith("  upper holds:")]
+    assert len(holds) == 1
+    assert holds[0].startswith("  upper holds: 1 byte (")
+    assert ", 1 file, 0 directories, 0 whiteouts," in holds[0]
+    assert ", 0 opaque directories, 0 redirects, 1 inode" in holds[0]
+    assert "  lower 1:  " in out
+    assert "  lower 2:  " in out
 
 
 def test_status_lists_every_mount(any_stack):
