@@ -110,6 +110,15 @@ static int mount_config(struct mount_args *args, struct ovl_config *cfg)
 			args->mountpoint);
 		return EXIT_MOUNT_FAIL;
 	}
+	/* The source given before the mount point wins over fsname=. It is
+	 * kept as fsname because the daemon's configuration answer sends
+	 * fsname, so that lamina reset --remount keeps the source. */
+	if (args->source) {
+		free(cfg->fsname);
+		cfg->fsname = strdup(args->source);
+		if (!cfg->fsname)
+			return EXIT_MOUNT_FAIL;
+	}
 	cfg->mountpoint = strdup(real);
 	return cfg->mountpoint ? 0 : EXIT_MOUNT_FAIL;
 }
@@ -288,9 +297,7 @@ int cmd_mount(struct mount_args *args)
 	ovl_check_report(fs, cli_print_warning, NULL);
 	err = fuse_session_new(&ovl_fuse_ops, fs, args->debug, &se);
 	fs->se = se;
-	opts.source = args->source ? args->source
-		      : fs->config.fsname ? fs->config.fsname
-					  : "lamina";
+	opts.source = fs->config.fsname ? fs->config.fsname : "lamina";
 	opts.allow_other = fs->config.allow_other;
 	opts.mount_flags = fs->config.mount_flags;
 	if (!err)

@@ -4,8 +4,11 @@ import json
 import os
 import stat
 
-from conftest import run_lamina
-from helpers import get_xattr, make_whiteout, read_file, write_file
+import pytest
+
+from conftest import LAMINA, run_lamina
+from helpers import (find_mount, get_xattr, make_whiteout, read_file,
+                     write_file)
 
 
 def fill_upper(stack):
@@ -241,3 +244,34 @@ def test_reset_counts_entries(lamina_stack):
         assert code == 0, err
         assert f"{expected} of the old upper" in out, out
         assert os.listdir(stack.upper) == []
+
+
+@pytest.mark.parametrize("form", ["lamina", "mount.lamina"])
+@pytest.mark.parametrize("source", ["mysrc", "overlay"])
+def test_reset_remount_keeps_source(lamina_stack, form, source):
+    """The remounted stack shows the source it was first mounted with."""
+    stack = lamina_stack
+    binary = [LAMINA]
+    if form == "mount.lamina":
+        helper = os.path.join(stack.root, "mount.lamina")
+        os.symlink(LAMINA, helper)
+        binary = [helper]
+    write_file(stack.lo(0, "base"), "base")
+    code, _out, err = run_lamina(
+        [source, stack.merged, "-o", stack.options()], stack.root,
+        binary=binary)
+    assert code == 0, err
+    try:
+        assert find_mount(stack.merged)["source"] == source
+
+        code, out, err = run_lamina(["reset", "--remount", stack.merged],
+                                    stack.root)
+
+        assert code == 0, err
+        info = find_mount(stack.merged)
+        assert info is not None
+        assert info["fstype"] == "fuse.lamina"
+        assert info["source"] == source
+        assert read_file(stack.m("base")) == b"base"
+    finally:
+        run_lamina(["umount", stack.merged], stack.root)
