@@ -88,6 +88,9 @@ static int export_parse(int argc, char **argv, struct export_args *args)
 	args->layer = argv[optind];
 	if (optind + 1 < argc && strcmp(argv[optind + 1], "-"))
 		args->file = argv[optind + 1];
+	if (args->file && !args->file[0])
+		return export_usage_error(
+		    "the output file name is empty; give a file name, or - for standard output");
 	return 0;
 }
 

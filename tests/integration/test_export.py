@@ -365,3 +365,19 @@ def test_export_progress_on_terminal(tmp_path):
         os.close(primary)
     assert proc.returncode == 0
     assert b"export" in shown
+
+
+def test_export_empty_output_name(tmp_path):
+    """An empty FILE is rejected before anything is written."""
+    require_lamina()
+    os.mkdir(tmp_path / "layer")
+    helpers.write_file(str(tmp_path / "layer" / "f"), "f\n")
+    proc = subprocess.run([LAMINA, "export", str(tmp_path / "layer"), ""],
+                          stdin=subprocess.DEVNULL, capture_output=True,
+                          cwd=tmp_path, timeout=120)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1
+    assert err.startswith("lamina: the output file name is empty; "), err
+    assert "give a file name" in err
+    assert len(err.splitlines()) == 1
+    assert sorted(os.listdir(tmp_path)) == ["layer"]
