@@ -7,6 +7,7 @@
  */
 #include "cli.h"
 #include "layer/oci.h"
+#include "ovl/ovl.h"
 
 #include <archive.h>
 #include <dirent.h>
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,6 +37,7 @@ struct import_target {
 	char name[NAME_MAX + 1];
 	char staging[NAME_MAX + 1];
 	char staging_path[PATH_MAX + NAME_MAX + 2]; /* absolute, for cleanup */
+	int lockfd;	/* the staging directory, locked while in use */
 	bool exists;	/* an empty directory to replace */
 	struct stat st; /* its metadata when it exists */
 };
@@ -155,6 +158,13 @@ static int target_check(const char *layer, struct import_target *t)
 			strerror(errno));
 		return EXIT_USAGE;
 	}
+	if (S_ISLNK(t->st.st_mode)) {
+		fprintf(
+		    stderr,
+		    "lamina: layer directory %s is a symbolic link; give the path of a directory, not of a link to one\n",
+		    layer);
+		return EXIT_USAGE;
+	}
 	fd = openat(t->parentfd, t->name,
 		    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (!S_ISDIR(t->st.st_mode) || fd < 0 || !dir_is_empty(fd)) {
@@ -174,7 +184,73 @@ static int target_check(const char *layer, struct import_target *t)
 	return 0;
 }
 
-/* Create the hidden staging directory next to the target. */
+/* Whether name has the form of the target's staging directories:
+ * ".NAME.import-" and six hex digits, as staging_create makes them. */
+static bool is_staging_name(const struct import_target *t, const char *name)
+{
+	char prefix[NAME_MAX + 2];
+	int len = snprintf(prefix, sizeof(prefix), ".%.200s.import-", t->name);
+
+	if (strncmp(name, prefix, (size_t)len) || strlen(name + len) != 6)
+		return false;
+	return strspn(name + len, "0123456789abcdef") == 6;
+}
+
+/* Remove the staging directory name if no running import holds its lock.
+ * ovl_remove_tree() unlinks symlinks inside without following them. */
+static void staging_remove_leftover(const char *layer,
+				    const struct import_target *t,
+				    const char *name)
+{
+	struct stat st;
+	int fd, err;
+
+	if (fstatat(t->parentfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    !S_ISDIR(st.st_mode))
+		return;
+	fd = openat(t->parentfd, name,
+		    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		close(fd);
+		return;
+	}
+	fprintf(
+	    stderr,
+	    "lamina: removing %s next to %s, left by an interrupted import\n",
+	    name, layer);
+	err = ovl_remove_tree(t->parentfd, name);
+	close(fd);
+	if (err)
+		fprintf(
+		    stderr,
+		    "lamina: warning: removing %s next to %s failed: %s; remove it by hand\n",
+		    name, layer, strerror(-err));
+}
+
+/* Remove the staging directories that killed imports of the same target
+ * left, since nothing else would. */
+static void staging_remove_leftovers(const char *layer,
+				     const struct import_target *t)
+{
+	int fd = openat(t->parentfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dir = fd < 0 ? NULL : fdopendir(fd);
+	struct dirent *d;
+
+	if (!dir) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((d = readdir(dir)))
+		if (is_staging_name(t, d->d_name))
+			staging_remove_leftover(layer, t, d->d_name);
+	closedir(dir);
+}
+
+/* Create the hidden staging directory next to the target, and lock it
+ * so that a concurrent import of the same target leaves it alone. */
 static int staging_create(const char *layer, struct import_target *t)
 {
 	char proc[64], parent[PATH_MAX];
@@ -198,6 +274,10 @@ static int staging_create(const char *layer, struct import_target *t)
 		t->staging[0] = '\0';
 		return EXIT_USAGE;
 	}
+	t->lockfd = openat(t->parentfd, t->staging,
+			   O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (t->lockfd >= 0)
+		flock(t->lockfd, LOCK_EX);
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", t->parentfd);
 	n = readlink(proc, parent, sizeof(parent) - 1);
 	parent[n < 0 ? 0 : n] = '\0';
@@ -364,7 +444,7 @@ static int import_into(const struct import_args *args, struct import_target *t,
 int cmd_import(int argc, char **argv)
 {
 	struct import_args args = {0};
-	struct import_target t = {.parentfd = -1};
+	struct import_target t = {.parentfd = -1, .lockfd = -1};
 	struct import_input *in = malloc(sizeof(*in));
 	struct archive *a = NULL;
 	unsigned long long in_size = 0;
@@ -384,6 +464,7 @@ int cmd_import(int argc, char **argv)
 	}
 	if (!rc) {
 		import_signals();
+		staging_remove_leftovers(args.layer, &t);
 		rc = staging_create(args.layer, &t);
 	}
 	if (!rc)
@@ -395,6 +476,8 @@ int cmd_import(int argc, char **argv)
 	if (in->fd > STDERR_FILENO)
 		close(in->fd);
 	free(in);
+	if (t.lockfd >= 0)
+		close(t.lockfd);
 	if (t.parentfd >= 0)
 		close(t.parentfd);
 	return rc;

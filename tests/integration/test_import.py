@@ -311,3 +311,84 @@ def test_import_interrupted_leaves_nothing(tmp_path):
     assert b"interrupted" in stderr
     assert not os.path.exists(tmp_path / "layer")
     assert leftovers(str(tmp_path), "layer") == []
+
+
+def kill_import_midway(tmp_path, target):
+    """Start an import of target, SIGKILL it mid-tar; return its staging."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        add_file(t, "first", b"1" * 65536)
+        add_file(t, "second", b"2" * 65536)
+    fifo = tmp_path / "slow"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([LAMINA, "import", str(fifo), str(target)],
+                            stderr=subprocess.DEVNULL)
+    writer = open(fifo, "wb")
+    try:
+        writer.write(buf.getvalue()[:70000])
+        writer.flush()
+        wait_for(lambda: leftovers(str(tmp_path), target.name), 15.0)
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        try:
+            writer.close()
+        except BrokenPipeError:
+            pass
+    return leftovers(str(tmp_path), target.name)
+
+
+def test_import_removes_killed_staging(tmp_path):
+    """The next import of a target removes what a killed one left."""
+    outside = tmp_path / "outside"
+    helpers.write_file(str(outside / "precious"), "p")
+    target = tmp_path / "layer"
+    staged = kill_import_midway(tmp_path, target)
+    assert len(staged) == 1
+    os.symlink(outside, tmp_path / staged[0] / "link")
+    # Same form of name, but a symlink: it is no staging directory.
+    decoy = tmp_path / ".layer.import-abcdef"
+    os.symlink(outside, decoy)
+    write_whiteout_tar(tmp_path / "wh.tar")
+
+    proc = lamina(["import", str(tmp_path / "wh.tar"), str(target)])
+
+    err = proc.stderr.decode()
+    assert proc.returncode == 0, err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"lamina: removing {staged[0]} next to "), err
+    assert "interrupted import" in err
+    assert leftovers(str(tmp_path), "layer") == [decoy.name]
+    assert os.path.islink(decoy)
+    assert os.listdir(outside) == ["precious"]
+    assert helpers.read_file(str(outside / "precious")) == b"p"
+    assert os.path.isdir(target)
+
+
+def test_import_other_target_keeps_staging(tmp_path):
+    """Staging directories of another target are not touched."""
+    staged = kill_import_midway(tmp_path, tmp_path / "layer")
+    assert len(staged) == 1
+    write_whiteout_tar(tmp_path / "wh.tar")
+
+    import_ok(str(tmp_path / "wh.tar"), str(tmp_path / "layer2"))
+
+    assert leftovers(str(tmp_path), "layer") == staged
+
+
+def test_import_target_symlink(tmp_path):
+    """A target that is a symlink to an empty directory is rejected."""
+    os.mkdir(tmp_path / "empty")
+    os.symlink(tmp_path / "empty", tmp_path / "link")
+    write_whiteout_tar(tmp_path / "wh.tar")
+
+    proc = lamina(["import", str(tmp_path / "wh.tar"), str(tmp_path / "link")])
+
+    err = proc.stderr.decode()
+    assert proc.returncode == 1
+    assert err.startswith(f"lamina: layer directory {tmp_path / 'link'} "), err
+    assert "is a symbolic link" in err
+    assert "give the path of a directory" in err
+    assert len(err.splitlines()) == 1
+    assert os.listdir(tmp_path / "empty") == []
+    assert os.path.islink(tmp_path / "link")
