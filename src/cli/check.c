@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void print_finding(void *arg, enum ovl_check_level level,
@@ -37,10 +38,10 @@ void cli_print_warning(void *arg, enum ovl_check_level level, const char *msg)
 		print_finding(arg, level, msg);
 }
 
-static int check_parse(int argc, char **argv, struct ovl_config *cfg)
+static int check_parse(int argc, char **argv, struct ovl_config *cfg,
+		       const char **merged)
 {
 	struct ovl_error e = {{0}};
-	char real[PATH_MAX];
 	int c;
 
 	cfg->passthrough = true;
@@ -52,8 +53,10 @@ static int check_parse(int argc, char **argv, struct ovl_config *cfg)
 			exit(0);
 		}
 		if (c != 'o') {
-			fprintf(stderr, "lamina: invalid option '%s'; run lamina --help\n",
-				argv[optind - 1]);
+			fprintf(
+			    stderr,
+			    "lamina: invalid option '%s'; run lamina --help\n",
+			    argv[optind - 1]);
 			return EXIT_USAGE;
 		}
 		if (ovl_parse_options(cfg, optarg, &e)) {
@@ -66,12 +69,57 @@ static int check_parse(int argc, char **argv, struct ovl_config *cfg)
 		return EXIT_USAGE;
 	}
 	if (optind < argc - 1) {
-		fputs("lamina: usage: lamina check -o OPTIONS [MERGED]\n", stderr);
+		fputs("lamina: usage: lamina check -o OPTIONS [MERGED]\n",
+		      stderr);
 		return EXIT_USAGE;
 	}
-	/* With a mount point, also check that no layer lies inside it. */
-	if (optind == argc - 1 && realpath(argv[optind], real))
-		cfg->mountpoint = strdup(real);
+	*merged = optind == argc - 1 ? argv[optind] : NULL;
+	return 0;
+}
+
+/* The mount point must be a directory, as lamina mount requires. Setup
+ * then also checks that no layer lies inside it. Returns the number of
+ * errors printed. */
+static int check_mountpoint(const char *merged, struct ovl_config *cfg)
+{
+	char real[PATH_MAX];
+	struct stat st;
+
+	if (!realpath(merged, real) || stat(real, &st) < 0) {
+		fprintf(
+		    stderr,
+		    "lamina: error: mount point %s: %s; create the directory first\n",
+		    merged, strerror(errno));
+		return 1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		fprintf(
+		    stderr,
+		    "lamina: error: mount point %s: not a directory; give a directory\n",
+		    merged);
+		return 1;
+	}
+	cfg->mountpoint = strdup(real);
+	return 0;
+}
+
+/* Print the findings and the closing line; returns the exit status. */
+static int check_report(struct ovl_fs *fs, int errors)
+{
+	int warnings = ovl_check_report(fs, print_finding, NULL);
+
+	if (errors) {
+		fprintf(stderr, "lamina: %d error%s: the mount would fail\n",
+			errors, errors == 1 ? "" : "s");
+		return EXIT_CHECK_ERROR;
+	}
+	if (warnings) {
+		printf(
+		    "lamina: the layers can be mounted, with the warning%s above\n",
+		    warnings == 1 ? "" : "s");
+		return EXIT_CHECK_WARNING;
+	}
+	printf("lamina: the layers can be mounted\n");
 	return 0;
 }
 
@@ -79,11 +127,12 @@ int cmd_check(int argc, char **argv)
 {
 	struct ovl_fs *fs = calloc(1, sizeof(*fs));
 	struct ovl_error e = {{0}};
-	int rc, warnings;
+	const char *merged = NULL;
+	int rc;
 
 	if (!fs)
 		return EXIT_CHECK_ERROR;
-	rc = check_parse(argc, argv, &fs->config);
+	rc = check_parse(argc, argv, &fs->config, &merged);
 	if (rc) {
 		ovl_config_free(&fs->config);
 		free(fs);
@@ -91,6 +140,8 @@ int cmd_check(int argc, char **argv)
 	}
 	fs->check_only = true;
 	e.more = print_error;
+	if (merged)
+		e.count = check_mountpoint(merged, &fs->config);
 	if (ovl_fs_setup(fs, &e)) {
 		if (e.msg[0])
 			ovl_error_continue(&e, -EINVAL);
@@ -98,10 +149,7 @@ int cmd_check(int argc, char **argv)
 			e.count, e.count == 1 ? "" : "s");
 		rc = EXIT_CHECK_ERROR;
 	} else {
-		warnings = ovl_check_report(fs, print_finding, NULL);
-		rc = warnings ? EXIT_CHECK_WARNING : 0;
-		if (!warnings)
-			printf("lamina: the layers can be mounted\n");
+		rc = check_report(fs, e.count);
 	}
 	ovl_fs_teardown(fs);
 	free(fs);

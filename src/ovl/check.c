@@ -71,10 +71,10 @@ static void check_inodes(struct ovl_fs *fs, struct check_ctx *c)
  * use its files (the kernel allows two levels of stacking), so reads
  * and writes of those files go through lamina.
  */
-static void check_stacking(struct ovl_fs *fs, struct check_ctx *c)
+static int check_stacking(struct ovl_fs *fs, struct check_ctx *c)
 {
 	struct statfs st;
-	int i;
+	int i, stacked = 0;
 
 	for (i = 0; i < fs->nlayers; i++) {
 		if (fstatfs(fs->layers[i].fd, &st) < 0)
@@ -88,11 +88,15 @@ static void check_stacking(struct ovl_fs *fs, struct check_ctx *c)
 		    fs->layers[i].path,
 		    st.f_type == FUSE_SUPER_MAGIC ? "a FUSE filesystem"
 						  : "overlayfs");
+		stacked++;
 	}
+	return stacked;
 }
 
-/* FUSE passthrough: Linux 6.9 and CAP_SYS_ADMIN. */
-static void check_passthrough(struct ovl_fs *fs, struct check_ctx *c)
+/* FUSE passthrough: Linux 6.9 and CAP_SYS_ADMIN. stacked is the number
+ * of layers check_stacking() warned about. */
+static void check_passthrough(struct ovl_fs *fs, struct check_ctx *c,
+			      int stacked)
 {
 	struct utsname u;
 	int major = 0, minor = 0;
@@ -110,6 +114,10 @@ static void check_passthrough(struct ovl_fs *fs, struct check_ctx *c)
 	else if (geteuid() != 0)
 		say(c, OVL_CHECK_WARN,
 		    "passthrough: unavailable without root (CAP_SYS_ADMIN); reads and writes go through lamina");
+	else if (stacked)
+		say(c, OVL_CHECK_INFO,
+		    "passthrough: available, except for the files of the %d layer%s on FUSE or overlayfs warned about above",
+		    stacked, stacked == 1 ? "" : "s");
 	else
 		say(c, OVL_CHECK_INFO, "passthrough: available");
 }
@@ -146,8 +154,7 @@ int ovl_check_report(struct ovl_fs *fs, ovl_check_fn report, void *arg)
 			    fs->upper->path);
 		check_inodes(fs, &c);
 	}
-	check_stacking(fs, &c);
-	check_passthrough(fs, &c);
+	check_passthrough(fs, &c, check_stacking(fs, &c));
 	check_io_uring(&c);
 	return c.warnings;
 }

@@ -3,7 +3,7 @@
 import os
 
 from conftest import run_lamina
-from helpers import find_mount
+from helpers import find_mount, write_file
 
 
 def check(stack, options=None):
@@ -87,3 +87,48 @@ def test_check_bad_option(lamina_stack):
 
     assert code == 1
     assert "bogus" in err
+
+
+def test_check_merged_not_a_directory(lamina_stack):
+    """A MERGED that is missing or a file is an error, as for mount."""
+    stack = lamina_stack
+    missing = os.path.join(stack.root, "nonexistent")
+    a_file = os.path.join(stack.root, "file")
+    open(a_file, "w").close()
+    cases = [(missing, "No such file or directory; create the directory"),
+             (a_file, "not a directory; give a directory")]
+    for merged, reason in cases:
+        code, out, err = run_lamina(
+            ["check", "-o", stack.options(), merged], stack.root)
+
+        assert code == 3, (merged, out, err)
+        assert f"lamina: error: mount point {merged}: {reason}" in err, err
+        assert "lamina: 1 error: the mount would fail" in err, err
+        assert "can be mounted" not in out, out
+
+
+def test_check_lower_on_fuse(any_stack):
+    """Warnings end with a closing line; passthrough excepts the layer."""
+    inner = any_stack("lamina")
+    outer = any_stack("lamina")
+    write_file(inner.lo(0, "f"), "f")
+    inner.mount()
+    options = (f"lowerdir={inner.merged},upperdir={outer.upper},"
+               f"workdir={outer.work}")
+
+    code, out, err = run_lamina(["check", "-o", options, outer.merged],
+                                outer.root)
+
+    assert code == 2, (out, err)
+    assert f"lowerdir {inner.merged} is on a FUSE filesystem" in err, err
+    warnings = err.count("lamina: warning: ")
+    noun = "warning" if warnings == 1 else "warnings"
+    lines = out.splitlines()
+    assert lines[-1] == f"lamina: the layers can be mounted, with the {noun} above"
+    available = [line for line in lines
+                 if line.startswith("lamina: passthrough: available")]
+    # Without root or on Linux before 6.9 passthrough is a warning instead.
+    if "passthrough: unavailable" not in err:
+        assert available == [
+            "lamina: passthrough: available, except for the files of the "
+            "1 layer on FUSE or overlayfs warned about above"], out
