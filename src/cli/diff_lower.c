@@ -4,16 +4,16 @@
  * topmost lower entry, as overlayfs's lookup finds it. A whiteout in a
  * higher lower layer hides the entries below it, an opaque directory
  * hides the lower contents under it, and a non-directory hides every
- * path beneath its name.
- *
- * TODO: redirects inside lower layers are not followed here, although
- * the mount follows them, so a lower directory reached only through such
- * a redirect shows its upper entries as added.
+ * path beneath its name. A redirect on a lower directory says where
+ * that directory is in the layers below it, as src/ovl/lookup.c follows
+ * it: an absolute one is a path from the layer root, a relative one is a
+ * new name in the same parent.
  */
 #include "diff.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,14 +39,53 @@ static enum probe probe_component(int dirfd, const char *name, bool last,
 	return PROBE_FOUND;
 }
 
+/* The path that the layers below one layer are searched for. */
+struct below_path {
+	char path[PATH_MAX];
+	size_t len;
+	int err; /* -ENAMETOOLONG when it does not fit */
+};
+
+static void below_append(struct below_path *b, const char *name, size_t len)
+{
+	if (b->len + !!b->len + len >= sizeof(b->path)) {
+		b->err = -ENAMETOOLONG;
+		return;
+	}
+	if (b->len)
+		b->path[b->len++] = '/';
+	memcpy(b->path + b->len, name, len);
+	b->len += len;
+	b->path[b->len] = '\0';
+}
+
+/* Apply the redirect of the directory that b->path now ends in. */
+static void below_redirect(struct below_path *b, const char *redirect)
+{
+	char *slash;
+
+	if (redirect[0] == '/') {
+		b->len = 0;
+		b->path[0] = '\0';
+		redirect++;
+	} else {
+		slash = strrchr(b->path, '/');
+		b->len = slash ? (size_t)(slash - b->path) : 0;
+		b->path[b->len] = '\0';
+	}
+	if (*redirect)
+		below_append(b, redirect, strlen(redirect));
+}
+
 /*
  * Look path up in one layer, component by component, with no symlink
  * followed. *below_hidden is set when an opaque directory on the way
- * hides the layers below this one.
+ * hides the layers below this one, and below gets the path to look up
+ * in those layers once the redirects met on the way are applied.
  */
 static enum probe probe_layer(int rootfd, const struct layer_format *fmt,
 			      const char *path, struct lower_hit *hit,
-			      bool *below_hidden)
+			      bool *below_hidden, struct below_path *below)
 {
 	struct layer_entry e = {0};
 	const char *p = path, *slash;
@@ -55,6 +94,8 @@ static enum probe probe_layer(int rootfd, const struct layer_format *fmt,
 	int dirfd = openat(rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	int next, err = 0;
 
+	below->len = 0;
+	below->path[0] = '\0';
 	for (; dirfd >= 0; p = slash + 1) {
 		slash = strchr(p, '/');
 		if ((slash ? (size_t)(slash - p) : strlen(p)) >= sizeof(name)) {
@@ -64,6 +105,11 @@ static enum probe probe_layer(int rootfd, const struct layer_format *fmt,
 		snprintf(name, sizeof(name), "%.*s",
 			 slash ? (int)(slash - p) : (int)strlen(p), p);
 		r = probe_component(dirfd, name, !slash, fmt, &e, &err);
+		if (r == PROBE_FOUND && slash) {
+			below_append(below, name, strlen(name));
+			if (e.redirect)
+				below_redirect(below, e.redirect);
+		}
 		layer_entry_release(&e);
 		if (r != PROBE_FOUND || !slash)
 			break;
@@ -73,6 +119,11 @@ static enum probe probe_layer(int rootfd, const struct layer_format *fmt,
 		close(dirfd);
 		dirfd = next;
 	}
+	/* The components not walked in this layer keep their names below. */
+	if (dirfd >= 0 && *p)
+		below_append(below, p, strlen(p));
+	if (!err)
+		err = below->err;
 	if (dirfd < 0 || err) {
 		hit->err = dirfd < 0 ? -errno : err;
 		r = PROBE_HIDDEN;
@@ -96,20 +147,29 @@ bool diff_lower_find(const int *lowerfds, int nlower,
 		     const struct layer_format *fmt, const char *path,
 		     struct lower_hit *hit)
 {
-	bool below_hidden = false;
-	enum probe r;
+	struct below_path *below = malloc(sizeof(*below));
+	char *cur = strdup(path);
+	bool below_hidden = false, found = false;
+	enum probe r = PROBE_ABSENT;
 	int i;
 
 	hit->dirfd = -1;
-	hit->err = 0;
-	if (!*path)
-		return false;
-	for (i = 0; i < nlower; i++) {
-		r = probe_layer(lowerfds[i], fmt, path, hit, &below_hidden);
-		if (r == PROBE_FOUND)
-			return true;
-		if (r == PROBE_HIDDEN || below_hidden)
-			return false;
+	hit->err = cur && below ? 0 : -ENOMEM;
+	for (i = 0; !hit->err && *cur && i < nlower; i++) {
+		below->err = 0;
+		r = probe_layer(lowerfds[i], fmt, cur, hit, &below_hidden,
+				below);
+		found = r == PROBE_FOUND;
+		if (found || r == PROBE_HIDDEN || below_hidden)
+			break;
+		/* A redirect met in layer i leads the layers below elsewhere.
+		 */
+		free(cur);
+		cur = strdup(below->path);
+		if (!cur)
+			hit->err = -ENOMEM;
 	}
-	return false;
+	free(cur);
+	free(below);
+	return found;
 }

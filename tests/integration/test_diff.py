@@ -175,3 +175,36 @@ def test_diff_bad_input(lamina_stack):
         assert out == "", args
         assert err.startswith("lamina: diff: "), args
         assert len(err.splitlines()) == 1, (args, err)
+
+
+def test_diff_follows_lower_redirects(make_stack):
+    """A directory moved in a lower layer is compared with its old place.
+
+    The first mount moves directories in an upper that then becomes a
+    lower layer over base, so they carry redirects to their old places.
+    """
+    first = make_stack(nlower=1)
+    write_file(first.lo(0, "old", "a"), "a")
+    write_file(first.lo(0, "old", "sub", "f"), "f")
+    write_file(first.lo(0, "rel", "deep", "x"), "x")
+    write_file(first.lo(0, "far", "z", "q"), "q")
+    extra = ["redirect_dir=on"] if first.impl == "kernel" else []
+    first.mount(extra=extra)
+    os.rename(first.m("old"), first.m("new"))
+    os.rename(first.m("rel", "deep"), first.m("rel", "moved"))
+    # Into another parent: the redirect is an absolute path.
+    os.rename(first.m("far", "z"), first.m("rel", "z2"))
+    first.unmount()
+    second = make_stack(nlower=0)
+    second.mount(extra=extra, lowers=[first.upper, first.lowers[0]])
+    shutil.rmtree(second.m("new", "sub"))
+    with open(second.m("new", "a"), "a") as f:
+        f.write("changed\n")
+    write_file(second.m("rel", "moved", "x"), "y")
+    write_file(second.m("rel", "z2", "q"), "r")
+
+    code, out, err = run_lamina(["diff", second.merged], second.root)
+
+    assert code == 0, err
+    assert out.splitlines() == ["C  new/a", "D  new/sub/", "C  rel/moved/x",
+                                "C  rel/z2/q"]
