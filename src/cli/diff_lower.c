@@ -4,7 +4,7 @@
  * topmost lower entry, as overlayfs's lookup finds it. A whiteout in a
  * higher lower layer hides the entries below it, an opaque directory
  * hides the lower contents under it, and a non-directory hides every
- * path beneath its name. A redirect on a lower directory says where
+ * path beneath its name. A redirect on a lower directory records where
  * that directory is in the layers below it, as src/ovl/lookup.c follows
  * it: an absolute one is a path from the layer root, a relative one is a
  * new name in the same parent.

@@ -111,8 +111,8 @@ static int mount_config(struct mount_args *args, struct ovl_config *cfg)
 		return EXIT_MOUNT_FAIL;
 	}
 	/* The source given before the mount point wins over fsname=. It is
-	 * kept as fsname because the daemon's configuration answer sends
-	 * fsname, so that lamina reset --remount keeps the source. */
+	 * stored as fsname because daemon_config_reply() sends fsname, and
+	 * lamina reset --remount mounts again with what that reply sends. */
 	if (args->source) {
 		free(cfg->fsname);
 		cfg->fsname = strdup(args->source);

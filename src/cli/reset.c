@@ -117,8 +117,9 @@ static int remove_leftover(struct reset_place *upper, const char *aside)
 	return err;
 }
 
-/* Check that workdir/name, which reset clears, is missing or a directory
- * and not a symlink, so clearing it cannot fail half-way or follow one. */
+/* Check that workdir/name, which reset clears, is missing or a directory.
+ * A file or a symlink there would stop the clearing after the upper has
+ * been swapped. */
 static int check_work_entry(int workfd, const char *workdir, const char *name)
 {
 	struct stat st;

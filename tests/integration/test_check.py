@@ -108,7 +108,7 @@ def test_check_merged_not_a_directory(lamina_stack):
 
 
 def test_check_lower_on_fuse(any_stack):
-    """Warnings end with a closing line; passthrough excepts the layer."""
+    """A FUSE lower gives warnings, a closing line and a qualified info."""
     inner = any_stack("lamina")
     outer = any_stack("lamina")
     write_file(inner.lo(0, "f"), "f")

@@ -314,7 +314,7 @@ def test_import_interrupted_leaves_nothing(tmp_path):
 
 
 def kill_import_midway(tmp_path, target):
-    """Start an import of target, SIGKILL it mid-tar; return its staging."""
+    """Kill an import of target mid-tar and return its staging names."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
         add_file(t, "first", b"1" * 65536)
