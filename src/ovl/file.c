@@ -137,16 +137,14 @@ int ovl_file_setup(struct fuse_req *req, struct ovl_node *node, int fd,
 }
 
 /*
- * Flags for the real file. With the writeback cache the kernel may read
- * a page of a write-only file to fill it, and it positions appends
- * itself. With passthrough the kernel does the I/O on the backing file
- * with the caller's flags, and one read-write descriptor of an upper
- * file can back every later open too. Either way the real file is
- * opened read-write and without O_APPEND.
+ * Flags for the real file. With passthrough the kernel does the I/O on
+ * the backing file with the caller's flags, and one read-write
+ * descriptor of an upper file can back every later open too, so the
+ * real file is opened read-write and without O_APPEND.
  */
 static int real_flags(struct ovl_fs *fs, int flags, bool upper)
 {
-	if (!fs->writeback && !(upper && atomic_load(&fs->passthrough_ok)))
+	if (!(upper && atomic_load(&fs->passthrough_ok)))
 		return flags;
 	if ((flags & O_ACCMODE) != O_RDONLY || upper)
 		flags = (flags & ~O_ACCMODE) | O_RDWR;

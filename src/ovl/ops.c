@@ -33,12 +33,12 @@ void ovl_op_init(void *arg, struct fuse_conn *conn)
 			log_info("the kernel offers no FUSE passthrough; reads and writes go through lamina");
 		}
 	}
-	/* Passthrough and the writeback cache exclude each other. */
-	if (!atomic_load(&fs->passthrough_ok) &&
-	    (conn->kernel_flags & FUSE_WRITEBACK_CACHE)) {
-		conn->want_flags |= FUSE_WRITEBACK_CACHE;
-		fs->writeback = true;
-	}
+	/*
+	 * NOTE: no writeback cache without passthrough, although it would
+	 * speed up writes there. With it the kernel keeps mtime itself and
+	 * does not always send it back after the data, so a file's mtime
+	 * on disk could differ from the one shown while mounted.
+	 */
 	fs->dont_mask = conn->kernel_flags & FUSE_DONT_MASK;
 	fs->no_opendir = conn->kernel_flags & FUSE_NO_OPENDIR_SUPPORT;
 }

@@ -161,7 +161,6 @@ struct ovl_fs {
 	char work_name[64]; /* staging directory in workdir: "work" */
 	bool dont_mask;	    /* the kernel leaves the umask to us */
 	bool no_opendir;    /* the kernel opens directories without asking */
-	bool writeback;	    /* the kernel caches writes (passthrough off) */
 };
 
 /* An open regular file. */
