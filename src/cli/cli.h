@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Exit codes, as mount(8) uses them. */
 #define EXIT_USAGE 1	     /* invalid command line or option */
@@ -36,6 +37,7 @@ int cmd_import(int argc, char **argv);
 /* in_use.c */
 int cli_upper_in_use(const char *upperdir, char *why, size_t size);
 void cli_unescape_octal(char *s);
+int cli_mount_id(int dirfd, const char *name, uint64_t *id);
 
 /* daemon_link.c */
 int daemon_link_listen(const char *mountpoint);

@@ -17,18 +17,6 @@
 #define COMMIT_USAGE                                                           \
 	"lamina commit -o lowerdir=DIRS,upperdir=DIR,workdir=DIR NEWLAYER"
 
-/* The mount a directory is on. */
-static int mount_id(int dirfd, const char *name, uint64_t *id)
-{
-	struct statx stx;
-
-	if (statx(dirfd, name, AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH,
-		  STATX_MNT_ID, &stx) < 0)
-		return -errno;
-	*id = stx.stx_mnt_id;
-	return 0;
-}
-
 /* Open the upper's parent and decide how the layer is made. */
 static int open_upper(struct commit *c)
 {
@@ -57,9 +45,9 @@ static int open_upper(struct commit *c)
 	c->upper_parent_fd =
 	    open(parent, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (c->upper_parent_fd < 0 ||
-	    mount_id(c->upper_parent_fd, "", &parent_mnt) ||
-	    mount_id(c->upper_parent_fd, c->upper_name, &upper_mnt) ||
-	    mount_id(c->nl.parent_fd, "", &new_mnt)) {
+	    cli_mount_id(c->upper_parent_fd, "", &parent_mnt) ||
+	    cli_mount_id(c->upper_parent_fd, c->upper_name, &upper_mnt) ||
+	    cli_mount_id(c->nl.parent_fd, "", &new_mnt)) {
 		fprintf(stderr, "lamina: commit: upperdir %s: %s\n", c->upper,
 			strerror(errno));
 		return EXIT_USAGE;

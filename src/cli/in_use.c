@@ -110,3 +110,15 @@ int cli_upper_in_use(const char *upperdir, char *why, size_t size)
 		snprintf(why, size, "a lamina mount uses %s", real);
 	return busy;
 }
+
+/* The id of the mount that dirfd/name is on ("" for dirfd itself). */
+int cli_mount_id(int dirfd, const char *name, uint64_t *id)
+{
+	struct statx stx;
+
+	if (statx(dirfd, name, AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH,
+		  STATX_MNT_ID, &stx) < 0)
+		return -errno;
+	*id = stx.stx_mnt_id;
+	return 0;
+}

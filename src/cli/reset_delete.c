@@ -5,6 +5,7 @@
  * and never followed, and the walk stops at a mount point inside the
  * tree instead of deleting another filesystem's files.
  */
+#include "cli.h"
 #include "reset.h"
 
 #include <errno.h>
@@ -19,17 +20,6 @@ struct remover {
 	uint64_t mnt_id; /* the tree's mount */
 };
 
-static int mount_id(int dirfd, const char *name, uint64_t *id)
-{
-	struct statx stx;
-
-	if (statx(dirfd, name, AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH,
-		  STATX_MNT_ID, &stx) < 0)
-		return -errno;
-	*id = stx.stx_mnt_id;
-	return 0;
-}
-
 static int remove_visit(void *arg, const struct layer_entry *e,
 			enum layer_visit visit)
 {
@@ -40,7 +30,7 @@ static int remove_visit(void *arg, const struct layer_entry *e,
 	if (e->depth == 0)
 		return 0;
 	if (visit == LAYER_VISIT_DIR) {
-		err = mount_id(e->dirfd, e->name, &id);
+		err = cli_mount_id(e->dirfd, e->name, &id);
 		if (!err && id != r->mnt_id)
 			err = -EXDEV;
 	} else {
@@ -69,7 +59,7 @@ int reset_delete_contents(int fd, struct reset_count *count,
 	/* The walk reports overlay meanings, which deletion ignores. */
 	static const struct layer_format fmt = {"trusted.overlay."};
 	struct remover r = {.count = count, .progress = progress};
-	int err = mount_id(fd, "", &r.mnt_id);
+	int err = cli_mount_id(fd, "", &r.mnt_id);
 
 	count->failed[0] = '\0';
 	return err ? err : layer_walk(fd, &fmt, remove_visit, &r);
