@@ -370,3 +370,34 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError(f"no VmRSS line for pid {pid}")
+
+
+def run_with_terminal_stderr(args, timeout=120):
+    """Run args with stderr on a pseudo-terminal; return (status, output).
+
+    Commands draw progress bars only on a terminal, so this is how the
+    tests see them. Standard output is discarded.
+    """
+    import pty
+    import subprocess
+
+    primary, secondary = pty.openpty()
+    try:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=secondary)
+        os.close(secondary)
+        secondary = -1
+        output = b""
+        while True:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:  # EIO once the command has closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+        return proc.wait(timeout=timeout), output
+    finally:
+        if secondary >= 0:
+            os.close(secondary)
+        os.close(primary)

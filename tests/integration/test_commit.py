@@ -8,7 +8,6 @@ entry by entry.
 """
 
 import os
-import pty
 import shutil
 import signal
 import stat
@@ -246,29 +245,12 @@ def test_commit_twice(stack):
 def test_commit_progress_on_terminal(stack, tmpfs):
     """A terminal gets a progress bar; a pipe gets nothing (see above)."""
     build(stack)
-    master, slave = pty.openpty()
-    try:
-        proc = subprocess.Popen(
-            [LAMINA, "commit", "-o", stack.options(),
-             os.path.join(tmpfs, "layer1")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
-        os.close(slave)
-        slave = None
-        output = b""
-        while True:
-            try:
-                data = os.read(master, 4096)
-            except OSError:
-                break
-            if not data:
-                break
-            output += data
-        assert proc.wait(timeout=60) == 0
-        proc.stdout.close()
-    finally:
-        if slave is not None:
-            os.close(slave)
-        os.close(master)
+
+    status, output = helpers.run_with_terminal_stderr(
+        [LAMINA, "commit", "-o", stack.options(),
+         os.path.join(tmpfs, "layer1")], timeout=60)
+
+    assert status == 0
     assert b"commit [" in output
     assert b"100%" in output
 

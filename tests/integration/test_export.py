@@ -344,26 +344,12 @@ def test_export_output_inside_layer(tmp_path):
 
 def test_export_progress_on_terminal(tmp_path):
     helpers.write_file(str(tmp_path / "layer" / "f"), "x")
-    primary, secondary = os.openpty()
-    try:
-        proc = lamina(["export", str(tmp_path / "layer"),
-                       str(tmp_path / "o.tar")], stderr=secondary)
-        os.close(secondary)
-        secondary = -1
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(primary, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            shown += chunk
-    finally:
-        if secondary >= 0:
-            os.close(secondary)
-        os.close(primary)
-    assert proc.returncode == 0
+    require_lamina()
+
+    status, shown = helpers.run_with_terminal_stderr(
+        [LAMINA, "export", str(tmp_path / "layer"), str(tmp_path / "o.tar")])
+
+    assert status == 0
     assert b"export" in shown
 
 

@@ -15,7 +15,7 @@ import tarfile
 import pytest
 
 import helpers
-from conftest import LAMINA, wait_for
+from conftest import LAMINA, require_lamina, wait_for
 from test_export import (diff, export_to_file, is_opaque, lamina, make_layer,
                          snapshot, SPARSE_SIZE)
 
@@ -261,26 +261,12 @@ def test_import_progress_on_terminal(tmp_path):
     tar = tmp_path / "t.tar"
     with tarfile.open(tar, "w", format=tarfile.PAX_FORMAT) as t:
         add_file(t, "f", b"data")
-    primary, secondary = os.openpty()
-    try:
-        proc = lamina(["import", str(tar), str(tmp_path / "layer")],
-                      stderr=secondary)
-        os.close(secondary)
-        secondary = -1
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(primary, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            shown += chunk
-    finally:
-        if secondary >= 0:
-            os.close(secondary)
-        os.close(primary)
-    assert proc.returncode == 0
+    require_lamina()
+
+    status, shown = helpers.run_with_terminal_stderr(
+        [LAMINA, "import", str(tar), str(tmp_path / "layer")])
+
+    assert status == 0
     assert b"import" in shown
 
 
