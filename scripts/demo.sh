@@ -134,7 +134,10 @@ for name in etc/motd usr/bin/greet; do
 		echo "  $name is gone from the merged view"
 	fi
 done
-echo "  both lowers still have it: $(cat "$patch/etc/motd") / $(cat "$golden/etc/motd")"
+echo "  etc/motd is still in both lowers (patch / golden):" \
+	"$(cat "$patch/etc/motd") / $(cat "$golden/etc/motd")"
+echo "  usr/bin/greet is only in golden, whose usr/bin still lists:" \
+	"$(ls "$golden/usr/bin" | tr '\n' ' ')"
 
 step "Opaque directory: remove opt/app, then create it again"
 rm -r "$merged/opt/app"
