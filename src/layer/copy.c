@@ -223,6 +223,20 @@ static int create_entry(struct layer_copy *c, int sdir, const char *sname,
 	}
 }
 
+/* Link ddir/dname to the first copy of key's inode, if it was copied
+ * before. Returns 1 when it linked. */
+static int link_to_copy(struct layer_copy *c, const struct link_key *key,
+			int ddir, const char *dname)
+{
+	struct link_key **first = tfind(key, &c->links, link_cmp);
+
+	if (!first)
+		return 0;
+	if (linkat(c->out_root, (*first)->out_path, ddir, dname, 0) < 0)
+		return -errno;
+	return 1;
+}
+
 int layer_copy_entry(struct layer_copy *c, int layer, int sdir,
 		     const char *sname, const struct stat *st, int ddir,
 		     const char *dname, const char *out_path)
@@ -231,20 +245,72 @@ int layer_copy_entry(struct layer_copy *c, int layer, int sdir,
 			       .dev = st->st_dev,
 			       .ino = st->st_ino,
 			       .out_path = (char *)out_path};
-	struct link_key **first = NULL;
 	int err;
 
-	if (st->st_nlink > 1)
-		first = tfind(&key, &c->links, link_cmp);
-	if (first) {
-		if (linkat(c->out_root, (*first)->out_path, ddir, dname, 0) < 0)
-			return -errno;
-		return 0;
+	if (st->st_nlink > 1) {
+		err = link_to_copy(c, &key, ddir, dname);
+		if (err)
+			return err < 0 ? err : 0;
 	}
 	err = create_entry(c, sdir, sname, st, ddir, dname);
 	if (!err)
 		err = layer_copy_attrs(c, sdir, sname, st, ddir, dname);
 	if (!err && st->st_nlink > 1)
+		err = link_remember(c, &key);
+	return err;
+}
+
+/* Create a metacopy file of m's size with no data, and its overlay
+ * xattrs. */
+static int create_metacopy(struct layer_copy *c, const struct layer_metacopy *m,
+			   int ddir, const char *dname)
+{
+	char attr[64];
+	int fd, err = 0;
+
+	fd = openat(ddir, dname,
+		    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, m->st->st_size) < 0)
+		err = -errno;
+	close(fd);
+	snprintf(attr, sizeof(attr), "%smetacopy", c->fmt->xattr_prefix);
+	if (!err)
+		err = ovl_do_setxattr(ddir, dname, attr, "", 0, 0);
+	snprintf(attr, sizeof(attr), "%sredirect", c->fmt->xattr_prefix);
+	if (!err && m->redirect)
+		err = ovl_do_setxattr(ddir, dname, attr, m->redirect,
+				      strlen(m->redirect), 0);
+	return err;
+}
+
+int layer_copy_metacopy(struct layer_copy *c, const struct layer_metacopy *m,
+			int ddir, const char *dname, const char *out_path)
+{
+	struct link_key key = {.layer = m->layer,
+			       .dev = m->st->st_dev,
+			       .ino = m->st->st_ino,
+			       .out_path = (char *)out_path};
+	int err;
+
+	if (!c->drop_overlay_xattrs)
+		return -EINVAL;
+	if (m->st->st_nlink > 1) {
+		err = link_to_copy(c, &key, ddir, dname);
+		if (err)
+			return err < 0 ? err : 0;
+	}
+	/* The size shown is the metacopy file's, as overlayfs shows it. */
+	if (m->data_dirfd >= 0)
+		err = copy_regular(c, m->data_dirfd, m->data_name, m->st, ddir,
+				   dname);
+	else
+		err = create_metacopy(c, m, ddir, dname);
+	if (!err)
+		err =
+		    layer_copy_attrs(c, m->dirfd, m->name, m->st, ddir, dname);
+	if (!err && m->st->st_nlink > 1)
 		err = link_remember(c, &key);
 	return err;
 }

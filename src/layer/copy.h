@@ -34,6 +34,33 @@ int layer_copy_entry(struct layer_copy *c, int layer, int sdir,
 		     const char *sname, const struct stat *st, int ddir,
 		     const char *dname, const char *out_path);
 
+/*
+ * A metacopy file to write from the layers: the metadata of one entry,
+ * with either the data of another file or, when that data stays in a
+ * layer below the output, a new metacopy file that points at it.
+ */
+struct layer_metacopy {
+	int layer;	  /* the metacopy file's layer, for its hard links */
+	int dirfd;	  /* its parent directory, */
+	const char *name; /* its name there, */
+	const struct stat *st; /* and its attributes */
+	int data_dirfd;	       /* the data file's parent directory, or -1 */
+	const char *data_name; /* the data file's name there */
+	/* With data_dirfd -1: the absolute path of the data in the layers
+	 * below, or NULL when it is at the output's own path. */
+	const char *redirect;
+};
+
+/*
+ * Write m to ddir/dname: a plain regular file with m's metadata and the
+ * data file's contents, holes kept, or a metacopy file of m's size with
+ * no data, overlay.metacopy and overlay.redirect. Hard links are kept as
+ * layer_copy_entry keeps them. c->drop_overlay_xattrs must be set,
+ * because the overlay xattrs of m do not apply to the output.
+ */
+int layer_copy_metacopy(struct layer_copy *c, const struct layer_metacopy *m,
+			int ddir, const char *dname, const char *out_path);
+
 /* Copy owner, xattrs, mode and times; for directories, after the
  * entries in them, because adding an entry changes the times. */
 int layer_copy_attrs(struct layer_copy *c, int sdir, const char *sname,

@@ -192,6 +192,38 @@ static enum squash_below child_below(struct squash *sq,
 	return SQUASH_BELOW_NAME;
 }
 
+/* Write the path of name in the directory below_path into out. */
+static int below_join(const char *below_path, const char *name, char *out,
+		      size_t size)
+{
+	size_t n = (size_t)snprintf(out, size, "%s%s%s", below_path,
+				    *below_path ? "/" : "", name);
+
+	return n < size ? 0 : -ENAMETOOLONG;
+}
+
+/* Set the child directory's path below, where child_below continues it. */
+static int child_below_path(const struct squash_dir *parent,
+			    const struct squash_lookup *lk,
+			    struct squash_dir *child)
+{
+	char path[PATH_MAX];
+	int err;
+
+	if (child->below == SQUASH_BELOW_NONE)
+		return 0;
+	if (child->below == SQUASH_BELOW_PATH) {
+		child->below_path = strdup(lk->path + 1);
+	} else {
+		err = below_join(parent->below_path, lk->path, path,
+				 sizeof(path));
+		if (err)
+			return err;
+		child->below_path = strdup(path);
+	}
+	return child->below_path ? 0 : -ENOMEM;
+}
+
 static int squash_dir_write(struct squash *sq, struct squash_dir *md, int outfd,
 			    size_t pathlen);
 
@@ -203,6 +235,9 @@ static int write_subdir(struct squash *sq, struct squash_dir *parent,
 	int fd, err;
 
 	lk->dir.below = child_below(sq, parent, lk, name, &marker, &value);
+	err = child_below_path(parent, lk, &lk->dir);
+	if (err)
+		return err;
 	if (mkdirat(outfd, name, 0700) < 0)
 		return -errno;
 	fd = openat(outfd, name,
@@ -219,6 +254,73 @@ static int write_subdir(struct squash *sq, struct squash_dir *parent,
 	if (!err && marker)
 		err = set_marker(sq, outfd, name, marker, value);
 	return err;
+}
+
+/*
+ * Write where the data of a metacopy file lies in the layers below the
+ * squashed ones into redirect, as an absolute path. It stays "" when the
+ * data is at the file's own path there.
+ */
+static int metacopy_redirect(struct squash *sq, const struct squash_dir *md,
+			     const struct squash_lookup *lk, char *redirect,
+			     size_t size)
+{
+	int err;
+
+	if (sq->o->bottom) {
+		snprintf(
+		    sq->o->error, sizeof(sq->o->error),
+		    "%s is a metacopy file whose data is in none of the layers, and with --bottom nothing lies below them; add the layer that holds the data to lowerdir, or leave out --bottom",
+		    sq->path);
+		return -ENOENT;
+	}
+	if (lk->stop || (!lk->absolute && md->below == SQUASH_BELOW_NONE)) {
+		snprintf(
+		    sq->o->error, sizeof(sq->o->error),
+		    "%s is a metacopy file whose data a whiteout or an opaque directory in the layers hides; overlayfs fails to read it as well, so remove the file or restore its data",
+		    sq->path);
+		return -EIO;
+	}
+	if (lk->absolute) {
+		if (strlen(lk->path) >= size)
+			return -ENAMETOOLONG;
+		strcpy(redirect, lk->path);
+	} else {
+		redirect[0] = '/';
+		err = below_join(md->below_path, lk->path, redirect + 1,
+				 size - 1);
+		if (err)
+			return err;
+	}
+	if (!strcmp(redirect + 1, sq->path))
+		redirect[0] = '\0';
+	return 0;
+}
+
+/* Write a plain file when the squashed layers contain a metacopy file's
+ * data, and a metacopy file when the data lies below them. */
+static int write_metacopy(struct squash *sq, const struct squash_dir *md,
+			  const struct squash_lookup *lk, int outfd,
+			  const char *name)
+{
+	char redirect[PATH_MAX];
+	struct layer_metacopy m = {
+	    .layer = lk->top_layer,
+	    .dirfd = lk->top_dirfd,
+	    .name = name,
+	    .st = &lk->st,
+	    .data_dirfd = lk->data_dirfd,
+	    .data_name = lk->data_name,
+	};
+	int err;
+
+	if (lk->data_dirfd < 0) {
+		err = metacopy_redirect(sq, md, lk, redirect, sizeof(redirect));
+		if (err)
+			return err;
+		m.redirect = *redirect ? redirect : NULL;
+	}
+	return layer_copy_metacopy(&sq->copy, &m, outfd, name, sq->path);
 }
 
 static int write_name(struct squash *sq, struct squash_dir *md, int outfd,
@@ -238,10 +340,12 @@ static int write_name(struct squash *sq, struct squash_dir *md, int outfd,
 		err = make_whiteout(sq, outfd, name, xwhiteouts);
 	else if (lk->found && S_ISDIR(lk->st.st_mode))
 		err = write_subdir(sq, md, lk, outfd, name, pathlen);
+	else if (lk->found && lk->metacopy)
+		err = write_metacopy(sq, md, lk, outfd, name);
 	else if (lk->found)
 		err = layer_copy_entry(&sq->copy, lk->top_layer, lk->top_dirfd,
 				       name, &lk->st, outfd, name, sq->path);
-	squash_dir_release(&lk->dir);
+	squash_lookup_release(lk);
 	free(lk);
 	progress_add(sq->o->progress, 1);
 	return err;
@@ -305,6 +409,11 @@ int layer_squash(const int *layer_fds, int n, int outfd,
 	sq->copy = (struct layer_copy){
 	    .fmt = o->fmt, .drop_overlay_xattrs = true, .out_root = outfd};
 	root.below = o->bottom ? SQUASH_BELOW_NONE : SQUASH_BELOW_NAME;
+	if (!o->bottom) {
+		root.below_path = strdup("");
+		if (!root.below_path)
+			err = -ENOMEM;
+	}
 	for (i = 0; !err && i < n; i++)
 		err = squash_dir_append(&root, i, layer_fds[i], ".");
 	if (!err)

@@ -7,7 +7,8 @@
  * the layers below until one of them is opaque, or has a whiteout or a
  * non-directory there. overlay.redirect changes the name searched in
  * the layers below, and an absolute redirect searches its path from the
- * root of every later layer.
+ * root of every later layer. Below a metacopy file, the same search
+ * looks for the regular file that contains its data.
  */
 #include "squash_lookup.h"
 #include "ovl/ovl.h"
@@ -26,7 +27,16 @@ void squash_dir_release(struct squash_dir *d)
 	for (i = 0; i < d->nsrc; i++)
 		close(d->srcs[i].fd);
 	free(d->srcs);
+	free(d->below_path);
 	memset(d, 0, sizeof(*d));
+}
+
+void squash_lookup_release(struct squash_lookup *lk)
+{
+	squash_dir_release(&lk->dir);
+	if (lk->data_dirfd >= 0)
+		close(lk->data_dirfd);
+	lk->data_dirfd = -1;
 }
 
 int squash_dir_append(struct squash_dir *d, int layer, int dirfd,
@@ -83,21 +93,56 @@ static int apply_redirect(const struct squash_layers *sl,
 }
 
 /* The first entry found under the name is the one the merged tree shows. */
-static int record_top(const struct squash_layers *sl, struct squash_lookup *lk,
-		      int layer, int dirfd, const struct layer_entry *e,
-		      const char *where)
+static void record_top(struct squash_lookup *lk, int layer, int dirfd,
+		       const struct layer_entry *e)
 {
-	if (e->metacopy) {
-		snprintf(
-		    sl->error, sl->error_size,
-		    "%s is a metacopy file, whose data lies in another layer; squash does not merge metacopy layers",
-		    where);
-		return -EOPNOTSUPP;
-	}
 	lk->found = true;
 	lk->top_layer = layer;
 	lk->top_dirfd = dirfd;
 	lk->st = e->st;
+}
+
+/* Record a file on top. For a metacopy file, the search goes on below for
+ * its data. */
+static int record_file(const struct squash_layers *sl, struct squash_lookup *lk,
+		       int layer, int dirfd, const struct layer_entry *e,
+		       const char *where)
+{
+	record_top(lk, layer, dirfd, e);
+	if (!e->metacopy)
+		return 0;
+	lk->metacopy = true;
+	lk->stop = false;
+	return e->redirect ? apply_redirect(sl, lk, e->redirect, where) : 0;
+}
+
+/*
+ * Below a metacopy file, as in overlayfs: a further metacopy file passes
+ * the search on, and the first plain regular file contains the data. A
+ * whiteout ends the search without data, which the caller reports.
+ */
+static int data_step(const struct squash_layers *sl, struct squash_lookup *lk,
+		     int dirfd, const struct layer_entry *e, const char *where)
+{
+	if (e->whiteout) {
+		lk->stop = true;
+		return 0;
+	}
+	if (!S_ISREG(e->st.st_mode)) {
+		snprintf(
+		    sl->error, sl->error_size,
+		    "%s is a metacopy file, but %s%s below it, where its data should be, is not a regular file; overlayfs fails to read it as well, so fix or remove the file",
+		    where, lk->absolute ? "" : "the entry ", lk->path);
+		return -EIO;
+	}
+	if (e->metacopy)
+		return e->redirect ? apply_redirect(sl, lk, e->redirect, where)
+				   : 0;
+	lk->data_dirfd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+	if (lk->data_dirfd < 0)
+		return -errno;
+	snprintf(lk->data_name, sizeof(lk->data_name), "%s", e->name);
+	lk->stop = true;
 	return 0;
 }
 
@@ -115,18 +160,19 @@ static int lookup_step(const struct squash_layers *sl, struct squash_lookup *lk,
 	if (fstatat(dirfd, name, &e.st, AT_SYMLINK_NOFOLLOW) < 0)
 		return errno == ENOENT ? 0 : -errno;
 	err = layer_classify(dirfd, name, sl->fmt, &e);
-	if (!err && (e.whiteout || !S_ISDIR(e.st.st_mode))) {
+	if (!err && lk->metacopy) {
+		err = data_step(sl, lk, dirfd, &e, where);
+	} else if (!err && (e.whiteout || !S_ISDIR(e.st.st_mode))) {
 		/* A non-directory under a directory ends the directory. */
 		lk->stop = true;
 		if (!lk->found && e.whiteout)
 			lk->whiteout = true;
 		else if (!lk->found)
-			err = record_top(sl, lk, layer, dirfd, &e, where);
+			err = record_file(sl, lk, layer, dirfd, &e, where);
 	} else if (!err) {
 		if (!lk->found)
-			err = record_top(sl, lk, layer, dirfd, &e, where);
-		if (!err)
-			err = squash_dir_append(&lk->dir, layer, dirfd, name);
+			record_top(lk, layer, dirfd, &e);
+		err = squash_dir_append(&lk->dir, layer, dirfd, name);
 		if (!err && e.opaque)
 			lk->stop = true;
 		else if (!err && e.redirect)
@@ -224,6 +270,7 @@ int squash_lookup(const struct squash_layers *sl, const struct squash_dir *md,
 	int i, err = 0;
 
 	memset(lk, 0, sizeof(*lk));
+	lk->data_dirfd = -1;
 	snprintf(lk->path, sizeof(lk->path), "%s", name);
 	for (i = 0; !err && !lk->stop && i < md->nsrc; i++) {
 		err = lookup_step(sl, lk, md->srcs[i].layer, md->srcs[i].fd,
@@ -234,6 +281,6 @@ int squash_lookup(const struct squash_layers *sl, const struct squash_dir *md,
 		}
 	}
 	if (err)
-		squash_dir_release(&lk->dir);
+		squash_lookup_release(lk);
 	return err;
 }

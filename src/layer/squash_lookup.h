@@ -28,6 +28,9 @@ struct squash_dir {
 	struct squash_src *srcs;
 	int nsrc, cap;
 	enum squash_below below;
+	/* Its path in the layers below, from their root, without a leading
+	 * '/'; NULL when below is SQUASH_BELOW_NONE. */
+	char *below_path;
 };
 
 /* The squashed layers, as every lookup needs them. */
@@ -51,11 +54,18 @@ struct squash_lookup {
 	bool absolute;	       /* path is absolute, from the layers' roots */
 	unsigned int absolute_redirects; /* absolute redirects met so far */
 	char path[PATH_MAX];		 /* where the next layer is searched */
+	/* For a metacopy file on top: its data is searched below it, and
+	 * data_dirfd (owned) and data_name locate the file that holds it,
+	 * or data_dirfd is -1 when the squashed layers do not hold it. */
+	bool metacopy;
+	int data_dirfd;
+	char data_name[NAME_MAX + 1];
 };
 
 int squash_lookup(const struct squash_layers *sl, const struct squash_dir *md,
 		  const char *name, const char *where,
 		  struct squash_lookup *lk);
+void squash_lookup_release(struct squash_lookup *lk);
 
 /* Add the layer's directory dirfd/name below the others in d. */
 int squash_dir_append(struct squash_dir *d, int layer, int dirfd,

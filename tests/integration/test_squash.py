@@ -276,6 +276,172 @@ def test_squash_xattr_whiteouts(stack, reader):
     assert_same_tree(before, layers.view(reader, [squashed, layers.d]))
 
 
+# Metacopy files -----------------------------------------------------------
+
+# Options that let each reader follow metacopy files and their redirects.
+META_VIEW = {"kernel": ("metacopy=on", "redirect_dir=on"),
+             "lamina": ("metacopy=on",)}
+METACOPY = "trusted.overlay.metacopy"
+REDIRECT = "trusted.overlay.redirect"
+MIB = 1 << 20
+
+
+def big_file(path, tag):
+    """4 MiB with data at both ends and a hole between."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    helpers.make_sparse(path, 4 * MIB,
+                        {0: b"head of " + tag, 3 * MIB: b"tail of " + tag})
+
+
+def used_bytes(path):
+    return os.lstat(path).st_blocks * 512
+
+
+def fill_metacopy_base(layers):
+    """Big files in C and in D, for metadata-only changes above them."""
+    for layer, tag in ((layers.c, "c"), (layers.d, "d")):
+        for name in ("chmod", "chown", "xattr", "moved", "twice"):
+            big_file(os.path.join(layer, f"{tag}_{name}"), tag.encode())
+        big_file(os.path.join(layer, "dir", f"{tag}_moved"), tag.encode())
+    os.makedirs(os.path.join(layers.c, "other"))
+
+
+def metacopy_changes_b(merged):
+    """Metadata-only changes: the upper holds metacopy files only."""
+    m = lambda *p: os.path.join(merged, *p)  # noqa: E731
+    for tag in ("c", "d"):
+        os.chmod(m(f"{tag}_chmod"), 0o600)
+        os.chown(m(f"{tag}_chown"), 1234, 5678)
+        os.setxattr(m(f"{tag}_xattr"), "user.note", tag.encode())
+        os.chmod(m(f"{tag}_moved"), 0o640)
+        os.rename(m(f"{tag}_moved"), m(f"{tag}_renamed"))
+        os.chown(m("dir", f"{tag}_moved"), 42, 42)
+        os.rename(m("dir", f"{tag}_moved"), m("other", f"{tag}_renamed"))
+        os.chmod(m(f"{tag}_twice"), 0o700)
+
+
+def metacopy_changes_a(merged):
+    """A second metacopy copy-up of files that B already holds so."""
+    for tag in ("c", "d"):
+        os.chown(os.path.join(merged, f"{tag}_twice"), 7, 7)
+        os.utime(os.path.join(merged, f"{tag}_renamed"),
+                 ns=(MTIME_NS, MTIME_NS))
+
+
+def build_metacopy(layers):
+    fill_metacopy_base(layers)
+    meta = ("metacopy=on",)
+    layers.extra = meta
+    layers.change("B", [layers.c, layers.d], metacopy_changes_b)
+    layers.change("A", [layers.b, layers.c, layers.d], metacopy_changes_a)
+    layers.extra = ()
+    for tag in ("c", "d"):
+        assert helpers.get_xattr(os.path.join(layers.b, f"{tag}_chmod"),
+                                 METACOPY) is not None
+        assert helpers.get_xattr(os.path.join(layers.a, f"{tag}_twice"),
+                                 METACOPY) is not None
+
+
+def metacopy_view(layers, reader, lowers):
+    layers.extra = META_VIEW[reader]
+    try:
+        return layers.view(reader, lowers)
+    finally:
+        layers.extra = ()
+
+
+def metacopy_files(root):
+    """{path: bytes used} of the metacopy files under root."""
+    found = {}
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if helpers.get_xattr(path, METACOPY) is not None:
+                found[os.path.relpath(path, root)] = used_bytes(path)
+    return found
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_squash_metacopy_with_data(stack, reader):
+    """Squashing the metacopy layers with C, which holds half the data:
+    C's files become plain files, D's stay metacopy files."""
+    layers = Layers(stack)
+    build_metacopy(layers)
+    all_layers = [layers.a, layers.b, layers.c, layers.d]
+    before = metacopy_view(layers, reader, all_layers)
+    assert before["other/c_renamed"]["uid"] == 42
+    squashed = layers.path("S")
+    layers.squash([layers.a, layers.b, layers.c], squashed)
+    assert_same_tree(before,
+                     metacopy_view(layers, reader, [squashed, layers.d]))
+    s = lambda *p: os.path.join(squashed, *p)  # noqa: E731
+    expected = {f"d_{n}" for n in ("chmod", "chown", "xattr", "renamed",
+                                   "twice")} | {"other/d_renamed"}
+    assert set(metacopy_files(squashed)) == expected
+    for name in ("c_chmod", "c_twice", "other/c_renamed"):
+        data = helpers.read_file(s(name))
+        assert data.startswith(b"head of c")
+        assert data[3 * MIB:].startswith(b"tail of c")
+        assert used_bytes(s(name)) < MIB
+    assert helpers.get_xattr(s("d_renamed"), REDIRECT) == b"/d_moved"
+    assert helpers.get_xattr(s("other", "d_renamed"), REDIRECT) == \
+        b"/dir/d_moved"
+    assert helpers.get_xattr(s("d_chmod"), REDIRECT) is None
+    # The whiteout of the rename still hides D's file.
+    assert helpers.is_whiteout(s("dir", "d_moved"))
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_squash_metacopy_above_data(stack, reader):
+    """Squashing only the metacopy layers keeps metacopy files that find
+    their data in C and D below."""
+    layers = Layers(stack)
+    build_metacopy(layers)
+    all_layers = [layers.a, layers.b, layers.c, layers.d]
+    before = metacopy_view(layers, reader, all_layers)
+    squashed = layers.path("S")
+    layers.squash([layers.a, layers.b], squashed)
+    after = metacopy_view(layers, reader, [squashed, layers.c, layers.d])
+    assert_same_tree(before, after)
+    used = metacopy_files(squashed)
+    assert len(used) == 12
+    assert sum(used.values()) < MIB
+    for tag in ("c", "d"):
+        path = os.path.join(squashed, f"{tag}_renamed")
+        assert helpers.get_xattr(path, REDIRECT) == f"/{tag}_moved".encode()
+        assert os.lstat(path).st_size == 4 * MIB
+
+
+def test_squash_metacopy_bottom_without_data(stack):
+    layers = Layers(stack)
+    build_metacopy(layers)
+    new = layers.path("new")
+    options = f"lowerdir={layers.a}:{layers.b}:{layers.c}"
+    assert_rejected(stack, ["squash", "-o", options, "--bottom", new],
+                    ["d_chmod", "metacopy", "--bottom"])
+    assert not os.path.exists(new)
+    assert [n for n in os.listdir(stack.root) if "lamina-squash" in n] == []
+
+
+def test_squash_metacopy_data_hidden(stack):
+    """A whiteout between a metacopy file and its data is an error, as
+    overlayfs returns EIO for the file."""
+    layers = Layers(stack)
+    big_file(os.path.join(layers.d, "f"), b"d")
+    b = layers.path("B")
+    os.mkdir(b)
+    helpers.make_whiteout(os.path.join(b, "f"))
+    os.mkdir(layers.a)
+    with open(os.path.join(layers.a, "f"), "wb") as f:
+        f.truncate(4 * MIB)
+    os.setxattr(os.path.join(layers.a, "f"), METACOPY, b"")
+    new = layers.path("new")
+    assert_rejected(stack, ["squash", "-o",
+                            f"lowerdir={layers.a}:{b}", new],
+                    ["f is a metacopy file", "whiteout"])
+    assert not os.path.exists(new)
+
+
 # Interrupted squash and bad input --------------------------------------
 
 
