@@ -212,7 +212,7 @@ static int lookup_metacopy(struct ovl_fs *fs, struct ovl_node *parent,
 			   int layer, int dirfd, const char *name,
 			   const struct stat *st, struct ovl_lookup *res)
 {
-	int err = ovl_metacopy_check(fs, layer, dirfd, name, st);
+	int err = ovl_metacopy_check(fs, dirfd, name, st);
 
 	if (err <= 0)
 		return err;

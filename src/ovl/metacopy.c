@@ -21,16 +21,17 @@
 #include <unistd.h>
 
 /*
- * 1 if dirfd/name in layer is a metacopy file to follow, 0 if not, and
+ * 1 if dirfd/name is a metacopy file to follow, 0 if not, and
  * -EPERM for one that this mount may not follow, as overlayfs refuses
- * too. The last layer has nothing below it, so its marks mean nothing.
+ * too. One in the last layer has no data below it, so its lookup fails
+ * with EIO, as in overlayfs.
  */
-int ovl_metacopy_check(struct ovl_fs *fs, int layer, int dirfd,
-		       const char *name, const struct stat *st)
+int ovl_metacopy_check(struct ovl_fs *fs, int dirfd, const char *name,
+		       const struct stat *st)
 {
 	char attr[64];
 
-	if (!S_ISREG(st->st_mode) || layer >= fs->nlayers - 1)
+	if (!S_ISREG(st->st_mode))
 		return 0;
 	ovl_xattr_name(fs, attr, sizeof(attr), "metacopy");
 	if (ovl_do_getxattr(dirfd, name, attr, NULL, 0) < 0)

@@ -277,8 +277,8 @@ void ovl_index_fix_nlink(struct ovl_fs *fs, const struct ovl_path *path,
 			 struct stat *st);
 
 /* ---- metacopy.c ---- */
-int ovl_metacopy_check(struct ovl_fs *fs, int layer, int dirfd,
-		       const char *name, const struct stat *st);
+int ovl_metacopy_check(struct ovl_fs *fs, int dirfd, const char *name,
+		       const struct stat *st);
 int ovl_metacopy_finish(struct ovl_fs *fs, struct ovl_node *node,
 			unsigned int flags);
 void ovl_metacopy_fix_blocks(struct ovl_fs *fs, struct ovl_node *node,

@@ -182,3 +182,16 @@ def test_data_only_layer_copy_up(stack):
 
     assert read_file(stack.m("f")) == b"X" + data[1:]
     assert read_file(stack.lo(1, "blobs", "b1")) == data
+
+
+def test_metacopy_file_without_data(stack):
+    """A metacopy file in the last layer has no data below it: EIO."""
+    write_file(stack.lo(1, "f"), b"\0" * 100)
+    os.setxattr(stack.lo(1, "f"), METACOPY, b"")
+    write_file(stack.lo(0, "g"), "g")
+    stack.mount(extra=["metacopy=on"], upper=False)
+
+    assert "g" in os.listdir(stack.merged)
+    with pytest.raises(OSError) as failure:
+        os.stat(stack.m("f"))
+    assert failure.value.errno == errno.EIO
