@@ -41,13 +41,17 @@ void cli_print_warning(void *arg, enum ovl_check_level level, const char *msg)
 static int check_parse(int argc, char **argv, struct ovl_config *cfg,
 		       const char **merged)
 {
+	static const struct option longopts[] = {
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
 	struct ovl_error e = {{0}};
 	int c;
 
 	cfg->passthrough = true;
 	optind = 1;
 	opterr = 0;
-	while ((c = getopt(argc, argv, "o:h")) != -1) {
+	while ((c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
 		if (c == 'h') {
 			cli_usage();
 			exit(0);

@@ -56,6 +56,11 @@ int cmd_umount(int argc, char **argv)
 	char real[PATH_MAX];
 	int link;
 
+	if (argc == 2 &&
+	    (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+		cli_usage();
+		return 0;
+	}
 	if (argc != 2) {
 		fputs("lamina: usage: lamina umount MERGED\n", stderr);
 		return EXIT_USAGE;
