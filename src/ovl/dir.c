@@ -323,6 +323,22 @@ static int remove_upper(struct ovl_fs *fs, int dirfd, const char *name,
 	return ovl_remove_tree(fs->work_fd, tmp);
 }
 
+/* The name of an indexed file went away: maybe its index entry too. */
+static void drop_index_orphan(struct ovl_fs *fs, struct ovl_node *parent,
+			      const char *name, const struct ovl_lookup *res)
+{
+	struct ovl_path file;
+
+	if (res->lower < 0 || strlen(name) >= sizeof(file.name))
+		return;
+	file.dirfd = ovl_node_open_dir(fs, parent, res->lower, O_PATH);
+	if (file.dirfd < 0)
+		return;
+	strcpy(file.name, name);
+	ovl_index_drop_orphan(fs, &file);
+	ovl_path_close(&file);
+}
+
 /* Remove what res found at name: a whiteout goes where a lower shows. */
 static int remove_found(struct ovl_fs *fs, struct ovl_node *parent,
 			const char *name, bool is_dir, struct ovl_lookup *res)
@@ -362,6 +378,8 @@ static int remove_found(struct ovl_fs *fs, struct ovl_node *parent,
 	close(dirfd);
 	if (!err)
 		drop_name(fs, parent, name);
+	if (!err && res->upper && ovl_index_wanted(fs, &res->st))
+		drop_index_orphan(fs, parent, name, res);
 	return err;
 }
 

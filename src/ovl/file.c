@@ -216,6 +216,9 @@ static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
 		fd = openat(path.dirfd, path.name, requested | O_NONBLOCK);
 	if (fd < 0 && errno == EPERM && !upper)
 		fd = openat(path.dirfd, path.name, flags & ~O_NOATIME);
+	/* ENXIO: a rename left its whiteout (device 0/0) at the path. */
+	if (fd < 0 && errno == ENXIO)
+		errno = ENOENT;
 	err = fd < 0 ? -errno : check_regular(fd, requested);
 	ovl_path_close(&path);
 	return err;

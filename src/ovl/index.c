@@ -14,6 +14,7 @@
 #include "ovl.h"
 #include "../common/log.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -111,6 +112,8 @@ static int check_handles(struct ovl_fs *fs, struct ovl_error *e)
 	return err;
 }
 
+static void index_cleanup(struct ovl_fs *fs);
+
 /*
  * Without index= the index is on where it can be: an upper with
  * trusted xattrs over lowers that give file handles. An upper that was
@@ -167,7 +170,10 @@ int ovl_index_setup(struct ovl_fs *fs, struct ovl_error *e)
 			      fs->config.workdir, strerror(-err));
 		return err;
 	}
-	return check_handles(fs, e);
+	err = check_handles(fs, e);
+	if (!err)
+		index_cleanup(fs);
+	return err;
 }
 
 /*
@@ -257,6 +263,58 @@ int ovl_index_open(struct ovl_fs *fs, struct ovl_node *node,
 	err = ovl_index_find(fs, &lower, path, &st);
 	ovl_path_close(&lower);
 	return err;
+}
+
+/* Whether the index entry at dirfd/name has no name left that users see. */
+static bool index_orphan(struct ovl_fs *fs, int dirfd, const char *name)
+{
+	struct stat st;
+
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    !S_ISREG(st.st_mode))
+		return false;
+	return (long)st.st_nlink + ovl_index_get_nlink(fs, dirfd, name) <= 0;
+}
+
+/*
+ * After a name of an indexed file went away: once users see no name of
+ * it any more, its index entry goes too, as overlayfs removes it.
+ */
+void ovl_index_drop_orphan(struct ovl_fs *fs, const struct ovl_path *lower)
+{
+	struct ovl_path index;
+	struct stat st;
+
+	if (ovl_index_find(fs, lower, &index, &st))
+		return;
+	if (index_orphan(fs, index.dirfd, index.name) &&
+	    unlinkat(index.dirfd, index.name, 0) < 0)
+		log_warn_rl("removing index entry %s failed: %s", index.name,
+			    strerror(errno));
+	ovl_path_close(&index);
+}
+
+/* Remove what earlier mounts left in the index with no name to show. */
+static void index_cleanup(struct ovl_fs *fs)
+{
+	int fd = openat(fs->index_fd, ".",
+			O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dir = fd < 0 ? NULL : fdopendir(fd);
+	struct dirent *d;
+
+	if (!dir) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((d = readdir(dir))) {
+		if (d->d_name[0] == '.' || !index_orphan(fs, fd, d->d_name))
+			continue;
+		if (unlinkat(fd, d->d_name, 0) < 0)
+			log_warn_rl("removing index entry %s failed: %s",
+				    d->d_name, strerror(errno));
+	}
+	closedir(dir);
 }
 
 /* Store overlay.nlink: the count users see is the upper's plus delta. */

@@ -275,8 +275,11 @@ static int lookup_upper(struct ovl_fs *fs, struct ovl_node *parent,
 			if (err)
 				more = err;
 		} else {
-			res->st.st_ino =
-			    ovl_origin_ino(fs, dirfd, name, st.st_ino);
+			/* As overlayfs: without the index, the origin of an
+			 * upper hard link may be shared by another file. */
+			if (fs->index_fd >= 0 || st.st_nlink == 1)
+				res->st.st_ino = ovl_origin_ino(fs, dirfd, name,
+								st.st_ino);
 			more = lookup_metacopy(fs, parent, 0, dirfd, name, &st,
 					       res);
 		}
@@ -339,26 +342,16 @@ static int lookup_lower_one(struct ovl_fs *fs, struct ovl_node *parent,
  * or where a redirect met higher up says.
  */
 static int open_lower_at(struct ovl_fs *fs, struct ovl_node *parent,
-			 const char *name, const struct ovl_lookup *res,
-			 int layer, char *dir, const char **base)
+			 const char *name, struct ovl_lookup *res, int layer,
+			 const char **base)
 {
 	const struct ovl_redirect *r = ovl_redirect_at(res->chain, layer);
-	char *slash;
 
 	if (!r || r->relative) {
 		*base = r ? r->path : name;
 		return ovl_node_open_dir(fs, parent, layer, O_PATH);
 	}
-	strcpy(dir, r->path);
-	slash = strrchr(dir, '/');
-	if (slash) {
-		*slash = '\0';
-		*base = r->path + (slash - dir) + 1;
-	} else {
-		dir[0] = '\0';
-		*base = r->path;
-	}
-	return ovl_open_layer_dir(fs->layers[layer].fd, dir, O_PATH);
+	return ovl_redirect_walk(fs, res, layer, r->path, base);
 }
 
 /* Where an absolute redirect may lead: data-only layers hold file data. */
@@ -375,7 +368,6 @@ static int redirect_last(struct ovl_fs *fs, const struct ovl_lookup *res)
 static int lookup_lowers(struct ovl_fs *fs, struct ovl_node *parent,
 			 const char *name, struct ovl_lookup *res)
 {
-	char dir[OVL_PATH_MAX];
 	const struct ovl_redirect *r;
 	const char *base;
 	int i, last, dirfd, err, more = 1;
@@ -389,7 +381,9 @@ static int lookup_lowers(struct ovl_fs *fs, struct ovl_node *parent,
 		last = redirect_last(fs, res);
 	}
 	for (; more > 0 && i >= 0 && i <= last; i++) {
-		dirfd = open_lower_at(fs, parent, name, res, i, dir, &base);
+		dirfd = open_lower_at(fs, parent, name, res, i, &base);
+		if ((dirfd == -ENOENT || dirfd == -ENOTDIR) && res->stop_below)
+			break;
 		if (dirfd == -ENOENT || dirfd == -ENOTDIR)
 			continue;
 		if (dirfd < 0)
@@ -403,12 +397,23 @@ static int lookup_lowers(struct ovl_fs *fs, struct ovl_node *parent,
 			return err;
 		if (more < 0)
 			return more;
+		/* An opaque directory on an absolute path ends the search. */
+		if (res->stop_below)
+			more = 0;
 		/* A redirect met here may lead below the parent's layers. */
 		r = ovl_redirect_at(res->chain, i + 1);
 		if (r && !r->relative && redirect_last(fs, res) > last)
 			last = redirect_last(fs, res);
 	}
 	return 0;
+}
+
+static bool absolute_redirect(struct ovl_fs *fs, const struct ovl_lookup *res)
+{
+	const struct ovl_redirect *r = ovl_redirect_at(res->chain,
+						       fs->first_lower);
+
+	return r && !r->relative;
 }
 
 /* Look up name below parent in every layer; -ENOENT if it is not there. */
@@ -426,7 +431,10 @@ int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *parent,
 			ovl_lookup_release(res);
 			return more;
 		}
-		if (ovl_node_has(parent, OVL_N_OPAQUE))
+		/* An opaque parent hides the lowers, except from an
+		 * absolute redirect, which starts at their roots. */
+		if (ovl_node_has(parent, OVL_N_OPAQUE) && more > 0 &&
+		    !absolute_redirect(fs, res))
 			more = 0;
 	}
 	if (more) {

@@ -334,12 +334,40 @@ static struct ovl_node *unhash_name(struct ovl_fs *fs, struct ovl_node *parent,
 	return node;
 }
 
-/* The caller holds rename_lock for writing. */
+static int node_path_locked(struct ovl_fs *fs, struct ovl_node *node,
+			    int layer, char *buf, size_t size);
+
+/*
+ * A node that moves with a redirect keeps, in every lower layer, the
+ * path it had there: one absolute segment per layer where that path
+ * changes. The caller holds rename_lock for writing.
+ */
 static void set_redirect(struct ovl_fs *fs, struct ovl_node *node,
 			 const char *redirect)
 {
-	if (ovl_redirect_set_top(&node->redirect, fs->first_lower, redirect))
+	struct ovl_redirect *chain = NULL;
+	char path[OVL_PATH_MAX], prev[OVL_PATH_MAX] = "";
+	int layer, last = node->data_layer >= 0 ? node->data_layer
+						: node->lower_last;
+	int err = ovl_redirect_add(&chain, fs->first_lower, redirect, false);
+
+	strcpy(prev, redirect);
+	for (layer = fs->first_lower + 1; !err && node->lower >= 0 &&
+					  layer <= last && layer < fs->nlayers;
+	     layer++) {
+		if (node_path_locked(fs, node, layer, path, sizeof(path)) ||
+		    !strcmp(path, prev))
+			continue;
+		err = ovl_redirect_add(&chain, layer, path, false);
+		strcpy(prev, path);
+	}
+	if (err) {
 		log_warn_rl("no memory for the redirect of %s", node->name);
+		ovl_redirect_free(chain);
+		return;
+	}
+	ovl_redirect_free(node->redirect);
+	node->redirect = chain;
 }
 
 /* Give an unhashed node its new place and hash it there. */
@@ -469,17 +497,15 @@ void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *node, uint64_t nlookup)
  * is found at its redirect, and so is everything below it. Holds rename_lock
  * for reading while it walks the parents.
  */
-static int node_path(struct ovl_fs *fs, struct ovl_node *node, int layer,
-		     char *buf, size_t size)
+static int node_path_locked(struct ovl_fs *fs, struct ovl_node *node,
+			    int layer, char *buf, size_t size)
 {
 	bool lower = layer >= 0 && !fs->layers[layer].is_upper;
 	const struct ovl_redirect *r;
 	size_t pos = size - 1;
 	struct ovl_node *n;
-	int err = 0;
 
 	buf[pos] = '\0';
-	pthread_rwlock_rdlock(&fs->rename_lock);
 	for (n = node; n && n->parent; n = n->parent) {
 		r = lower ? ovl_redirect_at(n->redirect, layer) : NULL;
 		const char *name = r ? r->path : n->name;
@@ -488,19 +514,26 @@ static int node_path(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		/* A slash goes before every name but the top-level one. */
 		size_t need = len + (top ? 0 : 1);
 
-		if (need > pos) {
-			err = -ENAMETOOLONG;
-			break;
-		}
+		if (need > pos)
+			return -ENAMETOOLONG;
 		pos -= len;
 		memcpy(buf + pos, name, len);
 		if (top)
 			break;
 		buf[--pos] = '/';
 	}
+	memmove(buf, buf + pos, size - pos);
+	return 0;
+}
+
+static int node_path(struct ovl_fs *fs, struct ovl_node *node, int layer,
+		     char *buf, size_t size)
+{
+	int err;
+
+	pthread_rwlock_rdlock(&fs->rename_lock);
+	err = node_path_locked(fs, node, layer, buf, size);
 	pthread_rwlock_unlock(&fs->rename_lock);
-	if (!err)
-		memmove(buf, buf + pos, size - pos);
 	return err;
 }
 

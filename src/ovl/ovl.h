@@ -264,6 +264,7 @@ int ovl_node_lower_path(struct ovl_fs *fs, struct ovl_node *node, int layer,
 /* ---- index.c ---- */
 int ovl_index_setup(struct ovl_fs *fs, struct ovl_error *e);
 int ovl_index_claim_upper(struct ovl_fs *fs);
+void ovl_index_drop_orphan(struct ovl_fs *fs, const struct ovl_path *lower);
 bool ovl_index_wanted(struct ovl_fs *fs, const struct stat *st);
 int ovl_index_find(struct ovl_fs *fs, const struct ovl_path *lower,
 		   struct ovl_path *path, struct stat *st);
@@ -284,6 +285,11 @@ int ovl_metacopy_finish(struct ovl_fs *fs, struct ovl_node *node,
 void ovl_metacopy_fix_blocks(struct ovl_fs *fs, struct ovl_node *node,
 			     struct stat *st);
 int ovl_node_data_layer(const struct ovl_node *node);
+
+/* ---- redirect_walk.c ---- */
+struct ovl_lookup;
+int ovl_redirect_walk(struct ovl_fs *fs, struct ovl_lookup *res, int layer,
+		      const char *path, const char **base);
 
 /* ---- redirect.c ---- */
 bool ovl_redirect_valid(const char *value);
@@ -317,6 +323,7 @@ struct ovl_lookup {
 	int16_t lower_last;
 	int16_t data_layer; /* metacopy: the layer that holds the data */
 	bool metacopy;	    /* a metacopy file was found */
+	bool stop_below;    /* an opaque directory on an absolute path */
 	bool upper;
 	bool opaque;
 	bool upper_whiteout; /* the upper contains a whiteout at the name */

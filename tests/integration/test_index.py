@@ -134,3 +134,32 @@ def test_default_index_steps_aside(lamina_stack):
     assert read_file(stack.m("a")) == b"data"
     with open(stack.daemon.log_path) as log:
         assert "other lower layers" in log.read()
+
+
+def test_last_name_removes_index_entry(stack):
+    linked_lower(stack, ("a", "b"))
+    stack.mount(extra=INDEX)
+    with open(stack.m("a"), "a") as f:
+        f.write("!")
+    index = os.path.join(stack.work, "index")
+    assert [e for e in os.listdir(index) if not e.startswith("#")]
+
+    os.unlink(stack.m("a"))
+    os.unlink(stack.m("b"))
+
+    assert [e for e in os.listdir(index) if not e.startswith("#")] == []
+
+
+def test_index_off_after_index(stack):
+    """Without the index, two upper copies keep their own inode numbers."""
+    linked_lower(stack, ("a", "b"))
+    stack.mount(extra=INDEX)
+    with open(stack.m("a"), "w") as f:
+        f.write("changed")
+    stack.unmount()
+
+    stack.mount(extra=["index=off"])
+
+    assert os.stat(stack.m("a")).st_ino != os.stat(stack.m("b")).st_ino
+    assert read_file(stack.m("a")) == b"changed"
+    assert read_file(stack.m("b")) == b"data"

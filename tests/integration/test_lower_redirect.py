@@ -7,6 +7,7 @@ tests build such layers by hand and compare both implementations.
 """
 
 import os
+import shutil
 import stat
 
 import pytest
@@ -107,3 +108,35 @@ def test_nofollow_refuses_lower_redirect(stack):
     with pytest.raises(PermissionError):
         os.listdir(stack.m("c", "a2"))
     assert sorted(os.listdir(stack.m("c"))) == ["a2"]
+
+
+def test_moved_into_opaque_dir_after_remount(stack):
+    """An absolute redirect reaches past an opaque parent, as in overlayfs."""
+    base_tree(stack, 1)
+    write_file(stack.lo(1, "o", "g"), "g")
+    stack.mount(extra=["redirect_dir=on"])
+    shutil.rmtree(stack.m("o"))
+    os.mkdir(stack.m("o"))
+    os.rename(stack.m("a"), stack.m("o", "a2"))
+    stack.unmount()
+
+    stack.mount(extra=["redirect_dir=on"])
+
+    assert sorted(os.listdir(stack.m("o"))) == ["a2"]
+    assert sorted(os.listdir(stack.m("o", "a2"))) == ["b", "g"]
+
+
+def test_rename_below_lower_redirect(stack):
+    """A directory below a dir moved in a lower layer moves with its files."""
+    base_tree(stack, 1)
+    moved_dir(stack.lo(0, "a2"), "a")
+    whiteout(stack.lo(0, "a"))
+    stack.mount(extra=["redirect_dir=on"])
+
+    os.rename(stack.m("a2", "b"), stack.m("top"))
+
+    assert os.listdir(stack.m("top")) == ["f"]
+    stack.unmount()
+    stack.mount(extra=["redirect_dir=on"])
+    assert os.listdir(stack.m("top")) == ["f"]
+    assert sorted(os.listdir(stack.m("a2"))) == ["g"]

@@ -305,7 +305,7 @@ def test_redirect_read_by_other_impl(stack):
 
 @pytest.mark.parametrize("what", ["file", "dir"])
 def test_rename_races_stat(stack, what):
-    """stat racing renames of the same entry sees it or ENOENT, never EIO."""
+    """stat and open racing renames see the entry or ENOENT, never EIO."""
     import threading
 
     write_file(stack.lo(1, "a", "s", "f"), "x")
@@ -328,6 +328,8 @@ def test_rename_races_stat(stack, what):
             os.stat(old)
             if what == "dir":
                 os.listdir(old)
+            else:
+                os.close(os.open(old, os.O_RDONLY))
         except OSError as e:
             errors.add(errno.errorcode[e.errno])
     thread.join()
