@@ -297,8 +297,7 @@ void ovl_index_drop_orphan(struct ovl_fs *fs, const struct ovl_path *lower)
 /* Remove what earlier mounts left in the index with no name to show. */
 static void index_cleanup(struct ovl_fs *fs)
 {
-	int fd = openat(fs->index_fd, ".",
-			O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int fd = openat(fs->index_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *dir = fd < 0 ? NULL : fdopendir(fd);
 	struct dirent *d;
 

@@ -35,9 +35,9 @@ static int moved_path(const char *path, size_t start, size_t end,
 }
 
 /* A redirect on the component path[start, end) in dirfd, if any. */
-static int check_component(struct ovl_fs *fs, struct ovl_lookup *res,
-			   int layer, int dirfd, const char *path,
-			   size_t start, size_t end)
+static int check_component(struct ovl_fs *fs, struct ovl_lookup *res, int layer,
+			   int dirfd, const char *path, size_t start,
+			   size_t end)
 {
 	char comp[256], attr[64], value[OVL_PATH_MAX], moved[OVL_PATH_MAX];
 	int n, err;
@@ -90,10 +90,10 @@ int ovl_redirect_walk(struct ovl_fs *fs, struct ovl_lookup *res, int layer,
 				 path + start);
 			next = openat(fd, comp,
 				      O_PATH | O_DIRECTORY | O_NOFOLLOW |
-					      O_CLOEXEC);
+					  O_CLOEXEC);
 			err = next < 0 ? -errno : 0;
-			if (!err && (fstat(next, &st) < 0 ||
-				     !S_ISDIR(st.st_mode))) {
+			if (!err &&
+			    (fstat(next, &st) < 0 || !S_ISDIR(st.st_mode))) {
 				close(next);
 				err = -ENOTDIR;
 			}
