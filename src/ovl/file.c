@@ -363,13 +363,17 @@ void ovl_op_tmpfile(struct fuse_req *req, uint64_t parent, mode_t mode,
 
 /*
  * A file opened from the lower layer reads the upper copy once the node
- * has been copied up, as overlayfs has done since Linux 4.19.
+ * has been copied up, as overlayfs has done since Linux 4.19; with the
+ * index, also when another name of the file was copied up.
  */
 static int file_read_fd(struct ovl_fs *fs, struct ovl_file *file)
 {
 	int fd;
 
-	if (!file->lower || !ovl_node_has(file->node, OVL_N_UPPER))
+	if (!file->lower)
+		return file->fd;
+	ovl_index_refresh(fs, file->node);
+	if (!data_upper(file->node))
 		return file->fd;
 	pthread_mutex_lock(&file->lock);
 	if (file->lower) {

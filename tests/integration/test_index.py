@@ -163,3 +163,19 @@ def test_index_off_after_index(stack):
     assert os.stat(stack.m("a")).st_ino != os.stat(stack.m("b")).st_ino
     assert read_file(stack.m("a")) == b"changed"
     assert read_file(stack.m("b")) == b"data"
+
+
+def test_open_reader_sees_other_name_copy_up(lamina_stack):
+    """Without passthrough a reader follows a copy-up through another name.
+
+    With passthrough the kernel keeps the reader on the lower file, as the
+    README says.
+    """
+    stack = lamina_stack
+    linked_lower(stack, ("g", "g2"))
+    stack.mount(extra=INDEX + ["passthrough=off"])
+
+    with open(stack.m("g"), "rb") as reader:
+        with open(stack.m("g2"), "w") as writer:
+            writer.write("new")
+        assert reader.read() == b"new"
