@@ -59,8 +59,7 @@ static bool same_upper(const char *mountpoint, const char *upper,
 }
 
 /* A kernel overlay mount whose upperdir is st: its mount point. */
-static bool kernel_overlay_uses(const struct stat *st, char *mnt,
-				size_t size)
+static bool kernel_overlay_uses(const struct stat *st, char *mnt, size_t size)
 {
 	struct cli_mount *mounts;
 	struct cli_stack stack;
@@ -85,7 +84,7 @@ static bool kernel_overlay_uses(const struct stat *st, char *mnt,
 }
 
 /*
- * 1 when a mount uses upperdir, with a sentence that says which in why;
+ * 1 when a mount uses upperdir, with a sentence that names it in why;
  * 0 when none does; a negative errno when upperdir cannot be opened.
  */
 int cli_upper_in_use(const char *upperdir, char *why, size_t size)

@@ -79,8 +79,10 @@ int layer_classify(int dirfd, const char *name, const struct layer_format *fmt,
 	if (n > 0) {
 		buf[n] = '\0';
 		if (!ovl_redirect_valid(buf)) {
-			fprintf(stderr, "lamina: %s has the invalid overlay.redirect \"%s\", which overlayfs refuses to follow as well; remove the xattr or fix the layer\n",
-				*name == '.' ? "the layer root" : name, buf);
+			fprintf(
+			    stderr,
+			    "lamina: %s has the invalid overlay.redirect \"%s\", which overlayfs rejects as well; remove the xattr or fix the layer\n",
+			    *name == '.' ? "the layer root" : name, buf);
 			return -EUCLEAN;
 		}
 		e->redirect = strdup(buf);

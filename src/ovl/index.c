@@ -3,7 +3,7 @@
  * index=on: hard links of a lower file stay one file across copy-up, in
  * overlayfs's format. The first name to be copied up is copied into
  * workdir/index, under the hex of the lower file's handle, and linked
- * from there into the upper layer; every later name is linked to that
+ * from there into the upper layer. Every later name is linked to that
  * same index entry. Until then a lower name whose index entry exists
  * reads and stats the index entry, so all names see one file.
  *
@@ -87,9 +87,9 @@ static int check_handles(struct ovl_fs *fs, struct ovl_error *e)
 		return -EOPNOTSUPP;
 	}
 	/*
-	 * The upper root remembers its lowers once the index holds a file
-	 * (fuse-overlayfs misreads an upper root with an origin); the index
-	 * remembers its upper.
+	 * The upper root records its lowers once the index contains a file,
+	 * because fuse-overlayfs misreads an upper root with an origin. The
+	 * index records its upper.
 	 */
 	err = verify_fh(fs, fs->upper->fd, ".", "origin", lower, llen, false);
 	if (err == -ESTALE)

@@ -171,7 +171,9 @@ static int read_redirect(struct ovl_fs *fs, struct ovl_node *parent, int layer,
 	 */
 	if (fs->config.redirect == OVL_REDIRECT_NOFOLLOW &&
 	    !(res->metacopy && absolute && fs->first_data < fs->nlayers)) {
-		log_warn_rl("refusing to follow the redirect of %s", name);
+		log_warn_rl(
+		    "not following the redirect of %s: redirect_dir=nofollow",
+		    name);
 		return -EPERM;
 	}
 	if (!ovl_redirect_valid(value)) {
@@ -204,9 +206,10 @@ too_long:
 }
 
 /*
- * A regular file with overlay.metacopy holds only metadata: its data is
- * in a lower layer, at the same path or where its redirect says. Returns
- * 1 to search the layers below for the data, else 0 or a negative errno.
+ * A regular file with overlay.metacopy contains only metadata. Its data
+ * is in a lower layer, at the same path or at the path its redirect
+ * names. Returns 1 to search the layers below for the data, else 0 or a
+ * negative errno.
  */
 static int lookup_metacopy(struct ovl_fs *fs, struct ovl_node *parent,
 			   int layer, int dirfd, const char *name,
@@ -232,8 +235,9 @@ static int lookup_data(struct ovl_fs *fs, struct ovl_node *parent, int layer,
 	int more;
 
 	if (!S_ISREG(st->st_mode)) {
-		log_warn_rl("a metacopy file's data, %s in %s, is not a regular file",
-			    name, fs->layers[layer].path);
+		log_warn_rl(
+		    "a metacopy file's data, %s in %s, is not a regular file",
+		    name, fs->layers[layer].path);
 		return -EIO;
 	}
 	if (res->lower < 0)
@@ -278,8 +282,8 @@ static int lookup_upper(struct ovl_fs *fs, struct ovl_node *parent,
 			/* As overlayfs: without the index, the origin of an
 			 * upper hard link may be shared by another file. */
 			if (fs->index_fd >= 0 || st.st_nlink == 1)
-				res->st.st_ino = ovl_origin_ino(fs, dirfd, name,
-								st.st_ino);
+				res->st.st_ino =
+				    ovl_origin_ino(fs, dirfd, name, st.st_ino);
 			more = lookup_metacopy(fs, parent, 0, dirfd, name, &st,
 					       res);
 		}
@@ -410,8 +414,8 @@ static int lookup_lowers(struct ovl_fs *fs, struct ovl_node *parent,
 
 static bool absolute_redirect(struct ovl_fs *fs, const struct ovl_lookup *res)
 {
-	const struct ovl_redirect *r = ovl_redirect_at(res->chain,
-						       fs->first_lower);
+	const struct ovl_redirect *r =
+	    ovl_redirect_at(res->chain, fs->first_lower);
 
 	return r && !r->relative;
 }

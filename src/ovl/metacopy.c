@@ -4,7 +4,8 @@
  * chown, times, xattrs, a new link or name) copies up the metadata of a
  * lower file and marks the upper copy with overlay.metacopy; the data
  * stays in the lower layer until the first open for writing. The upper
- * file has the full size with no blocks, so the mark is what tells.
+ * file has the full size with no blocks, so only the mark shows that
+ * its data is elsewhere.
  *
  * The data comes up in place: the mark goes only after the data is on
  * disk, so a crash in between leaves a metacopy file whose data is
@@ -45,7 +46,7 @@ int ovl_metacopy_check(struct ovl_fs *fs, int dirfd, const char *name,
 	return 1;
 }
 
-/* The layer whose file holds the node's data. */
+/* The layer whose file contains the node's data. */
 int ovl_node_data_layer(const struct ovl_node *node)
 {
 	return node->data_layer >= 0 ? node->data_layer

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
- * Where a moved directory's lower parts are. A redirect on the upper
+ * The locations of a moved directory's lower parts. A redirect on the upper
  * directory applies to every lower layer; a redirect met on a lower
  * directory applies to the layers below that one. So a node keeps a
  * short list of segments, each naming its path from one layer down.

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
  * The walk along an absolute redirect in one lower layer. overlayfs
- * looks up such a path a component at a time, and a directory on the
- * way that was itself moved (it carries a redirect) moves the rest of
- * the path for the layers below: "/p2/q" through a "p2" redirected to
+ * looks up such a path a component at a time. A directory on the way
+ * that was itself moved (it carries a redirect) moves the rest of the
+ * path for the layers below, so "/p2/q" through a "p2" redirected to
  * "p" is "/p/q" further down. An opaque directory on the way ends the
  * search after this layer.
  */
