@@ -12,7 +12,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
-/* Where overlay xattrs live: "trusted.overlay." or "user.overlay.". */
+/* The namespace of overlay xattrs: "trusted.overlay." or "user.overlay.". */
 struct layer_format {
 	const char *xattr_prefix;
 };

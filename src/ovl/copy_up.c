@@ -214,7 +214,7 @@ static int copy_up_create(struct copy_up_ctx *c)
 
 /*
  * Encode dirfd/name as overlayfs's file handle (struct ovl_fb) into fb,
- * which holds OVL_FH_MAX bytes. Returns its length, or 0 when the file
+ * which has room for OVL_FH_MAX bytes. Returns its length, or 0 when the file
  * has no handle or its filesystem no UUID.
  */
 int ovl_encode_fh(struct ovl_fs *fs, int dirfd, const char *name,
@@ -337,8 +337,8 @@ static int link_up(struct copy_up_ctx *c, struct ovl_path *index)
 }
 
 /*
- * The first name of a hard-linked lower file: the copy goes into the
- * index as well, where it holds one link and the upper name another,
+ * Put the first copied-up name of a hard-linked lower file into the index
+ * too. The index entry and the upper name are then two links of the copy,
  * while users count the lower file's links.
  */
 static int index_new(struct copy_up_ctx *c, const char *name)

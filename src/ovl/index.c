@@ -205,8 +205,8 @@ bool ovl_index_wanted(struct ovl_fs *fs, const struct stat *st)
 
 /*
  * The index entry of a lower file into path, with its attributes in st.
- * Without one, -ENOENT, and path->name still holds the name it would
- * have (path->dirfd is then -1).
+ * Without one, -ENOENT, and path->name is still set to the name it
+ * would have (path->dirfd is then -1).
  */
 int ovl_index_find(struct ovl_fs *fs, const struct ovl_path *lower,
 		   struct ovl_path *path, struct stat *st)

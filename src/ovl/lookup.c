@@ -225,8 +225,8 @@ static int lookup_metacopy(struct ovl_fs *fs, struct ovl_node *parent,
 }
 
 /*
- * Below a metacopy file: a further metacopy file passes the search on,
- * and the first plain regular file holds the data.
+ * Search below a metacopy file. A further metacopy file passes the
+ * search on, and the first plain regular file contains the data.
  */
 static int lookup_data(struct ovl_fs *fs, struct ovl_node *parent, int layer,
 		       int dirfd, const char *name, const struct stat *st,
@@ -341,9 +341,9 @@ static int lookup_lower_one(struct ovl_fs *fs, struct ovl_node *parent,
 }
 
 /*
- * Open the directory where the name being looked up sits in layer, and
- * point *base at its name there: below the parent under its own name,
- * or where a redirect met higher up says.
+ * Open the directory that contains the name being looked up in layer,
+ * and point *base at its name there. That is below the parent under its
+ * own name, or at the path named by a redirect met higher up.
  */
 static int open_lower_at(struct ovl_fs *fs, struct ovl_node *parent,
 			 const char *name, struct ovl_lookup *res, int layer,
@@ -358,7 +358,8 @@ static int open_lower_at(struct ovl_fs *fs, struct ovl_node *parent,
 	return ovl_redirect_walk(fs, res, layer, r->path, base);
 }
 
-/* Where an absolute redirect may lead: data-only layers hold file data. */
+/* The last layer an absolute redirect may lead into; data-only layers
+ * count only for file data. */
 static int redirect_last(struct ovl_fs *fs, const struct ovl_lookup *res)
 {
 	return res->metacopy ? fs->nlayers - 1 : fs->first_data - 1;

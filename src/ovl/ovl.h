@@ -100,7 +100,7 @@ struct ovl_node {
 	ino_t ino;	      /* st_ino shown to users: the origin's if any */
 	int16_t lower;	      /* topmost lower layer holding it, or -1 */
 	int16_t lower_last;   /* for directories: last lower layer merged */
-	int16_t data_layer;   /* metacopy: the layer that holds the data */
+	int16_t data_layer;   /* metacopy: the layer of the data file */
 	int backing_id;	      /* passthrough id, 0 when none */
 	unsigned int backing_refs;
 	bool backing_upper; /* backing file is the upper file */
@@ -143,7 +143,7 @@ struct ovl_fs {
 	int work_fd;	    /* workdir/work: copy-up and whiteout staging */
 	int index_fd;	    /* workdir/index with index=on, or -1 */
 	atomic_bool index_claimed; /* the upper root names its lowers */
-	const char *xattr_prefix; /* "trusted.overlay." or "user.overlay." */
+	const char *xattr_prefix;  /* "trusted.overlay." or "user.overlay." */
 	size_t xattr_prefix_len;
 	bool rename_whiteout; /* upper fs supports RENAME_WHITEOUT */
 	bool xwhiteouts;      /* whiteouts are xattr files: no mknod 0/0 */
@@ -321,7 +321,7 @@ struct ovl_lookup {
 	int layer;	/* layer index the attributes come from */
 	int16_t lower;	/* topmost lower holding the name, or -1 */
 	int16_t lower_last;
-	int16_t data_layer; /* metacopy: the layer that holds the data */
+	int16_t data_layer; /* metacopy: the layer of the data file */
 	bool metacopy;	    /* a metacopy file was found */
 	bool stop_below;    /* an opaque directory on an absolute path */
 	bool upper;
@@ -366,8 +366,8 @@ int ovl_copy_up_data(int src, int dst, off_t size);
 int ovl_copy_xattrs(struct ovl_fs *fs, struct ovl_path *src,
 		    struct ovl_path *dst);
 #define OVL_FH_MAX 255
-int ovl_encode_fh(struct ovl_fs *fs, int dirfd, const char *name,
-		  uint8_t *fb, bool upper);
+int ovl_encode_fh(struct ovl_fs *fs, int dirfd, const char *name, uint8_t *fb,
+		  bool upper);
 int ovl_set_origin(struct ovl_fs *fs, struct ovl_path *lower,
 		   struct ovl_path *upper);
 

@@ -169,7 +169,7 @@ def test_open_reader_sees_other_name_copy_up(lamina_stack):
     """Without passthrough a reader follows a copy-up through another name.
 
     With passthrough the kernel keeps the reader on the lower file, as the
-    README says.
+    README documents.
     """
     stack = lamina_stack
     linked_lower(stack, ("g", "g2"))
