@@ -147,6 +147,9 @@ struct ovl_fs {
 	size_t xattr_prefix_len;
 	bool rename_whiteout; /* upper fs supports RENAME_WHITEOUT */
 	bool xwhiteouts;      /* whiteouts are xattr files: no mknod 0/0 */
+	pthread_rwlock_t whiteout_lock; /* guards whiteout_name */
+	char whiteout_name[64];		/* shared whiteout in work_fd, or "" */
+	atomic_bool whiteout_unshared;	/* linking it failed: one per entry */
 	struct ovl_node *root;
 	struct ovl_hash_shard shards[OVL_HASH_SHARDS];
 	struct ovl_node_list all[OVL_ALL_SHARDS];
@@ -375,6 +378,8 @@ int ovl_set_origin(struct ovl_fs *fs, struct ovl_path *lower,
 int ovl_whiteout_create(struct ovl_fs *fs, int dirfd, const char *name);
 int ovl_whiteout_replace(struct ovl_fs *fs, int dirfd, const char *name);
 int ovl_whiteout_mark_dir(struct ovl_fs *fs, int dirfd);
+void ovl_whiteout_init(struct ovl_fs *fs);
+void ovl_whiteout_destroy(struct ovl_fs *fs);
 bool ovl_upper_is_whiteout(struct ovl_fs *fs, int dirfd, const char *name,
 			   const struct stat *st);
 int ovl_set_opaque(struct ovl_fs *fs, int dirfd, const char *name);

@@ -646,6 +646,7 @@ int ovl_fs_setup(struct ovl_fs *fs, struct ovl_error *e)
 	fs->upper_mnt_fd = -1;
 	fs->upper_lock_fd = -1;
 	fs->timeout = 86400.0;
+	ovl_whiteout_init(fs);
 	fs->xattr_prefix = fs->config.userxattr ? "user.overlay."
 						: "trusted.overlay.";
 	fs->xattr_prefix_len = strlen(fs->xattr_prefix);
@@ -689,6 +690,7 @@ void ovl_fs_teardown(struct ovl_fs *fs)
 			close(fs->layers[i].handle_fd);
 	}
 	free(fs->layers);
+	ovl_whiteout_destroy(fs);
 	if (fs->work_fd >= 0)
 		close(fs->work_fd);
 	if (fs->index_fd >= 0)

@@ -8,11 +8,17 @@
  * not let lamina make one and the mount uses userxattr, it is an xattr
  * whiteout instead: an empty file with overlay.whiteout, in a directory
  * marked overlay.opaque="x" before the file goes in.
+ *
+ * As in kernel overlayfs, device whiteouts are hard links of one shared
+ * inode in workdir/work. A link is much cheaper than a new inode: on a
+ * filesystem with many inodes, allocating one per removed file made
+ * whiteouts the larger part of the cost of rm -rf.
  */
 #include "ovl.h"
 #include "../common/log.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -34,6 +40,93 @@ static int xwhiteout_make(struct ovl_fs *fs, const char *tmp)
 	err = ovl_do_setxattr(fs->work_fd, tmp, attr, "", 0, 0);
 	if (err)
 		unlinkat(fs->work_fd, tmp, 0);
+	return err;
+}
+
+void ovl_whiteout_init(struct ovl_fs *fs)
+{
+	pthread_rwlock_init(&fs->whiteout_lock, NULL);
+	fs->whiteout_name[0] = '\0';
+}
+
+void ovl_whiteout_destroy(struct ovl_fs *fs)
+{
+	if (fs->whiteout_name[0] && fs->work_fd >= 0)
+		unlinkat(fs->work_fd, fs->whiteout_name, 0);
+	fs->whiteout_name[0] = '\0';
+	pthread_rwlock_destroy(&fs->whiteout_lock);
+}
+
+/*
+ * Make a new shared whiteout in place of stale, the one whose link
+ * failed ("" for none). Another thread may have replaced it already.
+ */
+static int shared_renew(struct ovl_fs *fs, const char *stale)
+{
+	char tmp[64];
+	int err = 0;
+
+	pthread_rwlock_wrlock(&fs->whiteout_lock);
+	if (strcmp(fs->whiteout_name, stale))
+		goto out;
+	ovl_tmpname(fs, tmp, sizeof(tmp));
+	if (mknodat(fs->work_fd, tmp, S_IFCHR | 0, makedev(0, 0)) < 0) {
+		err = -errno;
+		goto out;
+	}
+	if (fs->whiteout_name[0])
+		unlinkat(fs->work_fd, fs->whiteout_name, 0);
+	memcpy(fs->whiteout_name, tmp, sizeof(tmp));
+out:
+	pthread_rwlock_unlock(&fs->whiteout_lock);
+	return err;
+}
+
+static int shared_link_once(struct ovl_fs *fs, int dirfd, const char *name,
+			    char *used, size_t size)
+{
+	int err = 0;
+
+	pthread_rwlock_rdlock(&fs->whiteout_lock);
+	snprintf(used, size, "%s", fs->whiteout_name);
+	if (!used[0])
+		err = -ENOENT;
+	else if (linkat(fs->work_fd, used, dirfd, name, 0) < 0)
+		err = -errno;
+	pthread_rwlock_unlock(&fs->whiteout_lock);
+	return err;
+}
+
+/*
+ * Link the shared whiteout at dirfd/name. A full link count (EMLINK)
+ * or a whiteout gone missing (ENOENT) gets a new one. -EOPNOTSUPP asks
+ * the caller to make a whiteout of its own.
+ */
+static int shared_link(struct ovl_fs *fs, int dirfd, const char *name)
+{
+	char used[64];
+	int tries, err = -EOPNOTSUPP;
+
+	if (fs->xwhiteouts || atomic_load(&fs->whiteout_unshared))
+		return -EOPNOTSUPP;
+	for (tries = 0; tries < 3; tries++) {
+		err = shared_link_once(fs, dirfd, name, used, sizeof(used));
+		if (err != -EMLINK && err != -ENOENT)
+			break;
+		/* ENOENT with the whiteout in place: dirfd itself is gone. */
+		if (err == -ENOENT && used[0] &&
+		    !faccessat(fs->work_fd, used, F_OK, AT_SYMLINK_NOFOLLOW))
+			return err;
+		err = shared_renew(fs, used);
+		if (err)
+			break;
+	}
+	if (err == -EPERM || err == -EOPNOTSUPP || err == -EMLINK) {
+		atomic_store(&fs->whiteout_unshared, true);
+		log_warn("upperdir %s: cannot share one whiteout inode (%s); making one per whiteout",
+			 fs->upper->path, strerror(-err));
+		return -EOPNOTSUPP;
+	}
 	return err;
 }
 
@@ -79,8 +172,11 @@ bool ovl_upper_is_whiteout(struct ovl_fs *fs, int dirfd, const char *name,
 int ovl_whiteout_create(struct ovl_fs *fs, int dirfd, const char *name)
 {
 	char tmp[64];
-	int err = whiteout_make(fs, tmp, sizeof(tmp));
+	int err = shared_link(fs, dirfd, name);
 
+	if (err != -EOPNOTSUPP)
+		return err;
+	err = whiteout_make(fs, tmp, sizeof(tmp));
 	if (err)
 		return err;
 	err = ovl_whiteout_mark_dir(fs, dirfd);
@@ -99,8 +195,12 @@ int ovl_whiteout_create(struct ovl_fs *fs, int dirfd, const char *name)
 int ovl_whiteout_replace(struct ovl_fs *fs, int dirfd, const char *name)
 {
 	char tmp[64];
-	int err = whiteout_make(fs, tmp, sizeof(tmp));
+	int err;
 
+	ovl_tmpname(fs, tmp, sizeof(tmp));
+	err = shared_link(fs, fs->work_fd, tmp);
+	if (err == -EOPNOTSUPP)
+		err = whiteout_make(fs, tmp, sizeof(tmp));
 	if (err)
 		return err;
 	err = ovl_whiteout_mark_dir(fs, dirfd);

@@ -233,3 +233,53 @@ def test_whiteouts_read_by_other_impl(stack):
 
     assert sorted(os.listdir(stack.merged)) == ["d"]
     assert os.listdir(stack.m("d")) == ["new"]
+
+
+def test_whiteouts_share_one_inode(stack):
+    """Whiteouts are links of one inode, which costs no inode per file."""
+    for name in ("a", "b", "c"):
+        write_file(stack.lo(0, name), name)
+    os.makedirs(stack.lo(0, "d"))
+    write_file(stack.lo(0, "d", "e"), "e")
+    stack.mount()
+
+    for name in ("a", "b", "c", "d/e"):
+        os.unlink(stack.m(name))
+
+    inodes = {os.lstat(stack.u(name)).st_ino for name in ("a", "b", "c", "d/e")}
+    assert len(inodes) == 1
+    assert os.lstat(stack.u("a")).st_nlink >= 4
+    stack.remount()
+    assert sorted(os.listdir(stack.merged)) == ["d"]
+    assert os.listdir(stack.m("d")) == []
+
+
+def test_shared_whiteout_gone_from_workdir(lamina_stack):
+    """A shared whiteout removed behind lamina's back is made anew."""
+    stack = lamina_stack
+    for name in ("a", "b"):
+        write_file(stack.lo(0, name), name)
+    stack.mount()
+    os.unlink(stack.m("a"))
+    work = os.path.join(stack.work, "work")
+    for name in os.listdir(work):
+        os.unlink(os.path.join(work, name))
+
+    os.unlink(stack.m("b"))
+
+    assert is_whiteout(stack.u("a")) and is_whiteout(stack.u("b"))
+    assert os.lstat(stack.u("a")).st_ino != os.lstat(stack.u("b")).st_ino
+    assert not os.path.lexists(stack.m("b"))
+
+
+def test_shared_whiteout_removed_at_unmount(lamina_stack):
+    stack = lamina_stack
+    write_file(stack.lo(0, "a"), "a")
+    stack.mount()
+    os.unlink(stack.m("a"))
+    assert len(os.listdir(os.path.join(stack.work, "work"))) == 1
+
+    stack.unmount()
+
+    assert os.listdir(os.path.join(stack.work, "work")) == []
+    assert os.lstat(stack.u("a")).st_nlink == 1
