@@ -199,6 +199,7 @@ static void do_open(struct fuse_req *req, const void *arg, size_t len)
 	ARG(fuse_open_in, in);
 
 	fi.flags = in->flags;
+	fi.kill_suidgid = in->open_flags & FUSE_OPEN_KILL_SUIDGID;
 	if (req->opcode == FUSE_OPENDIR)
 		ops_of(req)->opendir(req, req->nodeid, &fi);
 	else
@@ -245,6 +246,7 @@ static void do_write(struct fuse_req *req, const void *arg, size_t len)
 	fi.fh = in->fh;
 	fi.flags = in->flags;
 	fi.lock_owner = in->lock_owner;
+	fi.kill_suidgid = in->write_flags & FUSE_WRITE_KILL_SUIDGID;
 	ops_of(req)->write(req, req->nodeid, in + 1, in->size, in->offset,
 			   &fi);
 }

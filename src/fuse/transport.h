@@ -47,6 +47,7 @@ struct fuse_file_info {
 	int32_t backing_id; /* > 0: FOPEN_PASSTHROUGH to this backing */
 	uint64_t lock_owner;
 	bool flush;	   /* release also flushes */
+	bool kill_suidgid; /* open or write must clear set-ID bits */
 };
 
 /* Connection parameters: the kernel's offer and the filesystem's request at INIT. */
@@ -70,6 +71,8 @@ struct fuse_conn {
 #define FUSE_SET_ATTR_FH (1 << 6)
 #define FUSE_SET_ATTR_ATIME_NOW (1 << 7)
 #define FUSE_SET_ATTR_MTIME_NOW (1 << 8)
+#define FUSE_SET_ATTR_CTIME (1 << 10)
+#define FUSE_SET_ATTR_KILL_SUIDGID (1 << 11)
 
 struct fuse_setattr {
 	uint32_t valid; /* FATTR_* */

@@ -257,7 +257,10 @@ void ovl_op_open(struct fuse_req *req, uint64_t nodeid,
 		ovl_reply_status(req, fd);
 		return;
 	}
-	err = ovl_file_setup(req, node, fd, data_upper(node), fi);
+	if (fi->kill_suidgid && data_upper(node))
+		err = ovl_kill_suidgid(fd, -1, NULL, fuse_req_ctx(req)->gid);
+	if (!err)
+		err = ovl_file_setup(req, node, fd, data_upper(node), fi);
 	if (err) {
 		close(fd);
 		ovl_reply_status(req, err);
@@ -400,10 +403,14 @@ void ovl_op_write(struct fuse_req *req, uint64_t nodeid, const void *buf,
 		  size_t size, off_t off, struct fuse_file_info *fi)
 {
 	ssize_t n = pwrite(file_of(fi)->fd, buf, size, off);
+	int err = n < 0 ? -errno : 0;
 
 	(void)nodeid;
-	if (n < 0)
-		fuse_reply_err(req, errno);
+	if (!err && fi->kill_suidgid)
+		err = ovl_kill_suidgid(file_of(fi)->fd, -1, NULL,
+				       fuse_req_ctx(req)->gid);
+	if (err)
+		fuse_reply_err(req, -err);
 	else
 		fuse_reply_write(req, n);
 }

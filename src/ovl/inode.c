@@ -183,6 +183,23 @@ static int setattr_apply(struct ovl_path *path, const struct fuse_setattr *a)
 	return 0;
 }
 
+/*
+ * The set-ID bits to clear: asked for with a truncate, or by a request
+ * that changes nothing, which is what the kernel sends when a write by
+ * a process without CAP_FSETID must clear them. Passthrough writes never
+ * reach lamina, so that request is the only notice of them.
+ */
+static bool setattr_kills(const struct fuse_setattr *a)
+{
+	uint32_t fields = FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID |
+			  FUSE_SET_ATTR_GID | FUSE_SET_ATTR_SIZE |
+			  FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
+			  FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW |
+			  FUSE_SET_ATTR_CTIME;
+
+	return (a->valid & FUSE_SET_ATTR_KILL_SUIDGID) || !(a->valid & fields);
+}
+
 void ovl_op_setattr(struct fuse_req *req, uint64_t nodeid,
 		    const struct fuse_setattr *attr)
 {
@@ -203,6 +220,9 @@ void ovl_op_setattr(struct fuse_req *req, uint64_t nodeid,
 		err = ovl_node_open_parent(fs, node, 0, &path);
 	if (!err)
 		err = setattr_apply(&path, attr);
+	if (!err && setattr_kills(attr))
+		err = ovl_kill_suidgid(-1, path.dirfd, path.name,
+				       fuse_req_ctx(req)->gid);
 	if (!err)
 		err = ovl_do_fstatat(path.dirfd, path.name, &st);
 	if (!err)

@@ -214,6 +214,7 @@ int ovl_check_report(struct ovl_fs *fs, ovl_check_fn report, void *arg);
 /* ---- util.c: system calls on a layer ---- */
 int ovl_open_layer_dir(int layer_fd, const char *relpath, int flags);
 int ovl_do_fstatat(int dirfd, const char *name, struct stat *st);
+int ovl_kill_suidgid(int fd, int dirfd, const char *name, gid_t gid);
 int ovl_do_getxattr(int dirfd, const char *name, const char *attr, void *buf,
 		    size_t size);
 int ovl_do_setxattr(int dirfd, const char *name, const char *attr,
