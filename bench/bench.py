@@ -147,6 +147,7 @@ def count_requests(args, dataset, results):
             log(f"{workload.key} request count: failed: {error}")
         else:
             results.requests[workload.key] = run.requests
+            results.step_requests[workload.key] = run.step_requests
             log(f"{workload.key} request count: {sum(run.requests.values())}")
 
 

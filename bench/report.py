@@ -19,6 +19,7 @@ class Results:
         self.failures = {}  # (workload key, impl key) -> list of messages
         self.runs = Counter()  # (workload key, impl key) -> runs attempted
         self.requests = {}  # workload key -> Counter of opcodes
+        self.step_requests = {}  # workload key -> {metric key: Counter}
         self.request_failures = {}  # workload key -> message
         self.problems = []  # teardown problems, as messages
 
@@ -82,6 +83,8 @@ class Results:
             "failures": [{"workload": w, "impl": i, "messages": v}
                          for (w, i), v in self.failures.items()],
             "requests": {w: dict(c) for w, c in self.requests.items()},
+            "step_requests": {w: {m: dict(c) for m, c in steps.items()}
+                              for w, steps in self.step_requests.items()},
             "request_failures": self.request_failures,
             "problems": self.problems,
         }
@@ -135,8 +138,14 @@ def markdown_table(results):
     return "\n".join(lines)
 
 
+def _requests_row(label, counts):
+    top = ", ".join(f"{op} {n}" for op, n in counts.most_common(6))
+    return f"| {label} | {sum(counts.values())} | {top} |"
+
+
 def requests_table(results):
-    lines = ["| Workload | lamina requests | most frequent opcodes |",
+    """One row per timed step, then one for the whole run with mounting."""
+    lines = ["| Workload or step | lamina requests | most frequent opcodes |",
              "| --- | ---: | --- |"]
     for workload in results.workloads:
         if workload.key in results.request_failures:
@@ -145,8 +154,11 @@ def requests_table(results):
         counts = results.requests.get(workload.key)
         if counts is None:
             continue
-        top = ", ".join(f"{op} {n}" for op, n in counts.most_common(6))
-        lines.append(f"| {workload.key} | {sum(counts.values())} | {top} |")
+        steps = results.step_requests.get(workload.key, {})
+        for metric in workload.metrics:
+            if metric.key in steps:
+                lines.append(_requests_row(metric.label, steps[metric.key]))
+        lines.append(_requests_row(f"{workload.key}, whole run", counts))
     return "\n".join(lines)
 
 

@@ -59,6 +59,7 @@ class RunContext:
         self.debug = debug
         self.values = {}
         self.requests = Counter()
+        self.step_requests = {}  # metric key -> Counter, with debug only
         self.mounts = []
         self.problems = []
         self.scratch = tempfile.mkdtemp(prefix=f"{impl.key}.", dir=tmp_root)
@@ -133,10 +134,21 @@ class RunContext:
         self._spawn(argv, cwd, env, subprocess.DEVNULL)
 
     def timed(self, metric, argv, cwd=None, env=None):
-        """Run a command with its output discarded and record its wall-clock time."""
+        """Run a command with its output discarded and record its wall-clock time.
+
+        In the debug pass it also counts the requests that the command
+        sent, from what it added to each daemon's log.
+        """
+        logs = [m.log_path for m in self.mounts if self.debug and m.log_path]
+        offsets = [os.path.getsize(path) for path in logs]
         start = time.perf_counter()
         self._spawn(argv, cwd, env, subprocess.DEVNULL)
         self.record(metric, time.perf_counter() - start)
+        if logs:
+            counts = Counter()
+            for path, offset in zip(logs, offsets):
+                self._count_requests(path, counts, offset)
+            self.step_requests[metric] = counts
 
     def record(self, metric, value):
         self.values[metric] = value
@@ -145,7 +157,7 @@ class RunContext:
         for m in reversed(self.mounts):
             self.problems += self.impl.unmount(m)
             if self.debug and m.log_path:
-                self._count_requests(m.log_path)
+                self._count_requests(m.log_path, self.requests)
         self.mounts.clear()
         left = mounts.mounts_below(self.scratch)
         if left:
@@ -153,12 +165,14 @@ class RunContext:
             return
         subprocess.run(["rm", "-rf", "--one-file-system", self.scratch])
 
-    def _count_requests(self, log_path):
+    @staticmethod
+    def _count_requests(log_path, counts, offset=0):
         with open(log_path, "rb") as f:
+            f.seek(offset)
             for line in f:
                 found = REQUEST_LINE.match(line)
                 if found:
-                    self.requests[found.group(1).decode()] += 1
+                    counts[found.group(1).decode()] += 1
 
 
 def meminfo_bytes(key):
@@ -257,6 +271,17 @@ def run_stat(run):
     run.drop_caches()
     out = run.check([run.options.stat_helper, path, str(run.options.stat_count)])
     run.record("stat", float(out))
+
+
+@workload("roundtrip", "a missing extended attribute of one lower file read in a loop, "
+          "by the same helper: one FUSE round trip per call",
+          [("roundtrip", "getxattr x 20000", "s")])
+def run_roundtrip(run):
+    m = run.mount()
+    path = os.path.join(m.path, run.dataset.meta["stat_target"])
+    run.check([run.options.stat_helper, path, "100", "xattr"])
+    out = run.check([run.options.stat_helper, path, "20000", "xattr"])
+    run.record("roundtrip", float(out))
 
 
 @workload("git", "`git status` in the repository in the lower, cold then again on the same mount",
