@@ -111,6 +111,9 @@ static void fill_listing(struct ovl_fs *fs, struct ovl_node *node,
 {
 	size_t i;
 
+	/* Every entry's lookup opens this directory in each layer. */
+	if (plus)
+		ovl_dircache_begin(fs);
 	for (i = start; i < dir->count; i++) {
 		const struct ovl_dirent *d = &dir->entries[i];
 		bool fit;
@@ -123,6 +126,8 @@ static void fill_listing(struct ovl_fs *fs, struct ovl_node *node,
 		if (!fit)
 			break;
 	}
+	if (plus)
+		ovl_dircache_end();
 }
 
 void ovl_op_readdir(struct fuse_req *req, uint64_t nodeid, size_t size,

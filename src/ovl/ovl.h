@@ -351,6 +351,12 @@ ino_t ovl_xino(struct ovl_fs *fs, int layer, ino_t ino);
 /* ---- path.c: where a node lives in each layer ---- */
 int ovl_node_open_parent(struct ovl_fs *fs, struct ovl_node *node, int layer,
 			 struct ovl_path *path);
+/* ---- dircache.c ---- */
+void ovl_dircache_begin(struct ovl_fs *fs);
+void ovl_dircache_end(void);
+int ovl_dircache_get(const struct ovl_node *node, int layer, int flags);
+void ovl_dircache_put(struct ovl_node *node, int layer, int flags, int fd);
+
 int ovl_node_open_dir(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		      int flags);
 int ovl_node_real_layer(const struct ovl_node *node);

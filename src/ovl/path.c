@@ -117,10 +117,15 @@ int ovl_node_open_dir(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		return -EINVAL;
 	if (ovl_node_has(node, OVL_N_DELETED))
 		return -ENOENT;
+	err = ovl_dircache_get(node, layer, flags);
+	if (err >= 0)
+		return err;
 	err = ovl_node_lower_path(fs, node, layer, rel, sizeof(rel));
 	if (err)
 		return err;
 	err = ovl_open_layer_dir(fs->layers[layer].fd, rel, flags);
+	if (err >= 0)
+		ovl_dircache_put(node, layer, flags, err);
 	return err == -ENOTDIR ? -ENOENT : err;
 }
 
