@@ -258,7 +258,7 @@ void ovl_op_open(struct fuse_req *req, uint64_t nodeid,
 		return;
 	}
 	if (fi->kill_suidgid && data_upper(node))
-		err = ovl_kill_suidgid(fd, -1, NULL, fuse_req_ctx(req)->gid);
+		err = ovl_kill_suidgid(fd, -1, NULL, fuse_req_ctx(req));
 	if (!err)
 		err = ovl_file_setup(req, node, fd, data_upper(node), fi);
 	if (err) {
@@ -408,7 +408,7 @@ void ovl_op_write(struct fuse_req *req, uint64_t nodeid, const void *buf,
 	(void)nodeid;
 	if (!err && fi->kill_suidgid)
 		err = ovl_kill_suidgid(file_of(fi)->fd, -1, NULL,
-				       fuse_req_ctx(req)->gid);
+				       fuse_req_ctx(req));
 	if (err)
 		fuse_reply_err(req, -err);
 	else

@@ -222,7 +222,7 @@ void ovl_op_setattr(struct fuse_req *req, uint64_t nodeid,
 		err = setattr_apply(&path, attr);
 	if (!err && setattr_kills(attr))
 		err = ovl_kill_suidgid(-1, path.dirfd, path.name,
-				       fuse_req_ctx(req)->gid);
+				       fuse_req_ctx(req));
 	if (!err)
 		err = ovl_do_fstatat(path.dirfd, path.name, &st);
 	if (!err)

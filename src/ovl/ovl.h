@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+struct fuse_ctx;
 struct fuse_session;
 
 /* redirect_dir=: whether directory renames write and read redirects. */
@@ -214,7 +215,8 @@ int ovl_check_report(struct ovl_fs *fs, ovl_check_fn report, void *arg);
 /* ---- util.c: system calls on a layer ---- */
 int ovl_open_layer_dir(int layer_fd, const char *relpath, int flags);
 int ovl_do_fstatat(int dirfd, const char *name, struct stat *st);
-int ovl_kill_suidgid(int fd, int dirfd, const char *name, gid_t gid);
+int ovl_kill_suidgid(int fd, int dirfd, const char *name,
+		     const struct fuse_ctx *ctx);
 int ovl_do_getxattr(int dirfd, const char *name, const char *attr, void *buf,
 		    size_t size);
 int ovl_do_setxattr(int dirfd, const char *name, const char *attr,

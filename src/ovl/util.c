@@ -223,36 +223,6 @@ void ovl_tmpname(struct ovl_fs *fs, char *buf, size_t size)
 }
 
 /* The kernel's whiteout: a character device with device number 0/0. */
-/*
- * Clear set-ID bits as a write or truncate by a process without
- * CAP_FSETID does: the set-user-ID bit always, the set-group-ID bit of a
- * group executable file or of one outside the caller's group. fd is an
- * open file, or -1 to use dirfd and name.
- *
- * NOTE: the group test knows only the caller's primary group, which is
- * all a FUSE request carries.
- */
-int ovl_kill_suidgid(int fd, int dirfd, const char *name, gid_t gid)
-{
-	mode_t kill = S_ISUID;
-	struct stat st;
-	int err;
-
-	err = fd >= 0 ? (fstat(fd, &st) < 0 ? -errno : 0)
-		      : ovl_do_fstatat(dirfd, name, &st);
-	if (err || !S_ISREG(st.st_mode))
-		return err;
-	if ((st.st_mode & S_IXGRP) || st.st_gid != gid)
-		kill |= S_ISGID;
-	if (!(st.st_mode & kill))
-		return 0;
-	if (fd >= 0)
-		return fchmod(fd, st.st_mode & ~kill & 07777) < 0 ? -errno : 0;
-	return fchmodat(dirfd, name, st.st_mode & ~kill & 07777, 0) < 0
-		       ? -errno
-		       : 0;
-}
-
 bool ovl_is_whiteout(const struct stat *st)
 {
 	return S_ISCHR(st->st_mode) && st->st_rdev == makedev(0, 0);
