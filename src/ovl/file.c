@@ -224,6 +224,19 @@ static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
 	return err;
 }
 
+/*
+ * Clear set-ID bits after an O_TRUNC open or a write, and make the kernel
+ * drop the mode it caches, which neither reply carries.
+ */
+static int kill_suidgid(struct fuse_req *req, uint64_t nodeid, int fd)
+{
+	int err = ovl_kill_suidgid(fd, -1, NULL, fuse_req_ctx(req));
+
+	if (err > 0)
+		fuse_notify_inval_inode(ovl_req_fs(req)->se, nodeid, -1, 0);
+	return err > 0 ? 0 : err;
+}
+
 void ovl_op_open(struct fuse_req *req, uint64_t nodeid,
 		 struct fuse_file_info *fi)
 {
@@ -258,7 +271,7 @@ void ovl_op_open(struct fuse_req *req, uint64_t nodeid,
 		return;
 	}
 	if (fi->kill_suidgid && data_upper(node))
-		err = ovl_kill_suidgid(fd, -1, NULL, fuse_req_ctx(req));
+		err = kill_suidgid(req, nodeid, fd);
 	if (!err)
 		err = ovl_file_setup(req, node, fd, data_upper(node), fi);
 	if (err) {
@@ -405,10 +418,8 @@ void ovl_op_write(struct fuse_req *req, uint64_t nodeid, const void *buf,
 	ssize_t n = pwrite(file_of(fi)->fd, buf, size, off);
 	int err = n < 0 ? -errno : 0;
 
-	(void)nodeid;
 	if (!err && fi->kill_suidgid)
-		err = ovl_kill_suidgid(file_of(fi)->fd, -1, NULL,
-				       fuse_req_ctx(req));
+		err = kill_suidgid(req, nodeid, file_of(fi)->fd);
 	if (err)
 		fuse_reply_err(req, -err);
 	else

@@ -184,10 +184,12 @@ static int setattr_apply(struct ovl_path *path, const struct fuse_setattr *a)
 }
 
 /*
- * The set-ID bits to clear: asked for with a truncate, or by a request
- * that changes nothing, which is what the kernel sends when a write by
- * a process without CAP_FSETID must clear them. Passthrough writes never
- * reach lamina, so that request is the only notice of them.
+ * Whether lamina must clear set-ID bits: asked for with a truncate, or by
+ * a request that changes nothing, which is what the kernel sends when a
+ * write by a process without CAP_FSETID must clear them. Passthrough
+ * writes never reach lamina, so that request is the only notice of them.
+ * A change of owner or group needs nothing here: the upper filesystem's
+ * chown clears the bits by the same rules.
  */
 static bool setattr_kills(const struct fuse_setattr *a)
 {
@@ -197,6 +199,8 @@ static bool setattr_kills(const struct fuse_setattr *a)
 			  FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW |
 			  FUSE_SET_ATTR_CTIME;
 
+	if (a->valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))
+		return false;
 	return (a->valid & FUSE_SET_ATTR_KILL_SUIDGID) || !(a->valid & fields);
 }
 
@@ -220,9 +224,11 @@ void ovl_op_setattr(struct fuse_req *req, uint64_t nodeid,
 		err = ovl_node_open_parent(fs, node, 0, &path);
 	if (!err)
 		err = setattr_apply(&path, attr);
-	if (!err && setattr_kills(attr))
+	if (!err && setattr_kills(attr)) {
 		err = ovl_kill_suidgid(-1, path.dirfd, path.name,
 				       fuse_req_ctx(req));
+		err = err > 0 ? 0 : err;
+	}
 	if (!err)
 		err = ovl_do_fstatat(path.dirfd, path.name, &st);
 	if (!err)

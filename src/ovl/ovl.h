@@ -148,8 +148,9 @@ struct ovl_fs {
 	size_t xattr_prefix_len;
 	bool rename_whiteout; /* upper fs supports RENAME_WHITEOUT */
 	bool xwhiteouts;      /* whiteouts are xattr files: no mknod 0/0 */
-	pthread_rwlock_t whiteout_lock; /* guards whiteout_name */
-	char whiteout_name[64];		/* shared whiteout in work_fd, or "" */
+	pthread_rwlock_t whiteout_lock; /* guards whiteout_fd and _name */
+	int whiteout_fd;		/* shared whiteout, O_PATH, or -1 */
+	char whiteout_name[64];		/* its name in work_fd */
 	atomic_bool whiteout_unshared;	/* linking it failed: one per entry */
 	struct ovl_node *root;
 	struct ovl_hash_shard shards[OVL_HASH_SHARDS];

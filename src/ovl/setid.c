@@ -56,7 +56,11 @@ static bool in_group(const struct fuse_ctx *ctx, gid_t gid)
 	       (ctx->pid > 0 && in_supplementary_group(ctx->pid, gid));
 }
 
-/* fd is an open file, or -1 to use dirfd and name. */
+/*
+ * fd is an open file, or -1 to use dirfd and name. Returns 1 when bits
+ * were cleared, so that the caller can make the kernel drop the mode it
+ * caches.
+ */
 int ovl_kill_suidgid(int fd, int dirfd, const char *name,
 		     const struct fuse_ctx *ctx)
 {
@@ -75,6 +79,8 @@ int ovl_kill_suidgid(int fd, int dirfd, const char *name,
 		return 0;
 	mode = st.st_mode & ~kill & 07777;
 	if (fd >= 0)
-		return fchmod(fd, mode) < 0 ? -errno : 0;
-	return fchmodat(dirfd, name, mode, 0) < 0 ? -errno : 0;
+		err = fchmod(fd, mode) < 0 ? -errno : 1;
+	else
+		err = fchmodat(dirfd, name, mode, 0) < 0 ? -errno : 1;
+	return err;
 }

@@ -46,82 +46,131 @@ static int xwhiteout_make(struct ovl_fs *fs, const char *tmp)
 void ovl_whiteout_init(struct ovl_fs *fs)
 {
 	pthread_rwlock_init(&fs->whiteout_lock, NULL);
+	fs->whiteout_fd = -1;
 	fs->whiteout_name[0] = '\0';
+}
+
+/* Remove the shared whiteout's name, if it still names that inode. */
+static void shared_unlink(struct ovl_fs *fs)
+{
+	struct stat st, cur;
+
+	if (fs->whiteout_fd < 0 || fs->work_fd < 0 ||
+	    fstat(fs->whiteout_fd, &st) < 0)
+		return;
+	if (fstatat(fs->work_fd, fs->whiteout_name, &cur,
+		    AT_SYMLINK_NOFOLLOW) == 0 &&
+	    cur.st_ino == st.st_ino && cur.st_dev == st.st_dev)
+		unlinkat(fs->work_fd, fs->whiteout_name, 0);
 }
 
 void ovl_whiteout_destroy(struct ovl_fs *fs)
 {
-	if (fs->whiteout_name[0] && fs->work_fd >= 0)
-		unlinkat(fs->work_fd, fs->whiteout_name, 0);
-	fs->whiteout_name[0] = '\0';
+	shared_unlink(fs);
+	if (fs->whiteout_fd >= 0)
+		close(fs->whiteout_fd);
+	fs->whiteout_fd = -1;
 	pthread_rwlock_destroy(&fs->whiteout_lock);
 }
 
 /*
- * Make a new shared whiteout in place of stale, the one whose link
- * failed ("" for none). Another thread may have replaced it already.
+ * Make a whiteout in the work directory and hold it open. Links are
+ * made from the descriptor, never by name, so that nothing put in its
+ * place under that name can become a whiteout's content.
  */
-static int shared_renew(struct ovl_fs *fs, const char *stale)
+static int shared_make(struct ovl_fs *fs, char *name, size_t size)
 {
-	char tmp[64];
-	int err = 0;
+	struct stat st;
+	int fd;
+
+	ovl_tmpname(fs, name, size);
+	if (mknodat(fs->work_fd, name, S_IFCHR | 0, makedev(0, 0)) < 0)
+		return -errno;
+	fd = openat(fs->work_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || !ovl_is_whiteout(&st)) {
+		close(fd);
+		return -EAGAIN; /* replaced before it was opened */
+	}
+	return fd;
+}
+
+/*
+ * Make a new shared whiteout in place of stale, the descriptor whose
+ * link failed (-1 for none). Another thread may have replaced it already.
+ */
+static int shared_renew(struct ovl_fs *fs, int stale)
+{
+	char name[64];
+	int fd, err = 0;
 
 	pthread_rwlock_wrlock(&fs->whiteout_lock);
-	if (strcmp(fs->whiteout_name, stale))
+	if (fs->whiteout_fd != stale)
 		goto out;
-	ovl_tmpname(fs, tmp, sizeof(tmp));
-	if (mknodat(fs->work_fd, tmp, S_IFCHR | 0, makedev(0, 0)) < 0) {
-		err = -errno;
+	fd = shared_make(fs, name, sizeof(name));
+	if (fd < 0) {
+		err = fd;
 		goto out;
 	}
-	if (fs->whiteout_name[0])
-		unlinkat(fs->work_fd, fs->whiteout_name, 0);
-	memcpy(fs->whiteout_name, tmp, sizeof(tmp));
+	shared_unlink(fs);
+	if (fs->whiteout_fd >= 0)
+		close(fs->whiteout_fd);
+	fs->whiteout_fd = fd;
+	memcpy(fs->whiteout_name, name, sizeof(name));
 out:
 	pthread_rwlock_unlock(&fs->whiteout_lock);
 	return err;
 }
 
+/*
+ * Link the shared whiteout at dirfd/name. *used is the descriptor that
+ * was tried. A link of an inode whose last name is gone fails with
+ * ENOENT, like a link into a directory that is gone.
+ */
 static int shared_link_once(struct ovl_fs *fs, int dirfd, const char *name,
-			    char *used, size_t size)
+			    int *used, bool *gone)
 {
+	char proc[64];
+	struct stat st;
 	int err = 0;
 
 	pthread_rwlock_rdlock(&fs->whiteout_lock);
-	snprintf(used, size, "%s", fs->whiteout_name);
-	if (!used[0])
-		err = -ENOENT;
-	else if (linkat(fs->work_fd, used, dirfd, name, 0) < 0)
-		err = -errno;
+	*used = fs->whiteout_fd;
+	*gone = *used < 0;
+	if (*used >= 0) {
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", *used);
+		if (linkat(AT_FDCWD, proc, dirfd, name, AT_SYMLINK_FOLLOW) < 0)
+			err = -errno;
+		if (err == -ENOENT)
+			*gone = fstat(*used, &st) < 0 || st.st_nlink == 0;
+	}
 	pthread_rwlock_unlock(&fs->whiteout_lock);
-	return err;
+	return *gone ? -ENOENT : err;
 }
 
 /*
  * Link the shared whiteout at dirfd/name. A full link count (EMLINK)
- * or a whiteout gone missing (ENOENT) gets a new one. -EOPNOTSUPP asks
- * the caller to make a whiteout of its own.
+ * or a whiteout removed behind lamina's back gets a new one. -EOPNOTSUPP
+ * asks the caller to make a whiteout of its own.
  */
 static int shared_link(struct ovl_fs *fs, int dirfd, const char *name)
 {
-	char used[64];
-	int tries, err = -EOPNOTSUPP;
+	int tries, used, err = -EOPNOTSUPP;
+	bool gone;
 
 	if (fs->xwhiteouts || atomic_load(&fs->whiteout_unshared))
 		return -EOPNOTSUPP;
 	for (tries = 0; tries < 3; tries++) {
-		err = shared_link_once(fs, dirfd, name, used, sizeof(used));
-		if (err != -EMLINK && err != -ENOENT)
+		err = shared_link_once(fs, dirfd, name, &used, &gone);
+		if (err != -EMLINK && !gone)
 			break;
-		/* ENOENT with the whiteout in place: dirfd itself is gone. */
-		if (err == -ENOENT && used[0] &&
-		    !faccessat(fs->work_fd, used, F_OK, AT_SYMLINK_NOFOLLOW))
-			return err;
 		err = shared_renew(fs, used);
-		if (err)
+		if (err && err != -EAGAIN)
 			break;
 	}
-	if (err == -EPERM || err == -EOPNOTSUPP || err == -EMLINK) {
+	if (err == -EPERM || err == -EOPNOTSUPP || err == -EMLINK ||
+	    err == -EAGAIN) {
 		atomic_store(&fs->whiteout_unshared, true);
 		log_warn("upperdir %s: cannot share one whiteout inode (%s); making one per whiteout",
 			 fs->upper->path, strerror(-err));

@@ -7,6 +7,7 @@ lamina clears the bits when the kernel tells it to.
 
 import os
 import stat
+import subprocess
 
 from helpers import write_file
 from test_fileops import run_as
@@ -144,3 +145,31 @@ def test_setgid_supplementary_group(stack):
     assert os.path.getsize(stack.m("t")) == 1
     assert mode_of(stack.m("w")) == 0o2666
     assert mode_of(stack.m("t")) == 0o2666
+
+
+def test_chgrp_by_root_keeps_setgid(stack):
+    write_file(stack.lo(0, "g"), "data", mode=0o2644)
+    write_file(stack.lo(0, "ug"), "data", mode=0o6644)
+    stack.mount()
+
+    os.chown(stack.m("g"), -1, OTHER)
+    os.chown(stack.m("ug"), OTHER, OTHER)
+
+    assert mode_of(stack.m("g")) == 0o2644
+    assert mode_of(stack.m("ug")) == 0o2644
+
+
+def test_open_trunc_mode_seen_at_once(stack):
+    """After an O_TRUNC open clears the bits, a stat that asks only for
+    the mode must not get the old one from a cache."""
+    write_file(stack.lo(0, "f"), "data", mode=0o4777)
+    stack.mount()
+    path = stack.m("f")
+    assert subprocess.check_output(["stat", "-c", "%a", path]).strip() == b"4777"
+
+    def open_trunc():
+        os.close(os.open(path, os.O_WRONLY | os.O_TRUNC))
+
+    assert run_as(OTHER, OTHER, [("o", open_trunc)]) == {"o": 0}
+
+    assert subprocess.check_output(["stat", "-c", "%a", path]).strip() == b"777"
