@@ -198,7 +198,9 @@ def machine_info(cache_root, tmp_root, lamina_binary, source_dir):
     }
     # "-dirty" marks a work tree with uncommitted changes, which a build of
     # lamina may include.
-    commit = _output(["git", "-C", source_dir, "describe", "--always", "--dirty"])
+    done = subprocess.run(["git", "-C", source_dir, "describe", "--always", "--dirty"],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, errors="replace")
+    commit = done.stdout.strip() if done.returncode == 0 else "not a git checkout"
     if lamina_binary and os.access(lamina_binary, os.X_OK):
         info["lamina"] = f"{_output([lamina_binary, '--version'])}, source tree {commit}"
     else:

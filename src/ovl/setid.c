@@ -2,9 +2,9 @@
 /*
  * Set-ID bits cleared by lamina. With the kernel's HANDLE_KILLPRIV_V2
  * the filesystem clears them when a process without CAP_FSETID writes or
- * truncates a file, following the kernel's rules: the set-user-ID bit
- * always, the set-group-ID bit of a group executable file, and that of
- * any other file when the process is not in the file's group.
+ * truncates a file. It follows the kernel's rules: the set-user-ID bit
+ * always goes, and the set-group-ID bit goes from a group executable
+ * file, or from any file whose group the process is not in.
  */
 #include "ovl.h"
 #include "fuse/transport.h"

@@ -160,7 +160,7 @@ def test_chgrp_by_root_keeps_setgid(stack):
 
 
 def test_open_trunc_mode_seen_at_once(stack):
-    """After an O_TRUNC open clears the bits, a stat that asks only for
+    """After an O_TRUNC open clears the bits, a stat that requests only
     the mode must not get the old one from a cache."""
     write_file(stack.lo(0, "f"), "data", mode=0o4777)
     stack.mount()
