@@ -2,7 +2,7 @@
 
 Every case runs on kernel overlayfs and on lamina and must leave the same
 mode. With passthrough the kernel writes without asking lamina, and
-lamina clears the bits when the kernel tells it to.
+lamina clears the bits when the kernel requests it.
 """
 
 import os
