@@ -254,16 +254,22 @@ def test_whiteouts_share_one_inode(stack):
     assert os.listdir(stack.m("d")) == []
 
 
+def remove_first_of_two(stack):
+    """Mount two lower files a and b, remove a, and return workdir/work,
+    which then holds the shared whiteout."""
+    for name in ("a", "b"):
+        write_file(stack.lo(0, name), name)
+    stack.mount()
+    os.unlink(stack.m("a"))
+    return os.path.join(stack.work, "work")
+
+
 def test_shared_whiteout_gone_from_workdir(lamina_stack):
     """Removing the shared whiteout's name in the work directory changes
     nothing: lamina links from the inode, which the first whiteout still
     names."""
     stack = lamina_stack
-    for name in ("a", "b"):
-        write_file(stack.lo(0, name), name)
-    stack.mount()
-    os.unlink(stack.m("a"))
-    work = os.path.join(stack.work, "work")
+    work = remove_first_of_two(stack)
     for name in os.listdir(work):
         os.unlink(os.path.join(work, name))
 
@@ -292,11 +298,7 @@ def test_shared_whiteout_name_taken_over(lamina_stack, planted):
     """Whatever takes the shared whiteout's name in the work directory,
     new whiteouts stay 0/0 devices: lamina links the inode it made."""
     stack = lamina_stack
-    for name in ("a", "b"):
-        write_file(stack.lo(0, name), name)
-    stack.mount()
-    os.unlink(stack.m("a"))
-    work = os.path.join(stack.work, "work")
+    work = remove_first_of_two(stack)
     (shared,) = os.listdir(work)
     path = os.path.join(work, shared)
     os.unlink(path)
@@ -320,11 +322,7 @@ def test_shared_whiteout_without_names_made_anew(lamina_stack):
     """When every name of the shared whiteout is gone, the next whiteout
     gets a new shared inode."""
     stack = lamina_stack
-    for name in ("a", "b"):
-        write_file(stack.lo(0, name), name)
-    stack.mount()
-    os.unlink(stack.m("a"))
-    work = os.path.join(stack.work, "work")
+    work = remove_first_of_two(stack)
     for name in os.listdir(work):
         os.unlink(os.path.join(work, name))
     os.unlink(stack.u("a"))
