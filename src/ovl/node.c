@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -392,6 +393,15 @@ static void rehash(struct ovl_fs *fs, struct ovl_node *node,
 	}
 	pthread_mutex_unlock(&s->lock);
 	ovl_node_put(fs, oldparent);
+}
+
+/* Copy the node's name for a message: a rename may free it meanwhile. */
+void ovl_node_name_copy(struct ovl_fs *fs, struct ovl_node *node, char *buf,
+			size_t size)
+{
+	pthread_rwlock_rdlock(&fs->rename_lock);
+	snprintf(buf, size, "%s", node->name ? node->name : "/");
+	pthread_rwlock_unlock(&fs->rename_lock);
 }
 
 /*

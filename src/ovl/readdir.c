@@ -11,6 +11,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -372,7 +373,10 @@ int ovl_dir_load(struct ovl_fs *fs, struct ovl_node *node,
 out:
 	load_ctx_free(&ctx);
 	if (err) {
-		log_warn_rl("reading directory %s failed: %s", node->name,
+		char name[NAME_MAX + 1];
+
+		ovl_node_name_copy(fs, node, name, sizeof(name));
+		log_warn_rl("reading directory %s failed: %s", name,
 			    strerror(-err));
 		ovl_dir_clear(dir);
 		return err;

@@ -315,10 +315,14 @@ def test_rename_races_stat(stack, what):
     done = threading.Event()
 
     def rename_loop():
-        for _ in range(3000):
-            os.rename(old, new)
-            os.rename(new, old)
-        done.set()
+        # A rename that fails ends the loop too, so that the test fails
+        # with its errors instead of waiting forever.
+        try:
+            for _ in range(3000):
+                os.rename(old, new)
+                os.rename(new, old)
+        finally:
+            done.set()
 
     thread = threading.Thread(target=rename_loop)
     thread.start()
