@@ -234,15 +234,11 @@ static void staging_remove_leftover(const char *layer,
 static void staging_remove_leftovers(const char *layer,
 				     const struct import_target *t)
 {
-	int fd = openat(t->parentfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *dir = fd < 0 ? NULL : fdopendir(fd);
+	DIR *dir = ovl_opendir_at(t->parentfd);
 	struct dirent *d;
 
-	if (!dir) {
-		if (fd >= 0)
-			close(fd);
+	if (!dir)
 		return;
-	}
 	while ((d = readdir(dir)))
 		if (is_staging_name(t, d->d_name))
 			staging_remove_leftover(layer, t, d->d_name);

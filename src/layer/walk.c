@@ -106,19 +106,13 @@ static int name_cmp(const void *a, const void *b)
 /* The names in dirfd, sorted; *count is set. Caller frees each and all. */
 static int read_names(int dirfd, char ***names, size_t *count)
 {
-	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dir = ovl_opendir_at(dirfd);
 	size_t n = 0, cap = 0;
 	char **list = NULL, **grown;
 	struct dirent *d;
-	DIR *dir;
 
-	if (fd < 0)
+	if (!dir)
 		return -errno;
-	dir = fdopendir(fd);
-	if (!dir) {
-		close(fd);
-		return -errno;
-	}
 	while ((errno = 0, d = readdir(dir))) {
 		if (!strcmp(d->d_name, ".") || !strcmp(d->d_name, ".."))
 			continue;

@@ -297,15 +297,13 @@ void ovl_index_drop_orphan(struct ovl_fs *fs, const struct ovl_path *lower)
 /* Remove what earlier mounts left in the index with no name to show. */
 static void index_cleanup(struct ovl_fs *fs)
 {
-	int fd = openat(fs->index_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *dir = fd < 0 ? NULL : fdopendir(fd);
+	DIR *dir = ovl_opendir_at(fs->index_fd);
 	struct dirent *d;
+	int fd;
 
-	if (!dir) {
-		if (fd >= 0)
-			close(fd);
+	if (!dir)
 		return;
-	}
+	fd = dirfd(dir);
 	while ((d = readdir(dir))) {
 		if (d->d_name[0] == '.' || !index_orphan(fs, fd, d->d_name))
 			continue;

@@ -151,18 +151,13 @@ static void lookup_init(struct ovl_lookup *res)
 static int read_redirect(struct ovl_fs *fs, struct ovl_node *parent, int layer,
 			 int dirfd, const char *name, struct ovl_lookup *res)
 {
-	char attr[64], value[OVL_PATH_MAX];
+	char value[OVL_PATH_MAX];
 	bool absolute;
 	size_t len;
-	int n;
 
-	if (layer + 1 >= fs->nlayers)
+	if (layer + 1 >= fs->nlayers ||
+	    ovl_redirect_read(fs, dirfd, name, value, sizeof(value)) <= 0)
 		return 0;
-	ovl_xattr_name(fs, attr, sizeof(attr), "redirect");
-	n = ovl_do_getxattr(dirfd, name, attr, value, sizeof(value) - 1);
-	if (n <= 0)
-		return 0;
-	value[n] = '\0';
 	absolute = value[0] == '/';
 	/*
 	 * As overlayfs: a redirect that may not be followed is an error,
@@ -258,9 +253,9 @@ static int lookup_upper(struct ovl_fs *fs, struct ovl_node *parent,
 	dirfd = ovl_node_open_dir(fs, parent, 0, O_PATH);
 	/*
 	 * NOTE: a rename moves the entry on disk before the node table
-	 * follows, so a lookup below a directory whose upper copy is being
-	 * renamed can find no upper directory here and show the lower
-	 * entries alone until the kernel drops the node.
+	 * follows. A lookup below a directory whose upper copy is being
+	 * renamed can therefore find no upper directory here, and the node
+	 * shows the lower entries alone until the kernel drops it.
 	 */
 	if (dirfd < 0)
 		return dirfd == -ENOENT ? 1 : dirfd;

@@ -6,6 +6,7 @@
 #ifndef LAMINA_OVL_H
 #define LAMINA_OVL_H
 
+#include <dirent.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -215,9 +216,8 @@ int ovl_check_report(struct ovl_fs *fs, ovl_check_fn report, void *arg);
 
 /* ---- util.c: system calls on a layer ---- */
 int ovl_open_layer_dir(int layer_fd, const char *relpath, int flags);
+DIR *ovl_opendir_at(int dirfd);
 int ovl_do_fstatat(int dirfd, const char *name, struct stat *st);
-int ovl_kill_suidgid(int fd, int dirfd, const char *name,
-		     const struct fuse_ctx *ctx);
 int ovl_do_getxattr(int dirfd, const char *name, const char *attr, void *buf,
 		    size_t size);
 int ovl_do_setxattr(int dirfd, const char *name, const char *attr,
@@ -301,6 +301,8 @@ int ovl_redirect_walk(struct ovl_fs *fs, struct ovl_lookup *res, int layer,
 		      const char *path, const char **base);
 
 /* ---- redirect.c ---- */
+int ovl_redirect_read(struct ovl_fs *fs, int dirfd, const char *name,
+		      char *value, size_t size);
 bool ovl_redirect_valid(const char *value);
 const struct ovl_redirect *ovl_redirect_at(const struct ovl_redirect *r,
 					   int layer);
@@ -356,18 +358,22 @@ ino_t ovl_xino(struct ovl_fs *fs, int layer, ino_t ino);
 /* ---- path.c: where a node lives in each layer ---- */
 int ovl_node_open_parent(struct ovl_fs *fs, struct ovl_node *node, int layer,
 			 struct ovl_path *path);
-/* ---- dircache.c ---- */
-void ovl_dircache_begin(struct ovl_fs *fs);
-void ovl_dircache_end(void);
-int ovl_dircache_get(const struct ovl_node *node, int layer, int flags);
-void ovl_dircache_put(struct ovl_node *node, int layer, int flags, int fd);
-
 int ovl_node_open_dir(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		      int flags);
 int ovl_node_real_layer(const struct ovl_node *node);
 int ovl_node_open_place(struct ovl_fs *fs, struct ovl_node *node, int layer,
 			struct ovl_path *path);
 void ovl_path_close(struct ovl_path *path);
+
+/* ---- dircache.c: directory descriptors reused within one listing ---- */
+void ovl_dircache_begin(struct ovl_fs *fs);
+void ovl_dircache_end(void);
+int ovl_dircache_get(const struct ovl_node *node, int layer, int flags);
+void ovl_dircache_put(struct ovl_node *node, int layer, int flags, int fd);
+
+/* ---- setid.c: set-ID bits cleared for the kernel ---- */
+int ovl_kill_suidgid(int fd, int dirfd, const char *name,
+		     const struct fuse_ctx *ctx);
 
 /* ---- copy_up.c ---- */
 #define OVL_COPY_UP_NO_DATA 0x1 /* the data is about to be truncated */

@@ -17,6 +17,24 @@
  * "." or ".." component and no component longer than NAME_MAX. Every
  * reader of redirects checks this first, so none leaves the layer.
  */
+/*
+ * Read the overlay.redirect xattr of name in dirfd into value, ending it
+ * with a NUL. Returns its length, or 0 or a negative errno when there is
+ * none.
+ */
+int ovl_redirect_read(struct ovl_fs *fs, int dirfd, const char *name,
+		      char *value, size_t size)
+{
+	char attr[64];
+	int n;
+
+	ovl_xattr_name(fs, attr, sizeof(attr), "redirect");
+	n = ovl_do_getxattr(dirfd, name, attr, value, size - 1);
+	if (n > 0)
+		value[n] = '\0';
+	return n;
+}
+
 bool ovl_redirect_valid(const char *value)
 {
 	bool absolute = value[0] == '/';

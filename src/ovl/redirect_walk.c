@@ -39,8 +39,8 @@ static int check_component(struct ovl_fs *fs, struct ovl_lookup *res, int layer,
 			   int dirfd, const char *path, size_t start,
 			   size_t end)
 {
-	char comp[256], attr[64], value[OVL_PATH_MAX], moved[OVL_PATH_MAX];
-	int n, err;
+	char comp[256], value[OVL_PATH_MAX], moved[OVL_PATH_MAX];
+	int err;
 
 	snprintf(comp, sizeof(comp), "%.*s", (int)(end - start), path + start);
 	if (ovl_check_opaque(fs, dirfd, comp))
@@ -48,11 +48,8 @@ static int check_component(struct ovl_fs *fs, struct ovl_lookup *res, int layer,
 	if (layer + 1 >= fs->nlayers ||
 	    fs->config.redirect == OVL_REDIRECT_NOFOLLOW)
 		return 0;
-	ovl_xattr_name(fs, attr, sizeof(attr), "redirect");
-	n = ovl_do_getxattr(dirfd, comp, attr, value, sizeof(value) - 1);
-	if (n <= 0)
+	if (ovl_redirect_read(fs, dirfd, comp, value, sizeof(value)) <= 0)
 		return 0;
-	value[n] = '\0';
 	if (!ovl_redirect_valid(value)) {
 		log_warn_rl("invalid redirect '%s' on %s ignored", value, comp);
 		return 0;

@@ -384,8 +384,7 @@ static int check_overlap(struct ovl_fs *fs, const char *work,
 /* Only overlayfs's own "work" and "index" may be in the work directory. */
 static int check_workdir_empty(int fd, const char *work, struct ovl_error *e)
 {
-	int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *dir = dfd < 0 ? NULL : fdopendir(dfd);
+	DIR *dir = ovl_opendir_at(fd);
 	struct dirent *d;
 	int err = 0;
 
@@ -406,8 +405,7 @@ static int check_workdir_empty(int fd, const char *work, struct ovl_error *e)
 /* The directory entry type of name in dirfd, DT_UNKNOWN if unreported. */
 static int dirent_type(int dirfd, const char *name)
 {
-	int dfd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *dir = dfd < 0 ? NULL : fdopendir(dfd);
+	DIR *dir = ovl_opendir_at(dirfd);
 	struct dirent *d;
 	int type = DT_UNKNOWN;
 

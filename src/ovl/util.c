@@ -42,6 +42,28 @@ int ovl_open_layer_dir(int layer_fd, const char *relpath, int flags)
 	return (int)fd;
 }
 
+/*
+ * Open a directory stream on a new descriptor for dirfd, which may be an
+ * O_PATH descriptor, so that closing the stream leaves dirfd open.
+ * Returns NULL with errno set on failure.
+ */
+DIR *ovl_opendir_at(int dirfd)
+{
+	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dir;
+	int err;
+
+	if (fd < 0)
+		return NULL;
+	dir = fdopendir(fd);
+	if (!dir) {
+		err = errno;
+		close(fd);
+		errno = err;
+	}
+	return dir;
+}
+
 int ovl_do_fstatat(int dirfd, const char *name, struct stat *st)
 {
 	/* AT_FDCWD: name is the /proc link of a file without a name. */
@@ -72,7 +94,8 @@ static int proc_path(char *buf, size_t size, int dirfd, const char *name)
 /*
  * getxattrat(2), Linux 6.13 and later, reads an attribute relative to
  * a directory descriptor without the walk through /proc. The C library
- * has no wrapper yet; the number is the same on every architecture.
+ * has no wrapper yet, and the number is the same on every architecture
+ * but alpha, which lamina does not build for.
  */
 #define LAMINA_SYS_getxattrat 464
 
