@@ -2,8 +2,8 @@
  * Calls stat(2) on one path a given number of times and prints the
  * elapsed wall-clock time in seconds, so that process start-up is not
  * part of the measurement. With "xattr" as third argument it reads an
- * extended attribute that the file lacks instead: the kernel caches no
- * answer to that, so on FUSE every call is one round trip to the daemon.
+ * extended attribute that the file lacks instead. The kernel caches no
+ * result for that, so on FUSE every call is one round trip to the daemon.
  *
  * Usage: statloop PATH COUNT [xattr]
  */
@@ -28,7 +28,7 @@ static int call(const char *path, int xattr)
 		errno = EEXIST;
 		return -1;
 	}
-	/* Some FUSE filesystems answer ENOTSUP: a round trip all the same. */
+	/* Some FUSE filesystems return ENOTSUP, after a round trip all the same. */
 	return errno == ENODATA || errno == ENOTSUP ? 0 : -1;
 }
 

@@ -18,8 +18,8 @@
 #include "../common/log.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -129,7 +129,7 @@ out:
  * ENOENT, like a link into a directory that is gone.
  */
 static int shared_link_once(struct ovl_fs *fs, int dirfd, const char *name,
-			    int *used, bool *gone)
+			    int *used, bool *unlinked)
 {
 	char proc[64];
 	struct stat st;
@@ -137,33 +137,33 @@ static int shared_link_once(struct ovl_fs *fs, int dirfd, const char *name,
 
 	pthread_rwlock_rdlock(&fs->whiteout_lock);
 	*used = fs->whiteout_fd;
-	*gone = *used < 0;
+	*unlinked = *used < 0;
 	if (*used >= 0) {
 		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", *used);
 		if (linkat(AT_FDCWD, proc, dirfd, name, AT_SYMLINK_FOLLOW) < 0)
 			err = -errno;
 		if (err == -ENOENT)
-			*gone = fstat(*used, &st) < 0 || st.st_nlink == 0;
+			*unlinked = fstat(*used, &st) < 0 || st.st_nlink == 0;
 	}
 	pthread_rwlock_unlock(&fs->whiteout_lock);
-	return *gone ? -ENOENT : err;
+	return *unlinked ? -ENOENT : err;
 }
 
 /*
  * Link the shared whiteout at dirfd/name. A full link count (EMLINK)
- * or a whiteout removed behind lamina's back gets a new one. -EOPNOTSUPP
- * asks the caller to make a whiteout of its own.
+ * or a whiteout removed behind lamina's back gets a new one. On
+ * -EOPNOTSUPP the caller makes a whiteout of its own.
  */
 static int shared_link(struct ovl_fs *fs, int dirfd, const char *name)
 {
 	int tries, used, err = -EOPNOTSUPP;
-	bool gone;
+	bool unlinked;
 
 	if (fs->xwhiteouts || atomic_load(&fs->whiteout_unshared))
 		return -EOPNOTSUPP;
 	for (tries = 0; tries < 3; tries++) {
-		err = shared_link_once(fs, dirfd, name, &used, &gone);
-		if (err != -EMLINK && !gone)
+		err = shared_link_once(fs, dirfd, name, &used, &unlinked);
+		if (err != -EMLINK && !unlinked)
 			break;
 		err = shared_renew(fs, used);
 		if (err && err != -EAGAIN)

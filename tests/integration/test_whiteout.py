@@ -256,7 +256,7 @@ def test_whiteouts_share_one_inode(stack):
 
 def remove_first_of_two(stack):
     """Mount two lower files a and b, remove a, and return workdir/work,
-    which then holds the shared whiteout."""
+    which then contains the shared whiteout."""
     for name in ("a", "b"):
         write_file(stack.lo(0, name), name)
     stack.mount()
