@@ -4,6 +4,7 @@
 #   make check      build, then run the unit and integration tests
 #   make check-asan the same tests against an ASan and UBSan build
 #   make check-passthrough-off  the integration tests with passthrough=off
+#   make check-uring  the integration tests with FUSE over io_uring on
 #   make bench      side-by-side benchmark (see docs/benchmarks.md)
 
 VERSION := 0.1.0
@@ -28,7 +29,7 @@ LIB_OBJ := $(filter-out $(BUILD)/obj/cli/main.o,$(OBJ))
 UNIT_SRC := $(wildcard tests/unit/*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%)
 
-.PHONY: all check check-asan check-passthrough-off unit bench install clean
+.PHONY: all check check-asan check-passthrough-off check-uring unit bench install clean
 .PHONY: format
 
 all: $(BUILD)/lamina
@@ -54,6 +55,12 @@ check: all unit
 # and writes through lamina, with the kernel's writeback cache.
 check-passthrough-off: all
 	LAMINA=$(abspath $(BUILD)/lamina) LAMINA_OPTIONS=passthrough=off \
+		tests/run.sh tests/integration
+
+# The integration tests again with FUSE over io_uring switched on in the
+# kernel for the run (see scripts/fuse-uring.sh).
+check-uring: all
+	LAMINA=$(abspath $(BUILD)/lamina) scripts/fuse-uring.sh \
 		tests/run.sh tests/integration
 
 check-asan:

@@ -6,6 +6,7 @@
  * paths; the fields after it say what is in effect.
  */
 #include "cli.h"
+#include "fuse/transport.h"
 #include "ovl/ovl.h"
 
 #include <stdio.h>
@@ -61,9 +62,9 @@ static void put_options(FILE *f, const struct ovl_fs *fs)
 		fputs(",workdir=", f);
 		put_path(f, fs->workdir_path);
 	}
-	fprintf(f, ",redirect_dir=%s,xino=%s,passthrough=%s",
+	fprintf(f, ",redirect_dir=%s,xino=%s,passthrough=%s,io_uring=%s",
 		redirect_names[cfg->redirect], cfg->xino_off ? "off" : "auto",
-		cfg->passthrough ? "on" : "off");
+		cfg->passthrough ? "on" : "off", cfg->io_uring ? "on" : "off");
 	if (cfg->userxattr)
 		fputs(",userxattr", f);
 	if (cfg->volatile_mount)
@@ -92,6 +93,8 @@ char *daemon_config_reply(void *arg, size_t *len)
 	put_options(f, fs);
 	fprintf(f, "pid=%d%c", (int)getpid(), '\0');
 	fprintf(f, "passthrough=%d%c", atomic_load(&fs->passthrough_ok) ? 1 : 0,
+		'\0');
+	fprintf(f, "io_uring=%d%c", fuse_session_uring_active(fs->se) ? 1 : 0,
 		'\0');
 	fprintf(f, "xino=%s%c", fs->xino_shift ? "on" : "off", '\0');
 	fprintf(f, "mountpoint=%s%c", fs->config.mountpoint, '\0');

@@ -159,6 +159,8 @@ static int query_field(struct cli_stack *s, const char *field, bool *seen)
 		s->pid = (pid_t)atol(value);
 	else if (klen == 11 && !strncmp(field, "passthrough", klen))
 		s->passthrough = !strcmp(value, "1");
+	else if (klen == 8 && !strncmp(field, "io_uring", klen))
+		s->io_uring = !strcmp(value, "1");
 	else if (klen == 4 && !strncmp(field, "xino", klen))
 		snprintf(s->xino, sizeof(s->xino), "%s", value);
 	return 0;

@@ -94,6 +94,7 @@ static int mount_config(struct mount_args *args, struct ovl_config *cfg)
 	struct stat st;
 
 	cfg->passthrough = true;
+	cfg->io_uring = true;
 	cfg->allow_other = geteuid() == 0;
 	if (ovl_parse_options(cfg, args->options, &e) ||
 	    ovl_config_finish(cfg, &e)) {

@@ -90,6 +90,7 @@ int cli_stack_from_options(const char *options, struct cli_stack *s, char *err,
 	int rc;
 
 	cfg.passthrough = true;
+	cfg.io_uring = true;
 	rc = ovl_parse_options(&cfg, options, &e);
 	if (!rc)
 		rc = ovl_config_finish(&cfg, &e);

@@ -43,6 +43,7 @@ struct cli_stack {
 	bool volatile_mount;
 	bool read_only;
 	bool passthrough; /* FUSE passthrough in use (lamina only) */
+	bool io_uring;	  /* requests come through io_uring (lamina only) */
 	char *options;	  /* lamina: -o options that mount it again */
 };
 

@@ -31,6 +31,16 @@ static void init_reply_major_only(struct fuse_req *req)
 	fuse_send(req, 0, &iov, 1);
 }
 
+/* The kernel's smallest ring payload: 8 KiB, max_write or max_pages. */
+static size_t init_payload_size(const struct fuse_conn *c)
+{
+	size_t size = (size_t)c->max_pages * 4096;
+
+	if (size < c->max_write)
+		size = c->max_write;
+	return size < 8192 ? 8192 : size;
+}
+
 static void init_fill_out(struct fuse_session *se,
 			  struct lamina_fuse_init_out *out,
 			  const struct fuse_init_in *in)
@@ -66,6 +76,7 @@ void fuse_do_init(struct fuse_req *req, const void *arg, size_t len)
 	struct fuse_conn *c = &se->conn;
 	struct lamina_fuse_init_out out;
 	struct iovec iov;
+	int err;
 
 	if (len < offsetof(struct fuse_init_in, flags2)) {
 		fuse_reply_err(req, EINVAL);
@@ -92,6 +103,10 @@ void fuse_do_init(struct fuse_req *req, const void *arg, size_t len)
 	if (se->ops->init)
 		se->ops->init(se->fs, c);
 
+	if ((c->want_flags & c->kernel_flags & FUSE_OVER_IO_URING) &&
+	    fuse_uring_prepare(se, init_payload_size(c)) < 0)
+		c->want_flags &= ~FUSE_OVER_IO_URING;
+
 	memset(&out, 0, sizeof(out));
 	init_fill_out(se, &out, in);
 	log_debug("INIT: protocol 7.%u, flags 0x%llx of 0x%llx offered",
@@ -99,7 +114,9 @@ void fuse_do_init(struct fuse_req *req, const void *arg, size_t len)
 		  (unsigned long long)c->kernel_flags);
 	iov.iov_base = &out;
 	iov.iov_len = sizeof(out);
-	if (fuse_send(req, 0, &iov, 1) == 0)
+	err = fuse_send(req, 0, &iov, 1);
+	if (err == 0)
 		atomic_store(&se->got_init, true);
+	fuse_uring_go(se, err == 0 && (c->want_flags & FUSE_OVER_IO_URING));
 	fuse_session_mark_ready(se);
 }

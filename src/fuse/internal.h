@@ -5,6 +5,7 @@
 
 #include "fuse_compat.h"
 #include "transport.h"
+#include "uring.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -32,6 +33,16 @@ struct fuse_session {
 
 	struct fuse_worker *workers;
 	unsigned int nworkers;
+
+	/* FUSE over io_uring (uring.c); uring is NULL when unused. */
+	struct fuse_uring_thread *uring;
+	unsigned int nuring;
+	pthread_mutex_t uring_lock;
+	pthread_cond_t uring_cond;
+	int uring_state;
+	unsigned int uring_setup_done;
+	atomic_bool uring_active; /* negotiated and no queue failed */
+	bool uring_handoff;	  /* commit replies at idle priority */
 	void (*on_exit)(void *arg); /* called once when serving ends */
 	void *on_exit_arg;
 };
@@ -47,6 +58,7 @@ struct fuse_worker {
 struct fuse_req {
 	struct fuse_session *se;
 	struct fuse_worker *worker;
+	struct fuse_uring_thread *uring; /* set when it came through a ring */
 	int fd; /* replies go out on the descriptor the request came in */
 	uint64_t unique;
 	uint32_t opcode;

@@ -169,6 +169,7 @@ void fuse_session_join(struct fuse_session *se)
 		free(w->buf);
 	}
 	free(se->workers);
+	fuse_uring_join(se);
 	se->workers = NULL;
 	se->nworkers = 0;
 }

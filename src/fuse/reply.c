@@ -51,6 +51,8 @@ int fuse_send(struct fuse_req *req, int error, const struct iovec *iov,
 		log_debug("   unique: %llu, %s %d, outsize: %u",
 			  (unsigned long long)req->unique,
 			  error ? "error:" : "success,", error, out.len);
+	if (req->uring)
+		return fuse_uring_send(req, &out, iov, count);
 	n = writev(req->fd, vec, count + 1);
 	if (n < 0) {
 		int err = -errno;
@@ -313,6 +315,10 @@ void fuse_reply_data(struct fuse_req *req, int fd, off_t off, size_t size)
 	ssize_t n;
 	char *buf;
 
+	if (req->uring) {
+		fuse_uring_reply_data(req, fd, off, size);
+		return;
+	}
 	if (req->worker && req->worker->pipe[0] >= 0 &&
 	    reply_splice(req, fd, off, size) == 0)
 		return;

@@ -27,6 +27,8 @@ int fuse_session_new(const struct fuse_ops *ops, void *fs, bool debug,
 	se->debug = debug;
 	pthread_mutex_init(&se->ready_lock, NULL);
 	pthread_cond_init(&se->ready_cond, NULL);
+	pthread_mutex_init(&se->uring_lock, NULL);
+	pthread_cond_init(&se->uring_cond, NULL);
 	*out = se;
 	return 0;
 }

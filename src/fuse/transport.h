@@ -165,6 +165,8 @@ int fuse_session_mount(struct fuse_session *se, const char *mountpoint,
 void fuse_session_unmount(struct fuse_session *se);
 void fuse_session_destroy(struct fuse_session *se);
 int fuse_session_fd(const struct fuse_session *se);
+/* Requests come through FUSE over io_uring. */
+bool fuse_session_uring_active(const struct fuse_session *se);
 
 /*
  * Request loop: loop.c. start() runs the worker threads, which serve

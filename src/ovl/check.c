@@ -123,23 +123,32 @@ static void check_passthrough(struct ovl_fs *fs, struct check_ctx *c,
 }
 
 /* FUSE over io_uring: compiled in, then enabled by a module parameter. */
-static void check_io_uring(struct check_ctx *c)
+static void check_io_uring(struct ovl_fs *fs, struct check_ctx *c)
 {
 	char value[8] = "";
-	int fd = open("/sys/module/fuse/parameters/enable_uring",
-		      O_RDONLY | O_CLOEXEC);
+	int fd;
 
+	if (!fs->config.io_uring) {
+		say(c, OVL_CHECK_INFO,
+		    "FUSE over io_uring: off (io_uring=off)");
+		return;
+	}
+	fd = open("/sys/module/fuse/parameters/enable_uring",
+		  O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		say(c, OVL_CHECK_INFO,
-		    "FUSE over io_uring: not in this kernel; lamina reads /dev/fuse");
+		    "FUSE over io_uring: not in this kernel (Linux 6.14 or later has it); requests come through /dev/fuse");
 		return;
 	}
 	if (read(fd, value, sizeof(value) - 1) < 0)
 		value[0] = '\0';
 	close(fd);
-	say(c, OVL_CHECK_INFO,
-	    "FUSE over io_uring: %s by the fuse module's enable_uring; lamina reads /dev/fuse either way",
-	    value[0] == 'Y' ? "enabled" : "disabled");
+	if (value[0] == 'Y')
+		say(c, OVL_CHECK_INFO,
+		    "FUSE over io_uring: available; requests come through one queue per CPU");
+	else
+		say(c, OVL_CHECK_INFO,
+		    "FUSE over io_uring: switched off in the kernel; requests come through /dev/fuse (to use it, run echo Y > /sys/module/fuse/parameters/enable_uring before mounting)");
 }
 
 /* Report every finding; returns the number of warnings. */
@@ -155,6 +164,6 @@ int ovl_check_report(struct ovl_fs *fs, ovl_check_fn report, void *arg)
 		check_inodes(fs, &c);
 	}
 	check_passthrough(fs, &c, check_stacking(fs, &c));
-	check_io_uring(&c);
+	check_io_uring(fs, &c);
 	return c.warnings;
 }

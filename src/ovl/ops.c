@@ -26,6 +26,8 @@ void ovl_op_init(void *arg, struct fuse_conn *conn)
 	struct ovl_fs *fs = arg;
 
 	conn->want_flags = OVL_WANT_FLAGS;
+	if (fs->config.io_uring)
+		conn->want_flags |= FUSE_OVER_IO_URING;
 	if (atomic_load(&fs->passthrough_ok)) {
 		if (conn->kernel_flags & FUSE_PASSTHROUGH) {
 			conn->want_flags |= FUSE_PASSTHROUGH;

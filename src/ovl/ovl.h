@@ -38,6 +38,7 @@ struct ovl_config {
 	bool userxattr;
 	bool volatile_mount;
 	bool passthrough;
+	bool io_uring; /* take requests through io_uring when offered */
 	bool xino_off;
 	bool allow_other;
 	enum ovl_redirect_mode redirect;

@@ -421,6 +421,7 @@ static void test_supported_features(void)
 	    "uuid=null",	"uuid=off",
 	    "nfs_export=off",	"verity=off",
 	    "passthrough=on",	"passthrough=off",
+	    "io_uring=on",	"io_uring=off",
 	};
 	size_t i;
 
@@ -511,6 +512,7 @@ static void test_invalid_feature_values(void)
 	    {"passthrough=yes", "passthrough", "'yes'"},
 	    {"passthrough=1", "passthrough", "'1'"},
 	    {"passthrough=", "passthrough", "''"},
+	    {"io_uring=auto", "io_uring", "'auto'"},
 	};
 	size_t i;
 

@@ -1,0 +1,453 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * FUSE over io_uring. The kernel keeps one queue per possible CPU and
+ * puts a request on the queue of the CPU its caller runs on. lamina
+ * serves each queue with threads bound to that CPU, so the caller, the
+ * thread that answers and the woken caller share one CPU, and no request
+ * has to wake an idle CPU. Each thread owns one ring entry: a header
+ * buffer and a payload buffer that the kernel fills with a request and
+ * reads the reply from. Forgets, interrupts and notifications still use
+ * /dev/fuse.
+ */
+#include "internal.h"
+#include "uring.h"
+#include "../common/log.h"
+
+#include <errno.h>
+#include <linux/capability.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Two threads per queue, so one slow request does not stall a CPU. */
+#define URING_THREADS_PER_QUEUE 2
+#define URING_HEADROOM 4096 /* before the payload: room for the op header */
+/* A commit slower than this found its CPU busy: no hand-off for a while. */
+#define URING_HANDOFF_LATE_NS 1000000u
+#define URING_HANDOFF_PAUSE_NS 1000000000u
+
+enum { URING_WAIT, URING_GO, URING_STOP };
+
+/* The kernel's queue count: the number of possible CPUs. */
+static unsigned int possible_cpus(void)
+{
+	FILE *f = fopen("/sys/devices/system/cpu/possible", "re");
+	unsigned int a, b, n = 0;
+	int c;
+
+	if (!f)
+		return 0;
+	while (fscanf(f, "%u", &a) == 1) {
+		b = a;
+		c = fgetc(f);
+		if (c == '-' && fscanf(f, "%u", &b) == 1)
+			c = fgetc(f);
+		n += b >= a ? b - a + 1 : 0;
+		if (c != ',')
+			break;
+	}
+	fclose(f);
+	return n;
+}
+
+/* Bind the thread to its queue's CPU, when this process may run there. */
+static void uring_bind_cpu(struct fuse_uring_thread *t)
+{
+	cpu_set_t allowed, one;
+
+	if (sched_getaffinity(0, sizeof(allowed), &allowed) < 0 ||
+	    !CPU_ISSET(t->qid, &allowed))
+		return;
+	CPU_ZERO(&one);
+	CPU_SET(t->qid, &one);
+	if (sched_setaffinity(0, sizeof(one), &one) < 0)
+		log_warn_rl("binding a ring thread to CPU %u failed: %s",
+			    t->qid, strerror(errno));
+}
+
+static int uring_thread_setup(struct fuse_uring_thread *t)
+{
+	int err = uring_init(&t->ring, 2);
+
+	if (err)
+		return err;
+	err = posix_memalign((void **)&t->buf, 4096,
+			     URING_HEADROOM + t->payload_size);
+	if (err)
+		return -err;
+	err = posix_memalign((void **)&t->hdr, 64, sizeof(*t->hdr));
+	if (err)
+		return -err;
+	memset(t->hdr, 0, sizeof(*t->hdr));
+	t->payload = t->buf + URING_HEADROOM;
+	t->iov[0].iov_base = t->hdr;
+	t->iov[0].iov_len = sizeof(*t->hdr);
+	t->iov[1].iov_base = t->payload;
+	t->iov[1].iov_len = t->payload_size;
+	return 0;
+}
+
+static int uring_queue_cmd(struct fuse_uring_thread *t, uint32_t op,
+			   uint64_t commit_id)
+{
+	struct io_uring_sqe *sqe = uring_get_sqe(&t->ring);
+	struct fuse_uring_cmd_req *cmd;
+
+	if (!sqe)
+		return -EBUSY;
+	sqe->opcode = IORING_OP_URING_CMD;
+	sqe->fd = t->se->fd;
+	sqe->cmd_op = op;
+	if (op == FUSE_IO_URING_CMD_REGISTER) {
+		sqe->addr = (uintptr_t)t->iov;
+		sqe->len = 2;
+	}
+	cmd = (struct fuse_uring_cmd_req *)sqe->cmd;
+	cmd->qid = (uint16_t)t->qid;
+	cmd->commit_id = commit_id;
+	return 0;
+}
+
+static void uring_stage(struct fuse_uring_thread *t, uint64_t unique, int error,
+			size_t payload)
+{
+	struct fuse_out_header out = {
+	    .len = (uint32_t)(sizeof(out) + payload),
+	    .error = error,
+	    .unique = unique,
+	};
+
+	memcpy(t->hdr->in_out, &out, sizeof(out));
+	t->hdr->ent.payload_sz = (uint32_t)payload;
+	t->replied = true;
+}
+
+int fuse_uring_send(struct fuse_req *req, const struct fuse_out_header *out,
+		    const struct iovec *iov, int count)
+{
+	struct fuse_uring_thread *t = req->uring;
+	size_t off = 0;
+	int i;
+
+	for (i = 0; i < count; i++) {
+		if (iov[i].iov_len > t->payload_size - off) {
+			log_warn_rl(
+			    "a reply to %s does not fit the ring buffer",
+			    fuse_opname(req->opcode));
+			uring_stage(t, req->unique, -EIO, 0);
+			return -EMSGSIZE;
+		}
+		memmove(t->payload + off, iov[i].iov_base, iov[i].iov_len);
+		off += iov[i].iov_len;
+	}
+	uring_stage(t, req->unique, out->error, off);
+	return 0;
+}
+
+void fuse_uring_reply_data(struct fuse_req *req, int fd, off_t off, size_t size)
+{
+	struct fuse_uring_thread *t = req->uring;
+	ssize_t n;
+
+	if (size > t->payload_size)
+		size = t->payload_size;
+	n = pread(fd, t->payload, size, off);
+	req->answered = true;
+	uring_stage(t, req->unique, n < 0 ? -errno : 0, n < 0 ? 0 : (size_t)n);
+}
+
+/*
+ * The kernel puts the fuse_in_header in hdr->in_out, the operation's
+ * fixed argument in hdr->op_in and the rest in the payload. Copying the
+ * fixed argument just before the payload gives the dispatcher the same
+ * contiguous layout as a read from /dev/fuse.
+ */
+static void uring_handle(struct fuse_uring_thread *t)
+{
+	const struct fuse_in_header *in = (const void *)t->hdr->in_out;
+	size_t psz = t->hdr->ent.payload_sz, oplen;
+	struct fuse_req req = {
+	    .se = t->se,
+	    .uring = t,
+	    .fd = -1,
+	    .unique = in->unique,
+	    .opcode = in->opcode,
+	    .nodeid = in->nodeid,
+	    .ctx = {.uid = in->uid, .gid = in->gid, .pid = in->pid},
+	};
+
+	t->replied = false;
+	if (psz > t->payload_size || in->len < sizeof(*in) + psz ||
+	    in->len - sizeof(*in) - psz > FUSE_URING_OP_IN_SZ) {
+		log_warn_rl(
+		    "malformed ring request from the kernel: %u bytes, payload %zu",
+		    in->len, psz);
+		uring_stage(t, in->unique, -EIO, 0);
+		return;
+	}
+	oplen = in->len - sizeof(*in) - psz;
+	memcpy(t->payload - oplen, t->hdr->op_in, oplen);
+	fuse_dispatch(&req, t->payload - oplen, oplen + psz);
+	if (!t->replied) {
+		log_warn_rl("%s through the ring got no reply",
+			    fuse_opname(req.opcode));
+		uring_stage(t, in->unique, -EIO, 0);
+	}
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * Send the staged reply. The kernel wakes the caller inside this call,
+ * and the scheduler moves a woken task to an idle CPU when its own CPU
+ * is busy; this thread is still running there, so the caller would move,
+ * and waking an idle vCPU of a virtual machine costs tens of
+ * microseconds. At idle priority this thread leaves its CPU counted as
+ * free, the caller resumes on it, and the thread then waits for the next
+ * request at normal priority. If other work keeps the CPU busy, idle
+ * priority could hold the thread back, so a commit that came back late
+ * turns the hand-off off for a while.
+ */
+static int uring_commit(struct fuse_uring_thread *t)
+{
+	static const struct sched_param sp;
+	uint64_t start;
+	int err;
+
+	if (!t->se->uring_handoff || t->handoff_pause_until > now_ns())
+		return 0;
+	start = now_ns();
+	if (sched_setscheduler(0, SCHED_IDLE, &sp) < 0)
+		return 0;
+	err = uring_submit(&t->ring);
+	if (sched_setscheduler(0, SCHED_OTHER, &sp) < 0) {
+		log_err("FUSE ring queue %u cannot leave idle priority: %s",
+			t->qid, strerror(errno));
+		return -errno;
+	}
+	if (now_ns() - start > URING_HANDOFF_LATE_NS) {
+		t->handoff_pause_until = now_ns() + URING_HANDOFF_PAUSE_NS;
+		log_debug("FUSE ring queue %u: CPU busy, hand-off paused",
+			  t->qid);
+	}
+	return err;
+}
+
+/* Register the entry; retry while the kernel finishes INIT. */
+static int uring_register(struct fuse_uring_thread *t)
+{
+	uint64_t ud;
+	int32_t res;
+	int tries, err;
+
+	for (tries = 0; tries < 100; tries++) {
+		err = uring_queue_cmd(t, FUSE_IO_URING_CMD_REGISTER, 0);
+		if (err)
+			return err;
+		err = uring_submit_and_wait(&t->ring, &res, &ud);
+		if (err)
+			return err;
+		if (res != -EAGAIN)
+			return res;
+		usleep(1000);
+	}
+	return -EAGAIN;
+}
+
+static void uring_serve(struct fuse_uring_thread *t)
+{
+	int32_t res;
+	uint64_t ud;
+	int err;
+
+	/* The completion of the registration is the first request. */
+	res = uring_register(t);
+	for (;;) {
+		/*
+		 * ENOENT: the kernel ended the request before the reply, and
+		 * the entry went with it. A new one keeps the queue served.
+		 */
+		if (res == -ENOENT) {
+			log_debug(
+			    "FUSE ring queue %u: request gone before its reply",
+			    t->qid);
+			res = uring_register(t);
+			continue;
+		}
+		if (res < 0) {
+			if (res != -ENOTCONN && res != -ECANCELED &&
+			    res != -ECONNABORTED) {
+				atomic_store(&t->se->uring_active, false);
+				log_warn_rl(
+				    "FUSE ring queue %u: %s; requests go through /dev/fuse",
+				    t->qid, strerror(-res));
+			}
+			return;
+		}
+		uring_handle(t);
+		err = uring_queue_cmd(t, FUSE_IO_URING_CMD_COMMIT_AND_FETCH,
+				      t->hdr->ent.commit_id);
+		if (!err)
+			err = uring_commit(t);
+		if (!err)
+			err = uring_submit_and_wait(&t->ring, &res, &ud);
+		if (err) {
+			log_err("FUSE ring queue %u stopped: %s", t->qid,
+				strerror(-err));
+			return;
+		}
+	}
+}
+
+static int uring_wait_state(struct fuse_session *se)
+{
+	int state;
+
+	pthread_mutex_lock(&se->uring_lock);
+	while (se->uring_state == URING_WAIT)
+		pthread_cond_wait(&se->uring_cond, &se->uring_lock);
+	state = se->uring_state;
+	pthread_mutex_unlock(&se->uring_lock);
+	return state;
+}
+
+static void *uring_thread_main(void *arg)
+{
+	struct fuse_uring_thread *t = arg;
+	struct fuse_session *se = t->se;
+
+	uring_bind_cpu(t);
+	/* As in the /dev/fuse workers: a private umask per thread. */
+	if (unshare(CLONE_FS) < 0)
+		log_warn("unshare(CLONE_FS) failed: %s", strerror(errno));
+	t->setup_err = uring_thread_setup(t);
+	pthread_mutex_lock(&se->uring_lock);
+	se->uring_setup_done++;
+	pthread_cond_broadcast(&se->uring_cond);
+	pthread_mutex_unlock(&se->uring_lock);
+	if (uring_wait_state(se) == URING_GO && !t->setup_err)
+		uring_serve(t);
+	uring_exit(&t->ring);
+	return NULL;
+}
+
+static void uring_set_state(struct fuse_session *se, int state)
+{
+	pthread_mutex_lock(&se->uring_lock);
+	se->uring_state = state;
+	pthread_cond_broadcast(&se->uring_cond);
+	pthread_mutex_unlock(&se->uring_lock);
+}
+
+static int uring_start_threads(struct fuse_session *se, unsigned int count,
+			       size_t payload_size)
+{
+	unsigned int i;
+	int err = 0;
+
+	for (i = 0; i < count; i++) {
+		struct fuse_uring_thread *t = &se->uring[i];
+
+		t->se = se;
+		t->qid = i / URING_THREADS_PER_QUEUE;
+		t->payload_size = payload_size;
+		t->ring.fd = -1;
+		err = -pthread_create(&t->thread, NULL, uring_thread_main, t);
+		if (err)
+			break;
+		t->started = true;
+		se->nuring++;
+	}
+	/* Wait until every started thread has its ring or an error. */
+	pthread_mutex_lock(&se->uring_lock);
+	while (se->uring_setup_done < se->nuring)
+		pthread_cond_wait(&se->uring_cond, &se->uring_lock);
+	pthread_mutex_unlock(&se->uring_lock);
+	for (i = 0; !err && i < se->nuring; i++)
+		err = se->uring[i].setup_err;
+	return err;
+}
+
+/*
+ * Leaving idle priority needs CAP_SYS_NICE (or an RLIMIT_NICE of 20), so
+ * the hand-off is used only where the way back is sure.
+ */
+static bool may_leave_idle_priority(void)
+{
+	struct __user_cap_header_struct hdr = {.version =
+						   _LINUX_CAPABILITY_VERSION_3};
+	struct __user_cap_data_struct data[2];
+
+	if (syscall(SYS_capget, &hdr, data) < 0)
+		return false;
+	return data[CAP_SYS_NICE / 32].effective & (1u << (CAP_SYS_NICE % 32));
+}
+
+int fuse_uring_prepare(struct fuse_session *se, size_t payload_size)
+{
+	unsigned int queues = possible_cpus();
+	int err;
+
+	if (se->uring)
+		return -EALREADY;
+	if (queues == 0 || queues > CPU_SETSIZE)
+		return -ENOTSUP;
+	se->uring_handoff = may_leave_idle_priority();
+	se->uring =
+	    calloc(queues * URING_THREADS_PER_QUEUE, sizeof(*se->uring));
+	if (!se->uring)
+		return -ENOMEM;
+	err = uring_start_threads(se, queues * URING_THREADS_PER_QUEUE,
+				  payload_size);
+	if (err) {
+		log_info(
+		    "FUSE over io_uring is not available (%s); requests go through /dev/fuse",
+		    strerror(-err));
+		fuse_uring_go(se, false);
+		fuse_uring_join(se);
+	}
+	return err;
+}
+
+void fuse_uring_go(struct fuse_session *se, bool ok)
+{
+	if (!se->uring)
+		return;
+	atomic_store(&se->uring_active, ok);
+	uring_set_state(se, ok ? URING_GO : URING_STOP);
+}
+
+bool fuse_session_uring_active(const struct fuse_session *se)
+{
+	return atomic_load(&se->uring_active);
+}
+
+void fuse_uring_join(struct fuse_session *se)
+{
+	unsigned int i;
+
+	if (!se->uring)
+		return;
+	for (i = 0; i < se->nuring; i++) {
+		struct fuse_uring_thread *t = &se->uring[i];
+
+		pthread_join(t->thread, NULL);
+		free(t->buf);
+		free(t->hdr);
+	}
+	free(se->uring);
+	se->uring = NULL;
+	se->nuring = 0;
+	se->uring_setup_done = 0;
+	se->uring_state = URING_WAIT;
+}

@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * FUSE over io_uring: one queue per CPU, served by threads bound to that
+ * CPU, so that a request and its reply stay on the CPU of the caller.
+ */
+#ifndef LAMINA_FUSE_URING_H
+#define LAMINA_FUSE_URING_H
+
+#include "ring.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+struct fuse_session;
+struct fuse_req;
+struct fuse_out_header;
+
+#define FUSE_URING_IN_OUT_SZ 128
+#define FUSE_URING_OP_IN_SZ 128
+
+struct fuse_uring_ent_in_out {
+	uint64_t flags;
+	uint64_t commit_id;
+	uint32_t payload_sz;
+	uint32_t padding;
+	uint64_t reserved;
+};
+
+struct fuse_uring_req_header {
+	char in_out[FUSE_URING_IN_OUT_SZ];
+	char op_in[FUSE_URING_OP_IN_SZ];
+	struct fuse_uring_ent_in_out ent;
+};
+
+struct fuse_uring_cmd_req {
+	uint64_t flags;
+	uint64_t commit_id;
+	uint16_t qid;
+	uint8_t padding[6];
+};
+
+#define FUSE_IO_URING_CMD_REGISTER 1
+#define FUSE_IO_URING_CMD_COMMIT_AND_FETCH 2
+
+/* One ring entry and the thread that serves it. */
+struct fuse_uring_thread {
+	struct fuse_session *se;
+	unsigned int qid;
+	pthread_t thread;
+	bool started;
+	struct uring ring;
+	struct fuse_uring_req_header *hdr;
+	char *buf;     /* room for the op header, then the payload */
+	char *payload; /* registered with the kernel */
+	size_t payload_size;
+	struct iovec iov[2];
+	bool replied;		      /* a reply is staged in hdr and payload */
+	uint64_t handoff_pause_until; /* CLOCK_MONOTONIC ns */
+	int setup_err;
+};
+
+/*
+ * Before the INIT reply: start the threads and set up their rings.
+ * Returns 0 when every queue is ready to register, or a negative errno
+ * after stopping what was started.
+ */
+int fuse_uring_prepare(struct fuse_session *se, size_t payload_size);
+/* After the INIT reply: register the entries, or stop the threads. */
+void fuse_uring_go(struct fuse_session *se, bool ok);
+void fuse_uring_join(struct fuse_session *se);
+
+/* Stage a reply to a request that came through a ring. */
+int fuse_uring_send(struct fuse_req *req, const struct fuse_out_header *out,
+		    const struct iovec *iov, int count);
+/* Read file data straight into the reply buffer. */
+void fuse_uring_reply_data(struct fuse_req *req, int fd, off_t off,
+			   size_t size);
+
+#endif
