@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#define WORKER_FORGET_PAUSE_US 2000
+
 static int worker_clone_fd(struct fuse_session *se)
 {
 	uint32_t master = se->fd;
@@ -55,6 +57,21 @@ static void worker_handle(struct fuse_worker *w, ssize_t len)
 	fuse_dispatch(&req, w->buf + sizeof(*in), len - sizeof(*in));
 }
 
+/*
+ * While the rings carry the requests, /dev/fuse brings mostly FORGETs,
+ * one wake-up each. A short pause after each lets the kernel gather
+ * them, and the next read takes them all in one BATCH_FORGET.
+ */
+static void worker_pace_forgets(struct fuse_session *se, const char *buf,
+				ssize_t len)
+{
+	const struct fuse_in_header *in = (const void *)buf;
+
+	if ((size_t)len >= sizeof(*in) && atomic_load(&se->uring_active) &&
+	    (in->opcode == FUSE_FORGET || in->opcode == FUSE_BATCH_FORGET))
+		usleep(WORKER_FORGET_PAUSE_US);
+}
+
 static void *worker_main(void *arg)
 {
 	struct fuse_worker *w = arg;
@@ -82,6 +99,7 @@ static void *worker_main(void *arg)
 		worker_handle(w, n);
 		if (atomic_load(&se->got_destroy))
 			break;
+		worker_pace_forgets(se, w->buf, n);
 	}
 	fuse_session_exit(se);
 	return NULL;

@@ -26,8 +26,12 @@
 /* Two threads per queue, so one slow request does not stall a CPU. */
 #define URING_THREADS_PER_QUEUE 2
 #define URING_HEADROOM 4096 /* before the payload: room for the op header */
-/* A commit slower than this found its CPU busy: no hand-off for a while. */
-#define URING_HANDOFF_LATE_NS 1000000u
+/*
+ * After a hand-off the thread runs again when the caller blocks, usually
+ * within microseconds. A commit that returns 10 ms later found its CPU
+ * busy with other work: no hand-off for the next second.
+ */
+#define URING_HANDOFF_LATE_NS 10000000u
 #define URING_HANDOFF_PAUSE_NS 1000000000u
 
 enum { URING_WAIT, URING_GO, URING_STOP };
@@ -220,17 +224,17 @@ static uint64_t now_ns(void)
  */
 static int uring_commit(struct fuse_uring_thread *t)
 {
-	static const struct sched_param sp;
+	static const struct sched_param idle;
 	uint64_t start;
 	int err;
 
-	if (!t->se->uring_handoff || t->handoff_pause_until > now_ns())
+	if (!t->handoff || t->handoff_pause_until > now_ns())
 		return 0;
 	start = now_ns();
-	if (sched_setscheduler(0, SCHED_IDLE, &sp) < 0)
+	if (sched_setscheduler(0, SCHED_IDLE, &idle) < 0)
 		return 0;
 	err = uring_submit(&t->ring);
-	if (sched_setscheduler(0, SCHED_OTHER, &sp) < 0) {
+	if (sched_setscheduler(0, t->policy, &t->sched) < 0) {
 		log_err("FUSE ring queue %u cannot leave idle priority: %s",
 			t->qid, strerror(errno));
 		return -errno;
@@ -327,6 +331,15 @@ static void *uring_thread_main(void *arg)
 	struct fuse_session *se = t->se;
 
 	uring_bind_cpu(t);
+	/*
+	 * The hand-off returns to the thread's own policy afterwards; a
+	 * real-time or idle policy chosen by whoever started lamina is left
+	 * alone.
+	 */
+	t->policy = sched_getscheduler(0);
+	t->handoff = se->uring_handoff &&
+		     (t->policy == SCHED_OTHER || t->policy == SCHED_BATCH) &&
+		     sched_getparam(0, &t->sched) == 0;
 	/* As in the /dev/fuse workers: a private umask per thread. */
 	if (unshare(CLONE_FS) < 0)
 		log_warn("unshare(CLONE_FS) failed: %s", strerror(errno));

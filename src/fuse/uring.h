@@ -9,6 +9,7 @@
 #include "ring.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -59,6 +60,9 @@ struct fuse_uring_thread {
 	size_t payload_size;
 	struct iovec iov[2];
 	bool replied;		      /* a reply is staged in hdr and payload */
+	bool handoff;		      /* commit replies at idle priority */
+	int policy;		      /* the thread's own scheduling policy */
+	struct sched_param sched;     /* and its parameters */
 	uint64_t handoff_pause_until; /* CLOCK_MONOTONIC ns */
 	int setup_err;
 };
