@@ -6,6 +6,7 @@
 #   make check-passthrough-off  the integration tests with passthrough=off
 #   make check-uring  the integration tests with FUSE over io_uring on
 #   make bench      side-by-side benchmark (see docs/benchmarks.md)
+#   make bench-uring  the same with FUSE over io_uring on
 
 VERSION := 0.1.0
 CC ?= cc
@@ -29,7 +30,7 @@ LIB_OBJ := $(filter-out $(BUILD)/obj/cli/main.o,$(OBJ))
 UNIT_SRC := $(wildcard tests/unit/*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%)
 
-.PHONY: all check check-asan check-passthrough-off check-uring unit bench install clean
+.PHONY: all check check-asan check-passthrough-off check-uring unit bench bench-uring install clean
 .PHONY: format
 
 all: $(BUILD)/lamina
@@ -70,6 +71,10 @@ check-asan:
 
 bench: all
 	LAMINA=$(abspath $(BUILD)/lamina) bench/run.sh
+
+# The same with FUSE over io_uring switched on in the kernel for the run.
+bench-uring: all
+	LAMINA=$(abspath $(BUILD)/lamina) scripts/fuse-uring.sh bench/run.sh
 
 # mount(8) looks for helpers in /sbin only, whatever PREFIX is.
 SBINDIR ?= /sbin

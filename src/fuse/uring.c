@@ -185,6 +185,9 @@ static void uring_handle(struct fuse_uring_thread *t)
 	};
 
 	t->replied = false;
+	/* The kernel sends these in the background: nobody waits. */
+	t->caller_waits =
+	    in->opcode != FUSE_RELEASE && in->opcode != FUSE_RELEASEDIR;
 	if (psz > t->payload_size || in->len < sizeof(*in) + psz ||
 	    in->len - sizeof(*in) - psz > FUSE_URING_OP_IN_SZ) {
 		log_warn_rl(
@@ -228,7 +231,8 @@ static int uring_commit(struct fuse_uring_thread *t)
 	uint64_t start;
 	int err;
 
-	if (!t->handoff || t->handoff_pause_until > now_ns())
+	if (!t->handoff || !t->caller_waits ||
+	    t->handoff_pause_until > now_ns())
 		return 0;
 	start = now_ns();
 	if (sched_setscheduler(0, SCHED_IDLE, &idle) < 0)

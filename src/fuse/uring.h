@@ -59,9 +59,10 @@ struct fuse_uring_thread {
 	char *payload; /* registered with the kernel */
 	size_t payload_size;
 	struct iovec iov[2];
-	bool replied;		      /* a reply is staged in hdr and payload */
-	bool handoff;		      /* commit replies at idle priority */
-	int policy;		      /* the thread's own scheduling policy */
+	bool replied;	   /* a reply is staged in hdr and payload */
+	bool caller_waits; /* the request\'s caller sleeps until the reply */
+	bool handoff;	   /* commit replies at idle priority */
+	int policy;	   /* the thread's own scheduling policy */
 	struct sched_param sched;     /* and its parameters */
 	uint64_t handoff_pause_until; /* CLOCK_MONOTONIC ns */
 	int setup_err;
