@@ -1,7 +1,7 @@
 #!/bin/bash
 # Run a command with FUSE over io_uring switched on in the kernel, then
 # put the setting back. The fuse module's enable_uring parameter is off
-# by default; it decides only whether FUSE connections made while it is
+# by default. It decides only whether FUSE connections made while it is
 # on may use io_uring, so other mounts keep working either way.
 #
 # Usage, as root: scripts/fuse-uring.sh COMMAND [ARG...]

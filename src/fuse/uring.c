@@ -2,9 +2,9 @@
 /*
  * FUSE over io_uring. The kernel keeps one queue per possible CPU and
  * puts a request on the queue of the CPU its caller runs on. lamina
- * serves each queue with threads bound to that CPU, so the caller, the
- * thread that answers and the woken caller share one CPU, and no request
- * has to wake an idle CPU. Each thread owns one ring entry: a header
+ * serves each queue with threads bound to that CPU. The caller and the
+ * thread that replies then share one CPU, so no request has to wake an
+ * idle CPU. Each thread owns one ring entry: a header
  * buffer and a payload buffer that the kernel fills with a request and
  * reads the reply from. Forgets, interrupts and notifications still use
  * /dev/fuse.
@@ -23,7 +23,12 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Two threads per queue, so one slow request does not stall a CPU. */
+/*
+ * Two threads per queue, so one slow request does not stall a CPU.
+ * NOTE: while both threads of a CPU serve long requests (copy-up of a
+ * large file), later requests from that CPU wait for them, where
+ * /dev/fuse would give them to any idle worker.
+ */
 #define URING_THREADS_PER_QUEUE 2
 #define URING_HEADROOM 4096 /* before the payload: room for the op header */
 /*

@@ -54,9 +54,9 @@ def features(stack):
     return json.loads(out)["mounts"][0]["features"]
 
 
-def test_status_tells_whether_the_ring_is_used(lamina_stack, uring):
+def test_status_reports_ring_use(lamina_stack, uring):
     """With enable_uring on, lamina takes requests through the ring and
-    says so; with it off, the same mount reads /dev/fuse."""
+    status reports it. With it off, the mount reads /dev/fuse."""
     stack = lamina_stack
     write_file(stack.lo(0, "f"), b"lower")
     stack.mount()
