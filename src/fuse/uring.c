@@ -371,6 +371,30 @@ static void uring_set_state(struct fuse_session *se, int state)
 	pthread_mutex_unlock(&se->uring_lock);
 }
 
+/*
+ * Number the threads by queue: URING_THREADS_PER_QUEUE for a CPU this
+ * process may run on, one for a CPU that is offline or outside its
+ * cpuset, which still needs an entry before the kernel uses the rings.
+ * Returns the number of threads.
+ */
+static unsigned int uring_assign_queues(struct fuse_uring_thread *threads,
+					unsigned int queues)
+{
+	unsigned int q, k, count = 0;
+	cpu_set_t allowed;
+
+	if (sched_getaffinity(0, sizeof(allowed), &allowed) < 0)
+		CPU_ZERO(&allowed);
+	for (q = 0; q < queues; q++) {
+		unsigned int n =
+		    CPU_ISSET(q, &allowed) ? URING_THREADS_PER_QUEUE : 1;
+
+		for (k = 0; k < n; k++)
+			threads[count++].qid = q;
+	}
+	return count;
+}
+
 static int uring_start_threads(struct fuse_session *se, unsigned int count,
 			       size_t payload_size)
 {
@@ -381,13 +405,11 @@ static int uring_start_threads(struct fuse_session *se, unsigned int count,
 		struct fuse_uring_thread *t = &se->uring[i];
 
 		t->se = se;
-		t->qid = i / URING_THREADS_PER_QUEUE;
 		t->payload_size = payload_size;
 		t->ring.fd = -1;
 		err = -pthread_create(&t->thread, NULL, uring_thread_main, t);
 		if (err)
 			break;
-		t->started = true;
 		se->nuring++;
 	}
 	/* Wait until every started thread has its ring or an error. */
@@ -429,7 +451,7 @@ int fuse_uring_prepare(struct fuse_session *se, size_t payload_size)
 	    calloc(queues * URING_THREADS_PER_QUEUE, sizeof(*se->uring));
 	if (!se->uring)
 		return -ENOMEM;
-	err = uring_start_threads(se, queues * URING_THREADS_PER_QUEUE,
+	err = uring_start_threads(se, uring_assign_queues(se->uring, queues),
 				  payload_size);
 	if (err) {
 		log_info(

@@ -52,7 +52,6 @@ struct fuse_uring_thread {
 	struct fuse_session *se;
 	unsigned int qid;
 	pthread_t thread;
-	bool started;
 	struct uring ring;
 	struct fuse_uring_req_header *hdr;
 	char *buf;     /* room for the op header, then the payload */

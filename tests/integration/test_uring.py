@@ -167,6 +167,23 @@ def test_requests_from_every_cpu(lamina_stack, uring_on):
     assert codes == [0] * len(procs)
 
 
+def test_daemon_bound_to_one_cpu(lamina_stack, uring_on):
+    """A daemon that may run on one CPU only still serves the queues of
+    the others, from that CPU."""
+    stack = lamina_stack
+    write_file(stack.lo(0, "f"), b"shared")
+    first = min(os.sched_getaffinity(0))
+    stack.mount(daemon_wrapper=("taskset", "-c", str(first)))
+    assert features(stack)["io_uring"] is True
+
+    cpus = sorted(os.sched_getaffinity(0))
+    procs = [subprocess.Popen([sys.executable, "-c", CPU_LOOP, str(cpu),
+                               stack.m("f")]) for cpu in cpus]
+    codes = [p.wait(timeout=120) for p in procs]
+
+    assert codes == [0] * len(procs)
+
+
 def test_sigterm_unmounts_with_the_ring(lamina_stack, uring_on):
     """SIGTERM unmounts and the daemon exits cleanly while its ring
     threads wait for requests."""
