@@ -182,8 +182,12 @@ int fuse_session_mount(struct fuse_session *se, const char *mountpoint,
 {
 	int err;
 
+	/*
+	 * EACCES: /dev/fuse is not open to this user (mode 0600), which the
+	 * set-user-ID fusermount3 does not mind.
+	 */
 	err = mount_direct(se, mountpoint, opts);
-	if (err == -EPERM && getuid() != 0)
+	if ((err == -EPERM || err == -EACCES) && getuid() != 0)
 		err = mount_fusermount(se, mountpoint, opts);
 	if (err)
 		return err;

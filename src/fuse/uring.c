@@ -160,13 +160,28 @@ int fuse_uring_send(struct fuse_req *req, const struct fuse_out_header *out,
 void fuse_uring_reply_data(struct fuse_req *req, int fd, off_t off, size_t size)
 {
 	struct fuse_uring_thread *t = req->uring;
+	int err = 0;
 	ssize_t n;
 
+	if (req->answered) {
+		log_warn_rl("second reply to request %llu dropped",
+			    (unsigned long long)req->unique);
+		return;
+	}
+	req->answered = true;
 	if (size > t->payload_size)
 		size = t->payload_size;
 	n = pread(fd, t->payload, size, off);
-	req->answered = true;
-	uring_stage(t, req->unique, n < 0 ? -errno : 0, n < 0 ? 0 : (size_t)n);
+	if (n < 0) {
+		err = -errno;
+		n = 0;
+	}
+	if (req->se->debug)
+		log_debug("   unique: %llu, %s %d, outsize: %zu",
+			  (unsigned long long)req->unique,
+			  err ? "error:" : "success,", err,
+			  sizeof(struct fuse_out_header) + (size_t)n);
+	uring_stage(t, req->unique, err, (size_t)n);
 }
 
 /*
