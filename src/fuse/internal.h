@@ -35,8 +35,12 @@ struct fuse_session {
 	unsigned int nworkers;
 
 	/* FUSE over io_uring (uring.c); uring is NULL when unused. */
-	struct fuse_uring_thread *uring;
-	unsigned int nuring;
+	struct fuse_uring_thread *uring; /* uring_slots slots */
+	unsigned int uring_slots;
+	unsigned int nuring; /* threads started */
+	struct fuse_uring_queue *uring_queues;
+	unsigned int nqueues;
+	size_t uring_payload_size;
 	pthread_mutex_t uring_lock;
 	pthread_cond_t uring_cond;
 	int uring_state;

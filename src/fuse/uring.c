@@ -14,22 +14,12 @@
 #include "../common/log.h"
 
 #include <errno.h>
-#include <linux/capability.h>
 #include <sched.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
-/*
- * Two threads per queue, so one slow request does not stall a CPU.
- * NOTE: while both threads of a CPU serve long requests (copy-up of a
- * large file), later requests from that CPU wait for them, where
- * /dev/fuse would give them to any idle worker.
- */
-#define URING_THREADS_PER_QUEUE 2
 #define URING_HEADROOM 4096 /* before the payload: room for the op header */
 /*
  * After a hand-off the thread runs again when the caller blocks, usually
@@ -39,46 +29,7 @@
 #define URING_HANDOFF_LATE_NS 10000000u
 #define URING_HANDOFF_PAUSE_NS 1000000000u
 
-enum { URING_WAIT, URING_GO, URING_STOP };
-
-/* The kernel's queue count: the number of possible CPUs. */
-static unsigned int possible_cpus(void)
-{
-	FILE *f = fopen("/sys/devices/system/cpu/possible", "re");
-	unsigned int a, b, n = 0;
-	int c;
-
-	if (!f)
-		return 0;
-	while (fscanf(f, "%u", &a) == 1) {
-		b = a;
-		c = fgetc(f);
-		if (c == '-' && fscanf(f, "%u", &b) == 1)
-			c = fgetc(f);
-		n += b >= a ? b - a + 1 : 0;
-		if (c != ',')
-			break;
-	}
-	fclose(f);
-	return n;
-}
-
-/* Bind the thread to its queue's CPU, when this process may run there. */
-static void uring_bind_cpu(struct fuse_uring_thread *t)
-{
-	cpu_set_t allowed, one;
-
-	if (sched_getaffinity(0, sizeof(allowed), &allowed) < 0 ||
-	    !CPU_ISSET(t->qid, &allowed))
-		return;
-	CPU_ZERO(&one);
-	CPU_SET(t->qid, &one);
-	if (sched_setaffinity(0, sizeof(one), &one) < 0)
-		log_warn_rl("binding a ring thread to CPU %u failed: %s",
-			    t->qid, strerror(errno));
-}
-
-static int uring_thread_setup(struct fuse_uring_thread *t)
+int fuse_uring_thread_setup(struct fuse_uring_thread *t)
 {
 	int err = uring_init(&t->ring, 2);
 
@@ -292,7 +243,7 @@ static int uring_register(struct fuse_uring_thread *t)
 	return -EAGAIN;
 }
 
-static void uring_serve(struct fuse_uring_thread *t)
+void fuse_uring_serve(struct fuse_uring_thread *t)
 {
 	int32_t res;
 	uint64_t ud;
@@ -322,7 +273,9 @@ static void uring_serve(struct fuse_uring_thread *t)
 			}
 			return;
 		}
+		fuse_uring_request_begin(t);
 		uring_handle(t);
+		fuse_uring_request_end(t);
 		err = uring_queue_cmd(t, FUSE_IO_URING_CMD_COMMIT_AND_FETCH,
 				      t->hdr->ent.commit_id);
 		if (!err)
@@ -335,178 +288,4 @@ static void uring_serve(struct fuse_uring_thread *t)
 			return;
 		}
 	}
-}
-
-static int uring_wait_state(struct fuse_session *se)
-{
-	int state;
-
-	pthread_mutex_lock(&se->uring_lock);
-	while (se->uring_state == URING_WAIT)
-		pthread_cond_wait(&se->uring_cond, &se->uring_lock);
-	state = se->uring_state;
-	pthread_mutex_unlock(&se->uring_lock);
-	return state;
-}
-
-static void *uring_thread_main(void *arg)
-{
-	struct fuse_uring_thread *t = arg;
-	struct fuse_session *se = t->se;
-
-	uring_bind_cpu(t);
-	/*
-	 * The hand-off returns to the thread's own policy afterwards; a
-	 * real-time or idle policy chosen by whoever started lamina is left
-	 * alone.
-	 */
-	t->policy = sched_getscheduler(0);
-	t->handoff = se->uring_handoff &&
-		     (t->policy == SCHED_OTHER || t->policy == SCHED_BATCH) &&
-		     sched_getparam(0, &t->sched) == 0;
-	/* As in the /dev/fuse workers: a private umask per thread. */
-	if (unshare(CLONE_FS) < 0)
-		log_warn("unshare(CLONE_FS) failed: %s", strerror(errno));
-	t->setup_err = uring_thread_setup(t);
-	pthread_mutex_lock(&se->uring_lock);
-	se->uring_setup_done++;
-	pthread_cond_broadcast(&se->uring_cond);
-	pthread_mutex_unlock(&se->uring_lock);
-	if (uring_wait_state(se) == URING_GO && !t->setup_err)
-		uring_serve(t);
-	uring_exit(&t->ring);
-	return NULL;
-}
-
-static void uring_set_state(struct fuse_session *se, int state)
-{
-	pthread_mutex_lock(&se->uring_lock);
-	se->uring_state = state;
-	pthread_cond_broadcast(&se->uring_cond);
-	pthread_mutex_unlock(&se->uring_lock);
-}
-
-/*
- * Number the threads by queue: URING_THREADS_PER_QUEUE for a CPU this
- * process may run on, one for a CPU that is offline or outside its
- * cpuset, which still needs an entry before the kernel uses the rings.
- * Returns the number of threads.
- */
-static unsigned int uring_assign_queues(struct fuse_uring_thread *threads,
-					unsigned int queues)
-{
-	unsigned int q, k, count = 0;
-	cpu_set_t allowed;
-
-	if (sched_getaffinity(0, sizeof(allowed), &allowed) < 0)
-		CPU_ZERO(&allowed);
-	for (q = 0; q < queues; q++) {
-		unsigned int n =
-		    CPU_ISSET(q, &allowed) ? URING_THREADS_PER_QUEUE : 1;
-
-		for (k = 0; k < n; k++)
-			threads[count++].qid = q;
-	}
-	return count;
-}
-
-static int uring_start_threads(struct fuse_session *se, unsigned int count,
-			       size_t payload_size)
-{
-	unsigned int i;
-	int err = 0;
-
-	for (i = 0; i < count; i++) {
-		struct fuse_uring_thread *t = &se->uring[i];
-
-		t->se = se;
-		t->payload_size = payload_size;
-		t->ring.fd = -1;
-		err = -pthread_create(&t->thread, NULL, uring_thread_main, t);
-		if (err)
-			break;
-		se->nuring++;
-	}
-	/* Wait until every started thread has its ring or an error. */
-	pthread_mutex_lock(&se->uring_lock);
-	while (se->uring_setup_done < se->nuring)
-		pthread_cond_wait(&se->uring_cond, &se->uring_lock);
-	pthread_mutex_unlock(&se->uring_lock);
-	for (i = 0; !err && i < se->nuring; i++)
-		err = se->uring[i].setup_err;
-	return err;
-}
-
-/*
- * Leaving idle priority needs CAP_SYS_NICE (or an RLIMIT_NICE of 20), so
- * the hand-off is used only where the way back is sure.
- */
-static bool may_leave_idle_priority(void)
-{
-	struct __user_cap_header_struct hdr = {.version =
-						   _LINUX_CAPABILITY_VERSION_3};
-	struct __user_cap_data_struct data[2];
-
-	if (syscall(SYS_capget, &hdr, data) < 0)
-		return false;
-	return data[CAP_SYS_NICE / 32].effective & (1u << (CAP_SYS_NICE % 32));
-}
-
-int fuse_uring_prepare(struct fuse_session *se, size_t payload_size)
-{
-	unsigned int queues = possible_cpus();
-	int err;
-
-	if (se->uring)
-		return -EALREADY;
-	if (queues == 0 || queues > CPU_SETSIZE)
-		return -ENOTSUP;
-	se->uring_handoff = may_leave_idle_priority();
-	se->uring =
-	    calloc(queues * URING_THREADS_PER_QUEUE, sizeof(*se->uring));
-	if (!se->uring)
-		return -ENOMEM;
-	err = uring_start_threads(se, uring_assign_queues(se->uring, queues),
-				  payload_size);
-	if (err) {
-		log_info(
-		    "FUSE over io_uring is not available (%s); requests go through /dev/fuse",
-		    strerror(-err));
-		fuse_uring_go(se, false);
-		fuse_uring_join(se);
-	}
-	return err;
-}
-
-void fuse_uring_go(struct fuse_session *se, bool ok)
-{
-	if (!se->uring)
-		return;
-	atomic_store(&se->uring_active, ok);
-	uring_set_state(se, ok ? URING_GO : URING_STOP);
-}
-
-bool fuse_session_uring_active(const struct fuse_session *se)
-{
-	return atomic_load(&se->uring_active);
-}
-
-void fuse_uring_join(struct fuse_session *se)
-{
-	unsigned int i;
-
-	if (!se->uring)
-		return;
-	for (i = 0; i < se->nuring; i++) {
-		struct fuse_uring_thread *t = &se->uring[i];
-
-		pthread_join(t->thread, NULL);
-		free(t->buf);
-		free(t->hdr);
-	}
-	free(se->uring);
-	se->uring = NULL;
-	se->nuring = 0;
-	se->uring_setup_done = 0;
-	se->uring_state = URING_WAIT;
 }

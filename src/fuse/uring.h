@@ -9,6 +9,7 @@
 #include "ring.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sched.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -47,11 +48,22 @@ struct fuse_uring_cmd_req {
 #define FUSE_IO_URING_CMD_REGISTER 1
 #define FUSE_IO_URING_CMD_COMMIT_AND_FETCH 2
 
+/* One kernel queue (one CPU) and the threads that serve it. */
+struct fuse_uring_queue {
+	unsigned int qid;
+	unsigned int first;  /* its first slot in the session's threads */
+	unsigned int max;    /* slots it has */
+	atomic_uint started; /* threads started; grows under uring_lock */
+	atomic_uint busy;    /* threads inside a request */
+};
+
 /* One ring entry and the thread that serves it. */
 struct fuse_uring_thread {
 	struct fuse_session *se;
 	unsigned int qid;
 	pthread_t thread;
+	bool started;
+	struct fuse_uring_queue *queue;
 	struct uring ring;
 	struct fuse_uring_req_header *hdr;
 	char *buf;     /* room for the op header, then the payload */
@@ -73,6 +85,14 @@ struct fuse_uring_thread {
  * after stopping what was started.
  */
 int fuse_uring_prepare(struct fuse_session *se, size_t payload_size);
+/* Set up the calling thread's ring and buffers (uring.c). */
+int fuse_uring_thread_setup(struct fuse_uring_thread *t);
+/* Register the entry, then serve requests until the connection ends. */
+void fuse_uring_serve(struct fuse_uring_thread *t);
+/* Count a request in; start another thread when the queue is all busy. */
+void fuse_uring_request_begin(struct fuse_uring_thread *t);
+void fuse_uring_request_end(struct fuse_uring_thread *t);
+
 /* After the INIT reply: register the entries, or stop the threads. */
 void fuse_uring_go(struct fuse_session *se, bool ok);
 void fuse_uring_join(struct fuse_session *se);
