@@ -43,10 +43,10 @@ static int ring_create(unsigned int entries, struct io_uring_params *p)
 	return fd < 0 ? -errno : fd;
 }
 
-static void *ring_map(int fd, size_t len, off_t what)
+static void *ring_map(int fd, size_t len, off_t offset)
 {
 	void *m = mmap(NULL, len, PROT_READ | PROT_WRITE,
-		       MAP_SHARED | MAP_POPULATE, fd, what);
+		       MAP_SHARED | MAP_POPULATE, fd, offset);
 
 	return m == MAP_FAILED ? NULL : m;
 }

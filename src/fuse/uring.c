@@ -101,7 +101,10 @@ int fuse_uring_send(struct fuse_req *req, const struct fuse_out_header *out,
 			uring_stage(t, req->unique, -EIO, 0);
 			return -EMSGSIZE;
 		}
-		memmove(t->payload + off, iov[i].iov_base, iov[i].iov_len);
+		/* Data read straight into the payload stays where it is. */
+		if (iov[i].iov_base != t->payload + off)
+			memmove(t->payload + off, iov[i].iov_base,
+				iov[i].iov_len);
 		off += iov[i].iov_len;
 	}
 	uring_stage(t, req->unique, out->error, off);
@@ -111,28 +114,24 @@ int fuse_uring_send(struct fuse_req *req, const struct fuse_out_header *out,
 void fuse_uring_reply_data(struct fuse_req *req, int fd, off_t off, size_t size)
 {
 	struct fuse_uring_thread *t = req->uring;
-	int err = 0;
+	struct iovec iov;
 	ssize_t n;
 
+	/* A staged reply sits in the payload: let fuse_send() drop this one. */
 	if (req->answered) {
-		log_warn_rl("second reply to request %llu dropped",
-			    (unsigned long long)req->unique);
+		fuse_send(req, 0, NULL, 0);
 		return;
 	}
-	req->answered = true;
 	if (size > t->payload_size)
 		size = t->payload_size;
 	n = pread(fd, t->payload, size, off);
 	if (n < 0) {
-		err = -errno;
-		n = 0;
+		fuse_send(req, -errno, NULL, 0);
+		return;
 	}
-	if (req->se->debug)
-		log_debug("   unique: %llu, %s %d, outsize: %zu",
-			  (unsigned long long)req->unique,
-			  err ? "error:" : "success,", err,
-			  sizeof(struct fuse_out_header) + (size_t)n);
-	uring_stage(t, req->unique, err, (size_t)n);
+	iov.iov_base = t->payload;
+	iov.iov_len = (size_t)n;
+	fuse_send(req, 0, &iov, 1);
 }
 
 /*
@@ -156,7 +155,7 @@ static void uring_handle(struct fuse_uring_thread *t)
 	};
 
 	t->replied = false;
-	/* The kernel sends these in the background: nobody waits. */
+	/* The kernel sends these in the background, so no caller waits. */
 	t->caller_waits =
 	    in->opcode != FUSE_RELEASE && in->opcode != FUSE_RELEASEDIR;
 	if (psz > t->payload_size || in->len < sizeof(*in) + psz ||
@@ -187,10 +186,10 @@ static uint64_t now_ns(void)
 
 /*
  * Send the staged reply. The kernel wakes the caller inside this call,
- * and the scheduler moves a woken task to an idle CPU when its own CPU
- * is busy; this thread is still running there, so the caller would move,
- * and waking an idle vCPU of a virtual machine costs tens of
- * microseconds. At idle priority this thread leaves its CPU counted as
+ * while this thread still runs on the caller's CPU. The scheduler moves
+ * a woken task to an idle CPU when its own CPU is busy, and waking an
+ * idle vCPU of a virtual machine costs tens of microseconds. At idle
+ * priority this thread leaves its CPU counted as
  * free, the caller resumes on it, and the thread then waits for the next
  * request at normal priority. If other work keeps the CPU busy, idle
  * priority could hold the thread back, so a commit that came back late
@@ -199,23 +198,25 @@ static uint64_t now_ns(void)
 static int uring_commit(struct fuse_uring_thread *t)
 {
 	static const struct sched_param idle;
-	uint64_t start;
+	uint64_t start, end;
 	int err;
 
-	if (!t->handoff || !t->caller_waits ||
-	    t->handoff_pause_until > now_ns())
+	if (!t->handoff || !t->caller_waits)
 		return 0;
 	start = now_ns();
-	if (sched_setscheduler(0, SCHED_IDLE, &idle) < 0)
+	if (t->handoff_pause_until > start ||
+	    sched_setscheduler(0, SCHED_IDLE, &idle) < 0)
 		return 0;
 	err = uring_submit(&t->ring);
 	if (sched_setscheduler(0, t->policy, &t->sched) < 0) {
+		err = -errno;
 		log_err("FUSE ring queue %u cannot leave idle priority: %s",
-			t->qid, strerror(errno));
-		return -errno;
+			t->qid, strerror(-err));
+		return err;
 	}
-	if (now_ns() - start > URING_HANDOFF_LATE_NS) {
-		t->handoff_pause_until = now_ns() + URING_HANDOFF_PAUSE_NS;
+	end = now_ns();
+	if (end - start > URING_HANDOFF_LATE_NS) {
+		t->handoff_pause_until = end + URING_HANDOFF_PAUSE_NS;
 		log_debug("FUSE ring queue %u: CPU busy, hand-off paused",
 			  t->qid);
 	}

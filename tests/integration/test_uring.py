@@ -153,8 +153,8 @@ for i in range(2000):
 
 
 def test_requests_from_every_cpu(lamina_stack, uring_on):
-    """Callers bound to each CPU at once are all answered: every queue is
-    served."""
+    """Callers bound to each CPU at once all get replies, so every queue
+    is served."""
     stack = lamina_stack
     write_file(stack.lo(0, "f"), b"shared")
     stack.mount()
