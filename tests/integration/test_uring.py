@@ -24,27 +24,29 @@ def set_param(value):
         f.write(value)
 
 
-@pytest.fixture(params=["Y", "N"], ids=["uring-on", "uring-off"])
-def uring(request):
-    """The kernel's enable_uring set to the parameter, then restored."""
+def param_set_for_test(value):
+    """Set enable_uring to value for one test, then restore it."""
     if not os.access(PARAM, os.W_OK):
         pytest.skip(f"{PARAM} is missing (kernel older than 6.14)")
     with open(PARAM) as f:
         old = f.read().strip()
-    set_param(request.param)
-    yield request.param == "Y"
-    set_param(old)
+    set_param(value)
+    try:
+        yield
+    finally:
+        set_param(old)
+
+
+@pytest.fixture(params=["Y", "N"], ids=["uring-on", "uring-off"])
+def uring(request):
+    """The kernel's enable_uring set to the parameter, then restored."""
+    for _ in param_set_for_test(request.param):
+        yield request.param == "Y"
 
 
 @pytest.fixture
 def uring_on():
-    if not os.access(PARAM, os.W_OK):
-        pytest.skip(f"{PARAM} is missing (kernel older than 6.14)")
-    with open(PARAM) as f:
-        old = f.read().strip()
-    set_param("Y")
-    yield
-    set_param(old)
+    yield from param_set_for_test("Y")
 
 
 def features(stack):
