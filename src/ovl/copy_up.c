@@ -20,13 +20,13 @@
 struct copy_up_ctx {
 	struct ovl_fs *fs;
 	struct ovl_node *node;
-	struct ovl_path src; /* the lower entry */
+	struct ovl_path src;  /* the lower entry */
 	struct ovl_path data; /* the file with its data; src unless metacopy */
-	struct ovl_path dst; /* the upper parent and the final name */
-	struct stat st;	     /* attributes of the lower entry */
-	char tmp[64];	     /* staging name in workdir/work */
+	struct ovl_path dst;  /* the upper parent and the final name */
+	struct stat st;	      /* attributes of the lower entry */
+	char tmp[64];	      /* staging name in workdir/work */
 	unsigned int flags;
-	bool meta; /* copy the metadata alone and mark it metacopy */
+	bool meta;    /* copy the metadata alone and mark it metacopy */
 	bool indexed; /* a hard-linked lower file, kept in workdir/index */
 };
 
@@ -72,10 +72,33 @@ static int copy_range(int src, int dst, off_t off, off_t end)
 }
 
 /*
- * Copy a file's data: a reflink where the filesystem has one, else the
- * data extents one by one so that holes stay holes.
+ * Copy [off, end) in chunks and start writing each chunk back as soon as
+ * it is copied, so that the disk writes the copy while the source is
+ * still being read and the fsync() that follows has little left to do.
  */
-int ovl_copy_up_data(int src, int dst, off_t size)
+static int copy_range_writeback(int src, int dst, off_t off, off_t end)
+{
+	while (off < end) {
+		off_t stop =
+		    end - off > OVL_COPY_CHUNK ? off + OVL_COPY_CHUNK : end;
+		int err = copy_range(src, dst, off, stop);
+
+		if (err)
+			return err;
+		/* Only a hint: fsync() reports any write error. */
+		sync_file_range(dst, off, stop - off, SYNC_FILE_RANGE_WRITE);
+		off = stop;
+	}
+	return 0;
+}
+
+/*
+ * Copy a file's data: a reflink where the filesystem has one, else the
+ * data extents one by one so that holes stay holes. With
+ * OVL_COPY_WRITEBACK the copy goes to disk while it is made, for a caller
+ * that syncs it afterwards.
+ */
+int ovl_copy_up_data(int src, int dst, off_t size, unsigned int flags)
 {
 	off_t data = 0, hole;
 	int err;
@@ -89,7 +112,10 @@ int ovl_copy_up_data(int src, int dst, off_t size)
 		hole = lseek(src, data, SEEK_HOLE);
 		if (hole < 0)
 			hole = size;
-		err = copy_range(src, dst, data, hole);
+		if (flags & OVL_COPY_WRITEBACK)
+			err = copy_range_writeback(src, dst, data, hole);
+		else
+			err = copy_range(src, dst, data, hole);
 		if (err)
 			return err;
 		data = hole;
@@ -111,15 +137,15 @@ static int copy_xattr(struct ovl_path *src, struct ovl_path *dst,
 		      const char *name)
 {
 	char value[65536];
-	int n = ovl_do_getxattr(src->dirfd, src->name, name, value,
-				sizeof(value));
+	int n =
+	    ovl_do_getxattr(src->dirfd, src->name, name, value, sizeof(value));
 
 	if (n < 0)
 		return n == -ENODATA ? 0 : n;
 	n = ovl_do_setxattr(dst->dirfd, dst->name, name, value, n, 0);
 	if (n == -EOPNOTSUPP || (n == -EPERM && strncmp(name, "trusted.", 8))) {
-		log_warn_rl("copy-up of %s: xattr %s not copied: %s",
-			    src->name, name, strerror(-n));
+		log_warn_rl("copy-up of %s: xattr %s not copied: %s", src->name,
+			    name, strerror(-n));
 		return 0;
 	}
 	return n;
@@ -170,7 +196,8 @@ static int copy_up_reg(struct copy_up_ctx *c)
 		if (src < 0)
 			err = -errno;
 		else {
-			err = ovl_copy_up_data(src, dst, c->st.st_size);
+			err = ovl_copy_up_data(src, dst, c->st.st_size,
+					       ovl_copy_flags(c->fs));
 			close(src);
 		}
 	}
@@ -184,8 +211,8 @@ static int copy_up_reg(struct copy_up_ctx *c)
 static int copy_up_symlink(struct copy_up_ctx *c)
 {
 	char target[OVL_PATH_MAX];
-	ssize_t n = readlinkat(c->src.dirfd, c->src.name, target,
-			       sizeof(target) - 1);
+	ssize_t n =
+	    readlinkat(c->src.dirfd, c->src.name, target, sizeof(target) - 1);
 
 	if (n < 0)
 		return -errno;
@@ -217,8 +244,8 @@ static int copy_up_create(struct copy_up_ctx *c)
  * which has room for OVL_FH_MAX bytes. Returns its length, or 0 when the file
  * has no handle or its filesystem no UUID.
  */
-int ovl_encode_fh(struct ovl_fs *fs, int dirfd, const char *name,
-		  uint8_t *fb, bool upper)
+int ovl_encode_fh(struct ovl_fs *fs, int dirfd, const char *name, uint8_t *fb,
+		  bool upper)
 {
 	struct {
 		struct file_handle fh;
@@ -234,8 +261,7 @@ int ovl_encode_fh(struct ovl_fs *fs, int dirfd, const char *name,
 		if (fs->layers[i].dev == st.st_dev && fs->layers[i].has_uuid)
 			layer = &fs->layers[i];
 	h.fh.handle_bytes = MAX_HANDLE_SZ;
-	if (!layer ||
-	    name_to_handle_at(dirfd, name, &h.fh, &mount_id, 0) < 0)
+	if (!layer || name_to_handle_at(dirfd, name, &h.fh, &mount_id, 0) < 0)
 		return 0;
 	if (5 + 16 + h.fh.handle_bytes > OVL_FH_MAX)
 		return 0;
@@ -317,8 +343,9 @@ static void restore_parent_times(struct copy_up_ctx *c, const struct stat *ps)
 	/* dst.dirfd is an O_PATH descriptor, which futimens() rejects. */
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", c->dst.dirfd);
 	if (utimensat(AT_FDCWD, path, times, 0) < 0)
-		log_warn_rl("restoring the times of the parent of %s failed: %s",
-			    c->dst.name, strerror(errno));
+		log_warn_rl(
+		    "restoring the times of the parent of %s failed: %s",
+		    c->dst.name, strerror(errno));
 }
 
 /*
@@ -329,11 +356,9 @@ static int link_up(struct copy_up_ctx *c, struct ovl_path *index)
 {
 	int delta = ovl_index_get_nlink(c->fs, index->dirfd, index->name);
 
-	if (linkat(index->dirfd, index->name, c->dst.dirfd, c->dst.name, 0) <
-	    0)
+	if (linkat(index->dirfd, index->name, c->dst.dirfd, c->dst.name, 0) < 0)
 		return -errno;
-	return ovl_index_set_nlink(c->fs, index->dirfd, index->name,
-				   delta - 1);
+	return ovl_index_set_nlink(c->fs, index->dirfd, index->name, delta - 1);
 }
 
 /*
@@ -349,8 +374,8 @@ static int index_new(struct copy_up_ctx *c, const char *name)
 		err = ovl_index_set_nlink(c->fs, c->fs->work_fd, c->tmp,
 					  (int)c->st.st_nlink - 2);
 
-	if (!err && linkat(c->fs->work_fd, c->tmp, c->fs->index_fd, name, 0) <
-			    0)
+	if (!err &&
+	    linkat(c->fs->work_fd, c->tmp, c->fs->index_fd, name, 0) < 0)
 		err = -errno;
 	return err;
 }

@@ -263,6 +263,30 @@ def test_copyup_large_file_content(stack):
     assert read_file(stack.m("big")) == data
 
 
+@pytest.mark.parametrize("extra", [(), ("volatile",)])
+def test_copyup_file_of_many_chunks(stack, extra):
+    """Data and holes across the 8 MiB steps in which a synced copy-up
+    writes the copy back come through exactly, synced or volatile."""
+    size = 40 << 20
+    head = os.urandom((9 << 20) + 123)
+    middle = os.urandom(4096)
+    tail = os.urandom(5 << 20)
+    make_sparse(stack.lo(1, "big"), size,
+                {0: head, 24 << 20: middle, size - len(tail): tail})
+    stack.mount(extra=extra)
+
+    with open(stack.m("big"), "ab") as f:
+        f.write(b"!")
+
+    expected = bytearray(size)
+    expected[:len(head)] = head
+    expected[24 << 20:(24 << 20) + 4096] = middle
+    expected[size - len(tail):] = tail
+    expected += b"!"
+    assert read_file(stack.u("big")) == expected
+    assert read_file(stack.m("big")) == expected
+
+
 def test_copyup_keeps_metadata(stack):
     """Mode, owner, mtime and xattrs survive a copy-up made by setxattr."""
     path = lower_file(stack, mode=0o2751)
