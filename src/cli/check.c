@@ -50,6 +50,7 @@ static int check_parse(int argc, char **argv, struct ovl_config *cfg,
 
 	cfg->passthrough = true;
 	cfg->io_uring = true;
+	cfg->prefetch = true;
 	optind = 1;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {

@@ -65,6 +65,8 @@ static void put_options(FILE *f, const struct ovl_fs *fs)
 	fprintf(f, ",redirect_dir=%s,xino=%s,passthrough=%s,io_uring=%s",
 		redirect_names[cfg->redirect], cfg->xino_off ? "off" : "auto",
 		cfg->passthrough ? "on" : "off", cfg->io_uring ? "on" : "off");
+	if (!cfg->prefetch)
+		fputs(",prefetch=off", f);
 	if (cfg->userxattr)
 		fputs(",userxattr", f);
 	if (cfg->volatile_mount)
@@ -96,6 +98,7 @@ char *daemon_config_reply(void *arg, size_t *len)
 		'\0');
 	fprintf(f, "io_uring=%d%c", fuse_session_uring_active(fs->se) ? 1 : 0,
 		'\0');
+	fprintf(f, "prefetch=%d%c", fs->prefetch ? 1 : 0, '\0');
 	fprintf(f, "xino=%s%c", fs->xino_shift ? "on" : "off", '\0');
 	fprintf(f, "mountpoint=%s%c", fs->config.mountpoint, '\0');
 	if (fclose(f)) {

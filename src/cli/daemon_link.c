@@ -161,6 +161,8 @@ static int query_field(struct cli_stack *s, const char *field, bool *seen)
 		s->passthrough = !strcmp(value, "1");
 	else if (klen == 8 && !strncmp(field, "io_uring", klen))
 		s->io_uring = !strcmp(value, "1");
+	else if (klen == 8 && !strncmp(field, "prefetch", klen))
+		s->prefetch = !strcmp(value, "1");
 	else if (klen == 4 && !strncmp(field, "xino", klen))
 		snprintf(s->xino, sizeof(s->xino), "%s", value);
 	return 0;

@@ -95,6 +95,7 @@ static int mount_config(struct mount_args *args, struct ovl_config *cfg)
 
 	cfg->passthrough = true;
 	cfg->io_uring = true;
+	cfg->prefetch = true;
 	cfg->allow_other = geteuid() == 0;
 	if (ovl_parse_options(cfg, args->options, &e) ||
 	    ovl_config_finish(cfg, &e)) {

@@ -75,6 +75,7 @@ static int stack_from_config(const struct ovl_config *cfg, struct cli_stack *s)
 	s->volatile_mount = cfg->volatile_mount;
 	s->read_only = cfg->read_only;
 	s->passthrough = cfg->passthrough;
+	s->prefetch = cfg->prefetch;
 	return err;
 }
 
@@ -91,6 +92,7 @@ int cli_stack_from_options(const char *options, struct cli_stack *s, char *err,
 
 	cfg.passthrough = true;
 	cfg.io_uring = true;
+	cfg.prefetch = true;
 	rc = ovl_parse_options(&cfg, options, &e);
 	if (!rc)
 		rc = ovl_config_finish(&cfg, &e);

@@ -44,6 +44,7 @@ struct cli_stack {
 	bool read_only;
 	bool passthrough; /* FUSE passthrough in use (lamina only) */
 	bool io_uring;	  /* requests come through io_uring (lamina only) */
+	bool prefetch;	  /* lower directories read ahead (lamina only) */
 	char *options;	  /* lamina: -o options that mount it again */
 };
 

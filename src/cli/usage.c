@@ -103,6 +103,8 @@ void cli_usage(void)
 	    "                   directly (default on; needs CAP_SYS_ADMIN)\n"
 	    "  io_uring=on|off  take requests through FUSE over io_uring when the\n"
 	    "                   kernel offers it (default on)\n"
+	    "  prefetch=on|off  read lower directories in the background before\n"
+	    "                   they are listed or looked into (default on)\n"
 	    "  allow_other      let other users in (default when run as root)\n"
 	    "  fsname=NAME      source shown in /proc/mounts (default lamina)\n"
 	    "  nosuid, nodev, noexec, noatime, ... and other mount(8) flags\n"

@@ -112,8 +112,10 @@ static void fill_listing(struct ovl_fs *fs, struct ovl_node *node,
 	size_t i;
 
 	/* Every entry's lookup opens this directory in each layer. */
-	if (plus)
+	if (plus) {
 		ovl_dircache_begin(fs);
+		ovl_prefetch_begin();
+	}
 	for (i = start; i < dir->count; i++) {
 		const struct ovl_dirent *d = &dir->entries[i];
 		bool fit;
@@ -126,8 +128,10 @@ static void fill_listing(struct ovl_fs *fs, struct ovl_node *node,
 		if (!fit)
 			break;
 	}
-	if (plus)
+	if (plus) {
 		ovl_dircache_end();
+		ovl_prefetch_end(fs);
+	}
 }
 
 void ovl_op_readdir(struct fuse_req *req, uint64_t nodeid, size_t size,

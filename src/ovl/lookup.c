@@ -594,6 +594,8 @@ int ovl_lookup_node(struct ovl_fs *fs, struct ovl_node *parent,
 	}
 	ovl_node_fill(node, &res);
 	*out = ovl_node_insert(fs, node);
+	if (*out == node)
+		ovl_prefetch_dir(fs, node);
 	/* A hard link under index=on may be in the index already. */
 	if (fs->index_fd >= 0 && S_ISREG(res.st.st_mode) &&
 	    res.st.st_nlink > 1) {

@@ -4,6 +4,7 @@
 #include "fuse/fuse_compat.h"
 #include "../common/log.h"
 
+#include <string.h>
 #include <unistd.h>
 
 /*
@@ -24,6 +25,7 @@
 void ovl_op_init(void *arg, struct fuse_conn *conn)
 {
 	struct ovl_fs *fs = arg;
+	int err;
 
 	conn->want_flags = OVL_WANT_FLAGS;
 	if (fs->config.io_uring)
@@ -46,6 +48,9 @@ void ovl_op_init(void *arg, struct fuse_conn *conn)
 	 */
 	fs->dont_mask = conn->kernel_flags & FUSE_DONT_MASK;
 	fs->no_opendir = conn->kernel_flags & FUSE_NO_OPENDIR_SUPPORT;
+	err = fs->config.prefetch ? ovl_prefetch_start(fs) : 0;
+	if (err)
+		log_warn("no directory prefetch: %s", strerror(-err));
 }
 
 void ovl_op_destroy(void *arg)

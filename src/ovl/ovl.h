@@ -39,6 +39,7 @@ struct ovl_config {
 	bool volatile_mount;
 	bool passthrough;
 	bool io_uring; /* take requests through io_uring when offered */
+	bool prefetch; /* read lower directories ahead: see prefetch.c */
 	bool xino_off;
 	bool allow_other;
 	enum ovl_redirect_mode redirect;
@@ -168,6 +169,7 @@ struct ovl_fs {
 	char work_name[64]; /* staging directory in workdir: "work" */
 	bool dont_mask;	    /* the kernel leaves the umask to us */
 	bool no_opendir;    /* the kernel opens directories without asking */
+	struct ovl_prefetch *prefetch; /* see prefetch.c; NULL when off */
 };
 
 /* An open regular file. */
@@ -375,6 +377,14 @@ void ovl_dircache_put(struct ovl_node *node, int layer, int flags, int fd);
 /* ---- setid.c: set-ID bits cleared for the kernel ---- */
 int ovl_kill_suidgid(int fd, int dirfd, const char *name,
 		     const struct fuse_ctx *ctx);
+
+/* ---- prefetch.c: lower directories read ahead of the requests ---- */
+struct ovl_prefetch;
+int ovl_prefetch_start(struct ovl_fs *fs);
+void ovl_prefetch_stop(struct ovl_fs *fs);
+void ovl_prefetch_begin(void);
+void ovl_prefetch_end(struct ovl_fs *fs);
+void ovl_prefetch_dir(struct ovl_fs *fs, struct ovl_node *node);
 
 /* ---- copy_up.c ---- */
 #define OVL_COPY_UP_NO_DATA 0x1 /* the data is about to be truncated */

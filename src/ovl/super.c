@@ -678,6 +678,7 @@ void ovl_fs_teardown(struct ovl_fs *fs)
 			unlinkat(fs->work_fd, "incompat", AT_REMOVEDIR);
 		}
 	}
+	ovl_prefetch_stop(fs);
 	fs->root = NULL;
 	ovl_nodes_destroy(fs);
 	for (i = 0; i < fs->nlayers; i++) {

@@ -230,6 +230,10 @@ def case_bad_passthrough_value(layout):
     return layout.options() + ",passthrough=maybe", ["passthrough", "maybe"]
 
 
+def case_bad_prefetch_value(layout):
+    return layout.options() + ",prefetch=maybe", ["prefetch", "maybe"]
+
+
 def case_unsupported_option(layout):
     # A kernel overlay option that lamina does not implement yet.
     return layout.options() + ",nfs_export=on", ["nfs_export"]
@@ -266,6 +270,7 @@ CASES = {
     "upper-without-work": case_upper_without_work,
     "upperdir-no-value": case_upperdir_no_value,
     "bad-passthrough-value": case_bad_passthrough_value,
+    "bad-prefetch-value": case_bad_prefetch_value,
     "unsupported-option": case_unsupported_option,
 }
 

@@ -1,0 +1,157 @@
+"""Directory prefetch: lamina reads lower directories ahead of the requests.
+
+The prefetch thread only fills the lower filesystem's caches. The tests
+check what a user can see: the thread follows its option, changes nothing
+in the lower layers (access times included), and stops with the mount.
+"""
+
+import json
+import os
+import time
+
+import pytest
+
+import helpers
+from conftest import make_tempdir, run, run_lamina
+from helpers import write_file
+
+THREAD = "lamina-prefetch"
+
+
+def thread_names(pid):
+    names = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                names.append(f.read().strip())
+        except FileNotFoundError:
+            pass  # the thread ended after the directory was listed
+    return names
+
+
+def status(stack):
+    code, out, err = run_lamina(["status", "--json", stack.merged],
+                                stack.root)
+    assert code == 0, err
+    return json.loads(out)["mounts"][0]
+
+
+def make_tree(root, dirs, files):
+    """Create dirs directories below root, each with files files and a
+    subdirectory named inner."""
+    for d in range(dirs):
+        sub = os.path.join(root, f"d{d}", "inner")
+        os.makedirs(sub)
+        for i in range(files):
+            write_file(os.path.join(root, f"d{d}", f"f{i}"), b"x")
+        write_file(os.path.join(sub, "leaf"), b"y")
+
+
+def dirs_below(root):
+    """Return root and every directory below it. Listing them moves their
+    access times, so the list is made once, before the times are read."""
+    return [dirpath for dirpath, _dirs, _files in os.walk(root)]
+
+
+def atimes(paths):
+    return {path: os.lstat(path).st_atime_ns for path in paths}
+
+
+def run_time_ns(pid, tid):
+    with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+        return int(f.read().split()[0])
+
+
+def prefetch_tid(pid):
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            if f.read().strip() == THREAD:
+                return tid
+    raise AssertionError(f"no {THREAD} thread in lamina pid {pid}")
+
+
+def wait_for_work(pid, tid, since):
+    """Wait until the thread's run time has grown past since and then
+    stopped growing."""
+    last = since
+    for _ in range(200):
+        time.sleep(0.05)
+        now = run_time_ns(pid, tid)
+        if last > since and now == last:
+            return
+        last = now
+    raise AssertionError(f"{THREAD} did not run, or did not rest")
+
+
+@pytest.fixture
+def strictatime_dir():
+    """Mount a tmpfs with strictatime, where every read of a directory
+    moves its access time unless the reader opened it with O_NOATIME."""
+    path = make_tempdir("lamina-atime.")
+    run(["mount", "-t", "tmpfs", "-o", "size=64m,strictatime",
+         "lamina-test", path])
+    try:
+        yield path
+    finally:
+        run(["umount", path], check=False)
+        if helpers.find_mount(path) is None:
+            os.rmdir(path)
+
+
+@pytest.mark.parametrize("mode", ["on", "off"])
+def test_prefetch_follows_option(lamina_stack, mode):
+    stack = lamina_stack
+    make_tree(stack.lo(1), 3, 2)
+    extra = [] if mode == "on" else ["prefetch=off"]
+    stack.mount(extra=extra)
+
+    assert sorted(os.listdir(stack.m())) == ["d0", "d1", "d2"]
+    assert (THREAD in thread_names(stack.daemon.pid)) == (mode == "on")
+    mount = status(stack)
+    assert mount["features"]["prefetch"] is (mode == "on")
+    code, out, err = run_lamina(["status", stack.merged], stack.root)
+    assert code == 0, err
+    assert f"prefetch={'yes' if mode == 'on' else 'no'}" in out
+
+
+def test_prefetch_keeps_access_times(lamina_stack, strictatime_dir):
+    """Directories that lamina reads ahead, and no user lists, keep their
+    access times on a filesystem that would move them on every read."""
+    stack = lamina_stack
+    lower = os.path.join(strictatime_dir, "lower")
+    make_tree(lower, 4, 20)
+    os.symlink("/", os.path.join(lower, "d0", "root-link"))
+    os.symlink("loop", os.path.join(lower, "d1", "loop"))
+    os.mkfifo(os.path.join(lower, "d2", "fifo"))
+    control = os.path.join(lower, "control")
+    os.mkdir(control)
+    stack.mount(lowers=[lower])
+    pid = stack.daemon.pid
+    tid = prefetch_tid(pid)
+    dirs = dirs_below(lower)
+    before = atimes(dirs)
+    ran = run_time_ns(pid, tid)
+    time.sleep(0.05)  # so that a new access time would differ
+
+    # Look up the directories without listing them: the prefetch lists
+    # each d* and then each inner directory.
+    for d in range(4):
+        assert os.path.isdir(stack.m(f"d{d}", "inner"))
+    wait_for_work(pid, tid, ran)
+    os.listdir(control)  # a plain read moves the time on this tmpfs
+
+    after = atimes(dirs)
+    assert after.pop(control) != before.pop(control)
+    assert after == before
+
+
+def test_unmount_while_prefetching(lamina_stack):
+    """A mount that goes away with directories still queued ends
+    cleanly. The fixture checks that the daemon exits with status 0."""
+    stack = lamina_stack
+    make_tree(stack.lo(1), 200, 30)
+    stack.mount()
+
+    assert len(os.listdir(stack.m())) == 200
+    stack.unmount()
+
