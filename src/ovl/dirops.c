@@ -77,7 +77,12 @@ static bool is_dot_or_dotdot(const char *name)
 	       (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
 }
 
-/* Add one entry with its attributes; the kernel takes a lookup on it. */
+/*
+ * Add one entry with its attributes, and the kernel takes a lookup on it.
+ * An entry that the kernel holds a node for already goes without them
+ * (node ID 0), so the kernel keeps its own entry and attributes, and the
+ * daemon skips a stat of the file.
+ */
 static bool add_plus(struct ovl_fs *fs, struct ovl_node *dirnode,
 		     struct fuse_dirbuf *db, const struct ovl_dirent *d,
 		     off_t next)
@@ -87,7 +92,7 @@ static bool add_plus(struct ovl_fs *fs, struct ovl_node *dirnode,
 	struct stat st;
 
 	memset(&e, 0, sizeof(e));
-	if (is_dot_or_dotdot(d->name)) {
+	if (is_dot_or_dotdot(d->name) || ovl_node_known(fs, dirnode, d->name)) {
 		e.attr.st_ino = d->ino;
 		e.attr.st_mode = DTTOIF(d->type);
 		return fuse_dirbuf_add_plus(db, d->name, &e, next);

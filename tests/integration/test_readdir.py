@@ -93,6 +93,35 @@ def test_readdir_d_ino_matches_st_ino(stack):
             assert d_ino == st_ino, f"{directory}/{name}"
 
 
+def test_readdir_after_lookups(stack):
+    """A listing of names that were looked up and changed before shows
+    the same types, inode numbers and attributes as before it."""
+    write_file(stack.lo(1, "low"), "")
+    write_file(stack.lo(0, "changed"), "old")
+    os.makedirs(stack.lo(1, "dir", "sub"))
+    os.symlink("low", stack.lo(0, "link"))
+    stack.mount()
+    os.chmod(stack.m("changed"), 0o600)
+    write_file(stack.m("new"), "")
+    names = ["low", "changed", "dir", "link", "new"]
+    before = {name: os.lstat(stack.m(name)) for name in names}
+
+    entries, _calls = getdents(stack.merged)
+    after = {name: os.lstat(stack.m(name)) for name in names}
+
+    kinds = {name: (d_ino, d_type) for name, d_ino, d_type in entries}
+    assert sorted(set(kinds) - {".", ".."}) == sorted(names)
+    for name in names:
+        assert kinds[name][0] == before[name].st_ino, name
+        assert after[name].st_ino == before[name].st_ino, name
+        assert after[name].st_mode == before[name].st_mode, name
+        assert after[name].st_nlink == before[name].st_nlink, name
+    assert kinds["dir"][1] == DT_DIR
+    assert kinds["link"][1] == DT_LNK
+    assert kinds["changed"][1] == DT_REG
+    assert after["changed"].st_mode & 0o777 == 0o600
+
+
 def test_readdir_100k_entries(stack):
     """A 100,000-entry merged dir reads fully in many small getdents calls.
 
