@@ -79,7 +79,7 @@ static bool is_dot_or_dotdot(const char *name)
 
 /*
  * Add one entry with its attributes, and the kernel takes a lookup on it.
- * An entry that the kernel holds a node for already goes without them
+ * An entry that the kernel has a node for already goes without them
  * (node ID 0), so the kernel keeps its own entry and attributes, and the
  * daemon skips a stat of the file.
  */
