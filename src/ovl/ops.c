@@ -50,7 +50,8 @@ void ovl_op_init(void *arg, struct fuse_conn *conn)
 	fs->no_opendir = conn->kernel_flags & FUSE_NO_OPENDIR_SUPPORT;
 	err = fs->config.prefetch ? ovl_prefetch_start(fs) : 0;
 	if (err)
-		log_warn("no directory prefetch: %s", strerror(-err));
+		log_warn("starting the directory prefetch thread failed: %s; lower directories are read only on request",
+			 strerror(-err));
 }
 
 void ovl_op_destroy(void *arg)
