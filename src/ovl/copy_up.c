@@ -30,6 +30,26 @@ struct copy_up_ctx {
 	bool indexed; /* a hard-linked lower file, kept in workdir/index */
 };
 
+/*
+ * Write len bytes at off, going on after a short write. Returns len, or
+ * the negative errno of the write that failed (ENOSPC on a full upper).
+ */
+static ssize_t write_all(int fd, const char *buf, size_t len, off_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pwrite(fd, buf + done, len - done, off + done);
+
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO; /* no progress and no error */
+		done += (size_t)n;
+	}
+	return (ssize_t)len;
+}
+
 static int copy_fallback(int src, int dst, off_t off, off_t end)
 {
 	static __thread char buf[1 << 16];
@@ -45,8 +65,9 @@ static int copy_fallback(int src, int dst, off_t off, off_t end)
 			return -errno;
 		if (n == 0)
 			break;
-		if (pwrite(dst, buf, n, off) != n)
-			return -EIO;
+		n = write_all(dst, buf, (size_t)n, off);
+		if (n < 0)
+			return (int)n;
 		off += n;
 	}
 	return 0;

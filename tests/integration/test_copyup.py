@@ -5,6 +5,7 @@ merged tree, that the entry now exists in upper, and that the data the
 operation did not touch came along.
 """
 
+import errno
 import os
 import socket
 import stat
@@ -12,6 +13,9 @@ import threading
 import time
 
 import pytest
+
+import helpers
+from conftest import make_tempdir, run
 
 from helpers import (
     UTIME_NOW,
@@ -285,6 +289,30 @@ def test_copyup_file_of_many_chunks(stack, extra):
     expected += b"!"
     assert read_file(stack.u("big")) == expected
     assert read_file(stack.m("big")) == expected
+
+
+def test_copyup_full_upper_enospc(stack):
+    """A copy-up into a full upper on another filesystem fails with
+    ENOSPC, as on overlayfs, and leaves no file in the upper layer."""
+    full = make_tempdir("lamina-full.")
+    run(["mount", "-t", "tmpfs", "-o", "size=8m", "lamina-test", full])
+    try:
+        stack.upper = os.path.join(full, "upper")
+        stack.work = os.path.join(full, "work")
+        os.mkdir(stack.upper)
+        os.mkdir(stack.work)
+        write_file(stack.lo(1, "big"), os.urandom(16 << 20))
+        stack.mount()
+
+        with pytest.raises(OSError) as failed:
+            open(stack.m("big"), "r+b").close()
+        assert failed.value.errno == errno.ENOSPC
+        assert os.listdir(stack.upper) == []
+        stack.unmount()
+    finally:
+        run(["umount", full], check=False)
+        if helpers.find_mount(full) is None:
+            os.rmdir(full)
 
 
 def test_copyup_keeps_metadata(stack):
