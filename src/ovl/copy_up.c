@@ -93,9 +93,9 @@ static int copy_range(int src, int dst, off_t off, off_t end)
 }
 
 /*
- * Copy [off, end) in chunks and start writing each chunk back as soon as
- * it is copied, so that the disk writes the copy while the source is
- * still being read and the fsync() that follows has little left to do.
+ * Copy [off, end) in chunks, and start writing each chunk to disk as soon
+ * as it is copied. The disk then writes the copy while the source is
+ * still being read, and the fsync() that follows has little left to do.
  */
 static int copy_range_writeback(int src, int dst, off_t off, off_t end)
 {

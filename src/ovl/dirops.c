@@ -88,11 +88,16 @@ static bool add_plus(struct ovl_fs *fs, struct ovl_node *dirnode,
 		     off_t next)
 {
 	struct fuse_entry e;
-	struct ovl_node *node;
+	struct ovl_node *node = NULL;
 	struct stat st;
 
 	memset(&e, 0, sizeof(e));
-	if (is_dot_or_dotdot(d->name) || ovl_node_known(fs, dirnode, d->name)) {
+	if (!is_dot_or_dotdot(d->name)) {
+		node = ovl_node_peek(fs, dirnode, d->name);
+		if (node)
+			ovl_node_put(fs, node);
+	}
+	if (is_dot_or_dotdot(d->name) || node) {
 		e.attr.st_ino = d->ino;
 		e.attr.st_mode = DTTOIF(d->type);
 		return fuse_dirbuf_add_plus(db, d->name, &e, next);

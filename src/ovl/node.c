@@ -225,20 +225,6 @@ static struct ovl_node *node_find(struct ovl_fs *fs, struct ovl_node *parent,
 	return node;
 }
 
-/* Tell whether the kernel holds a node for (parent, name). */
-bool ovl_node_known(struct ovl_fs *fs, struct ovl_node *parent,
-		    const char *name)
-{
-	uint64_t h = name_hash(parent, name);
-	struct ovl_hash_shard *s = shard_of(fs, h);
-	bool known;
-
-	pthread_mutex_lock(&s->lock);
-	known = *bucket_find(s, h, parent, name) != NULL;
-	pthread_mutex_unlock(&s->lock);
-	return known;
-}
-
 /* The hashed node for (parent, name) with one more lookup reference. */
 struct ovl_node *ovl_node_find(struct ovl_fs *fs, struct ovl_node *parent,
 			       const char *name)

@@ -246,8 +246,6 @@ struct ovl_node *ovl_node_from_id(struct ovl_fs *fs, uint64_t nodeid);
 uint64_t ovl_node_id(struct ovl_fs *fs, struct ovl_node *node);
 struct ovl_node *ovl_node_new(struct ovl_fs *fs, struct ovl_node *parent,
 			      const char *name);
-bool ovl_node_known(struct ovl_fs *fs, struct ovl_node *parent,
-		    const char *name);
 struct ovl_node *ovl_node_find(struct ovl_fs *fs, struct ovl_node *parent,
 			       const char *name);
 struct ovl_node *ovl_node_peek(struct ovl_fs *fs, struct ovl_node *parent,
