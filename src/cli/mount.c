@@ -17,8 +17,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#define FD_TABLE_START 4096 /* descriptor table entries made at start */
 
 static int append_options(struct mount_args *args, const char *opts)
 {
@@ -155,6 +158,34 @@ static void on_serve_exit(void *arg)
 }
 
 /*
+ * Every open file in the mount holds a descriptor in the daemon, and
+ * directories keep one per lower layer, so the soft limit goes up to the
+ * hard one, as a server's would. The descriptor table is grown now, while
+ * one thread runs: growing it later, with the workers running, waits for
+ * an RCU grace period each time, milliseconds in the middle of a request.
+ */
+static void prepare_fd_table(void)
+{
+	struct rlimit rl;
+	int fd;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_warn("raising the open file limit to %llu failed: %s",
+				 (unsigned long long)rl.rlim_max,
+				 strerror(errno));
+		getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	fd = rl.rlim_cur < FD_TABLE_START ? (int)rl.rlim_cur - 1
+					   : FD_TABLE_START - 1;
+	if (fd > 2 && dup2(2, fd) == fd)
+		close(fd);
+}
+
+/*
  * Serve until unmounted or stopped by a signal; write to ready_fd after
  * INIT. link is the daemon link's socket, whose thread starts after INIT.
  */
@@ -174,6 +205,7 @@ static int serve(struct ovl_fs *fs, int link, int ready_fd)
 	sigaddset(&set, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	prepare_fd_table();
 
 	err = fuse_session_start(se, workers > 16 ? 16 : workers,
 				 on_serve_exit, NULL);

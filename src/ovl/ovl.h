@@ -113,6 +113,7 @@ struct ovl_node {
 	struct ovl_dir
 	    *listing; /* merged listing without OPENDIR, under lock */
 	struct ovl_redirect *redirect; /* a moved directory: see redirect.c */
+	struct ovl_lowerdirs *_Atomic lowerdirs; /* see lowerdir.c */
 };
 
 #define OVL_HASH_SHARDS 64
@@ -170,6 +171,8 @@ struct ovl_fs {
 	bool dont_mask;	    /* the kernel leaves the umask to us */
 	bool no_opendir;    /* the kernel opens directories without asking */
 	struct ovl_prefetch *prefetch; /* see prefetch.c; NULL when off */
+	atomic_int lowerdir_fds; /* descriptors kept by lowerdir.c */
+	int lowerdir_max;
 };
 
 /* An open regular file. */
@@ -220,6 +223,7 @@ int ovl_check_report(struct ovl_fs *fs, ovl_check_fn report, void *arg);
 /* ---- util.c: system calls on a layer ---- */
 int ovl_open_layer_dir(int layer_fd, const char *relpath, int flags);
 DIR *ovl_opendir_at(int dirfd);
+int ovl_reopen_dir(int dirfd, int flags);
 int ovl_do_fstatat(int dirfd, const char *name, struct stat *st);
 int ovl_do_getxattr(int dirfd, const char *name, const char *attr, void *buf,
 		    size_t size);
@@ -367,6 +371,12 @@ int ovl_node_real_layer(const struct ovl_node *node);
 int ovl_node_open_place(struct ovl_fs *fs, struct ovl_node *node, int layer,
 			struct ovl_path *path);
 void ovl_path_close(struct ovl_path *path);
+
+/* ---- lowerdir.c: descriptors of directory nodes in the lowers ---- */
+void ovl_lowerdir_init(struct ovl_fs *fs);
+bool ovl_lowerdir_open(struct ovl_fs *fs, struct ovl_node *node, int layer,
+		       int flags, int *out);
+void ovl_lowerdir_free(struct ovl_fs *fs, struct ovl_node *node);
 
 /* ---- dircache.c: directory descriptors reused within one listing ---- */
 void ovl_dircache_begin(struct ovl_fs *fs);

@@ -117,6 +117,8 @@ int ovl_node_open_dir(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		return -EINVAL;
 	if (ovl_node_has(node, OVL_N_DELETED))
 		return -ENOENT;
+	if (ovl_lowerdir_open(fs, node, layer, flags, &err))
+		return err;
 	err = ovl_dircache_get(node, layer, flags);
 	if (err >= 0)
 		return err;

@@ -42,6 +42,14 @@ int ovl_open_layer_dir(int layer_fd, const char *relpath, int flags)
 	return (int)fd;
 }
 
+/* Open the directory that dirfd, maybe an O_PATH descriptor, refers to. */
+int ovl_reopen_dir(int dirfd, int flags)
+{
+	int fd = openat(dirfd, ".", O_DIRECTORY | O_CLOEXEC | flags);
+
+	return fd < 0 ? -errno : fd;
+}
+
 /*
  * Open a directory stream on a new descriptor for dirfd, which may be an
  * O_PATH descriptor, so that closing the stream leaves dirfd open.

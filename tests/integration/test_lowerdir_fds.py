@@ -1,0 +1,101 @@
+"""Descriptors that lamina keeps for directories in the lower layers.
+
+A lookup below a lower directory starts from a descriptor kept for that
+directory instead of walking its path from the layer root. The tests
+check what that must not change: entries of moved and merged directories,
+a descriptor limit that files opened through the mount can still use,
+and descriptors that close when the kernel forgets the directories.
+"""
+
+import os
+import time
+
+from conftest import run
+from helpers import read_file, write_file
+
+DIRS = 300
+
+
+def open_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def make_dirs(root, count):
+    for d in range(count):
+        write_file(os.path.join(root, f"d{d}", "f"), f"file {d}".encode())
+
+
+def read_all(stack, count):
+    for d in range(count):
+        assert read_file(stack.m(f"d{d}", "f")) == f"file {d}".encode()
+
+
+def test_descriptors_close_when_kernel_forgets(lamina_stack):
+    stack = lamina_stack
+    make_dirs(stack.lo(1), DIRS)
+    stack.mount()
+    pid = stack.daemon.pid
+    before = open_fds(pid)
+
+    read_all(stack, DIRS)
+    assert open_fds(pid) >= before + DIRS
+
+    run(["sh", "-c", "sync; echo 2 > /proc/sys/vm/drop_caches"])
+    for _ in range(100):
+        if open_fds(pid) < before + 10:
+            break
+        time.sleep(0.05)
+    assert open_fds(pid) < before + 10
+    read_all(stack, DIRS)
+
+
+def test_open_files_keep_room_under_a_low_limit(lamina_stack):
+    """With 256 descriptors allowed, at most a quarter go to directories,
+    and 150 files can stay open through the mount at once."""
+    stack = lamina_stack
+    make_dirs(stack.lo(1), DIRS)
+    stack.mount(daemon_wrapper=["prlimit", "--nofile=256:256"])
+    pid = stack.daemon.pid
+
+    read_all(stack, DIRS)
+    assert os.listdir(stack.m("d7")) == ["f"]
+    assert open_fds(pid) < 256 // 4 + 40
+    files = [open(stack.m(f"d{d}", "f"), "rb") for d in range(150)]
+    try:
+        for d, f in enumerate(files):
+            assert f.read() == f"file {d}".encode()
+    finally:
+        for f in files:
+            f.close()
+
+
+def test_moved_directory_keeps_lower_entries(lamina_stack):
+    """A lower directory renamed in the mount after lookups below it still
+    shows the lower entries that no one had looked up yet."""
+    stack = lamina_stack
+    for name in ["seen", "unseen"]:
+        write_file(stack.lo(1, "a", "b", name), name.encode())
+    stack.mount(extra=["redirect_dir=on"])
+    assert read_file(stack.m("a", "b", "seen")) == b"seen"
+
+    os.rename(stack.m("a"), stack.m("z"))
+    assert not os.path.exists(stack.m("a"))
+    assert read_file(stack.m("z", "b", "unseen")) == b"unseen"
+    assert sorted(os.listdir(stack.m("z", "b"))) == ["seen", "unseen"]
+
+
+def test_directory_missing_from_a_middle_layer(lamina_stack):
+    """A directory in the top and bottom lowers but not in the middle one
+    merges the two, and a name added to the middle layer's parent level
+    does not stand in for it."""
+    stack = lamina_stack
+    lowers = [os.path.join(stack.root, f"layer{i}") for i in range(3)]
+    write_file(os.path.join(lowers[0], "dir", "top"), b"top")
+    write_file(os.path.join(lowers[1], "other"), b"other")
+    write_file(os.path.join(lowers[2], "dir", "bottom"), b"bottom")
+    stack.mount(lowers=lowers)
+
+    assert read_file(stack.m("dir", "top")) == b"top"
+    assert read_file(stack.m("dir", "bottom")) == b"bottom"
+    assert not os.path.exists(stack.m("dir", "other"))
+    assert sorted(os.listdir(stack.m("dir"))) == ["bottom", "top"]
