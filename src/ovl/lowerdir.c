@@ -64,11 +64,11 @@ static struct ovl_lowerdirs *slots_of(struct ovl_node *node)
 		atomic_init(&mine->fd[i], LOWERDIR_UNKNOWN);
 	if (atomic_compare_exchange_strong(&node->lowerdirs, &d, mine))
 		return mine;
-	free(mine); /* another thread was first; d is its array */
+	free(mine); /* another thread installed d first */
 	return d;
 }
 
-/* Open the directory by its path in layer, as O_PATH. */
+/* Open the directory by its path in layer, with O_PATH. */
 static int open_by_path(struct ovl_fs *fs, struct ovl_node *node, int layer)
 {
 	char rel[OVL_PATH_MAX];
@@ -80,9 +80,9 @@ static int open_by_path(struct ovl_fs *fs, struct ovl_node *node, int layer)
 }
 
 /*
- * The slot's descriptor, filling the slot first if it is unknown. When
- * the cache is full the descriptor is not kept, and *owned tells the
- * caller to close it.
+ * Return the slot's descriptor, and fill the slot first if it is unknown.
+ * When the cache is full, the descriptor is not kept and *owned is set,
+ * so the caller closes it.
  */
 static int slot_fd(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		   atomic_int *slot, bool *owned)
@@ -96,7 +96,7 @@ static int slot_fd(struct ovl_fs *fs, struct ovl_node *node, int layer,
 	if (fd == -ENOENT || fd == -ENOTDIR)
 		want = LOWERDIR_ABSENT;
 	else if (fd < 0)
-		return fd; /* maybe passing: EACCES, EMFILE */
+		return fd; /* maybe transient, such as EMFILE, so not kept */
 	else if (atomic_fetch_add(&fs->lowerdir_fds, 1) >= fs->lowerdir_max) {
 		atomic_fetch_sub(&fs->lowerdir_fds, 1);
 		*owned = true;
@@ -114,10 +114,9 @@ static int slot_fd(struct ovl_fs *fs, struct ovl_node *node, int layer,
 }
 
 /*
- * Open a lower directory node in layer from its kept descriptor. Returns
- * false when the node and layer are not kept, and the caller opens the
- * path itself; else true, with a new descriptor or a negative errno in
- * *out.
+ * Open a lower directory node in layer from its kept descriptor. Return
+ * true with a new descriptor or a negative errno in *out. Return false
+ * when this node and layer are not kept, so the caller walks the path.
  */
 bool ovl_lowerdir_open(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		       int flags, int *out)
