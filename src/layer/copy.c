@@ -170,7 +170,7 @@ static int copy_regular(struct layer_copy *c, int sdir, const char *sname,
 		close(src);
 		return err;
 	}
-	err = ovl_copy_up_data(src, dst, st->st_size, 0);
+	err = ovl_copy_up_data(src, dst, st->st_size);
 	if (!err)
 		c->bytes += (uint64_t)st->st_size;
 	close(src);

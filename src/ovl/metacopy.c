@@ -102,7 +102,7 @@ static int copy_data(struct ovl_fs *fs, struct ovl_node *node, int dst)
 	src = open_in(fs, node, node->data_layer, O_RDONLY | O_NOATIME);
 	if (src < 0)
 		return src;
-	err = ovl_copy_up_data(src, dst, st.st_size, ovl_copy_flags(fs));
+	err = ovl_copy_up_data(src, dst, st.st_size);
 	close(src);
 	if (!err && ncap > 0 &&
 	    fsetxattr(dst, "security.capability", cap, ncap, 0) < 0)

@@ -404,14 +404,7 @@ struct ovl_lookup;
 int ovl_copy_up_name(struct ovl_fs *fs, struct ovl_node *parent,
 		     const char *name, struct ovl_lookup *res,
 		     unsigned int flags);
-#define OVL_COPY_WRITEBACK 0x1	 /* write the copy back while copying */
-#define OVL_COPY_CHUNK (8 << 20) /* bytes between writeback starts */
-int ovl_copy_up_data(int src, int dst, off_t size, unsigned int flags);
-/* A copy that will be synced is written back while it is made. */
-static inline unsigned int ovl_copy_flags(const struct ovl_fs *fs)
-{
-	return fs->config.volatile_mount ? 0 : OVL_COPY_WRITEBACK;
-}
+int ovl_copy_up_data(int src, int dst, off_t size);
 int ovl_copy_xattrs(struct ovl_fs *fs, struct ovl_path *src,
 		    struct ovl_path *dst);
 #define OVL_FH_MAX 255

@@ -269,8 +269,8 @@ def test_copyup_large_file_content(stack):
 
 @pytest.mark.parametrize("extra", [(), ("volatile",)])
 def test_copyup_file_of_many_chunks(stack, extra):
-    """Data and holes across the 8 MiB steps in which a synced copy-up
-    writes the copy back come through exactly, synced or volatile."""
+    """A 40 MiB file with data extents and holes on both sides of 8 MiB
+    boundaries comes through exactly, synced or volatile."""
     size = 40 << 20
     head = os.urandom((9 << 20) + 123)
     middle = os.urandom(4096)
