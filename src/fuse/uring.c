@@ -155,6 +155,7 @@ static void uring_handle(struct fuse_uring_thread *t)
 	};
 
 	t->replied = false;
+	t->new_caller = atomic_exchange(&t->queue->last_pid, in->pid) != in->pid;
 	/* The kernel sends these in the background, so no caller waits. */
 	t->caller_waits =
 	    in->opcode != FUSE_RELEASE && in->opcode != FUSE_RELEASEDIR;
@@ -194,6 +195,11 @@ static uint64_t now_ns(void)
  * request at normal priority. If other work keeps the CPU busy, idle
  * priority could hold the thread back, so a commit that came back late
  * turns the hand-off off for a while.
+ *
+ * When the requests on this CPU come from changing callers, as from the
+ * threads of a parallel git status, other callers are waiting here too.
+ * The two priority changes then cost more than they save: the first git
+ * status over 4,000 files took about 92 ms with them and 77 ms without.
  */
 static int uring_commit(struct fuse_uring_thread *t)
 {
@@ -201,7 +207,7 @@ static int uring_commit(struct fuse_uring_thread *t)
 	uint64_t start, end;
 	int err;
 
-	if (!t->handoff || !t->caller_waits)
+	if (!t->handoff || !t->caller_waits || t->new_caller)
 		return 0;
 	start = now_ns();
 	if (t->handoff_pause_until > start ||

@@ -55,6 +55,7 @@ struct fuse_uring_queue {
 	unsigned int max;    /* slots it has */
 	atomic_uint started; /* threads started; grows under uring_lock */
 	atomic_uint busy;    /* threads inside a request */
+	atomic_uint last_pid; /* caller of the latest request */
 };
 
 /* One ring entry and the thread that serves it. */
@@ -72,6 +73,7 @@ struct fuse_uring_thread {
 	struct iovec iov[2];
 	bool replied;	   /* a reply is staged in hdr and payload */
 	bool caller_waits; /* the request\'s caller sleeps until the reply */
+	bool new_caller;   /* the queue's previous request had another caller */
 	bool handoff;	   /* commit replies at idle priority */
 	int policy;	   /* the thread's own scheduling policy */
 	struct sched_param sched;     /* and its parameters */
