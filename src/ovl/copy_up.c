@@ -7,6 +7,7 @@
  */
 #include "ovl.h"
 #include "../common/log.h"
+#include "../fuse/transport.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -399,6 +400,21 @@ static int copy_up_new(struct copy_up_ctx *c, const char *index_name)
 	return err;
 }
 
+/*
+ * Make the kernel drop the listing it keeps of node's parent, whose entry
+ * for node still has the inode number from before the copy-up.
+ */
+static void drop_parent_listing(struct ovl_fs *fs, struct ovl_node *node)
+{
+	uint64_t parent;
+
+	pthread_rwlock_rdlock(&fs->rename_lock);
+	parent = node->parent ? ovl_node_id(fs, node->parent) : 0;
+	pthread_rwlock_unlock(&fs->rename_lock);
+	if (parent && fs->se)
+		fuse_notify_inval_inode(fs->se, parent, 0, 0);
+}
+
 static int copy_up_one(struct copy_up_ctx *c)
 {
 	struct ovl_path index = {.dirfd = -1};
@@ -425,8 +441,10 @@ static int copy_up_one(struct copy_up_ctx *c)
 	restore_parent_times(c, &pst);
 	/* Without the index, the copy is a file of its own. */
 	if (!S_ISDIR(c->st.st_mode) && c->st.st_nlink > 1 && !c->indexed &&
-	    !ovl_do_fstatat(c->dst.dirfd, c->dst.name, &pst))
+	    !ovl_do_fstatat(c->dst.dirfd, c->dst.name, &pst)) {
 		c->node->ino = pst.st_ino;
+		drop_parent_listing(c->fs, c->node);
+	}
 	return 0;
 }
 

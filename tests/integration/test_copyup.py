@@ -433,6 +433,24 @@ def test_copyup_breaks_lower_hardlink(stack):
     assert read_file(stack.m("two")) == b"lower data"
 
 
+def test_copyup_hardlink_listing_inode(stack):
+    """A listing read before a copy-up that breaks a lower hard link
+    (index=off) shows each entry with its st_ino afterwards."""
+    os.mkdir(stack.lo(1, "d"))
+    write_file(stack.lo(1, "d", "one"), b"data")
+    os.link(stack.lo(1, "d", "one"), stack.lo(1, "d", "two"))
+    stack.mount(extra=["index=off"])
+    with os.scandir(stack.m("d")) as entries:
+        assert sorted(e.name for e in entries) == ["one", "two"]
+
+    with open(stack.m("d", "one"), "ab") as f:
+        f.write(b"!")
+
+    with os.scandir(stack.m("d")) as entries:
+        listed = {e.name: e.inode() for e in entries}
+    assert listed["one"] == os.lstat(stack.m("d", "one")).st_ino
+    assert listed["two"] == os.lstat(stack.m("d", "two")).st_ino
+
 def test_concurrent_copyup(stack):
     """Eight threads opening one lower file for write copy it up once.
 
