@@ -90,9 +90,27 @@ static void list_del(struct ovl_fs *fs, struct ovl_node *node)
 	pthread_mutex_unlock(&l->lock);
 }
 
+/*
+ * Free the files still open on node. Only at unmount can there be any:
+ * an open file holds a reference on its node until RELEASE.
+ */
+static void free_open_files(struct ovl_node *node)
+{
+	struct ovl_file *file, *next;
+
+	for (file = node->files; file; file = next) {
+		next = file->next;
+		close(file->fd);
+		pthread_mutex_destroy(&file->lock);
+		free(file);
+	}
+	node->files = NULL;
+}
+
 static void node_free(struct ovl_fs *fs, struct ovl_node *node)
 {
 	list_del(fs, node);
+	free_open_files(node);
 	if (node->anon_fd >= 0)
 		close(node->anon_fd);
 	ovl_dir_put(node->listing);
