@@ -1,7 +1,7 @@
 """Side-by-side benchmark of lamina and other union file systems.
 
 Runs each workload on fresh mounts of every selected implementation,
-round-robin for several rounds, then prints medians, ratios to kernel
+in pairs of rounds, then prints medians, ratios to kernel
 overlayfs and a markdown table. Started by bench/run.sh, which builds the
 stat helper and owns the temporary directory; see docs/benchmarks.md.
 """
@@ -36,8 +36,8 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="bench/run.sh",
         description="Compare lamina with native, kernel overlayfs, fuse-overlayfs and unionfs-fuse.")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="rounds per workload; each round runs every implementation once (default 3)")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="rounds per workload; each round runs every implementation once; an even number keeps the order balanced (default 4)")
     parser.add_argument("--quick", action="store_true",
                         help="use the small data set (5,000 files, 64 MiB file, 20,000-file tree) "
                              "to try the harness")
@@ -111,12 +111,24 @@ def run_one(workload, impl, dataset, args, debug=False):
     return run, error
 
 
+def round_order(impls, round_index):
+    """Return the order of one round.
+
+    Rounds go in pairs: the list rotated by the pair's number, then the
+    same backwards. A step that writes 1 GiB without syncing slows the
+    disk for whatever runs next, so in each pair every implementation
+    follows each of its two neighbours in the list once. Rotation alone
+    put the same implementation before lamina in every round.
+    """
+    shift = (round_index // 2) % len(impls)
+    order = impls[shift:] + impls[:shift]
+    return order if round_index % 2 == 0 else order[::-1]
+
+
 def run_rounds(args, dataset, results):
     for workload in args.workload_list:
         for round_index in range(args.rounds):
-            # Rotate the start so no implementation always runs first.
-            shift = round_index % len(args.impl_list)
-            order = args.impl_list[shift:] + args.impl_list[:shift]
+            order = round_order(args.impl_list, round_index)
             for impl in order:
                 reason = impl.unavailable_reason()
                 if reason:
