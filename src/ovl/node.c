@@ -115,7 +115,7 @@ static void node_free(struct ovl_fs *fs, struct ovl_node *node)
 		close(node->anon_fd);
 	ovl_dir_put(node->listing);
 	ovl_redirect_free(node->redirect);
-	ovl_lowerdir_free(fs, node);
+	ovl_dirfd_free(fs, node);
 	pthread_mutex_destroy(&node->lock);
 	free(node->name);
 	free(node);

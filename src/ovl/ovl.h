@@ -113,7 +113,7 @@ struct ovl_node {
 	struct ovl_dir
 	    *listing; /* merged listing without OPENDIR, under lock */
 	struct ovl_redirect *redirect; /* a moved directory: see redirect.c */
-	struct ovl_lowerdirs *_Atomic lowerdirs; /* see lowerdir.c */
+	struct ovl_dirfds *_Atomic dirfds; /* see dirfd.c */
 };
 
 #define OVL_HASH_SHARDS 64
@@ -171,8 +171,8 @@ struct ovl_fs {
 	bool dont_mask;	    /* the kernel leaves the umask to us */
 	bool no_opendir;    /* the kernel opens directories without asking */
 	struct ovl_prefetch *prefetch; /* see prefetch.c; NULL when off */
-	atomic_int lowerdir_fds; /* descriptors kept by lowerdir.c */
-	int lowerdir_max;
+	atomic_int dirfd_count; /* descriptors kept by dirfd.c */
+	int dirfd_max;
 };
 
 /* An open regular file. */
@@ -372,11 +372,13 @@ int ovl_node_open_place(struct ovl_fs *fs, struct ovl_node *node, int layer,
 			struct ovl_path *path);
 void ovl_path_close(struct ovl_path *path);
 
-/* ---- lowerdir.c: descriptors of directory nodes in the lowers ---- */
-void ovl_lowerdir_init(struct ovl_fs *fs);
-bool ovl_lowerdir_open(struct ovl_fs *fs, struct ovl_node *node, int layer,
-		       int flags, int *out);
-void ovl_lowerdir_free(struct ovl_fs *fs, struct ovl_node *node);
+/* ---- dirfd.c: kept descriptors of directory nodes ---- */
+void ovl_dirfd_init(struct ovl_fs *fs);
+bool ovl_dirfd_open(struct ovl_fs *fs, struct ovl_node *node, int layer,
+		    int flags, int *out);
+bool ovl_dirfd_open_place(struct ovl_fs *fs, struct ovl_node *node,
+			  int layer, struct ovl_path *path, int *err);
+void ovl_dirfd_free(struct ovl_fs *fs, struct ovl_node *node);
 
 /* ---- dircache.c: directory descriptors reused within one listing ---- */
 void ovl_dircache_begin(struct ovl_fs *fs);

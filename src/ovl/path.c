@@ -86,6 +86,8 @@ int ovl_node_open_place(struct ovl_fs *fs, struct ovl_node *node, int layer,
 	/* A removed node's old path may name another file by now. */
 	if (ovl_node_has(node, OVL_N_DELETED))
 		return -ENOENT;
+	if (ovl_dirfd_open_place(fs, node, layer, path, &err))
+		return err;
 	if (!node->parent) {
 		/* The root is "." in the layer's root directory. */
 		rel[0] = '\0';
@@ -117,7 +119,7 @@ int ovl_node_open_dir(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		return -EINVAL;
 	if (ovl_node_has(node, OVL_N_DELETED))
 		return -ENOENT;
-	if (ovl_lowerdir_open(fs, node, layer, flags, &err))
+	if (ovl_dirfd_open(fs, node, layer, flags, &err))
 		return err;
 	err = ovl_dircache_get(node, layer, flags);
 	if (err >= 0)

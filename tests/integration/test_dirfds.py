@@ -1,10 +1,11 @@
-"""Descriptors that lamina keeps for directories in the lower layers.
+"""Descriptors that lamina keeps for directories in every layer.
 
-A lookup below a lower directory starts from a descriptor kept for that
+A request below a directory starts from a descriptor kept for that
 directory instead of walking its path from the layer root. The tests
-check what that must not change: entries of moved and merged directories,
-a descriptor limit that files opened through the mount can still use,
-and descriptors that close when the kernel forgets the directories.
+check what that must not change: entries of moved, replaced, recreated
+and merged directories, a descriptor limit that files opened through the
+mount can still use, and descriptors that close when the kernel forgets
+the directories. The tests on `stack` run on kernel overlayfs too.
 """
 
 import os
@@ -99,3 +100,63 @@ def test_directory_missing_from_a_middle_layer(lamina_stack):
     assert read_file(stack.m("dir", "bottom")) == b"bottom"
     assert not os.path.exists(stack.m("dir", "other"))
     assert sorted(os.listdir(stack.m("dir"))) == ["bottom", "top"]
+
+
+def test_renamed_upper_directory(stack):
+    stack.mount()
+    os.mkdir(stack.m("a"))
+    write_file(stack.m("a", "before"), b"1")
+    os.rename(stack.m("a"), stack.m("b"))
+
+    write_file(stack.m("b", "after"), b"2")
+    os.chmod(stack.m("b", "before"), 0o600)
+
+    assert sorted(os.listdir(stack.u("b"))) == ["after", "before"]
+    assert not os.path.exists(stack.u("a"))
+    assert os.stat(stack.u("b", "before")).st_mode & 0o777 == 0o600
+
+
+def test_recreated_directory(stack):
+    """A directory removed and made again under the same name gets the
+    new entries, not the removed directory."""
+    stack.mount()
+    os.mkdir(stack.m("d"))
+    write_file(stack.m("d", "old"), b"1")
+    os.unlink(stack.m("d", "old"))
+    os.rmdir(stack.m("d"))
+    os.mkdir(stack.m("d"))
+
+    write_file(stack.m("d", "new"), b"2")
+
+    assert os.listdir(stack.m("d")) == ["new"]
+    assert os.listdir(stack.u("d")) == ["new"]
+
+
+def test_directory_replaced_by_rename(stack):
+    stack.mount()
+    os.mkdir(stack.m("a"))
+    write_file(stack.m("a", "f"), b"1")
+    os.mkdir(stack.m("b"))
+    write_file(stack.m("b", "g"), b"2")
+    os.unlink(stack.m("b", "g"))
+    os.rename(stack.m("a"), stack.m("b"))
+
+    write_file(stack.m("b", "h"), b"3")
+
+    assert sorted(os.listdir(stack.m("b"))) == ["f", "h"]
+    assert sorted(os.listdir(stack.u("b"))) == ["f", "h"]
+
+
+def test_lower_directory_copied_up_later(stack):
+    """A lower directory looked into before its copy-up takes new entries
+    in its upper copy afterwards."""
+    write_file(stack.lo(1, "dir", "lower"), b"l")
+    stack.mount()
+    assert read_file(stack.m("dir", "lower")) == b"l"
+
+    write_file(stack.m("dir", "first"), b"1")
+    write_file(stack.m("dir", "second"), b"2")
+
+    assert sorted(os.listdir(stack.u("dir"))) == ["first", "second"]
+    assert sorted(os.listdir(stack.m("dir"))) == ["first", "lower",
+                                                   "second"]

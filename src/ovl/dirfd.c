@@ -1,0 +1,209 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * Kept descriptors of a directory node, one per layer. A directory that
+ * moves keeps its inode in the upper layer and, through its redirect,
+ * its place in each lower layer. The lower layers do not change while
+ * mounted. So an O_PATH descriptor opened once stays right for the
+ * node's whole life, and a request below the directory duplicates it
+ * instead of walking the path from the layer root.
+ *
+ * A lower layer where the directory is missing is remembered too. The
+ * upper descriptor is kept only once the directory exists there, since
+ * a copy-up may create it later. A node whose name is removed or
+ * replaced is marked deleted and never reaches its descriptors again.
+ * They close when the node is freed, after the kernel forgets it, and
+ * their number is capped so that files opened through the mount always
+ * find a free descriptor.
+ */
+#include "ovl.h"
+#include "../common/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#define DIRFD_UNKNOWN (-1)
+#define DIRFD_ABSENT (-2)
+#define DIRFD_MAX 65536
+
+struct ovl_dirfds {
+	int first;	 /* the node's topmost lower layer, or -1 */
+	int count;	 /* fd[0] is the upper layer's, then the lowers' */
+	atomic_int fd[]; /* an O_PATH descriptor, or DIRFD_* */
+};
+
+/* Keep at most a quarter of the descriptor limit in this cache. */
+void ovl_dirfd_init(struct ovl_fs *fs)
+{
+	struct rlimit rl;
+	rlim_t max = 1024;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+		max = rl.rlim_cur;
+	fs->dirfd_max = max / 4 > DIRFD_MAX ? DIRFD_MAX : max / 4;
+	atomic_store(&fs->dirfd_count, 0);
+}
+
+/* Return the slot index of layer for node, or -1 when it has none. */
+static int slot_index(struct ovl_fs *fs, const struct ovl_node *node, int layer)
+{
+	if (node->type != S_IFDIR || node->anon_fd >= 0)
+		return -1;
+	if (fs->layers[layer].is_upper)
+		return ovl_node_has(node, OVL_N_UPPER) ? 0 : -1;
+	if (node->lower < 0 || layer < node->lower || layer > node->lower_last)
+		return -1;
+	return 1 + layer - node->lower;
+}
+
+static struct ovl_dirfds *slots_of(struct ovl_node *node)
+{
+	struct ovl_dirfds *d = atomic_load(&node->dirfds), *mine;
+	int i, count = 1;
+
+	if (d)
+		return d;
+	if (node->lower >= 0)
+		count += node->lower_last - node->lower + 1;
+	mine = malloc(sizeof(*mine) + count * sizeof(mine->fd[0]));
+	if (!mine)
+		return NULL;
+	mine->first = node->lower;
+	mine->count = count;
+	for (i = 0; i < count; i++)
+		atomic_init(&mine->fd[i], DIRFD_UNKNOWN);
+	if (atomic_compare_exchange_strong(&node->dirfds, &d, mine))
+		return mine;
+	free(mine); /* another thread installed d first */
+	return d;
+}
+
+/* Open the directory by its path in layer, with O_PATH. */
+static int open_by_path(struct ovl_fs *fs, struct ovl_node *node, int layer)
+{
+	char rel[OVL_PATH_MAX];
+	int err = ovl_node_lower_path(fs, node, layer, rel, sizeof(rel));
+
+	if (err)
+		return err;
+	return ovl_open_layer_dir(fs->layers[layer].fd, rel, O_PATH);
+}
+
+/*
+ * Return the slot's descriptor, and fill the slot first if it is unknown.
+ * When the cache is full, the descriptor is not kept and *owned is set,
+ * so the caller closes it.
+ */
+static int slot_fd(struct ovl_fs *fs, struct ovl_node *node, int layer,
+		   atomic_int *slot, bool *owned)
+{
+	int fd = atomic_load(slot), want, expected = DIRFD_UNKNOWN;
+	bool upper = fs->layers[layer].is_upper;
+
+	*owned = false;
+	if (fd != DIRFD_UNKNOWN)
+		return fd == DIRFD_ABSENT ? -ENOENT : fd;
+	fd = open_by_path(fs, node, layer);
+	if ((fd == -ENOENT || fd == -ENOTDIR) && !upper)
+		want = DIRFD_ABSENT;
+	else if (fd < 0)
+		return fd; /* maybe transient, such as EMFILE, so not kept */
+	else if (atomic_fetch_add(&fs->dirfd_count, 1) >= fs->dirfd_max) {
+		atomic_fetch_sub(&fs->dirfd_count, 1);
+		*owned = true;
+		return fd;
+	} else
+		want = fd;
+	if (!atomic_compare_exchange_strong(slot, &expected, want)) {
+		if (want >= 0) {
+			close(want);
+			atomic_fetch_sub(&fs->dirfd_count, 1);
+		}
+		want = expected;
+	}
+	return want == DIRFD_ABSENT ? -ENOENT : want;
+}
+
+/*
+ * Open a directory node in layer from its kept descriptor. Return true
+ * with a new descriptor or a negative errno in *out. Return false when
+ * this node and layer are not kept, so the caller walks the path.
+ */
+bool ovl_dirfd_open(struct ovl_fs *fs, struct ovl_node *node, int layer,
+		    int flags, int *out)
+{
+	int index = slot_index(fs, node, layer), fd;
+	struct ovl_dirfds *d;
+	bool owned;
+
+	if (index < 0)
+		return false;
+	d = slots_of(node);
+	if (!d || index >= d->count)
+		return false;
+	fd = slot_fd(fs, node, layer, &d->fd[index], &owned);
+	if (fd < 0 || (owned && flags == O_PATH)) {
+		*out = fd;
+		return true;
+	}
+	if (flags != O_PATH)
+		*out = ovl_reopen_dir(fd, flags);
+	else if ((*out = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0)
+		*out = -errno;
+	if (owned)
+		close(fd);
+	return true;
+}
+
+/*
+ * Open the upper directory that contains node from the parent's kept
+ * descriptor, and copy the node's name into path. Return false when the
+ * parent's descriptor is not kept, so the caller walks the path.
+ */
+bool ovl_dirfd_open_place(struct ovl_fs *fs, struct ovl_node *node, int layer,
+			  struct ovl_path *path, int *err)
+{
+	struct ovl_node *parent;
+	size_t len;
+	bool kept;
+	int fd;
+
+	if (!fs->layers[layer].is_upper || !node->parent)
+		return false;
+	pthread_rwlock_rdlock(&fs->rename_lock);
+	parent = node->parent;
+	ovl_node_get(parent);
+	len = strlen(node->name);
+	if (len < sizeof(path->name))
+		memcpy(path->name, node->name, len + 1);
+	pthread_rwlock_unlock(&fs->rename_lock);
+	kept = len < sizeof(path->name) &&
+	       !ovl_node_has(parent, OVL_N_DELETED) &&
+	       ovl_dirfd_open(fs, parent, layer, O_PATH, &fd);
+	ovl_node_put(fs, parent);
+	if (!kept)
+		return false;
+	path->dirfd = fd >= 0 ? fd : -1;
+	*err = fd == -ENOTDIR ? -ENOENT : (fd < 0 ? fd : 0);
+	return true;
+}
+
+void ovl_dirfd_free(struct ovl_fs *fs, struct ovl_node *node)
+{
+	struct ovl_dirfds *d = atomic_load(&node->dirfds);
+	int i, fd;
+
+	if (!d)
+		return;
+	for (i = 0; i < d->count; i++) {
+		fd = atomic_load(&d->fd[i]);
+		if (fd >= 0) {
+			close(fd);
+			atomic_fetch_sub(&fs->dirfd_count, 1);
+		}
+	}
+	free(d);
+}
