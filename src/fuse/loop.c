@@ -91,7 +91,9 @@ static void *worker_main(void *arg)
 			if (errno == EINTR || errno == EAGAIN ||
 			    errno == ENOENT)
 				continue;
-			if (errno != ENODEV)
+			/* ENODEV: unmounted; ECONNABORTED: aborted, as a
+			 * stop during a request does. */
+			if (errno != ENODEV && errno != ECONNABORTED)
 				log_err("reading /dev/fuse failed: %s",
 					strerror(errno));
 			break;
