@@ -92,9 +92,9 @@ def test_moved_directory_keeps_lower_entries(lamina_stack):
 
 
 def test_directory_missing_from_a_middle_layer(lamina_stack):
-    """A directory in the top and bottom lowers but not in the middle one
-    merges the two, and a name added to the middle layer's parent level
-    does not stand in for it."""
+    """A directory in the top and bottom lowers but missing from the
+    middle one merges the entries of both. The middle layer's file next
+    to it does not show inside it."""
     stack = lamina_stack
     lowers = [os.path.join(stack.root, f"layer{i}") for i in range(3)]
     write_file(os.path.join(lowers[0], "dir", "top"), b"top")

@@ -212,8 +212,8 @@ def fds_of_big(pid):
 
 
 def append_nothing(path):
-    """Open path for appending and close it; errors from a mount that
-    goes away meanwhile are expected."""
+    """Open path for appending and close it. An error is expected when
+    the mount goes away meanwhile."""
     try:
         with open(path, "ab"):
             pass
