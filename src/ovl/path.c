@@ -119,8 +119,9 @@ int ovl_node_open_dir(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		return -EINVAL;
 	if (ovl_node_has(node, OVL_N_DELETED))
 		return -ENOENT;
+	/* A name that is no directory now: the directory moved away. */
 	if (ovl_dirfd_open(fs, node, layer, flags, &err))
-		return err;
+		return err == -ENOTDIR ? -ENOENT : err;
 	err = ovl_dircache_get(node, layer, flags);
 	if (err >= 0)
 		return err;
