@@ -1,19 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
- * Kept descriptors of a directory node, one per layer. A directory that
- * moves keeps its inode in the upper layer and, through its redirect,
- * its place in each lower layer. The lower layers do not change while
- * mounted. So an O_PATH descriptor opened once stays right for the
- * node's whole life, and a request below the directory duplicates it
- * instead of walking the path from the layer root.
+ * Kept descriptors of a directory node in the lower layers. A directory
+ * that moves keeps, through its redirect, its place in each lower layer,
+ * and the lower layers do not change while mounted. So an O_PATH
+ * descriptor opened once stays right for the node's whole life, and a
+ * lookup below the directory duplicates it instead of walking the path
+ * from the layer root.
  *
- * A lower layer where the directory is missing is remembered too. The
- * upper descriptor is kept only once the directory exists there, since
- * a copy-up may create it later. A node whose name is removed or
- * replaced is marked deleted and never reaches its descriptors again.
- * They close when the node is freed, after the kernel forgets it, and
- * their number is capped so that files opened through the mount always
- * find a free descriptor.
+ * A lower layer where the directory is missing is remembered too. A
+ * node whose name is removed or replaced is marked deleted and never
+ * reaches its descriptors again. They close when the node is freed,
+ * after the kernel forgets it, and their number is capped so that files
+ * opened through the mount always find a free descriptor.
  */
 #include "ovl.h"
 #include "../common/log.h"
@@ -30,8 +28,8 @@
 #define DIRFD_MAX 65536
 
 struct ovl_dirfds {
-	int first;	 /* the node's topmost lower layer, or -1 */
-	int count;	 /* fd[0] is the upper layer's, then the lowers' */
+	int first; /* the node's topmost lower layer, or -1 */
+	int count; /* fd[0] is unused (the upper layer), then the lowers' */
 	atomic_int fd[]; /* an O_PATH descriptor, or DIRFD_* */
 };
 
@@ -52,8 +50,14 @@ static int slot_index(struct ovl_fs *fs, const struct ovl_node *node, int layer)
 {
 	if (node->type != S_IFDIR || node->anon_fd >= 0)
 		return -1;
+	/*
+	 * NOTE: the upper layer is not kept. Its path is opened by name, and
+	 * a RENAME_EXCHANGE of an ancestor between building the path and
+	 * opening it would keep the other directory for the node's life, so
+	 * that files created in it would land there.
+	 */
 	if (fs->layers[layer].is_upper)
-		return ovl_node_has(node, OVL_N_UPPER) ? 0 : -1;
+		return -1;
 	if (node->lower < 0 || layer < node->lower || layer > node->lower_last)
 		return -1;
 	return 1 + layer - node->lower;
@@ -155,39 +159,6 @@ bool ovl_dirfd_open(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		*out = -errno;
 	if (owned)
 		close(fd);
-	return true;
-}
-
-/*
- * Open the upper directory that contains node from the parent's kept
- * descriptor, and copy the node's name into path. Return false when the
- * parent's descriptor is not kept, so the caller walks the path.
- */
-bool ovl_dirfd_open_place(struct ovl_fs *fs, struct ovl_node *node, int layer,
-			  struct ovl_path *path, int *err)
-{
-	struct ovl_node *parent;
-	size_t len;
-	bool kept;
-	int fd;
-
-	if (!fs->layers[layer].is_upper || !node->parent)
-		return false;
-	pthread_rwlock_rdlock(&fs->rename_lock);
-	parent = node->parent;
-	ovl_node_get(parent);
-	len = strlen(node->name);
-	if (len < sizeof(path->name))
-		memcpy(path->name, node->name, len + 1);
-	pthread_rwlock_unlock(&fs->rename_lock);
-	kept = len < sizeof(path->name) &&
-	       !ovl_node_has(parent, OVL_N_DELETED) &&
-	       ovl_dirfd_open(fs, parent, layer, O_PATH, &fd);
-	ovl_node_put(fs, parent);
-	if (!kept)
-		return false;
-	path->dirfd = fd >= 0 ? fd : -1;
-	*err = fd == -ENOTDIR ? -ENOENT : (fd < 0 ? fd : 0);
 	return true;
 }
 

@@ -376,8 +376,6 @@ void ovl_path_close(struct ovl_path *path);
 void ovl_dirfd_init(struct ovl_fs *fs);
 bool ovl_dirfd_open(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		    int flags, int *out);
-bool ovl_dirfd_open_place(struct ovl_fs *fs, struct ovl_node *node,
-			  int layer, struct ovl_path *path, int *err);
 void ovl_dirfd_free(struct ovl_fs *fs, struct ovl_node *node);
 
 /* ---- dircache.c: directory descriptors reused within one listing ---- */
