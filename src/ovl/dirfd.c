@@ -29,7 +29,7 @@
 
 struct ovl_dirfds {
 	int first; /* the node's topmost lower layer, or -1 */
-	int count; /* fd[0] is unused (the upper layer), then the lowers' */
+	int count;
 	atomic_int fd[]; /* an O_PATH descriptor, or DIRFD_* */
 };
 
@@ -60,18 +60,16 @@ static int slot_index(struct ovl_fs *fs, const struct ovl_node *node, int layer)
 		return -1;
 	if (node->lower < 0 || layer < node->lower || layer > node->lower_last)
 		return -1;
-	return 1 + layer - node->lower;
+	return layer - node->lower;
 }
 
 static struct ovl_dirfds *slots_of(struct ovl_node *node)
 {
 	struct ovl_dirfds *d = atomic_load(&node->dirfds), *mine;
-	int i, count = 1;
+	int i, count = node->lower_last - node->lower + 1;
 
 	if (d)
 		return d;
-	if (node->lower >= 0)
-		count += node->lower_last - node->lower + 1;
 	mine = malloc(sizeof(*mine) + count * sizeof(mine->fd[0]));
 	if (!mine)
 		return NULL;
@@ -105,13 +103,12 @@ static int slot_fd(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		   atomic_int *slot, bool *owned)
 {
 	int fd = atomic_load(slot), want, expected = DIRFD_UNKNOWN;
-	bool upper = fs->layers[layer].is_upper;
 
 	*owned = false;
 	if (fd != DIRFD_UNKNOWN)
 		return fd == DIRFD_ABSENT ? -ENOENT : fd;
 	fd = open_by_path(fs, node, layer);
-	if ((fd == -ENOENT || fd == -ENOTDIR) && !upper)
+	if (fd == -ENOENT || fd == -ENOTDIR)
 		want = DIRFD_ABSENT;
 	else if (fd < 0)
 		return fd; /* maybe transient, such as EMFILE, so not kept */
