@@ -10,13 +10,16 @@
  * A lower layer where the directory is missing is remembered too. A
  * node whose name is removed or replaced is marked deleted and never
  * reaches its descriptors again. They close when the node is freed,
- * after the kernel forgets it, and their number is capped so that files
- * opened through the mount always find a free descriptor.
+ * after the kernel forgets it, and their number is capped to a quarter of
+ * the descriptors the daemon does not use itself, so that files opened
+ * through the mount find free descriptors.
  */
 #include "ovl.h"
 #include "../common/log.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +29,8 @@
 #define DIRFD_UNKNOWN (-1)
 #define DIRFD_ABSENT (-2)
 #define DIRFD_MAX 65536
+#define DIRFD_RESERVE 32 /* descriptors held by running requests */
+#define DIRFD_PER_CPU 4 /* a worker and a ring queue, two each */
 
 struct ovl_dirfds {
 	int first; /* the node's topmost lower layer, or -1 */
@@ -33,16 +38,44 @@ struct ovl_dirfds {
 	atomic_int fd[]; /* an O_PATH descriptor, or DIRFD_* */
 };
 
-/* Keep at most a quarter of the descriptor limit in this cache. */
+/* Count the descriptors the daemon holds now, or -1 when unknown. */
+static int count_open_fds(void)
+{
+	DIR *dir = opendir("/proc/self/fd");
+	struct dirent *de;
+	int n = 0;
+
+	if (!dir)
+		return -1;
+	while ((de = readdir(dir)))
+		if (de->d_name[0] != '.')
+			n++;
+	closedir(dir);
+	return n - 1; /* the directory's own descriptor */
+}
+
+/*
+ * Keep at most a quarter of the descriptors left after the daemon's own:
+ * those open now, and a few for each thread that may still start and for
+ * the ones a request holds while it runs.
+ */
 void ovl_dirfd_init(struct ovl_fs *fs)
 {
 	struct rlimit rl;
-	rlim_t max = 1024;
+	long cpus = sysconf(_SC_NPROCESSORS_CONF);
+	long max = 1024, used = count_open_fds(), left;
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
-		max = rl.rlim_cur;
-	fs->dirfd_max = max / 4 > DIRFD_MAX ? DIRFD_MAX : max / 4;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)LONG_MAX)
+		max = (long)rl.rlim_cur;
+	if (used < 0)
+		used = 64;
+	left = max - used - DIRFD_RESERVE - DIRFD_PER_CPU * (cpus > 0 ? cpus : 1);
+	left /= 4;
+	fs->dirfd_max = left < 0 ? 0 : left > DIRFD_MAX ? DIRFD_MAX : (int)left;
 	atomic_store(&fs->dirfd_count, 0);
+	if (fs->dirfd_max < 64)
+		log_info("the open file limit %ld leaves room for only %d kept directory descriptors; raise it (ulimit -n) for faster lookups",
+			 max, fs->dirfd_max);
 }
 
 /* Return the slot index of layer for node, or -1 when it has none. */

@@ -11,7 +11,7 @@ the directories. The tests on `stack` run on kernel overlayfs too.
 import os
 import re
 
-from conftest import run, wait_for
+from conftest import read_log, run, wait_for
 from helpers import read_file, write_file
 
 DIRS = 300
@@ -74,6 +74,27 @@ def test_open_files_keep_room_under_a_low_limit(lamina_stack):
     finally:
         for f in files:
             f.close()
+
+
+def test_tiny_limit_keeps_no_descriptors_and_opens_files(lamina_stack):
+    """With 40 descriptors allowed, the daemon's own use most of them, so
+    it keeps no directory descriptors, and files still open through the
+    mount."""
+    stack = lamina_stack
+    make_dirs(stack.lo(1), 50)
+    stack.mount(daemon_wrapper=["prlimit", "--nofile=40:40"])
+    pid = stack.daemon.pid
+
+    read_all(stack, 50)
+    assert dir_fds(pid) == 0
+    files = [open(stack.m(f"d{d}", "f"), "rb") for d in range(8)]
+    try:
+        for d, f in enumerate(files):
+            assert f.read() == f"file {d}".encode()
+    finally:
+        for f in files:
+            f.close()
+    assert "kept directory descriptors" in read_log(stack.daemon.log_path)
 
 
 def test_moved_directory_keeps_lower_entries(lamina_stack):
