@@ -251,7 +251,7 @@ void ovl_op_link(struct fuse_req *req, uint64_t nodeid, uint64_t newparent,
 {
 	struct ovl_fs *fs = ovl_req_fs(req);
 	struct ovl_node *node = ovl_req_node(req, nodeid), *linked;
-	struct ovl_create c = {.mode = node->type, .ino = node->ino};
+	struct ovl_create c = {.mode = node->type};
 	struct ovl_path src;
 	struct stat st;
 	int err;
@@ -264,6 +264,8 @@ void ovl_op_link(struct fuse_req *req, uint64_t nodeid, uint64_t newparent,
 		ovl_reply_status(req, err);
 		return;
 	}
+	/* Read after the copy-up, which renumbers a hard link without index. */
+	c.ino = node->ino;
 	c.link_src = &src;
 	err = ovl_create_object(req, ovl_req_node(req, newparent), newname, &c,
 				&linked, &st);

@@ -451,6 +451,23 @@ def test_copyup_hardlink_listing_inode(stack):
     assert listed["one"] == os.lstat(stack.m("d", "one")).st_ino
     assert listed["two"] == os.lstat(stack.m("d", "two")).st_ino
 
+
+def test_link_of_lower_hardlink_shows_the_copy_inode(stack):
+    """link(2) of one name of a lower hard link copies that name up
+    (index=off); the new name is the copy, and says so in st_ino from the
+    first stat on."""
+    write_file(stack.lo(1, "one"), b"data")
+    os.link(stack.lo(1, "one"), stack.lo(1, "two"))
+    stack.mount(extra=["index=off"])
+
+    os.link(stack.m("one"), stack.m("three"))
+    three = os.lstat(stack.m("three"))
+    one = os.lstat(stack.m("one"))
+    assert three.st_ino == one.st_ino
+    assert three.st_nlink == 2
+    assert os.lstat(stack.m("two")).st_ino != one.st_ino
+
+
 def test_concurrent_copyup(stack):
     """Eight threads opening one lower file for write copy it up once.
 
