@@ -79,6 +79,8 @@ const char *fuse_opname(uint32_t opcode);
 int fuse_send(struct fuse_req *req, int error, const struct iovec *iov,
 	      int count);
 void fuse_fill_entry_out(struct fuse_entry_out *o, const struct fuse_entry *e);
+void fuse_inval_if_changed(struct fuse_session *se, uint64_t nodeid,
+			   const atomic_uint *counter, unsigned int seen);
 
 /* init.c */
 void fuse_do_init(struct fuse_req *req, const void *arg, size_t len);

@@ -257,6 +257,31 @@ int fuse_notify_inval_inode(struct fuse_session *se, uint64_t nodeid,
 	return 0;
 }
 
+void fuse_inval_if_changed(struct fuse_session *se, uint64_t nodeid,
+			   const atomic_uint *counter, unsigned int seen)
+{
+	if (atomic_load(counter) == seen)
+		return;
+	if (fuse_notify_inval_inode(se, nodeid, 0, 0) < 0)
+		log_warn_rl("dropping the kernel's cache of node %llu failed",
+			    (unsigned long long)nodeid);
+}
+
+void fuse_inval_after_reply(struct fuse_req *req, uint64_t nodeid,
+			    const atomic_uint *counter, unsigned int seen)
+{
+	struct fuse_uring_thread *t = req->uring;
+
+	if (!t) {
+		fuse_inval_if_changed(req->se, nodeid, counter, seen);
+		return;
+	}
+	/* A ring reply reaches the kernel with the commit after the handler. */
+	t->inval_node = nodeid;
+	t->inval_counter = counter;
+	t->inval_seen = seen;
+}
+
 /* Empty the worker's pipe, so no stale bytes start the next reply. */
 static void pipe_drain(struct fuse_worker *w)
 {

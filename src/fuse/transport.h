@@ -8,6 +8,7 @@
 #ifndef LAMINA_FUSE_TRANSPORT_H
 #define LAMINA_FUSE_TRANSPORT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -186,6 +187,13 @@ void fuse_session_exit(struct fuse_session *se);
  */
 int fuse_notify_inval_inode(struct fuse_session *se, uint64_t nodeid,
 			    int64_t off, int64_t len);
+/*
+ * Once req's reply has reached the kernel, drop the kernel's cached data
+ * of a node if the counter then differs from seen. The reply is sent
+ * already, or staged for a ring commit.
+ */
+void fuse_inval_after_reply(struct fuse_req *req, uint64_t nodeid,
+			    const atomic_uint *counter, unsigned int seen);
 
 /* Passthrough backing files: passthrough.c */
 int fuse_backing_open(struct fuse_session *se, int fd);

@@ -229,6 +229,18 @@ static int uring_commit(struct fuse_uring_thread *t)
 	return err;
 }
 
+/* Commit the reply now, then send the invalidation that must follow it. */
+static int uring_inval_after_commit(struct fuse_uring_thread *t)
+{
+	int err = uring_submit(&t->ring);
+
+	if (!err)
+		fuse_inval_if_changed(t->se, t->inval_node, t->inval_counter,
+				      t->inval_seen);
+	t->inval_node = 0;
+	return err;
+}
+
 /* Register the entry; retry while the kernel finishes INIT. */
 static int uring_register(struct fuse_uring_thread *t)
 {
@@ -287,6 +299,8 @@ void fuse_uring_serve(struct fuse_uring_thread *t)
 				      t->hdr->ent.commit_id);
 		if (!err)
 			err = uring_commit(t);
+		if (!err && t->inval_node)
+			err = uring_inval_after_commit(t);
 		if (!err)
 			err = uring_submit_and_wait(&t->ring, &res, &ud);
 		if (err) {

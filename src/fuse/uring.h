@@ -51,10 +51,10 @@ struct fuse_uring_cmd_req {
 /* One kernel queue (one CPU) and the threads that serve it. */
 struct fuse_uring_queue {
 	unsigned int qid;
-	unsigned int first;  /* its first slot in the session's threads */
-	unsigned int max;    /* slots it has */
-	atomic_uint started; /* threads started; grows under uring_lock */
-	atomic_uint busy;    /* threads inside a request */
+	unsigned int first;   /* its first slot in the session's threads */
+	unsigned int max;     /* slots it has */
+	atomic_uint started;  /* threads started; grows under uring_lock */
+	atomic_uint busy;     /* threads inside a request */
 	atomic_uint last_pid; /* caller of the latest request */
 };
 
@@ -75,7 +75,11 @@ struct fuse_uring_thread {
 	bool caller_waits; /* the request\'s caller sleeps until the reply */
 	bool new_caller;   /* the queue's previous request had another caller */
 	bool handoff;	   /* commit replies at idle priority */
-	int policy;	   /* the thread's own scheduling policy */
+	/* fuse_inval_after_reply() of the staged reply, if inval_node */
+	uint64_t inval_node;
+	const atomic_uint *inval_counter;
+	unsigned int inval_seen;
+	int policy;		      /* the thread's own scheduling policy */
 	struct sched_param sched;     /* and its parameters */
 	uint64_t handoff_pause_until; /* CLOCK_MONOTONIC ns */
 	int setup_err;

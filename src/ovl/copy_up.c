@@ -443,6 +443,7 @@ static int copy_up_one(struct copy_up_ctx *c)
 	if (!S_ISDIR(c->st.st_mode) && c->st.st_nlink > 1 && !c->indexed &&
 	    !ovl_do_fstatat(c->dst.dirfd, c->dst.name, &pst)) {
 		c->node->ino = pst.st_ino;
+		atomic_fetch_add(&c->fs->renumbered, 1);
 		drop_parent_listing(c->fs, c->node);
 	}
 	return 0;

@@ -30,7 +30,7 @@
 #define DIRFD_ABSENT (-2)
 #define DIRFD_MAX 65536
 #define DIRFD_RESERVE 32 /* descriptors held by running requests */
-#define DIRFD_PER_CPU 4 /* a worker and a ring queue, two each */
+#define DIRFD_PER_CPU 4	 /* a worker and a ring queue, two each */
 
 struct ovl_dirfds {
 	int first; /* the node's topmost lower layer, or -1 */
@@ -65,17 +65,20 @@ void ovl_dirfd_init(struct ovl_fs *fs)
 	long cpus = sysconf(_SC_NPROCESSORS_CONF);
 	long max = 1024, used = count_open_fds(), left;
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)LONG_MAX)
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+	    rl.rlim_cur < (rlim_t)LONG_MAX)
 		max = (long)rl.rlim_cur;
 	if (used < 0)
 		used = 64;
-	left = max - used - DIRFD_RESERVE - DIRFD_PER_CPU * (cpus > 0 ? cpus : 1);
+	left =
+	    max - used - DIRFD_RESERVE - DIRFD_PER_CPU * (cpus > 0 ? cpus : 1);
 	left /= 4;
 	fs->dirfd_max = left < 0 ? 0 : left > DIRFD_MAX ? DIRFD_MAX : (int)left;
 	atomic_store(&fs->dirfd_count, 0);
 	if (fs->dirfd_max < 64)
-		log_info("the open file limit %ld leaves room for only %d kept directory descriptors; raise it (ulimit -n) for faster lookups",
-			 max, fs->dirfd_max);
+		log_info(
+		    "the open file limit %ld leaves room for only %d kept directory descriptors; raise it (ulimit -n) for faster lookups",
+		    max, fs->dirfd_max);
 }
 
 /* Return the slot index of layer for node, or -1 when it has none. */

@@ -151,6 +151,7 @@ void ovl_op_readdir(struct fuse_req *req, uint64_t nodeid, size_t size,
 	struct ovl_node *node = ovl_req_node(req, nodeid);
 	struct ovl_dir *dir = fi->fh ? dir_of(fi) : node_listing(node);
 	struct fuse_dirbuf db;
+	unsigned int renumbered;
 	int err = 0;
 
 	if (!dir || fuse_dirbuf_init(&db, size)) {
@@ -165,11 +166,22 @@ void ovl_op_readdir(struct fuse_req *req, uint64_t nodeid, size_t size,
 		err = ovl_dir_load(fs, node, dir);
 	if (!err && off >= 0 && (size_t)off < dir->count)
 		fill_listing(fs, node, dir, &db, off, plus);
+	renumbered = dir->renumbered;
 	pthread_mutex_unlock(&dir->lock);
 	if (err)
 		ovl_reply_status(req, err);
 	else
 		fuse_reply_buf(req, db.data, db.size);
+	/*
+	 * If a copy-up gave a file a new st_ino after this listing was read,
+	 * its own invalidation may reach the kernel before this reply, which
+	 * the kernel would then keep: drop the kernel's copy once more. The
+	 * count is read after the reply, so a copy-up counted later sends
+	 * its invalidation later too.
+	 */
+	if (!err)
+		fuse_inval_after_reply(req, nodeid, &fs->renumbered,
+				       renumbered);
 	if (!fi->fh) {
 		if (err || db.size == 0)
 			node_listing_done(node, dir);

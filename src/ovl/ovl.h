@@ -172,6 +172,7 @@ struct ovl_fs {
 	bool no_opendir;    /* the kernel opens directories without asking */
 	struct ovl_prefetch *prefetch; /* see prefetch.c; NULL when off */
 	atomic_int dirfd_count; /* descriptors kept by dirfd.c */
+	atomic_uint renumbered; /* copy-ups that changed a file's st_ino */
 	int dirfd_max;
 };
 
@@ -435,6 +436,7 @@ struct ovl_dir {
 	struct ovl_dirent *entries;
 	size_t count;
 	size_t cap;
+	unsigned int renumbered; /* fs->renumbered when loaded */
 	bool loaded;
 };
 int ovl_dir_load(struct ovl_fs *fs, struct ovl_node *node, struct ovl_dir *dir);

@@ -358,6 +358,7 @@ int ovl_dir_load(struct ovl_fs *fs, struct ovl_node *node,
 	int err;
 
 	ovl_dir_clear(dir);
+	dir->renumbered = atomic_load(&fs->renumbered);
 	err = set_init(&ctx.set);
 	if (!err)
 		err = dir_add(dir, ".", node->ino, DT_DIR);

@@ -452,6 +452,43 @@ def test_copyup_hardlink_listing_inode(stack):
     assert listed["two"] == os.lstat(stack.m("d", "two")).st_ino
 
 
+def test_copyup_hardlink_during_listing(stack):
+    """Copy-ups that break lower hard links (index=off) while another
+    thread reads the directory's listing: a listing read afterwards shows
+    each copy's new st_ino."""
+    os.mkdir(stack.lo(1, "d"))
+    for i in range(20000):
+        os.close(os.open(stack.lo(1, "d", f"f{i:05}"), os.O_CREAT, 0o644))
+    pairs = [f"h{i:03}" for i in range(200)]
+    for name in pairs:
+        write_file(stack.lo(1, "d", name), b"data")
+        os.link(stack.lo(1, "d", name), stack.lo(1, "d", name + ".b"))
+    stack.mount(extra=["index=off"])
+    stop = threading.Event()
+
+    def lister():
+        while not stop.is_set():
+            with os.scandir(stack.m("d")) as entries:
+                for _ in entries:
+                    pass
+
+    thread = threading.Thread(target=lister)
+    thread.start()
+    try:
+        for name in pairs:
+            with open(stack.m("d", name), "ab") as f:
+                f.write(b"!")
+    finally:
+        stop.set()
+        thread.join()
+
+    with os.scandir(stack.m("d")) as entries:
+        listed = {e.name: e.inode() for e in entries if e.name[0] == "h"}
+    wrong = [name for name in listed
+             if listed[name] != os.lstat(stack.m("d", name)).st_ino]
+    assert wrong == []
+
+
 def test_link_of_lower_hardlink_shows_the_copy_inode(stack):
     """link(2) of one name of a lower hard link copies that name up
     (index=off); the new name is the copy, and says so in st_ino from the
