@@ -107,6 +107,29 @@ static bool shares_data(struct ovl_node *node, int fd)
 	return fstat(fd, &st) == 0 && st.st_nlink != 1;
 }
 
+/*
+ * A duplicate of a descriptor that a user holds open on the upper file of
+ * node, or -1. It serves requests on the file's inode without walking
+ * its path, and it stays right when the file is renamed.
+ */
+int ovl_node_dup_open_fd(struct ovl_node *node)
+{
+	struct ovl_file *file;
+	int fd = -1;
+
+	if (!ovl_node_has(node, OVL_N_UPPER))
+		return -1;
+	pthread_mutex_lock(&node->lock);
+	for (file = node->files; file && fd < 0; file = file->next) {
+		pthread_mutex_lock(&file->lock);
+		if (!file->lower)
+			fd = fcntl(file->fd, F_DUPFD_CLOEXEC, 0);
+		pthread_mutex_unlock(&file->lock);
+	}
+	pthread_mutex_unlock(&node->lock);
+	return fd;
+}
+
 /* Wrap fd in an open-file handle and decide how the kernel does I/O. */
 int ovl_file_setup(struct fuse_req *req, struct ovl_node *node, int fd,
 		   bool upper, struct fuse_file_info *fi)

@@ -145,42 +145,73 @@ static struct timespec setattr_time(const struct fuse_setattr *a,
 	return t;
 }
 
-static int setattr_apply(struct ovl_path *path, const struct fuse_setattr *a)
+/*
+ * What a setattr changes: an open descriptor of the upper file (fd), or
+ * else the name in path.
+ */
+struct setattr_target {
+	int fd;
+	struct ovl_path path;
+};
+
+static int target_chown(struct setattr_target *t, uid_t uid, gid_t gid)
 {
 	/* An O_TMPFILE is reached through its /proc link, which must be
 	 * followed. */
-	int nofollow = path->dirfd == AT_FDCWD ? 0 : AT_SYMLINK_NOFOLLOW;
+	int nofollow = t->path.dirfd == AT_FDCWD ? 0 : AT_SYMLINK_NOFOLLOW;
+	int err = t->fd >= 0 ? fchown(t->fd, uid, gid)
+			     : fchownat(t->path.dirfd, t->path.name, uid, gid,
+					nofollow);
+
+	return err < 0 ? -errno : 0;
+}
+
+static int target_chmod(struct setattr_target *t, mode_t mode)
+{
+	int err = t->fd >= 0 ? fchmod(t->fd, mode)
+			     : fchmodat(t->path.dirfd, t->path.name, mode, 0);
+
+	return err < 0 ? -errno : 0;
+}
+
+static int target_utimens(struct setattr_target *t, struct timespec times[2])
+{
+	int nofollow = t->path.dirfd == AT_FDCWD ? 0 : AT_SYMLINK_NOFOLLOW;
+	int err = t->fd >= 0 ? futimens(t->fd, times)
+			     : utimensat(t->path.dirfd, t->path.name, times,
+					 nofollow);
+
+	return err < 0 ? -errno : 0;
+}
+
+static int setattr_apply(struct setattr_target *t, const struct fuse_setattr *a)
+{
 	uint32_t v = a->valid;
-	int err;
+	int err = 0;
 
 	if (v & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
 		uid_t uid = (v & FUSE_SET_ATTR_UID) ? a->st.st_uid : (uid_t)-1;
 		gid_t gid = (v & FUSE_SET_ATTR_GID) ? a->st.st_gid : (gid_t)-1;
 
-		if (fchownat(path->dirfd, path->name, uid, gid, nofollow) < 0)
-			return -errno;
+		err = target_chown(t, uid, gid);
 	}
 	/* After chown, which may have cleared set-user-ID bits. */
-	if ((v & FUSE_SET_ATTR_MODE) &&
-	    fchmodat(path->dirfd, path->name, a->st.st_mode & 07777, 0) < 0)
-		return -errno;
-	if (v & FUSE_SET_ATTR_SIZE) {
-		err = setattr_size(path, a);
-		if (err)
-			return err;
-	}
-	if (v & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW)) {
-		struct timespec t[2] = {
-			setattr_time(a, FUSE_SET_ATTR_ATIME, FUSE_SET_ATTR_ATIME_NOW,
-				     &a->st.st_atim),
-			setattr_time(a, FUSE_SET_ATTR_MTIME, FUSE_SET_ATTR_MTIME_NOW,
-				     &a->st.st_mtim),
+	if (!err && (v & FUSE_SET_ATTR_MODE))
+		err = target_chmod(t, a->st.st_mode & 07777);
+	if (!err && (v & FUSE_SET_ATTR_SIZE))
+		err = setattr_size(&t->path, a);
+	if (!err && (v & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
+			  FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW))) {
+		struct timespec times[2] = {
+		    setattr_time(a, FUSE_SET_ATTR_ATIME,
+				 FUSE_SET_ATTR_ATIME_NOW, &a->st.st_atim),
+		    setattr_time(a, FUSE_SET_ATTR_MTIME,
+				 FUSE_SET_ATTR_MTIME_NOW, &a->st.st_mtim),
 		};
 
-		if (utimensat(path->dirfd, path->name, t, nofollow) < 0)
-			return -errno;
+		err = target_utimens(t, times);
 	}
-	return 0;
+	return err;
 }
 
 /*
@@ -204,13 +235,51 @@ static bool setattr_kills(const struct fuse_setattr *a)
 	return (a->valid & FUSE_SET_ATTR_KILL_SUIDGID) || !(a->valid & fields);
 }
 
+/*
+ * Change, then stat, the target. A file that a user holds open is
+ * changed through its descriptor, which needs no path walk; a truncate
+ * without a file handle goes by name, as the descriptor may be read-only.
+ */
+static int setattr_target_do(struct ovl_fs *fs, struct fuse_req *req,
+			     struct ovl_node *node,
+			     const struct fuse_setattr *attr, struct stat *st)
+{
+	struct setattr_target t = {.fd = -1, .path = {.dirfd = -1}};
+	int err = 0;
+
+	if (!(attr->valid & FUSE_SET_ATTR_SIZE))
+		t.fd = ovl_node_dup_open_fd(node);
+	if (t.fd < 0)
+		err = ovl_node_open_parent(fs, node, 0, &t.path);
+	if (!err)
+		err = setattr_apply(&t, attr);
+	if (!err && setattr_kills(attr)) {
+		err = ovl_kill_suidgid(t.fd, t.path.dirfd, t.path.name,
+				       fuse_req_ctx(req));
+		err = err > 0 ? 0 : err;
+	}
+	if (!err && t.fd >= 0)
+		err = fstat(t.fd, st) < 0 ? -errno : 0;
+	else if (!err)
+		err = ovl_do_fstatat(t.path.dirfd, t.path.name, st);
+	/* The index counts links that only the index knows of. */
+	if (!err && t.fd >= 0 && fs->index_fd >= 0 && st->st_nlink > 1 &&
+	    ovl_node_open_parent(fs, node, 0, &t.path))
+		t.path.dirfd = -1; /* gone meanwhile: show the plain count */
+	if (!err && t.path.dirfd != -1)
+		ovl_index_fix_nlink(fs, &t.path, st);
+	if (t.fd >= 0)
+		close(t.fd);
+	ovl_path_close(&t.path);
+	return err;
+}
+
 void ovl_op_setattr(struct fuse_req *req, uint64_t nodeid,
 		    const struct fuse_setattr *attr)
 {
 	struct ovl_fs *fs = ovl_req_fs(req);
 	struct ovl_node *node = ovl_req_node(req, nodeid);
 	unsigned int flags = 0;
-	struct ovl_path path = {.dirfd = -1};
 	struct stat st;
 	int err;
 
@@ -219,21 +288,8 @@ void ovl_op_setattr(struct fuse_req *req, uint64_t nodeid,
 	else if (attr->st.st_size == 0)
 		flags = OVL_COPY_UP_NO_DATA;
 	err = ovl_copy_up(fs, node, flags);
-	/* One directory descriptor serves the change and the stat. */
 	if (!err)
-		err = ovl_node_open_parent(fs, node, 0, &path);
-	if (!err)
-		err = setattr_apply(&path, attr);
-	if (!err && setattr_kills(attr)) {
-		err = ovl_kill_suidgid(-1, path.dirfd, path.name,
-				       fuse_req_ctx(req));
-		err = err > 0 ? 0 : err;
-	}
-	if (!err)
-		err = ovl_do_fstatat(path.dirfd, path.name, &st);
-	if (!err)
-		ovl_index_fix_nlink(fs, &path, &st);
-	ovl_path_close(&path);
+		err = setattr_target_do(fs, req, node, attr, &st);
 	if (!err) {
 		ovl_node_fix_stat(node, &st);
 		ovl_metacopy_fix_blocks(fs, node, &st);

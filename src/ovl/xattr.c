@@ -56,18 +56,26 @@ void ovl_op_getxattr(struct fuse_req *req, uint64_t nodeid, const char *name,
 	struct ovl_fs *fs = ovl_req_fs(req);
 	struct ovl_node *node = ovl_req_node(req, nodeid);
 	char real[XATTR_NAME_MAX + 1], *value = NULL;
-	struct ovl_path path;
-	int n;
+	struct ovl_path path = {.dirfd = -1};
+	int n, fd;
 
 	n = xattr_real_name(fs, name, real, sizeof(real));
 	if (!n && size)
 		value = malloc(size);
 	if (!n && size && !value)
 		n = -ENOMEM;
-	if (!n)
-		n = ovl_node_open_parent(fs, node, ovl_node_real_layer(node), &path);
-	if (!n) {
-		n = ovl_do_getxattr(path.dirfd, path.name, real, value, size);
+	/* A file that a user holds open, as at each first write. */
+	fd = n ? -1 : ovl_node_dup_open_fd(node);
+	if (fd >= 0) {
+		n = fgetxattr(fd, real, value, size);
+		n = n < 0 ? -errno : n;
+		close(fd);
+	} else if (!n) {
+		n = ovl_node_open_parent(fs, node, ovl_node_real_layer(node),
+					 &path);
+		if (!n)
+			n = ovl_do_getxattr(path.dirfd, path.name, real, value,
+					    size);
 		ovl_path_close(&path);
 	}
 	if (n < 0)

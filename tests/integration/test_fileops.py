@@ -524,6 +524,40 @@ def test_unlink_open_file(stack):
     assert os.listdir(stack.merged) == []
 
 
+def test_change_attributes_of_open_files(stack):
+    """fchmod, fchown, futimens and fgetxattr of open files reach the
+    file itself, also after a rename and after an unlink of its name."""
+    write_file(stack.lo(1, "lower"), "lower")
+    stack.mount()
+    write_file(stack.m("upper"), "upper")
+    fds = [os.open(stack.m(n), os.O_RDWR) for n in ("lower", "upper")]
+    try:
+        os.rename(stack.m("lower"), stack.m("moved"))
+        os.unlink(stack.m("upper"))
+        for i, fd in enumerate(fds):
+            os.fchmod(fd, 0o640 + i)
+            os.fchown(fd, 1000 + i, 2000 + i)
+            os.utime(fd, ns=(1_000_000_000, 2_000_000_000 + i))
+            os.setxattr(fd, "user.tag", b"v%d" % i)
+        seen = [os.fstat(fd) for fd in fds]
+        tags = [os.getxattr(fd, "user.tag") for fd in fds]
+        with pytest.raises(OSError) as err:
+            os.getxattr(fds[1], "user.none")
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+    assert err.value.errno == errno.ENODATA
+    for i, st in enumerate(seen):
+        assert stat.S_IMODE(st.st_mode) == 0o640 + i
+        assert (st.st_uid, st.st_gid) == (1000 + i, 2000 + i)
+        assert st.st_mtime_ns == 2_000_000_000 + i
+    assert tags == [b"v0", b"v1"]
+    moved = os.lstat(stack.m("moved"))
+    assert stat.S_IMODE(moved.st_mode) == 0o640
+    assert (moved.st_uid, moved.st_mtime_ns) == (1000, 2_000_000_000)
+
+
 def test_rm_rf_merged_tree(stack):
     """rm -rf removes a tree spread over all layers, leaving one whiteout."""
     for i in range(3000):
