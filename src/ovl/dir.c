@@ -24,21 +24,25 @@ int ovl_set_umask(struct ovl_fs *fs, const struct fuse_ctx *ctx)
 /*
  * Give a new entry the caller's uid, and its gid or, in a set-group-ID
  * directory, the directory's. chown clears set-user-ID bits, so they
- * are put back afterwards.
+ * are put back afterwards. When nothing changes, *st holds the entry's
+ * attributes on success; otherwise its st_nlink is 0.
  */
 int ovl_set_owner(struct ovl_fs *fs, int dirfd, const char *name,
-		  const struct fuse_ctx *ctx, int parent_fd)
+		  const struct fuse_ctx *ctx, int parent_fd, struct stat *out)
 {
 	struct stat pst, st;
 	gid_t gid = ctx->gid;
 
 	(void)fs;
+	out->st_nlink = 0;
 	if (fstat(parent_fd, &pst) == 0 && (pst.st_mode & S_ISGID))
 		gid = pst.st_gid;
 	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
-	if (st.st_uid == ctx->uid && st.st_gid == gid)
+	if (st.st_uid == ctx->uid && st.st_gid == gid) {
+		*out = st;
 		return 0;
+	}
 	if (fchownat(dirfd, name, ctx->uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
 		return geteuid() == 0 ? -errno : 0;
 	if (!S_ISLNK(st.st_mode) && (st.st_mode & (S_ISUID | S_ISGID)) &&
@@ -79,20 +83,25 @@ static int create_link(struct ovl_create *c, int dirfd, const char *name)
 	return 0;
 }
 
-/* Create the object at (dirfd, name) and set its owner. */
+/*
+ * Create the object at (dirfd, name) and set its owner. st gets its
+ * attributes, or st_nlink 0 when the caller must stat it.
+ */
 static int create_at(struct fuse_req *req, struct ovl_create *c, int dirfd,
-		     const char *name, int parent_fd)
+		     const char *name, int parent_fd, struct stat *st)
 {
 	struct ovl_fs *fs = ovl_req_fs(req);
 	int err;
 
+	st->st_nlink = 0;
 	if (c->link_src)
 		return create_link(c, dirfd, name);
 	ovl_set_umask(fs, fuse_req_ctx(req));
 	err = create_real(c, dirfd, name);
 	if (err)
 		return err;
-	err = ovl_set_owner(fs, dirfd, name, fuse_req_ctx(req), parent_fd);
+	err = ovl_set_owner(fs, dirfd, name, fuse_req_ctx(req), parent_fd,
+			    st);
 	if (err && c->fd >= 0) {
 		close(c->fd);
 		c->fd = -1;
@@ -110,11 +119,12 @@ static int create_over_whiteout(struct fuse_req *req, struct ovl_create *c,
 {
 	struct ovl_fs *fs = ovl_req_fs(req);
 	bool is_dir = S_ISDIR(c->mode) && !c->link_src;
+	struct stat st; /* not kept: the rename changes st_ctime */
 	char tmp[64];
 	int err;
 
 	ovl_tmpname(fs, tmp, sizeof(tmp));
-	err = create_at(req, c, fs->work_fd, tmp, dirfd);
+	err = create_at(req, c, fs->work_fd, tmp, dirfd, &st);
 	if (!err && is_dir)
 		err = ovl_set_opaque(fs, fs->work_fd, tmp);
 	if (!err)
@@ -172,14 +182,18 @@ int ovl_create_object(struct fuse_req *req, struct ovl_node *parent,
 	dirfd = ovl_node_open_dir(fs, parent, 0, O_PATH);
 	if (dirfd < 0)
 		return dirfd;
-	err = ovl_do_fstatat(dirfd, name, &cur);
-	if (err == 0 && ovl_upper_is_whiteout(fs, dirfd, name, &cur))
-		err = create_over_whiteout(req, c, dirfd, name, &opaque);
-	else if (err == 0)
-		err = -EEXIST;
-	else if (err == -ENOENT)
-		err = create_at(req, c, dirfd, name, dirfd);
-	if (!err)
+	/* Most names are new: try first, and look for a whiteout after. */
+	err = create_at(req, c, dirfd, name, dirfd, st);
+	if (err == -EEXIST) {
+		st->st_nlink = 0;
+		err = ovl_do_fstatat(dirfd, name, &cur);
+		if (err == 0 && ovl_upper_is_whiteout(fs, dirfd, name, &cur))
+			err = create_over_whiteout(req, c, dirfd, name,
+						   &opaque);
+		else if (err == 0 || err == -ENOENT)
+			err = -EEXIST;
+	}
+	if (!err && st->st_nlink == 0)
 		err = ovl_do_fstatat(dirfd, name, st);
 	close(dirfd);
 	if (!err && c->ino)

@@ -43,7 +43,7 @@ int ovl_create_object(struct fuse_req *req, struct ovl_node *parent,
 		      struct ovl_node **out, struct stat *st);
 int ovl_set_umask(struct ovl_fs *fs, const struct fuse_ctx *ctx);
 int ovl_set_owner(struct ovl_fs *fs, int dirfd, const char *name,
-		  const struct fuse_ctx *ctx, int parent_fd);
+		  const struct fuse_ctx *ctx, int parent_fd, struct stat *out);
 
 /* file.c */
 int ovl_file_setup(struct fuse_req *req, struct ovl_node *node, int fd,
