@@ -385,6 +385,8 @@ static int remove_found(struct ovl_fs *fs, struct ovl_node *parent,
 	dirfd = ovl_node_open_dir(fs, parent, 0, O_PATH);
 	if (dirfd < 0)
 		return dirfd;
+	if (is_dir)
+		ovl_moves_begin(fs);
 	if (res->upper && lower)
 		err = ovl_whiteout_replace(fs, dirfd, name);
 	else if (res->upper)
@@ -394,6 +396,8 @@ static int remove_found(struct ovl_fs *fs, struct ovl_node *parent,
 	close(dirfd);
 	if (!err)
 		drop_name(fs, parent, name);
+	if (is_dir)
+		ovl_moves_end(fs);
 	if (!err && res->upper && ovl_index_wanted(fs, &res->st))
 		drop_index_orphan(fs, parent, name, res);
 	return err;

@@ -1,18 +1,22 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
- * Kept descriptors of a directory node in the lower layers. A directory
- * that moves keeps, through its redirect, its place in each lower layer,
- * and the lower layers do not change while mounted. So an O_PATH
- * descriptor opened once stays right for the node's whole life, and a
- * lookup below the directory duplicates it instead of walking the path
- * from the layer root.
+ * Kept descriptors of a directory node, one per layer. A directory that
+ * moves keeps its inode in the upper layer and, through its redirect,
+ * its place in each lower layer, and the lower layers do not change
+ * while mounted. So an O_PATH descriptor opened once stays right for the
+ * node's whole life, and a request below the directory duplicates it
+ * instead of walking the path from the layer root.
  *
- * A lower layer where the directory is missing is remembered too. A
- * node whose name is removed or replaced is marked deleted and never
- * reaches its descriptors again. They close when the node is freed,
- * after the kernel forgets it, and their number is capped to a quarter of
- * the descriptors the daemon does not use itself, so that files opened
- * through the mount find free descriptors.
+ * An upper descriptor is opened by path only while no directory moves
+ * (see moves.c), so that it is the node's own directory and not one that
+ * a rename put at its path for a moment. It is kept only once the
+ * directory exists there, since a copy-up may create it later. A lower
+ * layer where the directory is missing is remembered too. A node whose
+ * name is removed or replaced is marked deleted and never reaches its
+ * descriptors again. They close when the node is freed, after the kernel
+ * forgets it, and their number is capped to a quarter of the descriptors
+ * the daemon does not use itself, so that files opened through the mount
+ * find free descriptors.
  */
 #include "ovl.h"
 #include "../common/log.h"
@@ -34,7 +38,8 @@
 
 struct ovl_dirfds {
 	int first; /* the node's topmost lower layer, or -1 */
-	int count;
+	int count; /* lower slots */
+	atomic_int upper;
 	atomic_int fd[]; /* an O_PATH descriptor, or DIRFD_* */
 };
 
@@ -81,36 +86,21 @@ void ovl_dirfd_init(struct ovl_fs *fs)
 		    max, fs->dirfd_max);
 }
 
-/* Return the slot index of layer for node, or -1 when it has none. */
-static int slot_index(struct ovl_fs *fs, const struct ovl_node *node, int layer)
-{
-	if (node->type != S_IFDIR || node->anon_fd >= 0)
-		return -1;
-	/*
-	 * NOTE: the upper layer is not kept. Its path is opened by name, and
-	 * a RENAME_EXCHANGE of an ancestor between building the path and
-	 * opening it would keep the other directory for the node's life, so
-	 * that files created in it would land there.
-	 */
-	if (fs->layers[layer].is_upper)
-		return -1;
-	if (node->lower < 0 || layer < node->lower || layer > node->lower_last)
-		return -1;
-	return layer - node->lower;
-}
-
 static struct ovl_dirfds *slots_of(struct ovl_node *node)
 {
 	struct ovl_dirfds *d = atomic_load(&node->dirfds), *mine;
-	int i, count = node->lower_last - node->lower + 1;
+	int i, count = 0;
 
 	if (d)
 		return d;
+	if (node->lower >= 0)
+		count = node->lower_last - node->lower + 1;
 	mine = malloc(sizeof(*mine) + count * sizeof(mine->fd[0]));
 	if (!mine)
 		return NULL;
 	mine->first = node->lower;
 	mine->count = count;
+	atomic_init(&mine->upper, DIRFD_UNKNOWN);
 	for (i = 0; i < count; i++)
 		atomic_init(&mine->fd[i], DIRFD_UNKNOWN);
 	if (atomic_compare_exchange_strong(&node->dirfds, &d, mine))
@@ -119,15 +109,58 @@ static struct ovl_dirfds *slots_of(struct ovl_node *node)
 	return d;
 }
 
-/* Open the directory by its path in layer, with O_PATH. */
-static int open_by_path(struct ovl_fs *fs, struct ovl_node *node, int layer)
+/* The slot of layer for node, or NULL when it has none. */
+static atomic_int *slot_of(struct ovl_fs *fs, struct ovl_node *node, int layer)
 {
-	char rel[OVL_PATH_MAX];
-	int err = ovl_node_lower_path(fs, node, layer, rel, sizeof(rel));
+	struct ovl_dirfds *d;
+	bool upper = fs->layers[layer].is_upper;
 
-	if (err)
-		return err;
-	return ovl_open_layer_dir(fs->layers[layer].fd, rel, O_PATH);
+	if (node->type != S_IFDIR || node->anon_fd >= 0)
+		return NULL;
+	if (upper ? !ovl_node_has(node, OVL_N_UPPER)
+		  : node->lower < 0 || layer < node->lower ||
+			layer > node->lower_last)
+		return NULL;
+	d = slots_of(node);
+	if (!d)
+		return NULL;
+	if (upper)
+		return &d->upper;
+	return layer - d->first < d->count ? &d->fd[layer - d->first] : NULL;
+}
+
+/*
+ * Open the directory by its path in layer, with O_PATH. In the upper
+ * layer, open it while no directory moves; *sure is false when that
+ * could not be told, and the descriptor is not kept.
+ */
+static int open_by_path(struct ovl_fs *fs, struct ovl_node *node, int layer,
+			bool *sure)
+{
+	bool upper = fs->layers[layer].is_upper;
+	char rel[OVL_PATH_MAX];
+	unsigned int seen = 0;
+	int fd, tries;
+
+	*sure = true;
+	for (tries = 0;; tries++) {
+		if (upper)
+			*sure = ovl_moves_settle(fs, &seen);
+		fd = ovl_node_lower_path(fs, node, layer, rel, sizeof(rel));
+		if (fd)
+			return fd;
+		fd = ovl_open_layer_dir(fs->layers[layer].fd, rel, O_PATH);
+		if (!upper || !*sure || ovl_moves_none_since(fs, seen))
+			return fd;
+		/* A directory moved meanwhile: the path may name another. */
+		if (fd >= 0)
+			close(fd);
+		if (tries == 3) {
+			*sure = false;
+			return ovl_open_layer_dir(fs->layers[layer].fd, rel,
+						  O_PATH);
+		}
+	}
 }
 
 /*
@@ -139,16 +172,21 @@ static int slot_fd(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		   atomic_int *slot, bool *owned)
 {
 	int fd = atomic_load(slot), want, expected = DIRFD_UNKNOWN;
+	bool upper = fs->layers[layer].is_upper, sure;
 
 	*owned = false;
 	if (fd != DIRFD_UNKNOWN)
 		return fd == DIRFD_ABSENT ? -ENOENT : fd;
-	fd = open_by_path(fs, node, layer);
-	if (fd == -ENOENT || fd == -ENOTDIR)
+	fd = open_by_path(fs, node, layer, &sure);
+	/* An upper directory that is missing has moved away: not kept. */
+	if ((fd == -ENOENT || fd == -ENOTDIR) && !upper)
 		want = DIRFD_ABSENT;
 	else if (fd < 0)
 		return fd; /* maybe transient, such as EMFILE, so not kept */
-	else if (atomic_fetch_add(&fs->dirfd_count, 1) >= fs->dirfd_max) {
+	else if (!sure) {
+		*owned = true;
+		return fd;
+	} else if (atomic_fetch_add(&fs->dirfd_count, 1) >= fs->dirfd_max) {
 		atomic_fetch_sub(&fs->dirfd_count, 1);
 		*owned = true;
 		return fd;
@@ -172,16 +210,13 @@ static int slot_fd(struct ovl_fs *fs, struct ovl_node *node, int layer,
 bool ovl_dirfd_open(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		    int flags, int *out)
 {
-	int index = slot_index(fs, node, layer), fd;
-	struct ovl_dirfds *d;
+	atomic_int *slot = slot_of(fs, node, layer);
 	bool owned;
+	int fd;
 
-	if (index < 0)
+	if (!slot)
 		return false;
-	d = slots_of(node);
-	if (!d || index >= d->count)
-		return false;
-	fd = slot_fd(fs, node, layer, &d->fd[index], &owned);
+	fd = slot_fd(fs, node, layer, slot, &owned);
 	if (fd < 0 || (owned && flags == O_PATH)) {
 		*out = fd;
 		return true;
@@ -195,6 +230,39 @@ bool ovl_dirfd_open(struct ovl_fs *fs, struct ovl_node *node, int layer,
 	return true;
 }
 
+/*
+ * Open the upper directory that contains node from the parent's kept
+ * descriptor, and copy the node's name into path. Return false when the
+ * parent's descriptor is not kept, so the caller walks the path.
+ */
+bool ovl_dirfd_open_place(struct ovl_fs *fs, struct ovl_node *node, int layer,
+			  struct ovl_path *path, int *err)
+{
+	struct ovl_node *parent;
+	size_t len;
+	bool kept;
+	int fd;
+
+	if (!fs->layers[layer].is_upper || !node->parent)
+		return false;
+	pthread_rwlock_rdlock(&fs->rename_lock);
+	parent = node->parent;
+	ovl_node_get(parent);
+	len = strlen(node->name);
+	if (len < sizeof(path->name))
+		memcpy(path->name, node->name, len + 1);
+	pthread_rwlock_unlock(&fs->rename_lock);
+	kept = len < sizeof(path->name) &&
+	       !ovl_node_has(parent, OVL_N_DELETED) &&
+	       ovl_dirfd_open(fs, parent, layer, O_PATH, &fd);
+	ovl_node_put(fs, parent);
+	if (!kept)
+		return false;
+	path->dirfd = fd >= 0 ? fd : -1;
+	*err = fd == -ENOTDIR ? -ENOENT : (fd < 0 ? fd : 0);
+	return true;
+}
+
 void ovl_dirfd_free(struct ovl_fs *fs, struct ovl_node *node)
 {
 	struct ovl_dirfds *d = atomic_load(&node->dirfds);
@@ -202,8 +270,8 @@ void ovl_dirfd_free(struct ovl_fs *fs, struct ovl_node *node)
 
 	if (!d)
 		return;
-	for (i = 0; i < d->count; i++) {
-		fd = atomic_load(&d->fd[i]);
+	for (i = -1; i < d->count; i++) {
+		fd = atomic_load(i < 0 ? &d->upper : &d->fd[i]);
 		if (fd >= 0) {
 			close(fd);
 			atomic_fetch_sub(&fs->dirfd_count, 1);

@@ -251,12 +251,6 @@ static int lookup_upper(struct ovl_fs *fs, struct ovl_node *parent,
 	int dirfd, err, more = 1;
 
 	dirfd = ovl_node_open_dir(fs, parent, 0, O_PATH);
-	/*
-	 * NOTE: a rename moves the entry on disk before the node table
-	 * follows. A lookup below a directory whose upper copy is being
-	 * renamed can therefore find no upper directory here, and the node
-	 * shows the lower entries alone until the kernel drops it.
-	 */
 	if (dirfd < 0)
 		return dirfd == -ENOENT ? 1 : dirfd;
 	err = ovl_do_fstatat(dirfd, name, &st);

@@ -174,6 +174,8 @@ struct ovl_fs {
 	atomic_int dirfd_count; /* descriptors kept by dirfd.c */
 	atomic_uint renumbered; /* copy-ups that changed a file's st_ino */
 	int dirfd_max;
+	atomic_uint moves_started;  /* see moves.c */
+	atomic_uint moves_finished; /* see moves.c */
 };
 
 /* An open regular file. */
@@ -373,10 +375,18 @@ int ovl_node_open_place(struct ovl_fs *fs, struct ovl_node *node, int layer,
 			struct ovl_path *path);
 void ovl_path_close(struct ovl_path *path);
 
+/* ---- moves.c: directory renames and removals in flight ---- */
+void ovl_moves_begin(struct ovl_fs *fs);
+void ovl_moves_end(struct ovl_fs *fs);
+bool ovl_moves_settle(struct ovl_fs *fs, unsigned int *seen);
+bool ovl_moves_none_since(struct ovl_fs *fs, unsigned int seen);
+
 /* ---- dirfd.c: kept descriptors of directory nodes ---- */
 void ovl_dirfd_init(struct ovl_fs *fs);
 bool ovl_dirfd_open(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		    int flags, int *out);
+bool ovl_dirfd_open_place(struct ovl_fs *fs, struct ovl_node *node,
+			  int layer, struct ovl_path *path, int *err);
 void ovl_dirfd_free(struct ovl_fs *fs, struct ovl_node *node);
 
 /* ---- dircache.c: directory descriptors reused within one listing ---- */

@@ -86,6 +86,8 @@ int ovl_node_open_place(struct ovl_fs *fs, struct ovl_node *node, int layer,
 	/* A removed node's old path may name another file by now. */
 	if (ovl_node_has(node, OVL_N_DELETED))
 		return -ENOENT;
+	if (ovl_dirfd_open_place(fs, node, layer, path, &err))
+		return err;
 	if (!node->parent) {
 		/* The root is "." in the layer's root directory. */
 		rel[0] = '\0';

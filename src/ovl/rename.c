@@ -301,6 +301,7 @@ static int do_rename(struct rename_ctx *c)
 {
 	bool exchange = c->flags & RENAME_EXCHANGE;
 	struct ovl_rename_redirects redirects;
+	bool moves_dir;
 	int old_lower, err;
 
 	err = rename_check(c);
@@ -320,18 +321,25 @@ static int do_rename(struct rename_ctx *c)
 	if (old_lower < 0)
 		return old_lower;
 	err = open_upper_dirs(c);
-	if (!err)
-		err = exchange ? rename_exchange(c) : rename_move(c, old_lower);
+	if (err)
+		return err;
+	moves_dir = S_ISDIR(c->old.st.st_mode) || S_ISDIR(c->new.st.st_mode);
+	if (moves_dir)
+		ovl_moves_begin(c->fs);
+	err = exchange ? rename_exchange(c) : rename_move(c, old_lower);
 	if (!err)
 		mark_impure(c, c->newdir, c->newname);
 	if (!err && exchange)
 		mark_impure(c, c->olddir, c->oldname);
-	if (err)
-		return err;
 	redirects.old = c->old_redirect[0] ? c->old_redirect : NULL;
 	redirects.new = c->new_redirect[0] ? c->new_redirect : NULL;
-	return ovl_node_rename(c->fs, c->oldparent, c->oldname, c->newparent,
-			       c->newname, exchange, &redirects);
+	if (!err)
+		err = ovl_node_rename(c->fs, c->oldparent, c->oldname,
+				      c->newparent, c->newname, exchange,
+				      &redirects);
+	if (moves_dir)
+		ovl_moves_end(c->fs);
+	return err;
 }
 
 void ovl_op_rename(struct fuse_req *req, uint64_t parent, const char *name,

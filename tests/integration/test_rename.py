@@ -2,6 +2,7 @@
 
 import errno
 import os
+import threading
 
 import pytest
 
@@ -338,3 +339,41 @@ def test_rename_races_stat(stack, what):
             errors.add(errno.errorcode[e.errno])
     thread.join()
     assert errors <= {"ENOENT"}
+
+
+def test_create_below_exchanged_directories(stack):
+    """Directories made from a descriptor of a directory land in that
+    directory, while another thread exchanges its parent with a twin
+    again and again."""
+    stack.mount()
+    for side in ("one", "two"):
+        os.makedirs(stack.m(side, "sub"))
+        write_file(stack.m(side, "sub", "who"), side)
+    done = threading.Event()
+
+    def exchange_loop():
+        try:
+            while not done.is_set():
+                renameat2(stack.m("one"), stack.m("two"), RENAME_EXCHANGE)
+        finally:
+            done.set()
+
+    # The descriptor holds the first "sub", wherever its parent goes.
+    fd = os.open(stack.m("one", "sub"), os.O_RDONLY | os.O_DIRECTORY)
+    thread = threading.Thread(target=exchange_loop)
+    thread.start()
+    try:
+        for i in range(3000):
+            os.mkdir(f"d{i}", dir_fd=fd)
+    finally:
+        done.set()
+        thread.join()
+        os.close(fd)
+
+    for side in ("one", "two"):
+        sub = stack.m(side, "sub")
+        created = [n for n in os.listdir(sub) if n != "who"]
+        if read_file(os.path.join(sub, "who")) == b"one":
+            assert len(created) == 3000
+        else:
+            assert created == []
