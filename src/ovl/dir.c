@@ -17,7 +17,14 @@
 /* Apply the caller's umask to what this thread creates. */
 int ovl_set_umask(struct ovl_fs *fs, const struct fuse_ctx *ctx)
 {
-	umask(fs->dont_mask ? ctx->umask : 0);
+	/* Each worker thread has a umask of its own (unshare(CLONE_FS)). */
+	static __thread int current = -1;
+	int want = fs->dont_mask ? (int)(ctx->umask & 0777) : 0;
+
+	if (want != current) {
+		umask((mode_t)want);
+		current = want;
+	}
 	return 0;
 }
 
@@ -172,6 +179,7 @@ int ovl_create_object(struct fuse_req *req, struct ovl_node *parent,
 	bool opaque = false;
 	struct stat cur;
 	int dirfd, err;
+	bool owned;
 
 	c->fd = -1;
 	if (strlen(name) > 255)
@@ -179,7 +187,7 @@ int ovl_create_object(struct fuse_req *req, struct ovl_node *parent,
 	err = ovl_copy_up(fs, parent, 0);
 	if (err)
 		return err;
-	dirfd = ovl_node_open_dir(fs, parent, 0, O_PATH);
+	dirfd = ovl_node_dir_fd(fs, parent, 0, &owned);
 	if (dirfd < 0)
 		return dirfd;
 	/* Most names are new: try first, and look for a whiteout after. */
@@ -195,7 +203,8 @@ int ovl_create_object(struct fuse_req *req, struct ovl_node *parent,
 	}
 	if (!err && st->st_nlink == 0)
 		err = ovl_do_fstatat(dirfd, name, st);
-	close(dirfd);
+	if (owned)
+		close(dirfd);
 	if (!err && c->ino)
 		st->st_ino = c->ino;
 	if (!err)
