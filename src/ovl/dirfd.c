@@ -231,6 +231,23 @@ bool ovl_dirfd_open(struct ovl_fs *fs, struct ovl_node *node, int layer,
 }
 
 /*
+ * The kept descriptor of a directory node in layer itself, which stays
+ * open while the caller holds node, or a negative errno. When the cache
+ * is full the descriptor is a new one and *owned is set. Return false
+ * when this node and layer are not kept.
+ */
+bool ovl_dirfd_get(struct ovl_fs *fs, struct ovl_node *node, int layer,
+		   int *out, bool *owned)
+{
+	atomic_int *slot = slot_of(fs, node, layer);
+
+	if (!slot)
+		return false;
+	*out = slot_fd(fs, node, layer, slot, owned);
+	return true;
+}
+
+/*
  * Open the upper directory that contains node from the parent's kept
  * descriptor, and copy the node's name into path. Return false when the
  * parent's descriptor is not kept, so the caller walks the path.

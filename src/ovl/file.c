@@ -108,26 +108,40 @@ static bool shares_data(struct ovl_node *node, int fd)
 }
 
 /*
- * A duplicate of a descriptor that a user holds open on the upper file of
- * node, or -1. It serves requests on the file's inode without walking
- * its path, and it stays right when the file is renamed.
+ * A file that a user holds open on the upper file of node, with one more
+ * reference, or NULL. Its descriptor serves requests on the file's inode
+ * without walking its path, and stays right when the file is renamed.
+ * The caller drops the reference with ovl_file_put().
  */
-int ovl_node_dup_open_fd(struct ovl_node *node)
+struct ovl_file *ovl_node_open_file(struct ovl_node *node)
 {
-	struct ovl_file *file;
-	int fd = -1;
+	struct ovl_file *file, *found = NULL;
 
 	if (!ovl_node_has(node, OVL_N_UPPER))
-		return -1;
+		return NULL;
 	pthread_mutex_lock(&node->lock);
-	for (file = node->files; file && fd < 0; file = file->next) {
+	for (file = node->files; file && !found; file = file->next) {
 		pthread_mutex_lock(&file->lock);
-		if (!file->lower)
-			fd = fcntl(file->fd, F_DUPFD_CLOEXEC, 0);
+		if (!file->lower) {
+			atomic_fetch_add(&file->refs, 1);
+			found = file;
+		}
 		pthread_mutex_unlock(&file->lock);
 	}
 	pthread_mutex_unlock(&node->lock);
-	return fd;
+	return found;
+}
+
+void ovl_file_put(struct ovl_fs *fs, struct ovl_file *file)
+{
+	struct ovl_node *node = file->node;
+
+	if (atomic_fetch_sub(&file->refs, 1) != 1)
+		return;
+	close(file->fd);
+	pthread_mutex_destroy(&file->lock);
+	free(file);
+	ovl_node_put(fs, node);
 }
 
 /* Wrap fd in an open-file handle and decide how the kernel does I/O. */
@@ -142,6 +156,7 @@ int ovl_file_setup(struct fuse_req *req, struct ovl_node *node, int fd,
 	file->fd = fd;
 	file->node = node;
 	file->lower = !upper;
+	atomic_init(&file->refs, 1);
 	pthread_mutex_init(&file->lock, NULL);
 	ovl_node_get(node);
 	pthread_mutex_lock(&node->lock);
@@ -463,7 +478,6 @@ void ovl_op_release(struct fuse_req *req, uint64_t nodeid,
 	struct ovl_fs *fs = ovl_req_fs(req);
 	struct ovl_file *file = file_of(fi);
 	struct ovl_node *node = file->node;
-
 	struct ovl_file **pp;
 
 	(void)nodeid;
@@ -479,10 +493,7 @@ void ovl_op_release(struct fuse_req *req, uint64_t nodeid,
 		}
 	}
 	pthread_mutex_unlock(&node->lock);
-	close(file->fd);
-	pthread_mutex_destroy(&file->lock);
-	free(file);
-	ovl_node_put(fs, node);
+	ovl_file_put(fs, file);
 	fuse_reply_err(req, 0);
 }
 

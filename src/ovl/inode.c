@@ -146,10 +146,11 @@ static struct timespec setattr_time(const struct fuse_setattr *a,
 }
 
 /*
- * What a setattr changes: an open descriptor of the upper file (fd), or
- * else the name in path.
+ * What a setattr changes: the upper file that a user holds open (file,
+ * whose descriptor is fd), or else the name in path.
  */
 struct setattr_target {
+	struct ovl_file *file;
 	int fd;
 	struct ovl_path path;
 };
@@ -248,8 +249,10 @@ static int setattr_target_do(struct ovl_fs *fs, struct fuse_req *req,
 	int err = 0;
 
 	if (!(attr->valid & FUSE_SET_ATTR_SIZE))
-		t.fd = ovl_node_dup_open_fd(node);
-	if (t.fd < 0)
+		t.file = ovl_node_open_file(node);
+	if (t.file)
+		t.fd = t.file->fd;
+	else
 		err = ovl_node_open_parent(fs, node, 0, &t.path);
 	if (!err)
 		err = setattr_apply(&t, attr);
@@ -268,8 +271,8 @@ static int setattr_target_do(struct ovl_fs *fs, struct fuse_req *req,
 		t.path.dirfd = -1; /* gone meanwhile: show the plain count */
 	if (!err && t.path.dirfd != -1)
 		ovl_index_fix_nlink(fs, &t.path, st);
-	if (t.fd >= 0)
-		close(t.fd);
+	if (t.file)
+		ovl_file_put(fs, t.file);
 	ovl_path_close(&t.path);
 	return err;
 }

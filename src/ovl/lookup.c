@@ -249,13 +249,21 @@ static int lookup_upper(struct ovl_fs *fs, struct ovl_node *parent,
 {
 	struct stat st;
 	int dirfd, err, more = 1;
+	bool owned;
 
-	dirfd = ovl_node_open_dir(fs, parent, 0, O_PATH);
+	/*
+	 * A directory with no upper copy has no upper entries. One that a
+	 * copy-up is creating gets none before it is done and marked.
+	 */
+	if (!ovl_node_has(parent, OVL_N_UPPER))
+		return 1;
+	dirfd = ovl_node_dir_fd(fs, parent, 0, &owned);
 	if (dirfd < 0)
 		return dirfd == -ENOENT ? 1 : dirfd;
 	err = ovl_do_fstatat(dirfd, name, &st);
 	if (err) {
-		close(dirfd);
+		if (owned)
+			close(dirfd);
 		return err == -ENOENT ? 1 : err;
 	}
 	if (ovl_upper_is_whiteout(fs, dirfd, name, &st)) {
@@ -283,7 +291,8 @@ static int lookup_upper(struct ovl_fs *fs, struct ovl_node *parent,
 					       res);
 		}
 	}
-	close(dirfd);
+	if (owned)
+		close(dirfd);
 	return more;
 }
 
@@ -342,14 +351,15 @@ static int lookup_lower_one(struct ovl_fs *fs, struct ovl_node *parent,
  */
 static int open_lower_at(struct ovl_fs *fs, struct ovl_node *parent,
 			 const char *name, struct ovl_lookup *res, int layer,
-			 const char **base)
+			 const char **base, bool *owned)
 {
 	const struct ovl_redirect *r = ovl_redirect_at(res->chain, layer);
 
 	if (!r || r->relative) {
 		*base = r ? r->path : name;
-		return ovl_node_open_dir(fs, parent, layer, O_PATH);
+		return ovl_node_dir_fd(fs, parent, layer, owned);
 	}
+	*owned = true;
 	return ovl_redirect_walk(fs, res, layer, r->path, base);
 }
 
@@ -372,6 +382,7 @@ static int lookup_lowers(struct ovl_fs *fs, struct ovl_node *parent,
 	const char *base;
 	int i, last, dirfd, err, more = 1;
 	struct stat st;
+	bool owned;
 
 	i = parent->lower;
 	last = parent->lower_last;
@@ -381,7 +392,7 @@ static int lookup_lowers(struct ovl_fs *fs, struct ovl_node *parent,
 		last = redirect_last(fs, res);
 	}
 	for (; more > 0 && i >= 0 && i <= last; i++) {
-		dirfd = open_lower_at(fs, parent, name, res, i, &base);
+		dirfd = open_lower_at(fs, parent, name, res, i, &base, &owned);
 		if ((dirfd == -ENOENT || dirfd == -ENOTDIR) && res->stop_below)
 			break;
 		if (dirfd == -ENOENT || dirfd == -ENOTDIR)
@@ -392,7 +403,8 @@ static int lookup_lowers(struct ovl_fs *fs, struct ovl_node *parent,
 		if (err == 0)
 			more = lookup_lower_one(fs, parent, i, dirfd, base, &st,
 						res);
-		close(dirfd);
+		if (owned)
+			close(dirfd);
 		if (err && err != -ENOENT)
 			return err;
 		if (more < 0)
@@ -519,6 +531,24 @@ void ovl_node_fix_stat(const struct ovl_node *node, struct stat *st)
 }
 
 /* Attributes of a node's real file, with the st_ino users see. */
+/* Stat an upper directory through its kept descriptor, if it has one. */
+static bool dir_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
+{
+	bool owned;
+	int fd, err;
+
+	if (ovl_node_has(node, OVL_N_DELETED) ||
+	    !ovl_dirfd_get(fs, node, 0, &fd, &owned) || fd < 0)
+		return false;
+	err = fstat(fd, st);
+	if (owned)
+		close(fd);
+	if (err < 0 || !S_ISDIR(st->st_mode))
+		return false;
+	ovl_node_fix_stat(node, st);
+	return true;
+}
+
 int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 {
 	struct ovl_path path;
@@ -530,6 +560,10 @@ int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 		ovl_node_fix_stat(node, st);
 		return 0;
 	}
+	/* A directory's own kept descriptor, as after creates in it. */
+	if (node->type == S_IFDIR && ovl_node_real_layer(node) == 0 &&
+	    dir_stat(fs, node, st))
+		return 0;
 	ovl_index_refresh(fs, node);
 	err = ovl_node_open_parent(fs, node, ovl_node_real_layer(node), &path);
 	if (err)

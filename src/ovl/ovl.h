@@ -186,6 +186,7 @@ struct ovl_file {
 	pthread_mutex_t lock;  /* swapping fd after a copy-up */
 	bool lower;	       /* fd is the lower file */
 	bool backing;	       /* counted in node->backing_refs */
+	atomic_uint refs;      /* the kernel's handle, and ovl_node_open_file() */
 };
 
 /* A path inside one layer: a directory descriptor and a plain name. */
@@ -370,6 +371,8 @@ int ovl_node_open_parent(struct ovl_fs *fs, struct ovl_node *node, int layer,
 			 struct ovl_path *path);
 int ovl_node_open_dir(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		      int flags);
+int ovl_node_dir_fd(struct ovl_fs *fs, struct ovl_node *node, int layer,
+		    bool *owned);
 int ovl_node_real_layer(const struct ovl_node *node);
 int ovl_node_open_place(struct ovl_fs *fs, struct ovl_node *node, int layer,
 			struct ovl_path *path);
@@ -385,6 +388,8 @@ bool ovl_moves_none_since(struct ovl_fs *fs, unsigned int seen);
 void ovl_dirfd_init(struct ovl_fs *fs);
 bool ovl_dirfd_open(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		    int flags, int *out);
+bool ovl_dirfd_get(struct ovl_fs *fs, struct ovl_node *node, int layer,
+		   int *out, bool *owned);
 bool ovl_dirfd_open_place(struct ovl_fs *fs, struct ovl_node *node,
 			  int layer, struct ovl_path *path, int *err);
 void ovl_dirfd_free(struct ovl_fs *fs, struct ovl_node *node);

@@ -134,6 +134,28 @@ int ovl_node_open_dir(struct ovl_fs *fs, struct ovl_node *node, int layer,
 	return err == -ENOTDIR ? -ENOENT : err;
 }
 
+/*
+ * A descriptor of the directory node in layer, with O_PATH, for calls
+ * relative to it: the kept one, which stays open while the caller holds
+ * node, or else a new one, and then *owned is set and the caller closes
+ * it.
+ */
+int ovl_node_dir_fd(struct ovl_fs *fs, struct ovl_node *node, int layer,
+		    bool *owned)
+{
+	int fd;
+
+	*owned = false;
+	if (layer < 0 || layer >= fs->nlayers)
+		return -EINVAL;
+	if (ovl_node_has(node, OVL_N_DELETED))
+		return -ENOENT;
+	if (ovl_dirfd_get(fs, node, layer, &fd, owned))
+		return fd == -ENOTDIR ? -ENOENT : fd;
+	*owned = true;
+	return ovl_node_open_dir(fs, node, layer, O_PATH);
+}
+
 void ovl_path_close(struct ovl_path *path)
 {
 	if (path->dirfd >= 0)

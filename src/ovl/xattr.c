@@ -57,7 +57,8 @@ void ovl_op_getxattr(struct fuse_req *req, uint64_t nodeid, const char *name,
 	struct ovl_node *node = ovl_req_node(req, nodeid);
 	char real[XATTR_NAME_MAX + 1], *value = NULL;
 	struct ovl_path path = {.dirfd = -1};
-	int n, fd;
+	struct ovl_file *file;
+	int n;
 
 	n = xattr_real_name(fs, name, real, sizeof(real));
 	if (!n && size)
@@ -65,11 +66,11 @@ void ovl_op_getxattr(struct fuse_req *req, uint64_t nodeid, const char *name,
 	if (!n && size && !value)
 		n = -ENOMEM;
 	/* A file that a user holds open, as at each first write. */
-	fd = n ? -1 : ovl_node_dup_open_fd(node);
-	if (fd >= 0) {
-		n = fgetxattr(fd, real, value, size);
+	file = n ? NULL : ovl_node_open_file(node);
+	if (file) {
+		n = fgetxattr(file->fd, real, value, size);
 		n = n < 0 ? -errno : n;
-		close(fd);
+		ovl_file_put(fs, file);
 	} else if (!n) {
 		n = ovl_node_open_parent(fs, node, ovl_node_real_layer(node),
 					 &path);
