@@ -352,7 +352,7 @@ static int remove_upper(struct ovl_fs *fs, int dirfd, const char *name,
 static void drop_index_orphan(struct ovl_fs *fs, struct ovl_node *parent,
 			      const char *name, const struct ovl_lookup *res)
 {
-	struct ovl_path file;
+	struct ovl_path file = {.dirfd = -1};
 
 	if (res->lower < 0 || strlen(name) >= sizeof(file.name))
 		return;

@@ -248,35 +248,62 @@ bool ovl_dirfd_get(struct ovl_fs *fs, struct ovl_node *node, int layer,
 }
 
 /*
- * Open the upper directory that contains node from the parent's kept
- * descriptor, and copy the node's name into path. Return false when the
- * parent's descriptor is not kept, so the caller walks the path.
+ * Copy into path the name of node in its parent's place in layer, and
+ * return a reference on the parent. NULL when the name is not below the
+ * parent there: an absolute redirect, or a name too long.
+ */
+static struct ovl_node *place_of(struct ovl_fs *fs, struct ovl_node *node,
+				 int layer, struct ovl_path *path)
+{
+	const struct ovl_redirect *r = NULL;
+	struct ovl_node *parent = NULL;
+	const char *name;
+
+	pthread_rwlock_rdlock(&fs->rename_lock);
+	if (!fs->layers[layer].is_upper)
+		r = ovl_redirect_at(node->redirect, layer);
+	name = r ? r->path : node->name;
+	if ((!r || r->relative) && strlen(name) < sizeof(path->name)) {
+		strcpy(path->name, name);
+		parent = node->parent;
+		ovl_node_get(parent);
+	}
+	pthread_rwlock_unlock(&fs->rename_lock);
+	return parent;
+}
+
+/*
+ * Point path at node's entry through its parent's kept descriptor in
+ * layer. The path holds the parent, which keeps the descriptor open,
+ * until ovl_path_close(). Return false when the parent's descriptor is
+ * not kept, so the caller walks the path.
  */
 bool ovl_dirfd_open_place(struct ovl_fs *fs, struct ovl_node *node, int layer,
 			  struct ovl_path *path, int *err)
 {
 	struct ovl_node *parent;
-	size_t len;
-	bool kept;
+	bool owned;
 	int fd;
 
-	if (!fs->layers[layer].is_upper || !node->parent)
+	if (!node->parent)
 		return false;
-	pthread_rwlock_rdlock(&fs->rename_lock);
-	parent = node->parent;
-	ovl_node_get(parent);
-	len = strlen(node->name);
-	if (len < sizeof(path->name))
-		memcpy(path->name, node->name, len + 1);
-	pthread_rwlock_unlock(&fs->rename_lock);
-	kept = len < sizeof(path->name) &&
-	       !ovl_node_has(parent, OVL_N_DELETED) &&
-	       ovl_dirfd_open(fs, parent, layer, O_PATH, &fd);
-	ovl_node_put(fs, parent);
-	if (!kept)
+	parent = place_of(fs, node, layer, path);
+	if (!parent)
 		return false;
-	path->dirfd = fd >= 0 ? fd : -1;
+	if (ovl_node_has(parent, OVL_N_DELETED) ||
+	    !ovl_dirfd_get(fs, parent, layer, &fd, &owned)) {
+		ovl_node_put(fs, parent);
+		return false;
+	}
 	*err = fd == -ENOTDIR ? -ENOENT : (fd < 0 ? fd : 0);
+	if (fd < 0 || owned) {
+		ovl_node_put(fs, parent);
+		path->dirfd = fd >= 0 ? fd : -1;
+		return true;
+	}
+	path->dirfd = fd;
+	path->pin = parent;
+	path->fs = fs;
 	return true;
 }
 

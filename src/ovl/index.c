@@ -215,6 +215,7 @@ int ovl_index_find(struct ovl_fs *fs, const struct ovl_path *lower,
 	int err = index_name(fs, lower->dirfd, lower->name, name);
 
 	path->dirfd = -1;
+	path->pin = NULL;
 	if (err)
 		return err;
 	if (strlen(name) >= sizeof(path->name))

@@ -531,14 +531,15 @@ void ovl_node_fix_stat(const struct ovl_node *node, struct stat *st)
 }
 
 /* Attributes of a node's real file, with the st_ino users see. */
-/* Stat an upper directory through its kept descriptor, if it has one. */
-static bool dir_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
+/* Stat a directory through its kept descriptor in layer, if it has one. */
+static bool dir_stat(struct ovl_fs *fs, struct ovl_node *node, int layer,
+		     struct stat *st)
 {
 	bool owned;
 	int fd, err;
 
 	if (ovl_node_has(node, OVL_N_DELETED) ||
-	    !ovl_dirfd_get(fs, node, 0, &fd, &owned) || fd < 0)
+	    !ovl_dirfd_get(fs, node, layer, &fd, &owned) || fd < 0)
 		return false;
 	err = fstat(fd, st);
 	if (owned)
@@ -560,9 +561,9 @@ int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 		ovl_node_fix_stat(node, st);
 		return 0;
 	}
-	/* A directory's own kept descriptor, as after creates in it. */
-	if (node->type == S_IFDIR && ovl_node_real_layer(node) == 0 &&
-	    dir_stat(fs, node, st))
+	/* A directory's own kept descriptor, as after lookups below it. */
+	if (node->type == S_IFDIR &&
+	    dir_stat(fs, node, ovl_node_real_layer(node), st))
 		return 0;
 	ovl_index_refresh(fs, node);
 	err = ovl_node_open_parent(fs, node, ovl_node_real_layer(node), &path);

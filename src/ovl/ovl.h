@@ -193,6 +193,10 @@ struct ovl_file {
 struct ovl_path {
 	int dirfd;
 	char name[256];
+	/* When set, dirfd is pin's kept descriptor, held open by a
+	 * reference on pin that ovl_path_close() drops. */
+	struct ovl_node *pin;
+	struct ovl_fs *fs;
 };
 
 #define OVL_PATH_MAX 4096

@@ -58,6 +58,7 @@ int ovl_node_open_parent(struct ovl_fs *fs, struct ovl_node *node, int layer,
 			 struct ovl_path *path)
 {
 	path->dirfd = -1;
+	path->pin = NULL;
 	if (node->anon_fd >= 0) {
 		path->dirfd = AT_FDCWD;
 		snprintf(path->name, sizeof(path->name), "/proc/self/fd/%d",
@@ -81,6 +82,7 @@ int ovl_node_open_place(struct ovl_fs *fs, struct ovl_node *node, int layer,
 	int err;
 
 	path->dirfd = -1;
+	path->pin = NULL;
 	if (layer < 0 || layer >= fs->nlayers)
 		return -EINVAL;
 	/* A removed node's old path may name another file by now. */
@@ -158,7 +160,10 @@ int ovl_node_dir_fd(struct ovl_fs *fs, struct ovl_node *node, int layer,
 
 void ovl_path_close(struct ovl_path *path)
 {
-	if (path->dirfd >= 0)
+	if (path->pin)
+		ovl_node_put(path->fs, path->pin);
+	else if (path->dirfd >= 0)
 		close(path->dirfd);
+	path->pin = NULL;
 	path->dirfd = -1;
 }
