@@ -23,12 +23,10 @@
 #define URING_HEADROOM 4096 /* before the payload: room for the op header */
 /*
  * After a hand-off the thread runs again when the caller blocks, usually
- * within microseconds. A commit that returns 1 ms later, or a request
- * that took that long, may have met a CPU busy with other work, where a
- * thread at idle priority waits far longer than its fair share: no
- * hand-off for the next second.
+ * within microseconds. A commit that returns 10 ms later found its CPU
+ * busy with other work: no hand-off for the next second.
  */
-#define URING_HANDOFF_LATE_NS 1000000u
+#define URING_HANDOFF_LATE_NS 10000000u
 #define URING_HANDOFF_PAUSE_NS 1000000000u
 
 int fuse_uring_thread_setup(struct fuse_uring_thread *t)
@@ -190,74 +188,51 @@ static uint64_t now_ns(void)
 }
 
 /*
- * Hand-off: the thread commits a reply at idle priority. The kernel
- * wakes the caller inside the commit, while this thread still runs on
- * the caller's CPU. The scheduler moves a woken task to an idle CPU when
- * its own CPU is busy, and waking an idle vCPU of a virtual machine
- * costs tens of microseconds. At idle priority this thread leaves its
- * CPU counted as free, and the caller resumes on it.
- *
- * The thread stays at idle priority while one caller keeps sending
- * requests, as tar does, since each change of policy costs a system
- * call that takes the run queue lock. It goes back to its own policy
- * when requests come from changing callers, as from the threads of a
- * parallel git status: other callers wait on this CPU then, and a first
- * git status over 4,000 files took 77 ms without the hand-off and 92 ms
- * with it. If other work keeps the CPU busy, idle priority could hold
- * the thread back, so a commit or a request that took long turns the
+ * Send the staged reply. The kernel wakes the caller inside this call,
+ * while this thread still runs on the caller's CPU. The scheduler moves
+ * a woken task to an idle CPU when its own CPU is busy, and waking an
+ * idle vCPU of a virtual machine costs tens of microseconds. At idle
+ * priority this thread leaves its CPU counted as free, the caller
+ * resumes on it, and the thread then waits for the next request at
+ * normal priority. If other work keeps the CPU busy, idle priority could
+ * hold the thread back, so a commit that came back late turns the
  * hand-off off for a while.
+ *
+ * NOTE: staying at idle priority between requests of one caller would
+ * save the two policy changes, about 15% of the daemon's time in a
+ * tar -x, but a thread that waits or works at idle priority behind a
+ * busy loop on its CPU held requests back for up to 2 s.
+ *
+ * When the requests on this CPU come from changing callers, as from the
+ * threads of a parallel git status, other callers are waiting here too.
+ * The two priority changes then cost more than they save: the first git
+ * status over 4,000 files took about 92 ms with them and 77 ms without.
+ * Background requests (RELEASE) wake no one and change no caller.
  */
-static int uring_set_idle(struct fuse_uring_thread *t, bool idle)
-{
-	static const struct sched_param idle_param;
-	int err;
-
-	if (t->idle == idle)
-		return 0;
-	err = idle ? sched_setscheduler(0, SCHED_IDLE, &idle_param)
-		   : sched_setscheduler(0, t->policy, &t->sched);
-	if (err < 0) {
-		err = -errno;
-		if (!idle) {
-			log_err("FUSE ring queue %u cannot leave idle priority: %s",
-				t->qid, strerror(-err));
-			return err;
-		}
-		return 0; /* no hand-off, no harm */
-	}
-	t->idle = idle;
-	return 0;
-}
-
-static void uring_handoff_pause(struct fuse_uring_thread *t, uint64_t now)
-{
-	t->handoff_pause_until = now + URING_HANDOFF_PAUSE_NS;
-	log_debug("FUSE ring queue %u: CPU busy, hand-off paused", t->qid);
-}
-
 static int uring_commit(struct fuse_uring_thread *t)
 {
+	static const struct sched_param idle;
 	uint64_t start, end;
 	int err;
 
-	if (!t->handoff)
+	if (!t->handoff || !t->caller_waits || t->new_caller)
 		return 0;
 	start = now_ns();
-	if (start - t->handle_start > URING_HANDOFF_LATE_NS)
-		uring_handoff_pause(t, start);
-	if (t->new_caller || t->handoff_pause_until > start)
-		return uring_set_idle(t, false);
-	/* A background request wakes no one: keep the current priority. */
-	if (!t->caller_waits)
+	if (t->handoff_pause_until > start ||
+	    sched_setscheduler(0, SCHED_IDLE, &idle) < 0)
 		return 0;
-	err = uring_set_idle(t, true);
-	if (err || !t->idle)
-		return err;
 	err = uring_submit(&t->ring);
+	if (sched_setscheduler(0, t->policy, &t->sched) < 0) {
+		err = -errno;
+		log_err("FUSE ring queue %u cannot leave idle priority: %s",
+			t->qid, strerror(-err));
+		return err;
+	}
 	end = now_ns();
 	if (end - start > URING_HANDOFF_LATE_NS) {
-		uring_handoff_pause(t, end);
-		return err ? err : uring_set_idle(t, false);
+		t->handoff_pause_until = end + URING_HANDOFF_PAUSE_NS;
+		log_debug("FUSE ring queue %u: CPU busy, hand-off paused",
+			  t->qid);
 	}
 	return err;
 }
@@ -326,8 +301,6 @@ void fuse_uring_serve(struct fuse_uring_thread *t)
 			return;
 		}
 		fuse_uring_request_begin(t);
-		if (t->handoff)
-			t->handle_start = now_ns();
 		uring_handle(t);
 		fuse_uring_request_end(t);
 		err = uring_queue_cmd(t, FUSE_IO_URING_CMD_COMMIT_AND_FETCH,

@@ -82,8 +82,6 @@ struct fuse_uring_thread {
 	int policy;		      /* the thread's own scheduling policy */
 	struct sched_param sched;     /* and its parameters */
 	uint64_t handoff_pause_until; /* CLOCK_MONOTONIC ns */
-	uint64_t handle_start;	      /* when the current request began */
-	bool idle;		      /* runs at idle priority now */
 	int setup_err;
 };
 
