@@ -42,6 +42,17 @@ def read_all(stack, count):
         assert read_file(stack.m(f"d{d}", "f")) == f"file {d}".encode()
 
 
+def read_all_open_at_once(stack, count):
+    """Open d0/f ... through the mount, keep them all open, read each."""
+    files = [open(stack.m(f"d{d}", "f"), "rb") for d in range(count)]
+    try:
+        for d, f in enumerate(files):
+            assert f.read() == f"file {d}".encode()
+    finally:
+        for f in files:
+            f.close()
+
+
 def test_descriptors_close_when_kernel_forgets(lamina_stack):
     stack = lamina_stack
     make_dirs(stack.lo(1), DIRS)
@@ -67,13 +78,7 @@ def test_open_files_keep_room_under_a_low_limit(lamina_stack):
     read_all(stack, DIRS)
     assert os.listdir(stack.m("d7")) == ["f"]
     assert dir_fds(pid) <= 256 // 4
-    files = [open(stack.m(f"d{d}", "f"), "rb") for d in range(150)]
-    try:
-        for d, f in enumerate(files):
-            assert f.read() == f"file {d}".encode()
-    finally:
-        for f in files:
-            f.close()
+    read_all_open_at_once(stack, 150)
 
 
 def test_tiny_limit_keeps_no_descriptors_and_opens_files(lamina_stack):
@@ -87,13 +92,7 @@ def test_tiny_limit_keeps_no_descriptors_and_opens_files(lamina_stack):
 
     read_all(stack, 50)
     assert dir_fds(pid) == 0
-    files = [open(stack.m(f"d{d}", "f"), "rb") for d in range(8)]
-    try:
-        for d, f in enumerate(files):
-            assert f.read() == f"file {d}".encode()
-    finally:
-        for f in files:
-            f.close()
+    read_all_open_at_once(stack, 8)
     assert "kept directory descriptors" in read_log(stack.daemon.log_path)
 
 
