@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -33,6 +34,8 @@
 #define DIRFD_UNKNOWN (-1)
 #define DIRFD_ABSENT (-2)
 #define DIRFD_MAX 65536
+/* Opens of an upper directory that a move overlapped, before giving up. */
+#define DIRFD_OPEN_TRIES 1000
 #define DIRFD_RESERVE 32 /* descriptors held by running requests */
 #define DIRFD_PER_CPU 4	 /* a worker and a ring queue, two each */
 
@@ -78,6 +81,12 @@ void ovl_dirfd_init(struct ovl_fs *fs)
 	left =
 	    max - used - DIRFD_RESERVE - DIRFD_PER_CPU * (cpus > 0 ? cpus : 1);
 	left /= 4;
+	/*
+	 * NOTE: kept descriptors are not given back when the daemon runs out
+	 * of descriptors, since requests use them without a duplicate. Under
+	 * a small limit, opens through the mount fail with EMFILE while they
+	 * still hold their share.
+	 */
 	fs->dirfd_max = left < 0 ? 0 : left > DIRFD_MAX ? DIRFD_MAX : (int)left;
 	atomic_store(&fs->dirfd_count, 0);
 	if (fs->dirfd_max < 64)
@@ -155,11 +164,12 @@ static int open_by_path(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		/* A directory moved meanwhile: the path may name another. */
 		if (fd >= 0)
 			close(fd);
-		if (tries == 3) {
+		if (tries == DIRFD_OPEN_TRIES) {
 			*sure = false;
 			return ovl_open_layer_dir(fs->layers[layer].fd, rel,
 						  O_PATH);
 		}
+		sched_yield();
 	}
 }
 
