@@ -158,9 +158,8 @@ static void uring_handle(struct fuse_uring_thread *t)
 	/* The kernel sends these in the background, so no caller waits. */
 	t->caller_waits =
 	    in->opcode != FUSE_RELEASE && in->opcode != FUSE_RELEASEDIR;
-	t->new_caller =
-	    t->caller_waits &&
-	    atomic_exchange(&t->queue->last_pid, in->pid) != in->pid;
+	t->new_caller = t->caller_waits && atomic_exchange(&t->queue->last_pid,
+							   in->pid) != in->pid;
 	if (psz > t->payload_size || in->len < sizeof(*in) + psz ||
 	    in->len - sizeof(*in) - psz > FUSE_URING_OP_IN_SZ) {
 		log_warn_rl(
@@ -200,7 +199,7 @@ static uint64_t now_ns(void)
  *
  * NOTE: staying at idle priority between requests of one caller would
  * save the two policy changes, about 15% of the daemon's time in a
- * tar -x, but a thread that waits or works at idle priority behind a
+ * tar -x. But a thread that waited or worked at idle priority behind a
  * busy loop on its CPU held requests back for up to 2 s.
  *
  * When the requests on this CPU come from changing callers, as from the

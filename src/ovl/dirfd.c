@@ -46,7 +46,7 @@ struct ovl_dirfds {
 	atomic_int fd[]; /* an O_PATH descriptor, or DIRFD_* */
 };
 
-/* Count the descriptors the daemon holds now, or -1 when unknown. */
+/* Count the descriptors open in the daemon now, or -1 when unknown. */
 static int count_open_fds(void)
 {
 	DIR *dir = opendir("/proc/self/fd");
@@ -65,7 +65,7 @@ static int count_open_fds(void)
 /*
  * Keep at most a quarter of the descriptors left after the daemon's own:
  * those open now, and a few for each thread that may still start and for
- * the ones a request holds while it runs.
+ * the ones a request keeps open while it runs.
  */
 void ovl_dirfd_init(struct ovl_fs *fs)
 {
@@ -87,7 +87,11 @@ void ovl_dirfd_init(struct ovl_fs *fs)
 	 * a small limit, opens through the mount fail with EMFILE while they
 	 * still hold their share.
 	 */
-	fs->dirfd_max = left < 0 ? 0 : left > DIRFD_MAX ? DIRFD_MAX : (int)left;
+	if (left < 0)
+		left = 0;
+	if (left > DIRFD_MAX)
+		left = DIRFD_MAX;
+	fs->dirfd_max = (int)left;
 	atomic_store(&fs->dirfd_count, 0);
 	if (fs->dirfd_max < 64)
 		log_info(
@@ -140,8 +144,8 @@ static atomic_int *slot_of(struct ovl_fs *fs, struct ovl_node *node, int layer)
 
 /*
  * Open the directory by its path in layer, with O_PATH. In the upper
- * layer, open it while no directory moves; *sure is false when that
- * could not be told, and the descriptor is not kept.
+ * layer, open it while no directory moves. *sure is false when that
+ * could not be checked, and then the descriptor is not kept.
  */
 static int open_by_path(struct ovl_fs *fs, struct ovl_node *node, int layer,
 			bool *sure)
@@ -242,7 +246,8 @@ bool ovl_dirfd_open(struct ovl_fs *fs, struct ovl_node *node, int layer,
 
 /*
  * The kept descriptor of a directory node in layer itself, which stays
- * open while the caller holds node, or a negative errno. When the cache
+ * open while the caller has a reference on node, or a negative errno.
+ * When the cache
  * is full the descriptor is a new one and *owned is set. Return false
  * when this node and layer are not kept.
  */

@@ -108,7 +108,7 @@ static bool shares_data(struct ovl_node *node, int fd)
 }
 
 /*
- * A file that a user holds open on the upper file of node, with one more
+ * A file that a user has open on the upper file of node, with one more
  * reference, or NULL. Its descriptor serves requests on the file's inode
  * without walking its path, and stays right when the file is renamed.
  * The caller drops the reference with ovl_file_put().

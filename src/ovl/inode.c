@@ -146,7 +146,7 @@ static struct timespec setattr_time(const struct fuse_setattr *a,
 }
 
 /*
- * What a setattr changes: the upper file that a user holds open (file,
+ * What a setattr changes: the upper file that a user has open (file,
  * whose descriptor is fd), or else the name in path.
  */
 struct setattr_target {
@@ -237,9 +237,9 @@ static bool setattr_kills(const struct fuse_setattr *a)
 }
 
 /*
- * Change, then stat, the target. A file that a user holds open is
- * changed through its descriptor, which needs no path walk; a truncate
- * without a file handle goes by name, as the descriptor may be read-only.
+ * Change, then stat, the target. A file that a user has open is changed
+ * through its descriptor, which needs no path walk. A truncate without a
+ * file handle goes by name, because the descriptor may be read-only.
  */
 static int setattr_target_do(struct ovl_fs *fs, struct fuse_req *req,
 			     struct ovl_node *node,
@@ -265,7 +265,7 @@ static int setattr_target_do(struct ovl_fs *fs, struct fuse_req *req,
 		err = fstat(t.fd, st) < 0 ? -errno : 0;
 	else if (!err)
 		err = ovl_do_fstatat(t.path.dirfd, t.path.name, st);
-	/* The index counts links that only the index knows of. */
+	/* Add the links that only the index records. */
 	if (!err && t.fd >= 0 && fs->index_fd >= 0 && st->st_nlink > 1 &&
 	    ovl_node_open_parent(fs, node, 0, &t.path))
 		t.path.dirfd = -1; /* gone meanwhile: show the plain count */

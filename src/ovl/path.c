@@ -138,9 +138,9 @@ int ovl_node_open_dir(struct ovl_fs *fs, struct ovl_node *node, int layer,
 
 /*
  * A descriptor of the directory node in layer, with O_PATH, for calls
- * relative to it: the kept one, which stays open while the caller holds
- * node, or else a new one, and then *owned is set and the caller closes
- * it.
+ * relative to it: the kept one, which stays open while the caller has a
+ * reference on node, or else a new one. Then *owned is set and the
+ * caller closes it.
  */
 int ovl_node_dir_fd(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		    bool *owned)
