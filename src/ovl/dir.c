@@ -31,8 +31,8 @@ int ovl_set_umask(struct ovl_fs *fs, const struct fuse_ctx *ctx)
 /*
  * Give a new entry the caller's uid, and its gid or, in a set-group-ID
  * directory, the directory's. chown clears set-user-ID bits, so they
- * are put back afterwards. When nothing changes, *st holds the entry's
- * attributes on success; otherwise its st_nlink is 0.
+ * are put back afterwards. When nothing changes, *out gets the entry's
+ * attributes on success. Otherwise its st_nlink is 0.
  */
 int ovl_set_owner(struct ovl_fs *fs, int dirfd, const char *name,
 		  const struct fuse_ctx *ctx, int parent_fd, struct stat *out)

@@ -4,8 +4,8 @@
  * moves keeps its inode in the upper layer and, through its redirect,
  * its place in each lower layer, and the lower layers do not change
  * while mounted. So an O_PATH descriptor opened once stays right for the
- * node's whole life, and a request below the directory duplicates it
- * instead of walking the path from the layer root.
+ * node's whole life, and a request below the directory uses it instead
+ * of walking the path from the layer root.
  *
  * An upper descriptor is opened by path only while no directory moves
  * (see moves.c), so that it is the node's own directory and not one that
@@ -14,9 +14,9 @@
  * layer where the directory is missing is remembered too. A node whose
  * name is removed or replaced is marked deleted and never reaches its
  * descriptors again. They close when the node is freed, after the kernel
- * forgets it, and their number is capped to a quarter of the descriptors
- * the daemon does not use itself, so that files opened through the mount
- * find free descriptors.
+ * sends FORGET for it. Their number is capped to a quarter of the
+ * descriptors the daemon does not use itself, so that files opened
+ * through the mount find free descriptors.
  */
 #include "ovl.h"
 #include "../common/log.h"
@@ -224,13 +224,11 @@ static int slot_fd(struct ovl_fs *fs, struct ovl_node *node, int layer,
 bool ovl_dirfd_open(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		    int flags, int *out)
 {
-	atomic_int *slot = slot_of(fs, node, layer);
 	bool owned;
 	int fd;
 
-	if (!slot)
+	if (!ovl_dirfd_get(fs, node, layer, &fd, &owned))
 		return false;
-	fd = slot_fd(fs, node, layer, slot, &owned);
 	if (fd < 0 || (owned && flags == O_PATH)) {
 		*out = fd;
 		return true;
@@ -245,11 +243,10 @@ bool ovl_dirfd_open(struct ovl_fs *fs, struct ovl_node *node, int layer,
 }
 
 /*
- * The kept descriptor of a directory node in layer itself, which stays
- * open while the caller has a reference on node, or a negative errno.
- * When the cache
- * is full the descriptor is a new one and *owned is set. Return false
- * when this node and layer are not kept.
+ * Get the kept descriptor of a directory node in layer itself, which
+ * stays open while the caller has a reference on node, or a negative
+ * errno. When the cache is full the descriptor is a new one and *owned
+ * is set. Return false when this node and layer are not kept.
  */
 bool ovl_dirfd_get(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		   int *out, bool *owned)
@@ -289,9 +286,9 @@ static struct ovl_node *place_of(struct ovl_fs *fs, struct ovl_node *node,
 
 /*
  * Point path at node's entry through its parent's kept descriptor in
- * layer. The path holds the parent, which keeps the descriptor open,
- * until ovl_path_close(). Return false when the parent's descriptor is
- * not kept, so the caller walks the path.
+ * layer. The path keeps a reference on the parent, and so the descriptor
+ * open, until ovl_path_close(). Return false when the parent's
+ * descriptor is not kept, so the caller walks the path.
  */
 bool ovl_dirfd_open_place(struct ovl_fs *fs, struct ovl_node *node, int layer,
 			  struct ovl_path *path, int *err)

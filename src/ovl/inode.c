@@ -146,7 +146,7 @@ static struct timespec setattr_time(const struct fuse_setattr *a,
 }
 
 /*
- * What a setattr changes: the upper file that a user has open (file,
+ * The target of a setattr: the upper file that a user has open (file,
  * whose descriptor is fd), or else the name in path.
  */
 struct setattr_target {

@@ -65,7 +65,7 @@ void ovl_op_getxattr(struct fuse_req *req, uint64_t nodeid, const char *name,
 		value = malloc(size);
 	if (!n && size && !value)
 		n = -ENOMEM;
-	/* A file that a user holds open, as at each first write. */
+	/* A file that a user has open, as at each first write. */
 	file = n ? NULL : ovl_node_open_file(node);
 	if (file) {
 		n = fgetxattr(file->fd, real, value, size);

@@ -491,8 +491,8 @@ def test_copyup_hardlink_during_listing(stack):
 
 def test_link_of_lower_hardlink_shows_the_copy_inode(stack):
     """link(2) of one name of a lower hard link copies that name up
-    (index=off); the new name is the copy, and says so in st_ino from the
-    first stat on."""
+    (index=off). The new name is the copy and shows the copy's st_ino
+    from the first stat on."""
     write_file(stack.lo(1, "one"), b"data")
     os.link(stack.lo(1, "one"), stack.lo(1, "two"))
     stack.mount(extra=["index=off"])

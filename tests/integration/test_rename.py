@@ -358,7 +358,7 @@ def test_create_below_exchanged_directories(stack):
         finally:
             done.set()
 
-    # The descriptor holds the first "sub", wherever its parent goes.
+    # The descriptor keeps the first "sub", wherever its parent goes.
     fd = os.open(stack.m("one", "sub"), os.O_RDONLY | os.O_DIRECTORY)
     thread = threading.Thread(target=exchange_loop)
     thread.start()
