@@ -134,6 +134,8 @@ static int commit_run(struct commit *c)
 {
 	int err = commit_state_begin(c);
 
+	if (err == 2)
+		return 0;
 	if (err)
 		return err == -EEXIST || err == -EINVAL ? EXIT_USAGE : err;
 	err = commit_move(c);

@@ -70,8 +70,32 @@ static int read_state(struct commit *c, int tfd, char *upper, size_t size)
 	return 0;
 }
 
+/*
+ * The staging directory holds no record. Either the run was killed
+ * before it wrote one, and nothing moved, or it was killed while it
+ * removed the record at the very end, and NEWLAYER is complete.
+ * Returns 1 in the first case and 2 in the second.
+ */
+static int resume_without_record(struct commit *c)
+{
+	struct stat st;
+	bool finished =
+	    fstatat(c->nl.parent_fd, c->nl.name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+	int err;
+
+	fprintf(stderr, "lamina: removing %s, which an interrupted commit %s\n",
+		c->nl.staging_path,
+		finished ? "left after it had finished"
+			 : "left before it changed anything");
+	err = ovl_remove_tree(c->nl.parent_fd, c->nl.staging);
+	if (!err)
+		err = layer_cmd_fsync_dir(c->nl.parent_fd, ".");
+	return err ? err : finished ? 2 : 1;
+}
+
 /* Pick up the record an interrupted run left. Returns 0 when there is
- * one to finish, 1 when there was none (or only an empty start). */
+ * one to finish, 1 when there was none (or only an empty start), 2 when
+ * the interrupted run had finished. */
 static int resume(struct commit *c)
 {
 	char upper[PATH_MAX];
@@ -85,15 +109,8 @@ static int resume(struct commit *c)
 		return -errno;
 	err = read_state(c, tfd, upper, sizeof(upper));
 	close(tfd);
-	if (err == -ENOENT) {
-		/* Killed before the record was written: nothing moved. */
-		fprintf(
-		    stderr,
-		    "lamina: removing %s, which an interrupted commit left before it changed anything\n",
-		    c->nl.staging_path);
-		err = ovl_remove_tree(c->nl.parent_fd, c->nl.staging);
-		return err ? err : 1;
-	}
+	if (err == -ENOENT)
+		return resume_without_record(c);
 	if (err) {
 		fprintf(
 		    stderr,
@@ -116,12 +133,14 @@ static int resume(struct commit *c)
 	return 0;
 }
 
+/* Returns 0 when the commit is to be made or finished, 2 when an
+ * interrupted run had already finished it, or a negative errno. */
 int commit_state_begin(struct commit *c)
 {
 	struct stat st;
 	int tfd, err = resume(c);
 
-	if (err <= 0)
+	if (err <= 0 || err == 2)
 		return err;
 	if (fstatat(c->nl.parent_fd, c->nl.name, &st, AT_SYMLINK_NOFOLLOW) ==
 	    0) {
