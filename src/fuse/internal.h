@@ -47,6 +47,15 @@ struct fuse_session {
 	unsigned int uring_setup_done;
 	atomic_bool uring_active; /* negotiated and no queue failed */
 	bool uring_handoff;	  /* commit replies at idle priority */
+	int uring_policy;	  /* the daemon's scheduling policy */
+	struct sched_param uring_sched;
+	/* The guard of threads that stay at idle priority (uring_prio.c). */
+	pthread_t guard;
+	bool guard_started;
+	bool guard_stop;	  /* under uring_lock */
+	pthread_cond_t guard_cond;
+	atomic_uint idle_threads; /* ring threads at idle priority now */
+	atomic_bool other_work;	  /* other daemon threads have work */
 	void (*on_exit)(void *arg); /* called once when serving ends */
 	void *on_exit_arg;
 };

@@ -29,6 +29,7 @@ int fuse_session_new(const struct fuse_ops *ops, void *fs, bool debug,
 	pthread_cond_init(&se->ready_cond, NULL);
 	pthread_mutex_init(&se->uring_lock, NULL);
 	pthread_cond_init(&se->uring_cond, NULL);
+	pthread_cond_init(&se->guard_cond, NULL);
 	*out = se;
 	return 0;
 }

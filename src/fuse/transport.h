@@ -168,6 +168,12 @@ void fuse_session_destroy(struct fuse_session *se);
 int fuse_session_fd(const struct fuse_session *se);
 /* Requests come through FUSE over io_uring. */
 bool fuse_session_uring_active(const struct fuse_session *se);
+/*
+ * Tell the ring threads whether other threads of the daemon have work
+ * that would run before a thread at idle priority. While they do, the
+ * ring threads return to normal priority after each hand-off.
+ */
+void fuse_session_other_work(struct fuse_session *se, bool busy);
 
 /*
  * Request loop: loop.c. start() runs the worker threads, which serve

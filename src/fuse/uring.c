@@ -21,13 +21,6 @@
 #include <unistd.h>
 
 #define URING_HEADROOM 4096 /* before the payload: room for the op header */
-/*
- * After a hand-off the thread runs again when the caller blocks, usually
- * within microseconds. A commit that returns 10 ms later found its CPU
- * busy with other work: no hand-off for the next second.
- */
-#define URING_HANDOFF_LATE_NS 10000000u
-#define URING_HANDOFF_PAUSE_NS 1000000000u
 
 int fuse_uring_thread_setup(struct fuse_uring_thread *t)
 {
@@ -178,64 +171,6 @@ static void uring_handle(struct fuse_uring_thread *t)
 	}
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/*
- * Send the staged reply. The kernel wakes the caller inside this call,
- * while this thread still runs on the caller's CPU. The scheduler moves
- * a woken task to an idle CPU when its own CPU is busy, and waking an
- * idle vCPU of a virtual machine costs tens of microseconds. At idle
- * priority this thread leaves its CPU counted as free, the caller
- * resumes on it, and the thread then waits for the next request at
- * normal priority. If other work keeps the CPU busy, idle priority could
- * hold the thread back, so a commit that came back late turns the
- * hand-off off for a while.
- *
- * NOTE: staying at idle priority between requests of one caller would
- * save the two policy changes, about 15% of the daemon's time in a
- * tar -x. But a thread that waited or worked at idle priority behind a
- * busy loop on its CPU held requests back for up to 2 s.
- *
- * When the requests on this CPU come from changing callers, as from the
- * threads of a parallel git status, other callers are waiting here too.
- * The two priority changes then cost more than they save: the first git
- * status over 4,000 files took about 92 ms with them and 77 ms without.
- * Background requests (RELEASE) wake no one and change no caller.
- */
-static int uring_commit(struct fuse_uring_thread *t)
-{
-	static const struct sched_param idle;
-	uint64_t start, end;
-	int err;
-
-	if (!t->handoff || !t->caller_waits || t->new_caller)
-		return 0;
-	start = now_ns();
-	if (t->handoff_pause_until > start ||
-	    sched_setscheduler(0, SCHED_IDLE, &idle) < 0)
-		return 0;
-	err = uring_submit(&t->ring);
-	if (sched_setscheduler(0, t->policy, &t->sched) < 0) {
-		err = -errno;
-		log_err("FUSE ring queue %u cannot leave idle priority: %s",
-			t->qid, strerror(-err));
-		return err;
-	}
-	end = now_ns();
-	if (end - start > URING_HANDOFF_LATE_NS) {
-		t->handoff_pause_until = end + URING_HANDOFF_PAUSE_NS;
-		log_debug("FUSE ring queue %u: CPU busy, hand-off paused",
-			  t->qid);
-	}
-	return err;
-}
-
 /* Commit the reply now, then send the invalidation that must follow it. */
 static int uring_inval_after_commit(struct fuse_uring_thread *t)
 {
@@ -305,7 +240,7 @@ void fuse_uring_serve(struct fuse_uring_thread *t)
 		err = uring_queue_cmd(t, FUSE_IO_URING_CMD_COMMIT_AND_FETCH,
 				      t->hdr->ent.commit_id);
 		if (!err)
-			err = uring_commit(t);
+			err = fuse_uring_handoff(t);
 		if (!err && t->inval_node)
 			err = uring_inval_after_commit(t);
 		if (!err)

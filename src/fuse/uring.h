@@ -82,8 +82,23 @@ struct fuse_uring_thread {
 	int policy;		      /* the thread's own scheduling policy */
 	struct sched_param sched;     /* and its parameters */
 	uint64_t handoff_pause_until; /* CLOCK_MONOTONIC ns */
+	pid_t tid;
+	/* Hand-off state (uring_prio.c). The thread sets idle; the
+	 * thread or the guard clears it and restores the policy. */
+	atomic_bool idle;	/* the thread's policy is SCHED_IDLE */
+	atomic_uint idle_gen;	/* counts the thread's moves to idle */
+	atomic_uint served;	/* requests handled */
+	atomic_int raised;	/* URING_RAISED_* by the guard */
+	int schedstat_fd;	/* the guard's */
+	unsigned int guard_gen; /* idle_gen at the guard's last reading */
+	unsigned int guard_served;
+	uint64_t guard_run_delay;
+	uint64_t guard_quiet_since;
 	int setup_err;
 };
+
+/* Why the guard returned a thread to its own policy. */
+enum { URING_RAISED_NO, URING_RAISED_QUIET, URING_RAISED_STARVED };
 
 /*
  * Before the INIT reply: start the threads and set up their rings.
@@ -95,6 +110,14 @@ int fuse_uring_prepare(struct fuse_session *se, size_t payload_size);
 int fuse_uring_thread_setup(struct fuse_uring_thread *t);
 /* Register the entry, then serve requests until the connection ends. */
 void fuse_uring_serve(struct fuse_uring_thread *t);
+/*
+ * The hand-off of the CPU to the caller at each reply (uring_prio.c).
+ * fuse_uring_handoff() runs before the commit and may commit itself;
+ * the guard thread watches the threads that stay at idle priority.
+ */
+int fuse_uring_handoff(struct fuse_uring_thread *t);
+int fuse_uring_guard_start(struct fuse_session *se);
+void fuse_uring_guard_stop(struct fuse_session *se);
 /* Count a request in; start another thread when the queue is all busy. */
 void fuse_uring_request_begin(struct fuse_uring_thread *t);
 void fuse_uring_request_end(struct fuse_uring_thread *t);

@@ -9,6 +9,7 @@
 #include "../common/log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/capability.h>
 #include <sched.h>
 #include <stdio.h>
@@ -103,10 +104,19 @@ static void *uring_thread_main(void *arg)
 	 * real-time or idle policy that lamina was started with is left
 	 * alone.
 	 */
-	t->policy = sched_getscheduler(0);
+	t->policy = se->uring_policy;
+	t->sched = se->uring_sched;
+	/* A thread started by a ring thread at idle priority inherited
+	 * that priority: take the daemon's own. */
+	if (sched_getscheduler(0) != t->policy &&
+	    sched_setscheduler(0, t->policy, &t->sched) < 0)
+		t->policy = -1;
+	t->tid = gettid();
+	/* The guard reads how long the thread waited for its CPU. */
+	t->schedstat_fd = open("/proc/thread-self/schedstat",
+			       O_RDONLY | O_CLOEXEC);
 	t->handoff = se->uring_handoff &&
-		     (t->policy == SCHED_OTHER || t->policy == SCHED_BATCH) &&
-		     sched_getparam(0, &t->sched) == 0;
+		     (t->policy == SCHED_OTHER || t->policy == SCHED_BATCH);
 	/* As in the /dev/fuse workers: a private umask per thread. */
 	if (unshare(CLONE_FS) < 0)
 		log_warn("unshare(CLONE_FS) failed: %s", strerror(errno));
@@ -235,6 +245,9 @@ int fuse_uring_prepare(struct fuse_session *se, size_t payload_size)
 	if (queues == 0 || queues > CPU_SETSIZE)
 		return -ENOTSUP;
 	se->uring_handoff = may_leave_idle_priority();
+	se->uring_policy = sched_getscheduler(0);
+	if (se->uring_policy < 0 || sched_getparam(0, &se->uring_sched) < 0)
+		se->uring_handoff = false;
 	se->uring_payload_size = payload_size;
 	se->uring_queues = calloc(queues, sizeof(*se->uring_queues));
 	if (!se->uring_queues)
@@ -262,6 +275,8 @@ void fuse_uring_go(struct fuse_session *se, bool ok)
 {
 	if (!se->uring)
 		return;
+	if (ok)
+		fuse_uring_guard_start(se);
 	atomic_store(&se->uring_active, ok);
 	uring_set_state(se, ok ? URING_GO : URING_STOP);
 }
@@ -279,12 +294,15 @@ void fuse_uring_join(struct fuse_session *se)
 		return;
 	/* No thread starts another one from here on. */
 	uring_set_state(se, URING_STOP);
+	fuse_uring_guard_stop(se);
 	for (i = 0; i < se->uring_slots; i++) {
 		struct fuse_uring_thread *t = &se->uring[i];
 
 		if (!t->started)
 			continue;
 		pthread_join(t->thread, NULL);
+		if (t->schedstat_fd >= 0)
+			close(t->schedstat_fd);
 		free(t->buf);
 		free(t->hdr);
 	}

@@ -18,6 +18,7 @@
  */
 #include "ovl.h"
 #include "../common/log.h"
+#include "fuse/transport.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -84,6 +85,9 @@ static void queue_front(struct ovl_prefetch *p, struct prefetch_item *items,
 		p->items[p->head] = items[i];
 		p->count++;
 	}
+	/* Before the wake-up: the ring thread that queued the items then
+	 * commits its reply at normal priority, ahead of this thread. */
+	fuse_session_other_work(p->fs->se, true);
 	pthread_cond_signal(&p->wake);
 	pthread_mutex_unlock(&p->lock);
 }
@@ -193,6 +197,8 @@ static void *prefetch_main(void *arg)
 		    strerror(errno));
 	pthread_mutex_lock(&p->lock);
 	for (;;) {
+		if (!p->stop && !p->count)
+			fuse_session_other_work(p->fs->se, false);
 		while (!p->stop && !p->count)
 			pthread_cond_wait(&p->wake, &p->lock);
 		if (p->stop)
@@ -206,6 +212,7 @@ static void *prefetch_main(void *arg)
 		pthread_mutex_lock(&p->lock);
 	}
 	pthread_mutex_unlock(&p->lock);
+	fuse_session_other_work(p->fs->se, false);
 	return NULL;
 }
 

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -201,3 +202,68 @@ def test_sigterm_unmounts_with_the_ring(lamina_stack, uring_on):
     problems = stack.daemon.check()
     stack.daemon = None
     assert problems == []
+
+
+CREATE_LOOP = """
+import os, sys
+top = sys.argv[1]
+for i in range(3000):
+    fd = os.open(os.path.join(top, f"f{i}"), os.O_CREAT | os.O_WRONLY, 0o644)
+    os.fchmod(fd, 0o600)
+    os.close(fd)
+"""
+
+
+def busy_loops():
+    """One busy loop bound to each CPU this process may use."""
+    return [subprocess.Popen(["taskset", "-c", str(cpu), "sh", "-c",
+                              "while :; do :; done"])
+            for cpu in sorted(os.sched_getaffinity(0))]
+
+
+def idle_threads(pid):
+    """The daemon's threads that run at SCHED_IDLE now."""
+    found = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            if os.sched_getscheduler(int(tid)) == os.SCHED_IDLE:
+                found.append(int(tid))
+        except ProcessLookupError:
+            pass
+    return found
+
+
+def test_one_caller_beside_busy_loops(lamina_stack, uring_on):
+    """A caller that shares its CPU with a busy loop still gets every
+    reply: ring threads that wait at idle priority for their CPU go back
+    to normal priority. The bound is for a hang, not a measurement."""
+    stack = lamina_stack
+    stack.mount()
+    os.mkdir(stack.m("d"))
+    loops = busy_loops()
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", CREATE_LOOP,
+                                 stack.m("d")])
+        assert proc.wait(timeout=300) == 0
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()
+    assert len(os.listdir(stack.u("d"))) == 3000
+
+
+def test_unused_mount_leaves_idle_priority(lamina_stack, uring_on):
+    """After a caller stops, no ring thread stays at idle priority, so the
+    guard that watches such threads can sleep."""
+    stack = lamina_stack
+    stack.mount()
+    os.mkdir(stack.m("d"))
+    subprocess.run([sys.executable, "-c", CREATE_LOOP, stack.m("d")],
+                   check=True, timeout=300)
+    left = idle_threads(stack.daemon.pid)
+    for _ in range(100):
+        if not left:
+            break
+        time.sleep(0.1)
+        left = idle_threads(stack.daemon.pid)
+    assert left == []

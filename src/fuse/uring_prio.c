@@ -1,0 +1,284 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * The hand-off of the CPU to the caller at each reply over io_uring.
+ *
+ * The kernel wakes the caller inside the commit, while the ring thread
+ * still runs on the caller's CPU. The scheduler moves a woken task to an
+ * idle CPU when its own CPU is busy, and waking an idle vCPU of a
+ * virtual machine costs tens of microseconds. A thread at idle priority
+ * (SCHED_IDLE) leaves its CPU counted as free, so the caller resumes
+ * there.
+ *
+ * While one caller keeps sending requests, as tar does, a thread stays
+ * at idle priority from one request to the next. Each change of policy
+ * is a system call that takes the run queue lock, and the two per
+ * request took about a fifth of the daemon's time in a tar -x. Anything
+ * else that runs on the CPU then comes first, so a thread at idle
+ * priority could wait behind a busy loop for seconds. The guard, a
+ * thread at normal priority, reads the run queue delay of every thread
+ * at idle priority every few milliseconds. A thread that waited for its
+ * CPU returns to its own policy at once and stays there for a while. A
+ * thread that served nothing for a while returns too, so that an unused
+ * mount lets the guard sleep.
+ *
+ * Where a thread cannot stay, it commits at idle priority and returns
+ * to its own policy right after: while other daemon threads have work
+ * (the directory prefetch, at nice 19, would run before it), or when the
+ * guard cannot read run queue delays. When the requests on a CPU come
+ * from changing callers, as from the threads of a parallel git status,
+ * other callers wait there too, and the hand-off costs more than it
+ * saves: the thread commits at its own policy.
+ */
+#include "internal.h"
+#include "uring.h"
+#include "../common/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* A commit that returns this late found its CPU busy with other work. */
+#define HANDOFF_LATE_NS 10000000u
+/* No hand-off for this long after the CPU was found busy. */
+#define HANDOFF_PAUSE_NS 1000000000u
+/* No staying at idle priority for this long after the guard found a
+ * thread waiting for its CPU. */
+#define STARVED_PAUSE_NS 200000000u
+/* How often the guard looks, and how long a thread may wait for its CPU
+ * in that time. */
+#define GUARD_PERIOD_NS 4000000u
+#define GUARD_STARVED_NS 1000000u
+/* A thread that served nothing for this long leaves idle priority. */
+#define GUARD_QUIET_NS 200000000u
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Move the thread to idle priority, where it stays under the guard. */
+static void stay_idle(struct fuse_uring_thread *t)
+{
+	static const struct sched_param idle_param;
+	struct fuse_session *se = t->se;
+
+	if (atomic_load(&t->idle) ||
+	    sched_setscheduler(0, SCHED_IDLE, &idle_param) < 0)
+		return; /* no hand-off, no harm */
+	atomic_fetch_add(&t->idle_gen, 1);
+	atomic_store(&t->idle, true);
+	if (atomic_fetch_add(&se->idle_threads, 1) == 0) {
+		pthread_mutex_lock(&se->uring_lock);
+		pthread_cond_signal(&se->guard_cond);
+		pthread_mutex_unlock(&se->uring_lock);
+	}
+}
+
+/* Leave idle priority. The thread or the guard, whichever clears the
+ * flag first, restores the policy. */
+static int leave_idle(struct fuse_uring_thread *t)
+{
+	if (!atomic_exchange(&t->idle, false))
+		return 0;
+	atomic_fetch_sub(&t->se->idle_threads, 1);
+	if (sched_setscheduler(0, t->policy, &t->sched) < 0) {
+		log_err("FUSE ring queue %u cannot leave idle priority: %s",
+			t->qid, strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+/* Commit now at idle priority and return to the own policy after it. */
+static int handoff_once(struct fuse_uring_thread *t)
+{
+	static const struct sched_param idle_param;
+	uint64_t start = now_ns(), end;
+	int err;
+
+	if (sched_setscheduler(0, SCHED_IDLE, &idle_param) < 0)
+		return 0;
+	err = uring_submit(&t->ring);
+	if (sched_setscheduler(0, t->policy, &t->sched) < 0) {
+		log_err("FUSE ring queue %u cannot leave idle priority: %s",
+			t->qid, strerror(errno));
+		return -errno;
+	}
+	end = now_ns();
+	if (end - start > HANDOFF_LATE_NS) {
+		t->handoff_pause_until = end + HANDOFF_PAUSE_NS;
+		log_debug("FUSE ring queue %u: CPU busy, hand-off paused",
+			  t->qid);
+	}
+	return err;
+}
+
+/* The guard returned the thread to its own policy: take note. */
+static void note_raised(struct fuse_uring_thread *t)
+{
+	if (atomic_exchange(&t->raised, URING_RAISED_NO) !=
+	    URING_RAISED_STARVED)
+		return;
+	t->handoff_pause_until = now_ns() + STARVED_PAUSE_NS;
+	log_debug(
+	    "FUSE ring queue %u: waited for its CPU at idle priority, hand-off paused",
+	    t->qid);
+}
+
+int fuse_uring_handoff(struct fuse_uring_thread *t)
+{
+	struct fuse_session *se = t->se;
+	int err;
+
+	atomic_fetch_add_explicit(&t->served, 1, memory_order_relaxed);
+	if (!t->handoff)
+		return 0;
+	note_raised(t);
+	/* A background request (RELEASE) wakes no one. */
+	if (!t->caller_waits)
+		return 0;
+	if (t->new_caller || t->handoff_pause_until > now_ns())
+		return leave_idle(t);
+	if (!se->guard_started || t->schedstat_fd < 0 ||
+	    atomic_load(&se->other_work)) {
+		err = leave_idle(t);
+		return err ? err : handoff_once(t);
+	}
+	/* Stay: the commit that follows runs at idle priority. */
+	stay_idle(t);
+	return 0;
+}
+
+void fuse_session_other_work(struct fuse_session *se, bool busy)
+{
+	if (se && atomic_load(&se->other_work) != busy)
+		atomic_store(&se->other_work, busy);
+}
+
+/* The total time the thread waited on a run queue, in ns, or -1. */
+static int64_t run_delay(int fd)
+{
+	char buf[96];
+	unsigned long long run, wait;
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	if (sscanf(buf, "%llu %llu", &run, &wait) != 2)
+		return -1;
+	return (int64_t)wait;
+}
+
+static void raise_thread(struct fuse_uring_thread *t, int reason)
+{
+	if (!atomic_exchange(&t->idle, false))
+		return; /* it left by itself */
+	atomic_fetch_sub(&t->se->idle_threads, 1);
+	if (sched_setscheduler(t->tid, t->policy, &t->sched) < 0)
+		log_warn_rl(
+		    "FUSE ring queue %u: raising a thread from idle priority failed: %s",
+		    t->qid, strerror(errno));
+	atomic_store(&t->raised, reason);
+}
+
+/* Look at one thread at idle priority. */
+static void guard_check(struct fuse_uring_thread *t, uint64_t now)
+{
+	unsigned int gen = atomic_load(&t->idle_gen);
+	unsigned int served = atomic_load(&t->served);
+	int64_t delay = run_delay(t->schedstat_fd);
+
+	if (delay < 0)
+		return;
+	if (gen != t->guard_gen) {
+		/* It became idle since the last look: start from here. */
+		t->guard_gen = gen;
+		t->guard_run_delay = (uint64_t)delay;
+		t->guard_served = served;
+		t->guard_quiet_since = now;
+		return;
+	}
+	if ((uint64_t)delay - t->guard_run_delay > GUARD_STARVED_NS)
+		raise_thread(t, URING_RAISED_STARVED);
+	else if (served == t->guard_served &&
+		 now - t->guard_quiet_since > GUARD_QUIET_NS)
+		raise_thread(t, URING_RAISED_QUIET);
+	if (served != t->guard_served)
+		t->guard_quiet_since = now;
+	t->guard_run_delay = (uint64_t)delay;
+	t->guard_served = served;
+}
+
+/* Wait for a thread at idle priority, or a stop. True to go on. */
+static bool guard_wait(struct fuse_session *se)
+{
+	struct timespec ts = {.tv_nsec = GUARD_PERIOD_NS};
+	bool go;
+
+	pthread_mutex_lock(&se->uring_lock);
+	while (!se->guard_stop && atomic_load(&se->idle_threads) == 0)
+		pthread_cond_wait(&se->guard_cond, &se->uring_lock);
+	go = !se->guard_stop;
+	pthread_mutex_unlock(&se->uring_lock);
+	if (go)
+		nanosleep(&ts, NULL);
+	return go;
+}
+
+static void *guard_main(void *arg)
+{
+	struct fuse_session *se = arg;
+	unsigned int i;
+
+	while (guard_wait(se)) {
+		uint64_t now = now_ns();
+
+		for (i = 0; i < se->uring_slots; i++) {
+			struct fuse_uring_thread *t = &se->uring[i];
+
+			if (atomic_load(&t->idle))
+				guard_check(t, now);
+		}
+	}
+	return NULL;
+}
+
+int fuse_uring_guard_start(struct fuse_session *se)
+{
+	int err;
+
+	if (!se->uring_handoff || se->guard_started)
+		return 0;
+	se->guard_stop = false;
+	err = pthread_create(&se->guard, NULL, guard_main, se);
+	if (err) {
+		log_warn(
+		    "starting the hand-off guard failed: %s; replies are handed off one at a time",
+		    strerror(err));
+		return -err;
+	}
+	pthread_setname_np(se->guard, "lamina-guard");
+	se->guard_started = true;
+	return 0;
+}
+
+void fuse_uring_guard_stop(struct fuse_session *se)
+{
+	if (!se->guard_started)
+		return;
+	pthread_mutex_lock(&se->uring_lock);
+	se->guard_stop = true;
+	pthread_cond_signal(&se->guard_cond);
+	pthread_mutex_unlock(&se->uring_lock);
+	pthread_join(se->guard, NULL);
+	se->guard_started = false;
+}
