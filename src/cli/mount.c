@@ -348,7 +348,10 @@ int cmd_mount(struct mount_args *args)
 	else
 		rc = serve_background(fs, link);
 out:
+	/* The prefetch thread reports to the session until it stops. */
+	ovl_prefetch_stop(fs);
 	fuse_session_destroy(se);
+	fs->se = NULL;
 	ovl_fs_teardown(fs);
 	daemon_link_release();
 	if (link >= 0)

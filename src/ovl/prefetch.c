@@ -212,7 +212,6 @@ static void *prefetch_main(void *arg)
 		pthread_mutex_lock(&p->lock);
 	}
 	pthread_mutex_unlock(&p->lock);
-	fuse_session_other_work(p->fs->se, false);
 	return NULL;
 }
 
