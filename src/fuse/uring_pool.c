@@ -115,6 +115,7 @@ static void *uring_thread_main(void *arg)
 	/* The guard reads how long the thread waited for its CPU. */
 	t->schedstat_fd = open("/proc/thread-self/schedstat",
 			       O_RDONLY | O_CLOEXEC);
+	t->stat_fd = open("/proc/thread-self/stat", O_RDONLY | O_CLOEXEC);
 	t->handoff = se->uring_handoff &&
 		     (t->policy == SCHED_OTHER || t->policy == SCHED_BATCH);
 	/* As in the /dev/fuse workers: a private umask per thread. */
@@ -303,6 +304,8 @@ void fuse_uring_join(struct fuse_session *se)
 		pthread_join(t->thread, NULL);
 		if (t->schedstat_fd >= 0)
 			close(t->schedstat_fd);
+		if (t->stat_fd >= 0)
+			close(t->stat_fd);
 		free(t->buf);
 		free(t->hdr);
 	}

@@ -15,16 +15,17 @@
  * request took about a fifth of the daemon's time in a tar -x. Anything
  * else that runs on the CPU then comes first, so a thread at idle
  * priority could wait behind a busy loop for seconds. The guard, a
- * thread at normal priority, reads the run queue delay of every thread
- * at idle priority every few milliseconds. A thread that waited for its
+ * thread at normal priority, looks at every thread at idle priority
+ * every few milliseconds. A thread that waited for its
  * CPU returns to its own policy at once and stays there for a while. A
  * thread that served nothing for a while returns too, so that an unused
  * mount lets the guard sleep.
  *
  * Where a thread cannot stay, it commits at idle priority and returns
- * to its own policy right after: while other daemon threads have work
- * (the directory prefetch, at nice 19, would run before it), or when the
- * guard cannot read run queue delays. When the requests on a CPU come
+ * to its own policy right after. That happens while other daemon
+ * threads have work (the directory prefetch, at nice 19, would run
+ * before it), or when the guard cannot read the thread's state. Until
+ * it runs again, the guard watches it as well. When the requests on a CPU come
  * from changing callers, as from the threads of a parallel git status,
  * other callers wait there too, and the hand-off costs more than it
  * saves: the thread commits at its own policy.
@@ -53,6 +54,9 @@
  * in that time. */
 #define GUARD_PERIOD_NS 4000000u
 #define GUARD_STARVED_NS 1000000u
+/* A thread runnable at two looks that ran less than this in between
+ * waited for its CPU. */
+#define GUARD_RAN_NS 500000u
 /* A thread that served nothing for this long leaves idle priority. */
 #define GUARD_QUIET_NS 200000000u
 
@@ -64,22 +68,26 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Move the thread to idle priority, where it stays under the guard. */
-static void stay_idle(struct fuse_uring_thread *t)
+/* Move the thread to idle priority under the guard's watch. Returns
+ * false when the thread stays at its own policy. */
+static bool go_idle(struct fuse_uring_thread *t)
 {
 	static const struct sched_param idle_param;
 	struct fuse_session *se = t->se;
 
-	if (atomic_load(&t->idle) ||
-	    sched_setscheduler(0, SCHED_IDLE, &idle_param) < 0)
-		return; /* no hand-off, no harm */
+	if (atomic_load(&t->idle))
+		return true;
+	if (sched_setscheduler(0, SCHED_IDLE, &idle_param) < 0)
+		return false; /* no hand-off, no harm */
 	atomic_fetch_add(&t->idle_gen, 1);
 	atomic_store(&t->idle, true);
-	if (atomic_fetch_add(&se->idle_threads, 1) == 0) {
+	if (atomic_fetch_add(&se->idle_threads, 1) == 0 &&
+	    atomic_load(&se->guard_waits)) {
 		pthread_mutex_lock(&se->uring_lock);
 		pthread_cond_signal(&se->guard_cond);
 		pthread_mutex_unlock(&se->uring_lock);
 	}
+	return true;
 }
 
 /* Leave idle priority. The thread or the guard, whichever clears the
@@ -97,21 +105,35 @@ static int leave_idle(struct fuse_uring_thread *t)
 	return 0;
 }
 
-/* Commit now at idle priority and return to the own policy after it. */
-static int handoff_once(struct fuse_uring_thread *t)
+/* Return to the own policy where the guard cannot watch the thread. */
+static int restore_unwatched(struct fuse_uring_thread *t)
 {
-	static const struct sched_param idle_param;
-	uint64_t start = now_ns(), end;
-	int err;
-
-	if (sched_setscheduler(0, SCHED_IDLE, &idle_param) < 0)
-		return 0;
-	err = uring_submit(&t->ring);
 	if (sched_setscheduler(0, t->policy, &t->sched) < 0) {
 		log_err("FUSE ring queue %u cannot leave idle priority: %s",
 			t->qid, strerror(errno));
 		return -errno;
 	}
+	return 0;
+}
+
+/*
+ * Commit now at idle priority and return to the own policy after it.
+ * Under the guard's watch when it runs: the thread waits for its CPU at
+ * idle priority until the caller blocks, and longer behind a busy loop.
+ */
+static int handoff_once(struct fuse_uring_thread *t, bool watched)
+{
+	static const struct sched_param idle_param;
+	uint64_t start = now_ns(), end;
+	int err, back;
+
+	if (watched ? !go_idle(t)
+		    : sched_setscheduler(0, SCHED_IDLE, &idle_param) < 0)
+		return 0;
+	err = uring_submit(&t->ring);
+	back = watched ? leave_idle(t) : restore_unwatched(t);
+	if (back)
+		return back;
 	end = now_ns();
 	if (end - start > HANDOFF_LATE_NS) {
 		t->handoff_pause_until = end + HANDOFF_PAUSE_NS;
@@ -136,6 +158,7 @@ static void note_raised(struct fuse_uring_thread *t)
 int fuse_uring_handoff(struct fuse_uring_thread *t)
 {
 	struct fuse_session *se = t->se;
+	bool watched;
 	int err;
 
 	atomic_fetch_add_explicit(&t->served, 1, memory_order_relaxed);
@@ -147,13 +170,13 @@ int fuse_uring_handoff(struct fuse_uring_thread *t)
 		return 0;
 	if (t->new_caller || t->handoff_pause_until > now_ns())
 		return leave_idle(t);
-	if (!se->guard_started || t->schedstat_fd < 0 ||
-	    atomic_load(&se->other_work)) {
+	watched = se->guard_started && t->schedstat_fd >= 0 && t->stat_fd >= 0;
+	if (!watched || atomic_load(&se->other_work)) {
 		err = leave_idle(t);
-		return err ? err : handoff_once(t);
+		return err ? err : handoff_once(t, watched);
 	}
 	/* Stay: the commit that follows runs at idle priority. */
-	stay_idle(t);
+	go_idle(t);
 	return 0;
 }
 
@@ -163,19 +186,35 @@ void fuse_session_other_work(struct fuse_session *se, bool busy)
 		atomic_store(&se->other_work, busy);
 }
 
-/* The total time the thread waited on a run queue, in ns, or -1. */
-static int64_t run_delay(int fd)
+/* The thread's CPU time and its time spent waiting on a run queue, in
+ * ns. The kernel adds a wait only once the thread gets its CPU. */
+static int read_schedstat(int fd, uint64_t *exec, uint64_t *delay)
 {
 	char buf[96];
 	unsigned long long run, wait;
 	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
 
 	if (n <= 0)
-		return -1;
+		return -EIO;
 	buf[n] = '\0';
 	if (sscanf(buf, "%llu %llu", &run, &wait) != 2)
-		return -1;
-	return (int64_t)wait;
+		return -EIO;
+	*exec = run;
+	*delay = wait;
+	return 0;
+}
+
+/* Whether the thread is running or waiting for its CPU ('R' in stat). */
+static bool runnable(int fd)
+{
+	char buf[512], *end;
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	end = strrchr(buf, ')'); /* after the name, which may hold ')' */
+	return end && end[1] == ' ' && end[2] == 'R';
 }
 
 static void raise_thread(struct fuse_uring_thread *t, int reason)
@@ -190,43 +229,63 @@ static void raise_thread(struct fuse_uring_thread *t, int reason)
 	atomic_store(&t->raised, reason);
 }
 
-/* Look at one thread at idle priority. */
+/*
+ * Look at one thread at idle priority. It waited for its CPU when its
+ * recorded run queue wait grew by more than GUARD_STARVED_NS. It also
+ * waited when it was runnable at two looks in a row and ran for less
+ * than GUARD_RAN_NS in between, because a wait is recorded only once it
+ * ends.
+ */
 static void guard_check(struct fuse_uring_thread *t, uint64_t now)
 {
 	unsigned int gen = atomic_load(&t->idle_gen);
 	unsigned int served = atomic_load(&t->served);
-	int64_t delay = run_delay(t->schedstat_fd);
+	bool ready = runnable(t->stat_fd);
+	uint64_t exec, delay;
 
-	if (delay < 0)
+	if (read_schedstat(t->schedstat_fd, &exec, &delay))
 		return;
 	if (gen != t->guard_gen) {
 		/* It became idle since the last look: start from here. */
 		t->guard_gen = gen;
-		t->guard_run_delay = (uint64_t)delay;
-		t->guard_served = served;
-		t->guard_quiet_since = now;
-		return;
-	}
-	if ((uint64_t)delay - t->guard_run_delay > GUARD_STARVED_NS)
+	} else if (delay - t->guard_run_delay > GUARD_STARVED_NS ||
+		   (ready && t->guard_ready &&
+		    exec - t->guard_exec < GUARD_RAN_NS)) {
 		raise_thread(t, URING_RAISED_STARVED);
-	else if (served == t->guard_served &&
-		 now - t->guard_quiet_since > GUARD_QUIET_NS)
+	} else if (served == t->guard_served &&
+		   now - t->guard_quiet_since > GUARD_QUIET_NS) {
 		raise_thread(t, URING_RAISED_QUIET);
-	if (served != t->guard_served)
+	}
+	if (gen != t->guard_gen || served != t->guard_served)
 		t->guard_quiet_since = now;
-	t->guard_run_delay = (uint64_t)delay;
+	t->guard_run_delay = delay;
+	t->guard_exec = exec;
+	t->guard_ready = ready;
 	t->guard_served = served;
 }
 
-/* Wait for a thread at idle priority, or a stop. True to go on. */
-static bool guard_wait(struct fuse_session *se)
+/*
+ * Wait for the next look, or a stop; returns true to go on. The guard
+ * sleeps until a thread goes idle only after no thread was idle for
+ * GUARD_QUIET_NS, so threads that go idle for one commit at a time
+ * rarely need to wake it.
+ */
+static bool guard_wait(struct fuse_session *se, uint64_t *last_idle)
 {
 	struct timespec ts = {.tv_nsec = GUARD_PERIOD_NS};
+	uint64_t now = now_ns();
 	bool go;
 
+	if (atomic_load(&se->idle_threads))
+		*last_idle = now;
 	pthread_mutex_lock(&se->uring_lock);
-	while (!se->guard_stop && atomic_load(&se->idle_threads) == 0)
-		pthread_cond_wait(&se->guard_cond, &se->uring_lock);
+	if (now - *last_idle > GUARD_QUIET_NS) {
+		atomic_store(&se->guard_waits, true);
+		while (!se->guard_stop && atomic_load(&se->idle_threads) == 0)
+			pthread_cond_wait(&se->guard_cond, &se->uring_lock);
+		atomic_store(&se->guard_waits, false);
+		*last_idle = now_ns();
+	}
 	go = !se->guard_stop;
 	pthread_mutex_unlock(&se->uring_lock);
 	if (go)
@@ -237,9 +296,10 @@ static bool guard_wait(struct fuse_session *se)
 static void *guard_main(void *arg)
 {
 	struct fuse_session *se = arg;
+	uint64_t last_idle = 0;
 	unsigned int i;
 
-	while (guard_wait(se)) {
+	while (guard_wait(se, &last_idle)) {
 		uint64_t now = now_ns();
 
 		for (i = 0; i < se->uring_slots; i++) {
