@@ -54,6 +54,7 @@ struct fuse_session {
 	bool guard_started;
 	bool guard_stop;	  /* under uring_lock */
 	atomic_bool guard_waits;  /* for a thread to go idle */
+	bool guard_reads;	  /* the threads' /proc files can be read */
 	pthread_cond_t guard_cond;
 	atomic_uint idle_threads; /* ring threads at idle priority now */
 	atomic_bool other_work;	  /* other daemon threads have work */

@@ -89,8 +89,6 @@ struct fuse_uring_thread {
 	atomic_uint idle_gen;	/* counts the thread's moves to idle */
 	atomic_uint served;	/* requests handled */
 	atomic_int raised;	/* URING_RAISED_* by the guard */
-	int schedstat_fd;	/* read by the guard */
-	int stat_fd;
 	unsigned int guard_gen; /* idle_gen at the guard's last look */
 	unsigned int guard_served;
 	uint64_t guard_run_delay;

@@ -9,7 +9,6 @@
 #include "../common/log.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <linux/capability.h>
 #include <sched.h>
 #include <stdio.h>
@@ -112,10 +111,6 @@ static void *uring_thread_main(void *arg)
 	    sched_setscheduler(0, t->policy, &t->sched) < 0)
 		t->policy = -1;
 	t->tid = gettid();
-	/* The guard reads how long the thread waited for its CPU. */
-	t->schedstat_fd = open("/proc/thread-self/schedstat",
-			       O_RDONLY | O_CLOEXEC);
-	t->stat_fd = open("/proc/thread-self/stat", O_RDONLY | O_CLOEXEC);
 	t->handoff = se->uring_handoff &&
 		     (t->policy == SCHED_OTHER || t->policy == SCHED_BATCH);
 	/* As in the /dev/fuse workers: a private umask per thread. */
@@ -302,10 +297,6 @@ void fuse_uring_join(struct fuse_session *se)
 		if (!t->started)
 			continue;
 		pthread_join(t->thread, NULL);
-		if (t->schedstat_fd >= 0)
-			close(t->schedstat_fd);
-		if (t->stat_fd >= 0)
-			close(t->stat_fd);
 		free(t->buf);
 		free(t->hdr);
 	}

@@ -170,7 +170,7 @@ int fuse_uring_handoff(struct fuse_uring_thread *t)
 		return 0;
 	if (t->new_caller || t->handoff_pause_until > now_ns())
 		return leave_idle(t);
-	watched = se->guard_started && t->schedstat_fd >= 0 && t->stat_fd >= 0;
+	watched = se->guard_started && se->guard_reads;
 	if (!watched || atomic_load(&se->other_work)) {
 		err = leave_idle(t);
 		return err ? err : handoff_once(t, watched);
@@ -186,18 +186,35 @@ void fuse_session_other_work(struct fuse_session *se, bool busy)
 		atomic_store(&se->other_work, busy);
 }
 
-/* The thread's CPU time and its time spent waiting on a run queue, in
- * ns. The kernel adds a wait only once the thread gets its CPU. */
-static int read_schedstat(int fd, uint64_t *exec, uint64_t *delay)
+/* Read a file of the thread in /proc into buf. Opened for each look,
+ * so that the guard holds no descriptors while it waits. */
+static int read_task_file(pid_t tid, const char *name, char *buf, size_t size)
 {
-	char buf[96];
-	unsigned long long run, wait;
-	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+	char path[64];
+	ssize_t n;
+	int fd;
 
+	snprintf(path, sizeof(path), "/proc/self/task/%d/%s", (int)tid, name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, size - 1);
+	close(fd);
 	if (n <= 0)
 		return -EIO;
 	buf[n] = '\0';
-	if (sscanf(buf, "%llu %llu", &run, &wait) != 2)
+	return 0;
+}
+
+/* The thread's CPU time and its time spent waiting on a run queue, in
+ * ns. The kernel adds a wait only once the thread gets its CPU. */
+static int read_schedstat(pid_t tid, uint64_t *exec, uint64_t *delay)
+{
+	char buf[96];
+	unsigned long long run, wait;
+
+	if (read_task_file(tid, "schedstat", buf, sizeof(buf)) ||
+	    sscanf(buf, "%llu %llu", &run, &wait) != 2)
 		return -EIO;
 	*exec = run;
 	*delay = wait;
@@ -205,14 +222,12 @@ static int read_schedstat(int fd, uint64_t *exec, uint64_t *delay)
 }
 
 /* Whether the thread is running or waiting for its CPU ('R' in stat). */
-static bool runnable(int fd)
+static bool runnable(pid_t tid)
 {
 	char buf[512], *end;
-	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
 
-	if (n <= 0)
+	if (read_task_file(tid, "stat", buf, sizeof(buf)))
 		return false;
-	buf[n] = '\0';
 	end = strrchr(buf, ')'); /* after the name, which may hold ')' */
 	return end && end[1] == ' ' && end[2] == 'R';
 }
@@ -240,10 +255,10 @@ static void guard_check(struct fuse_uring_thread *t, uint64_t now)
 {
 	unsigned int gen = atomic_load(&t->idle_gen);
 	unsigned int served = atomic_load(&t->served);
-	bool ready = runnable(t->stat_fd);
+	bool ready = runnable(t->tid);
 	uint64_t exec, delay;
 
-	if (read_schedstat(t->schedstat_fd, &exec, &delay))
+	if (read_schedstat(t->tid, &exec, &delay))
 		return;
 	if (gen != t->guard_gen) {
 		/* It became idle since the last look: start from here. */
@@ -314,10 +329,13 @@ static void *guard_main(void *arg)
 
 int fuse_uring_guard_start(struct fuse_session *se)
 {
+	uint64_t exec, delay;
 	int err;
 
 	if (!se->uring_handoff || se->guard_started)
 		return 0;
+	/* Without these files the guard cannot see a waiting thread. */
+	se->guard_reads = read_schedstat(gettid(), &exec, &delay) == 0;
 	se->guard_stop = false;
 	err = pthread_create(&se->guard, NULL, guard_main, se);
 	if (err) {
