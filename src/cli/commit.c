@@ -134,7 +134,7 @@ static int commit_run(struct commit *c)
 {
 	int err = commit_state_begin(c);
 
-	if (err == 2)
+	if (err == COMMIT_FINISHED)
 		return 0;
 	if (err)
 		return err == -EEXIST || err == -EINVAL ? EXIT_USAGE : err;

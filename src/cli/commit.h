@@ -22,7 +22,10 @@ struct commit {
 	bool resumed;	 /* an interrupted run left nl.staging */
 };
 
-/* commit_state.c: the staging directory that records a commit. */
+/* commit_state.c: the staging directory that records a commit.
+ * commit_state_begin() returns COMMIT_FINISHED when an interrupted run
+ * had already finished the commit. */
+#define COMMIT_FINISHED 2
 int commit_state_begin(struct commit *c);
 int commit_state_end(struct commit *c);
 

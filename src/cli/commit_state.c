@@ -71,10 +71,10 @@ static int read_state(struct commit *c, int tfd, char *upper, size_t size)
 }
 
 /*
- * The staging directory holds no record. Either the run was killed
- * before it wrote one, and nothing moved, or it was killed while it
- * removed the record at the very end, and NEWLAYER is complete.
- * Returns 1 in the first case and 2 in the second.
+ * Remove a staging directory that contains no record. Either the run was
+ * killed before it wrote one, and nothing moved, or it was killed while
+ * it removed the record at the very end, and NEWLAYER is complete.
+ * Returns 1 in the first case and COMMIT_FINISHED in the second.
  */
 static int resume_without_record(struct commit *c)
 {
@@ -90,12 +90,14 @@ static int resume_without_record(struct commit *c)
 	err = ovl_remove_tree(c->nl.parent_fd, c->nl.staging);
 	if (!err)
 		err = layer_cmd_fsync_dir(c->nl.parent_fd, ".");
-	return err ? err : finished ? 2 : 1;
+	if (err)
+		return err;
+	return finished ? COMMIT_FINISHED : 1;
 }
 
 /* Pick up the record an interrupted run left. Returns 0 when there is
- * one to finish, 1 when there was none (or only an empty start), 2 when
- * the interrupted run had finished. */
+ * one to finish, 1 when there was none (or only an empty start), and
+ * COMMIT_FINISHED when the interrupted run had finished. */
 static int resume(struct commit *c)
 {
 	char upper[PATH_MAX];
@@ -133,14 +135,14 @@ static int resume(struct commit *c)
 	return 0;
 }
 
-/* Returns 0 when the commit is to be made or finished, 2 when an
- * interrupted run had already finished it, or a negative errno. */
+/* Returns 0 when the commit is to be made or finished, COMMIT_FINISHED
+ * when an interrupted run had already finished it, or a negative errno. */
 int commit_state_begin(struct commit *c)
 {
 	struct stat st;
 	int tfd, err = resume(c);
 
-	if (err <= 0 || err == 2)
+	if (err <= 0 || err == COMMIT_FINISHED)
 		return err;
 	if (fstatat(c->nl.parent_fd, c->nl.name, &st, AT_SYMLINK_NOFOLLOW) ==
 	    0) {

@@ -14,10 +14,8 @@
 #include "../common/log.h"
 
 #include <errno.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #define URING_HEADROOM 4096 /* before the payload: room for the op header */
@@ -151,8 +149,9 @@ static void uring_handle(struct fuse_uring_thread *t)
 	/* The kernel sends these in the background, so no caller waits. */
 	t->caller_waits =
 	    in->opcode != FUSE_RELEASE && in->opcode != FUSE_RELEASEDIR;
-	t->new_caller = t->caller_waits && atomic_exchange(&t->queue->last_pid,
-							   in->pid) != in->pid;
+	t->new_caller =
+	    t->caller_waits &&
+	    atomic_exchange(&t->queue->last_pid, in->pid) != in->pid;
 	if (psz > t->payload_size || in->len < sizeof(*in) + psz ||
 	    in->len - sizeof(*in) - psz > FUSE_URING_OP_IN_SZ) {
 		log_warn_rl(

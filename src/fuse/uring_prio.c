@@ -16,19 +16,21 @@
  * else that runs on the CPU then comes first, so a thread at idle
  * priority could wait behind a busy loop for seconds. The guard, a
  * thread at normal priority, looks at every thread at idle priority
- * every few milliseconds. A thread that waited for its
- * CPU returns to its own policy at once and stays there for a while. A
- * thread that served nothing for a while returns too, so that an unused
- * mount lets the guard sleep.
+ * every few milliseconds. A thread that waited for its CPU returns to
+ * its own policy at once and stays there for a while. A thread that
+ * served nothing for a while returns too, so that an unused mount lets
+ * the guard sleep.
  *
  * Where a thread cannot stay, it commits at idle priority and returns
  * to its own policy right after. That happens while other daemon
  * threads have work (the directory prefetch, at nice 19, would run
  * before it), or when the guard cannot read the thread's state. Until
- * it runs again, the guard watches it as well. When the requests on a CPU come
- * from changing callers, as from the threads of a parallel git status,
- * other callers wait there too, and the hand-off costs more than it
- * saves: the thread commits at its own policy.
+ * it runs again, the guard watches it as well.
+ *
+ * When the requests on a CPU come from changing callers, as from the
+ * threads of a parallel git status, other callers wait there too, and
+ * the hand-off costs more than it saves. The thread then commits at its
+ * own policy.
  */
 #include "internal.h"
 #include "uring.h"
@@ -90,6 +92,19 @@ static bool go_idle(struct fuse_uring_thread *t)
 	return true;
 }
 
+/* Return the calling thread to its own policy. */
+static int restore_policy(struct fuse_uring_thread *t)
+{
+	if (sched_setscheduler(0, t->policy, &t->sched) < 0) {
+		int err = -errno;
+
+		log_err("FUSE ring queue %u cannot leave idle priority: %s",
+			t->qid, strerror(-err));
+		return err;
+	}
+	return 0;
+}
+
 /* Leave idle priority. The thread or the guard, whichever clears the
  * flag first, restores the policy. */
 static int leave_idle(struct fuse_uring_thread *t)
@@ -97,23 +112,7 @@ static int leave_idle(struct fuse_uring_thread *t)
 	if (!atomic_exchange(&t->idle, false))
 		return 0;
 	atomic_fetch_sub(&t->se->idle_threads, 1);
-	if (sched_setscheduler(0, t->policy, &t->sched) < 0) {
-		log_err("FUSE ring queue %u cannot leave idle priority: %s",
-			t->qid, strerror(errno));
-		return -errno;
-	}
-	return 0;
-}
-
-/* Return to the own policy where the guard cannot watch the thread. */
-static int restore_unwatched(struct fuse_uring_thread *t)
-{
-	if (sched_setscheduler(0, t->policy, &t->sched) < 0) {
-		log_err("FUSE ring queue %u cannot leave idle priority: %s",
-			t->qid, strerror(errno));
-		return -errno;
-	}
-	return 0;
+	return restore_policy(t);
 }
 
 /*
@@ -131,7 +130,7 @@ static int handoff_once(struct fuse_uring_thread *t, bool watched)
 		    : sched_setscheduler(0, SCHED_IDLE, &idle_param) < 0)
 		return 0;
 	err = uring_submit(&t->ring);
-	back = watched ? leave_idle(t) : restore_unwatched(t);
+	back = watched ? leave_idle(t) : restore_policy(t);
 	if (back)
 		return back;
 	end = now_ns();
@@ -228,10 +227,12 @@ static bool runnable(pid_t tid)
 
 	if (read_task_file(tid, "stat", buf, sizeof(buf)))
 		return false;
-	end = strrchr(buf, ')'); /* after the name, which may hold ')' */
+	/* The state follows the name, which may contain ')'. */
+	end = strrchr(buf, ')');
 	return end && end[1] == ' ' && end[2] == 'R';
 }
 
+/* Return a thread at idle priority to its own policy, from the guard. */
 static void raise_thread(struct fuse_uring_thread *t, int reason)
 {
 	if (!atomic_exchange(&t->idle, false))
@@ -256,11 +257,12 @@ static void guard_check(struct fuse_uring_thread *t, uint64_t now)
 	unsigned int gen = atomic_load(&t->idle_gen);
 	unsigned int served = atomic_load(&t->served);
 	bool ready = runnable(t->tid);
+	bool fresh = gen != t->guard_gen;
 	uint64_t exec, delay;
 
 	if (read_schedstat(t->tid, &exec, &delay))
 		return;
-	if (gen != t->guard_gen) {
+	if (fresh) {
 		/* It became idle since the last look: start from here. */
 		t->guard_gen = gen;
 	} else if (delay - t->guard_run_delay > GUARD_STARVED_NS ||
@@ -271,7 +273,7 @@ static void guard_check(struct fuse_uring_thread *t, uint64_t now)
 		   now - t->guard_quiet_since > GUARD_QUIET_NS) {
 		raise_thread(t, URING_RAISED_QUIET);
 	}
-	if (gen != t->guard_gen || served != t->guard_served)
+	if (fresh || served != t->guard_served)
 		t->guard_quiet_since = now;
 	t->guard_run_delay = delay;
 	t->guard_exec = exec;
@@ -340,7 +342,7 @@ int fuse_uring_guard_start(struct fuse_session *se)
 	err = pthread_create(&se->guard, NULL, guard_main, se);
 	if (err) {
 		log_warn(
-		    "starting the hand-off guard failed: %s; replies are handed off one at a time",
+		    "starting the hand-off guard thread failed: %s; ring threads return to normal priority after each reply",
 		    strerror(err));
 		return -err;
 	}

@@ -335,9 +335,9 @@ def fill_big_upper(upper, dirs=150, files=200):
 
 def test_commit_killed_and_rerun(any_stack, tmpfs):
     """SIGKILL during a commit to another filesystem leaves a stack that
-    mounts as before or as after; running the command again finishes.
-    Where the kill lands depends on the machine's speed; a commit that
-    ended before it is checked as it stands."""
+    mounts as before or as after, and running the command again finishes.
+    Where the kill lands depends on the machine's speed, so a commit that
+    ended before it is checked as it is."""
     stack = any_stack("kernel")
     fill_lowers(stack)
     newlayer = os.path.join(tmpfs, "layer1")

@@ -455,9 +455,9 @@ def fill_big_layer(root, dirs=150, files=200):
 
 
 def test_squash_killed_and_rerun(any_stack):
-    """SIGKILL during a squash changes no input; the same command run
-    again finishes. Where the kill lands depends on the machine's speed;
-    a squash that ended before it is checked as it stands."""
+    """SIGKILL during a squash changes no input, and the same command run
+    again finishes. Where the kill lands depends on the machine's speed,
+    so a squash that ended before it is checked as it is."""
     stack = any_stack("kernel")
     layers = Layers(stack)
     fill_big_layer(layers.c)
