@@ -287,6 +287,9 @@ void ovl_op_link(struct fuse_req *req, uint64_t nodeid, uint64_t newparent,
 		ovl_reply_status(req, err);
 		return;
 	}
+	/* The new name gets a node of its own, which changes of its xattrs
+	 * go through. */
+	atomic_fetch_and(&node->flags, ~(unsigned int)OVL_N_NOCAPS);
 	/* Read after the copy-up, which renumbers a hard link without index. */
 	c.ino = node->ino;
 	c.link_src = &src;

@@ -298,11 +298,11 @@ static int lookup_upper(struct ovl_fs *fs, struct ovl_node *parent,
 
 /* A whiteout in a lower layer: a 0/0 device, or an xattr whiteout. */
 static bool lower_is_whiteout(struct ovl_fs *fs, int dirfd, const char *name,
-			      const struct stat *st)
+			      const struct stat *st, bool bare)
 {
 	if (ovl_is_whiteout(st))
 		return true;
-	if (!S_ISREG(st->st_mode) || st->st_size != 0)
+	if (bare || !S_ISREG(st->st_mode) || st->st_size != 0)
 		return false;
 	/* Only a directory marked opaque="x" may hold xattr whiteouts. */
 	return ovl_check_xwhiteout_dir(fs, dirfd, ".") &&
@@ -311,16 +311,19 @@ static bool lower_is_whiteout(struct ovl_fs *fs, int dirfd, const char *name,
 
 /*
  * Merge one lower layer's entry into res. Returns 1 to go on to the
- * next layer, 0 to stop.
+ * next layer, 0 to stop. An entry known to have no xattrs at all (bare)
+ * is no metacopy file, no xattr whiteout, and no opaque or redirected
+ * directory, so its overlay xattrs are not read.
  */
 static int lookup_lower_one(struct ovl_fs *fs, struct ovl_node *parent,
 			    int layer, int dirfd, const char *name,
 			    const struct stat *st, struct ovl_lookup *res)
 {
 	bool found = res->upper || res->lower >= 0;
+	bool bare = ovl_noxattr_known(fs, layer, st->st_ino);
 	int err;
 
-	if (lower_is_whiteout(fs, dirfd, name, st))
+	if (lower_is_whiteout(fs, dirfd, name, st, bare))
 		return 0;
 	if (res->metacopy)
 		return lookup_data(fs, parent, layer, dirfd, name, st, res);
@@ -331,11 +334,14 @@ static int lookup_lower_one(struct ovl_fs *fs, struct ovl_node *parent,
 		if (!res->upper) {
 			res->st = *st;
 			res->layer = layer;
+			res->noxattr = bare;
 		}
 		/* A merged directory keeps its lower st_ino. */
 		res->st.st_ino = ovl_xino(fs, layer, st->st_ino);
 	}
 	res->lower_last = layer;
+	if (bare)
+		return S_ISDIR(st->st_mode);
 	if (!S_ISDIR(st->st_mode))
 		return lookup_metacopy(fs, parent, layer, dirfd, name, st, res);
 	if (ovl_check_opaque(fs, dirfd, name))
@@ -510,6 +516,10 @@ void ovl_node_fill(struct ovl_node *node, struct ovl_lookup *res)
 		flags |= OVL_N_UPPER;
 	else if (S_ISREG(res->st.st_mode) && res->st.st_nlink > 1)
 		flags |= OVL_N_LINKED;
+	if (!res->upper && res->noxattr && !res->metacopy)
+		flags |= OVL_N_NOXATTR;
+	else
+		atomic_fetch_and(&node->flags, ~(unsigned int)OVL_N_NOXATTR);
 	if (res->opaque)
 		flags |= OVL_N_OPAQUE;
 	atomic_fetch_or(&node->flags, flags);

@@ -72,6 +72,8 @@ struct ovl_layer {
 #define OVL_N_IMPURE 0x10  /* upper dir may hold entries with an origin */
 #define OVL_N_INDEX 0x20   /* lower name of a file in workdir/index */
 #define OVL_N_LINKED 0x40  /* lower regular file with more than one name */
+#define OVL_N_NOXATTR 0x80 /* its lower file has no xattrs: see noxattr.c */
+#define OVL_N_NOCAPS 0x100 /* created here, no security.capability since */
 
 /*
  * A moved directory's path in the lower layers from one layer down: an
@@ -171,6 +173,7 @@ struct ovl_fs {
 	bool dont_mask;	    /* the kernel leaves the umask to us */
 	bool no_opendir;    /* the kernel opens directories without asking */
 	struct ovl_prefetch *prefetch; /* see prefetch.c; NULL when off */
+	struct ovl_noxattr *noxattr;   /* see noxattr.c; NULL when off */
 	atomic_int dirfd_count; /* descriptors kept by dirfd.c */
 	atomic_uint renumbered; /* copy-ups that changed a file's st_ino */
 	int dirfd_max;
@@ -353,6 +356,7 @@ struct ovl_lookup {
 	bool upper;
 	bool opaque;
 	bool upper_whiteout; /* the upper contains a whiteout at the name */
+	bool noxattr; /* the lower file of st has no xattrs: see noxattr.c */
 	char redirect[OVL_PATH_MAX]; /* top lower path of a moved dir, or "" */
 	struct ovl_redirect *chain;  /* every redirect met; see redirect.c */
 };
@@ -407,6 +411,13 @@ void ovl_dircache_put(struct ovl_node *node, int layer, int flags, int fd);
 /* ---- setid.c: set-ID bits cleared for the kernel ---- */
 int ovl_kill_suidgid(int fd, int dirfd, const char *name,
 		     const struct fuse_ctx *ctx);
+
+/* ---- noxattr.c: lower files known to have no xattrs ---- */
+struct ovl_noxattr;
+int ovl_noxattr_init(struct ovl_fs *fs);
+void ovl_noxattr_free(struct ovl_fs *fs);
+void ovl_noxattr_note(struct ovl_fs *fs, int layer, ino_t ino);
+bool ovl_noxattr_known(const struct ovl_fs *fs, int layer, ino_t ino);
 
 /* ---- prefetch.c: lower directories read ahead of the requests ---- */
 struct ovl_prefetch;

@@ -8,9 +8,11 @@
  * by the time a request needs them, so the disk reads overlap with the
  * requests instead of waiting behind them.
  *
- * The thread only reads, and only lower layers. It changes no state that
- * lookups depend on, so a prefetch that comes too late, or that reads a
- * directory that is never used, costs time and nothing else. The newest
+ * The thread only reads, and only lower layers. The one thing it leaves
+ * for lookups is the note of files without xattrs (noxattr.c), true for
+ * as long as the layers do not change, so a prefetch that comes too late,
+ * or that reads a directory that is never used, costs time and nothing
+ * else. The newest
  * directories go first, because a tree walk descends into the directory
  * it has just listed. The oldest are dropped when the queue is full. The
  * thread runs at the lowest priority of the normal policy, so it mostly
@@ -177,7 +179,10 @@ static void prefetch_one(struct ovl_prefetch *p, const struct prefetch_item *it)
 			    (!d->d_name[1] ||
 			     (d->d_name[1] == '.' && !d->d_name[2])))
 				continue;
-			fstatat(fd, d->d_name, &st, AT_SYMLINK_NOFOLLOW);
+			if (fstatat(fd, d->d_name, &st, AT_SYMLINK_NOFOLLOW) ==
+				0 &&
+			    ovl_do_listxattr(fd, d->d_name, NULL, 0) == 0)
+				ovl_noxattr_note(fs, it->layer, st.st_ino);
 			seen++;
 		}
 	}
@@ -220,8 +225,10 @@ int ovl_prefetch_start(struct ovl_fs *fs)
 	struct ovl_prefetch *p = calloc(1, sizeof(*p));
 	int err;
 
-	if (!p)
+	if (!p || ovl_noxattr_init(fs)) {
+		free(p);
 		return -ENOMEM;
+	}
 	p->fs = fs;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->wake, NULL);

@@ -126,8 +126,9 @@ static int getxattr_at(int dirfd, const char *name, const char *attr,
 
 	if (atomic_load(&no_getxattrat))
 		return -ENOSYS;
-	n = syscall(LAMINA_SYS_getxattrat, dirfd, name, AT_SYMLINK_NOFOLLOW,
-		    attr, &args, sizeof(args));
+	n = syscall(LAMINA_SYS_getxattrat, dirfd, name,
+		    AT_SYMLINK_NOFOLLOW | (name[0] ? 0 : AT_EMPTY_PATH), attr,
+		    &args, sizeof(args));
 	if (n < 0 && errno == ENOSYS) {
 		atomic_store(&no_getxattrat, true);
 		return -ENOSYS;
@@ -181,12 +182,39 @@ int ovl_do_removexattr(int dirfd, const char *name, const char *attr)
 	return 0;
 }
 
+/* listxattrat(2), from the same kernel release and family. */
+#define LAMINA_SYS_listxattrat 465
+
+static atomic_bool no_listxattrat;
+
+static int listxattr_at(int dirfd, const char *name, char *buf, size_t size)
+{
+	long n;
+
+	if (atomic_load(&no_listxattrat))
+		return -ENOSYS;
+	n = syscall(LAMINA_SYS_listxattrat, dirfd, name,
+		    AT_SYMLINK_NOFOLLOW | (name[0] ? 0 : AT_EMPTY_PATH), buf,
+		    size);
+	if (n < 0 && errno == ENOSYS) {
+		atomic_store(&no_listxattrat, true);
+		return -ENOSYS;
+	}
+	return n < 0 ? -errno : (int)n;
+}
+
 int ovl_do_listxattr(int dirfd, const char *name, char *buf, size_t size)
 {
 	char path[OVL_PATH_MAX];
 	ssize_t n;
-	int err = proc_path(path, sizeof(path), dirfd, name);
+	int err;
 
+	if (dirfd != AT_FDCWD) {
+		err = listxattr_at(dirfd, name, buf, size);
+		if (err != -ENOSYS)
+			return err;
+	}
+	err = proc_path(path, sizeof(path), dirfd, name);
 	if (err)
 		return err;
 	n = dirfd == AT_FDCWD ? listxattr(path, buf, size)

@@ -50,6 +50,31 @@ static const char *xattr_user_name(struct ovl_fs *fs, const char *real,
 	return buf;
 }
 
+/*
+ * The node's real file is known to have no xattrs: its lower file, seen
+ * without any by the prefetch, as long as it has not been copied up.
+ */
+static bool xattr_none(struct ovl_node *node)
+{
+	unsigned int flags = atomic_load(&node->flags);
+
+	return (flags & OVL_N_NOXATTR) &&
+	       !(flags & (OVL_N_UPPER | OVL_N_INDEX));
+}
+
+/*
+ * Known to be absent without asking the layer: any name on a file with
+ * no xattrs, and security.capability on a file created through this
+ * mount, which the kernel asks for before the first write and each
+ * chown, until some xattr of the file is set or removed.
+ */
+static bool xattr_absent(struct ovl_node *node, const char *name)
+{
+	return xattr_none(node) ||
+	       ((atomic_load(&node->flags) & OVL_N_NOCAPS) &&
+		!strcmp(name, "security.capability"));
+}
+
 void ovl_op_getxattr(struct fuse_req *req, uint64_t nodeid, const char *name,
 		     size_t size)
 {
@@ -61,6 +86,8 @@ void ovl_op_getxattr(struct fuse_req *req, uint64_t nodeid, const char *name,
 	int n;
 
 	n = xattr_real_name(fs, name, real, sizeof(real));
+	if (!n && xattr_absent(node, name))
+		n = -ENODATA;
 	if (!n && size)
 		value = malloc(size);
 	if (!n && size && !value)
@@ -117,6 +144,13 @@ void ovl_op_listxattr(struct fuse_req *req, uint64_t nodeid, size_t size)
 	char *list = NULL;
 	int n;
 
+	if (xattr_none(node)) {
+		if (size == 0)
+			fuse_reply_xattr(req, 0);
+		else
+			fuse_reply_buf(req, NULL, 0);
+		return;
+	}
 	n = ovl_node_open_parent(fs, node, ovl_node_real_layer(node), &path);
 	if (!n) {
 		n = ovl_do_listxattr(path.dirfd, path.name, NULL, 0);
@@ -152,6 +186,8 @@ static int xattr_change(struct fuse_req *req, uint64_t nodeid,
 	int err;
 
 	err = xattr_real_name(fs, name, real, sizeof(real));
+	/* Before the change, so that no reader keeps the old answer. */
+	atomic_fetch_and(&node->flags, ~(unsigned int)OVL_N_NOCAPS);
 	if (!err)
 		err = ovl_copy_up(fs, node, OVL_COPY_UP_META);
 	if (!err)

@@ -9,6 +9,7 @@ mount stores the escaped form in upper.
 
 import errno
 import os
+import struct
 
 import pytest
 
@@ -152,3 +153,79 @@ def test_xattr_large_value(stack):
     stack.mount()
 
     assert os.getxattr(stack.m("f"), "user.big") == value
+
+
+def settle_prefetch(stack, *dirs):
+    """Look up dirs and, on lamina, wait until the prefetch has read them,
+    so that the entries below are found with what it learnt."""
+    if stack.mounted_impl != "lamina":
+        for d in dirs:
+            os.stat(stack.m(d))
+        return
+    # Imported here: the module is a test file of its own.
+    from test_prefetch import prefetch_tid, run_time_ns, wait_for_work
+    pid = stack.daemon.pid
+    tid = prefetch_tid(pid)
+    ran = run_time_ns(pid, tid)
+    for d in dirs:
+        os.stat(stack.m(d))
+    wait_for_work(pid, tid, ran)
+
+
+def test_xattrs_of_entries_read_ahead(stack):
+    """Lower entries that the prefetch has read answer for their xattrs,
+    opaque marks and merges as they would without it, before and after
+    a copy-up."""
+    write_file(stack.lo(0, "d", "bare"), "x")
+    write_file(stack.lo(0, "d", "tagged"), "x")
+    os.setxattr(stack.lo(0, "d", "tagged"), "user.t", b"1")
+    write_file(stack.lo(0, "d", "plain", "top"), "x")
+    write_file(stack.lo(1, "d", "plain", "below"), "x")
+    write_file(stack.lo(0, "d", "opq", "shown"), "x")
+    write_file(stack.lo(1, "d", "opq", "hidden"), "x")
+    os.setxattr(stack.lo(0, "d", "opq"), "trusted.overlay.opaque", b"y")
+    stack.mount()
+    settle_prefetch(stack, "d", "d/plain", "d/opq")
+
+    for name in ["user.none", "security.capability", "security.selinux"]:
+        with pytest.raises(OSError) as info:
+            os.getxattr(stack.m("d", "bare"), name)
+        assert info.value.errno == errno.ENODATA
+    assert os.listxattr(stack.m("d", "bare")) == []
+    assert os.listxattr(stack.m("d", "plain")) == []
+    assert os.getxattr(stack.m("d", "tagged"), "user.t") == b"1"
+    assert sorted(os.listdir(stack.m("d", "plain"))) == ["below", "top"]
+    assert os.listdir(stack.m("d", "opq")) == ["shown"]
+
+    os.setxattr(stack.m("d", "bare"), "user.new", b"v")
+    assert os.getxattr(stack.m("d", "bare"), "user.new") == b"v"
+    assert os.listxattr(stack.m("d", "bare")) == ["user.new"]
+    os.setxattr(stack.m("d", "plain"), "user.dir", b"w")
+    assert os.listxattr(stack.m("d", "plain")) == ["user.dir"]
+
+
+# struct vfs_cap_data, revision 2, effective: CAP_NET_BIND_SERVICE.
+CAPS = struct.pack("<IIIII", 0x02000001, 1 << 10, 0, 0, 0)
+
+
+def test_capability_of_created_file(stack):
+    """A file created through the mount has no security.capability until
+    one is set, through its own name or another link to it."""
+    stack.mount()
+    write_file(stack.m("f"), "x")
+
+    with pytest.raises(OSError) as info:
+        os.getxattr(stack.m("f"), "security.capability")
+    assert info.value.errno == errno.ENODATA
+    os.setxattr(stack.m("f"), "security.capability", CAPS)
+    assert os.getxattr(stack.m("f"), "security.capability") == CAPS
+
+    write_file(stack.m("g"), "x")
+    os.link(stack.m("g"), stack.m("g2"))
+    os.setxattr(stack.m("g2"), "security.capability", CAPS)
+    assert os.getxattr(stack.m("g"), "security.capability") == CAPS
+    # chown clears the capability, as on any filesystem.
+    os.chown(stack.m("g"), 0, 0)
+    with pytest.raises(OSError) as info:
+        os.getxattr(stack.m("g2"), "security.capability")
+    assert info.value.errno == errno.ENODATA
