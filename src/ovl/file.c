@@ -337,7 +337,8 @@ void ovl_op_create(struct fuse_req *req, uint64_t parent, const char *name,
 				&node, &st);
 	if (!err) {
 		/* A new file has no security.capability; see xattr.c. */
-		atomic_fetch_or(&node->flags, OVL_N_NOCAPS);
+		if (ovl_req_fs(req)->upper->bare_ok)
+			atomic_fetch_or(&node->flags, OVL_N_NOCAPS);
 		err = ovl_file_setup(req, node, c.fd, true, fi);
 		if (err) {
 			close(c.fd);

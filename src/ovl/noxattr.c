@@ -12,12 +12,19 @@
  * stale. The table is a fixed array of keys with one slot per hash: a
  * note may overwrite another, which only costs that file the syscalls
  * again. A key is one 64-bit word, so a reader never sees half of one.
+ *
+ * Only files on the filesystem of their layer's root count: inode
+ * numbers repeat across the filesystems mounted inside a layer. That
+ * filesystem must also answer ENODATA for a missing name in each
+ * namespace that lamina answers for (a filesystem without xattrs lists
+ * none but refuses every name with EOPNOTSUPP).
  */
 #include "ovl.h"
 
 #include <stdatomic.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define NOXATTR_SLOTS (1u << 16) /* 512 KiB */
 #define NOXATTR_LAYER_BITS 10
@@ -26,13 +33,16 @@ struct ovl_noxattr {
 	_Atomic uint64_t keys[NOXATTR_SLOTS];
 };
 
-/* The key of (layer, ino), or 0 when it does not fit in one word. */
-static uint64_t noxattr_key(int layer, ino_t ino)
+/* The key of a file in layer, or 0 when it may not have one. */
+static uint64_t noxattr_key(const struct ovl_fs *fs, int layer,
+			    const struct stat *st)
 {
-	uint64_t i = (uint64_t)ino;
+	uint64_t i = (uint64_t)st->st_ino;
 
-	if (layer < 0 || layer >= (1 << NOXATTR_LAYER_BITS) ||
-	    i >> (63 - NOXATTR_LAYER_BITS))
+	if (!fs->noxattr || layer < fs->first_lower || layer >= fs->nlayers ||
+	    layer >= (1 << NOXATTR_LAYER_BITS) ||
+	    i >> (63 - NOXATTR_LAYER_BITS) || !fs->layers[layer].bare_ok ||
+	    st->st_dev != fs->layers[layer].dev)
 		return 0;
 	return ((i << NOXATTR_LAYER_BITS) | (uint64_t)layer) + 1;
 }
@@ -43,6 +53,43 @@ static unsigned int noxattr_slot(uint64_t key)
 	key *= 0xbf58476d1ce4e5b9ull;
 	key ^= key >> 32;
 	return (unsigned int)(key & (NOXATTR_SLOTS - 1));
+}
+
+/* The namespaces of names that a bare file answers without asking. */
+static const char *const noxattr_probes[] = {
+    "user.lamina.probe", "trusted.lamina.probe", "security.lamina.probe",
+    "system.posix_acl_access"};
+
+bool ovl_noxattr_name(const char *name)
+{
+	return !strncmp(name, "user.", 5) || !strncmp(name, "trusted.", 8) ||
+	       !strncmp(name, "security.", 9) ||
+	       !strcmp(name, "system.posix_acl_access") ||
+	       !strcmp(name, "system.posix_acl_default");
+}
+
+static bool layer_answers_enodata(struct ovl_layer *layer)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(noxattr_probes) / sizeof(*noxattr_probes); i++) {
+		int n =
+		    ovl_do_getxattr(layer->fd, "", noxattr_probes[i], NULL, 0);
+
+		if (n < 0 && n != -ENODATA)
+			return false;
+	}
+	return true;
+}
+
+/* Which layers answer ENODATA for missing names: the upper too, for the
+ * security.capability of created files. */
+void ovl_noxattr_probe(struct ovl_fs *fs)
+{
+	int i;
+
+	for (i = 0; i < fs->nlayers; i++)
+		fs->layers[i].bare_ok = layer_answers_enodata(&fs->layers[i]);
 }
 
 int ovl_noxattr_init(struct ovl_fs *fs)
@@ -58,20 +105,21 @@ void ovl_noxattr_free(struct ovl_fs *fs)
 	fs->noxattr = NULL;
 }
 
-void ovl_noxattr_note(struct ovl_fs *fs, int layer, ino_t ino)
+void ovl_noxattr_note(struct ovl_fs *fs, int layer, const struct stat *st)
 {
-	uint64_t key = noxattr_key(layer, ino);
+	uint64_t key = noxattr_key(fs, layer, st);
 
-	if (fs->noxattr && key)
+	if (key)
 		atomic_store_explicit(&fs->noxattr->keys[noxattr_slot(key)],
 				      key, memory_order_relaxed);
 }
 
-bool ovl_noxattr_known(const struct ovl_fs *fs, int layer, ino_t ino)
+bool ovl_noxattr_known(const struct ovl_fs *fs, int layer,
+		       const struct stat *st)
 {
-	uint64_t key = noxattr_key(layer, ino);
+	uint64_t key = noxattr_key(fs, layer, st);
 
-	return fs->noxattr && key &&
+	return key &&
 	       atomic_load_explicit(&fs->noxattr->keys[noxattr_slot(key)],
 				    memory_order_relaxed) == key;
 }

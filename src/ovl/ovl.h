@@ -62,6 +62,7 @@ struct ovl_layer {
 	uint8_t fsid;	  /* xino: which filesystem, 0 for the upper's */
 	bool fid_has_ino; /* file handles start with the 32-bit inode number */
 	int handle_fd; /* else: a descriptor for open_by_handle_at(), or -1 */
+	bool bare_ok;  /* noxattr.c may note its files */
 };
 
 /* Node flags. */
@@ -414,10 +415,13 @@ int ovl_kill_suidgid(int fd, int dirfd, const char *name,
 
 /* ---- noxattr.c: lower files known to have no xattrs ---- */
 struct ovl_noxattr;
+void ovl_noxattr_probe(struct ovl_fs *fs);
 int ovl_noxattr_init(struct ovl_fs *fs);
 void ovl_noxattr_free(struct ovl_fs *fs);
-void ovl_noxattr_note(struct ovl_fs *fs, int layer, ino_t ino);
-bool ovl_noxattr_known(const struct ovl_fs *fs, int layer, ino_t ino);
+void ovl_noxattr_note(struct ovl_fs *fs, int layer, const struct stat *st);
+bool ovl_noxattr_known(const struct ovl_fs *fs, int layer,
+		       const struct stat *st);
+bool ovl_noxattr_name(const char *name);
 
 /* ---- prefetch.c: lower directories read ahead of the requests ---- */
 struct ovl_prefetch;

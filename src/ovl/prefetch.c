@@ -182,7 +182,7 @@ static void prefetch_one(struct ovl_prefetch *p, const struct prefetch_item *it)
 			if (fstatat(fd, d->d_name, &st, AT_SYMLINK_NOFOLLOW) ==
 				0 &&
 			    ovl_do_listxattr(fd, d->d_name, NULL, 0) == 0)
-				ovl_noxattr_note(fs, it->layer, st.st_ino);
+				ovl_noxattr_note(fs, it->layer, &st);
 			seen++;
 		}
 	}

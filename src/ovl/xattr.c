@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
+#include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -70,9 +72,10 @@ static bool xattr_none(struct ovl_node *node)
  */
 static bool xattr_absent(struct ovl_node *node, const char *name)
 {
-	return xattr_none(node) ||
-	       ((atomic_load(&node->flags) & OVL_N_NOCAPS) &&
-		!strcmp(name, "security.capability"));
+	if (!strcmp(name, "security.capability") &&
+	    (atomic_load(&node->flags) & OVL_N_NOCAPS))
+		return true;
+	return xattr_none(node) && ovl_noxattr_name(name);
 }
 
 void ovl_op_getxattr(struct fuse_req *req, uint64_t nodeid, const char *name,
@@ -85,6 +88,7 @@ void ovl_op_getxattr(struct fuse_req *req, uint64_t nodeid, const char *name,
 	struct ovl_file *file;
 	int n;
 
+	ovl_index_refresh(fs, node);
 	n = xattr_real_name(fs, name, real, sizeof(real));
 	if (!n && xattr_absent(node, name))
 		n = -ENODATA;
@@ -115,16 +119,64 @@ void ovl_op_getxattr(struct fuse_req *req, uint64_t nodeid, const char *name,
 	free(value);
 }
 
-/* Rewrite a listing in place: drop private names, unescape escaped ones. */
-static size_t xattr_filter_list(struct ovl_fs *fs, char *list, size_t len)
+static bool same_user_ns(pid_t pid)
+{
+	char path[64];
+	struct stat mine, theirs;
+
+	snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)pid);
+	return stat("/proc/self/ns/user", &mine) == 0 &&
+	       stat(path, &theirs) == 0 && mine.st_ino == theirs.st_ino &&
+	       mine.st_dev == theirs.st_dev;
+}
+
+/*
+ * overlayfs lists trusted.* names only to a caller with CAP_SYS_ADMIN in
+ * the initial user namespace, which lamina's own namespace stands for.
+ * Without a process to look at, root counts as such a caller.
+ */
+static bool caller_sees_trusted(const struct fuse_ctx *ctx)
+{
+	unsigned long long caps = 0;
+	char path[64], line[256];
+	bool found = false;
+	FILE *f = NULL;
+
+	if (ctx->pid > 0) {
+		snprintf(path, sizeof(path), "/proc/%d/status", (int)ctx->pid);
+		f = fopen(path, "re");
+	}
+	if (!f)
+		return ctx->uid == 0;
+	while (!found && fgets(line, sizeof(line), f))
+		found = sscanf(line, "CapEff: %llx", &caps) == 1;
+	fclose(f);
+	if (!found)
+		return ctx->uid == 0;
+	return ((caps >> CAP_SYS_ADMIN) & 1) && same_user_ns(ctx->pid);
+}
+
+/*
+ * Rewrite a listing in place: drop private names, and trusted ones for a
+ * caller who may not see them; unescape escaped ones.
+ */
+static size_t xattr_filter_list(struct ovl_fs *fs, const struct fuse_ctx *ctx,
+				char *list, size_t len)
 {
 	char *out = list, *name = list, buf[XATTR_NAME_MAX + 1];
 	char *end = list + len;
+	int trusted = -1; /* not asked yet */
 
 	while (name < end) {
 		size_t n = strlen(name) + 1;
 		const char *shown = xattr_user_name(fs, name, buf, sizeof(buf));
 
+		if (shown && !strncmp(shown, "trusted.", 8)) {
+			if (trusted < 0)
+				trusted = caller_sees_trusted(ctx);
+			if (!trusted)
+				shown = NULL;
+		}
 		if (shown) {
 			size_t m = strlen(shown) + 1;
 
@@ -144,6 +196,7 @@ void ovl_op_listxattr(struct fuse_req *req, uint64_t nodeid, size_t size)
 	char *list = NULL;
 	int n;
 
+	ovl_index_refresh(fs, node);
 	if (xattr_none(node)) {
 		if (size == 0)
 			fuse_reply_xattr(req, 0);
@@ -163,7 +216,7 @@ void ovl_op_listxattr(struct fuse_req *req, uint64_t nodeid, size_t size)
 		ovl_path_close(&path);
 	}
 	if (n > 0)
-		n = xattr_filter_list(fs, list, n);
+		n = xattr_filter_list(fs, fuse_req_ctx(req), list, n);
 	if (n < 0)
 		ovl_reply_status(req, n);
 	else if (size == 0)

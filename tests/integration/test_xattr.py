@@ -8,11 +8,15 @@ mount stores the escaped form in upper.
 """
 
 import errno
+import json
 import os
+import shutil
 import struct
 
 import pytest
 
+import helpers
+from conftest import make_tempdir, run
 from helpers import get_xattr, write_file
 
 
@@ -229,3 +233,139 @@ def test_capability_of_created_file(stack):
     with pytest.raises(OSError) as info:
         os.getxattr(stack.m("g2"), "security.capability")
     assert info.value.errno == errno.ENODATA
+
+
+def test_unknown_namespace_of_entry_read_ahead(stack):
+    """A name in no namespace that the layer knows is refused, also on a
+    lower file without xattrs that the prefetch has seen."""
+    write_file(stack.lo(0, "d", "a"), "x")
+    stack.mount()
+    settle_prefetch(stack, "d")
+
+    for name in ["foo.bar", "system.lamina"]:
+        with pytest.raises(OSError) as info:
+            os.getxattr(stack.m("d", "a"), name)
+        assert info.value.errno == errno.EOPNOTSUPP
+
+
+@pytest.fixture
+def ramfs_dir():
+    """A ramfs mount, a filesystem without xattrs, in a temporary dir."""
+    path = make_tempdir("lamina-ramfs.")
+    run(["mount", "-t", "ramfs", "lamina-test", path])
+    try:
+        yield path
+    finally:
+        run(["umount", path], check=False)
+        if helpers.find_mount(path) is None:
+            os.rmdir(path)
+
+
+def test_lower_without_xattr_support(stack, ramfs_dir):
+    """On a lower filesystem without xattrs every name is refused, as the
+    filesystem itself does, although it lists no names."""
+    write_file(os.path.join(ramfs_dir, "d", "a"), "x")
+    stack.mount(lowers=[ramfs_dir])
+    settle_prefetch(stack, "d")
+
+    assert os.listxattr(stack.m("d", "a")) == []
+    for name in ["user.x", "trusted.x", "security.capability"]:
+        with pytest.raises(OSError) as info:
+            os.getxattr(stack.m("d", "a"), name)
+        assert info.value.errno == errno.EOPNOTSUPP
+
+
+@pytest.fixture
+def two_filesystem_layer():
+    """A read-only kernel overlay over two tmpfs with xino=off, so that
+    its files from either tmpfs share inode numbers: one lower layer
+    that spans two filesystems."""
+    root = make_tempdir("lamina-span.")
+    a, b, top = (os.path.join(root, n) for n in ("a", "b", "top"))
+    mounted = []
+    try:
+        for path in (a, b):
+            os.mkdir(path)
+            run(["mount", "-t", "tmpfs", "-o", "size=8m", "lamina-test",
+                 path])
+            mounted.insert(0, path)
+        yield a, b, top
+    finally:
+        for path in mounted:
+            run(["umount", path], check=False)
+        if all(helpers.find_mount(p) is None for p in (a, b, top)):
+            shutil.rmtree(root)
+
+
+def test_layer_spanning_filesystems(stack, two_filesystem_layer):
+    """Files of two filesystems inside one layer with the same inode
+    number keep their own xattrs and opaque marks."""
+    a, b, top = two_filesystem_layer
+    for i in range(6):
+        write_file(os.path.join(a, "d", f"x{i}"), "x")
+        os.setxattr(os.path.join(a, "d", f"x{i}"), "user.x", b"1")
+        write_file(os.path.join(b, "d", f"y{i}"), "y")
+    os.makedirs(os.path.join(a, "d", "o"))
+    os.setxattr(os.path.join(a, "d", "o"), "trusted.overlay.overlay.opaque",
+                b"y")
+    os.mkdir(top)
+    run(["mount", "-t", "overlay", "overlay", "-o",
+         f"lowerdir={a}:{b},xino=off", top])
+    try:
+        write_file(stack.lo(1, "d", "o", "hidden"), "h")
+        stack.mount(lowers=[top, stack.lo(1)])
+        settle_prefetch(stack, "d")
+
+        for i in range(6):
+            assert os.getxattr(stack.m("d", f"x{i}"), "user.x") == b"1"
+        assert os.listdir(stack.m("d", "o")) == []
+    finally:
+        stack.unmount()
+        run(["umount", top], check=False)
+
+
+def list_as(uid, path):
+    """listxattr(path) in a child running as uid, or the errno."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            try:
+                result = sorted(os.listxattr(path))
+            except OSError as e:
+                result = e.errno
+            os.write(write_end, json.dumps(result).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        output = f.read()
+    os.waitpid(pid, 0)
+    return json.loads(output)
+
+
+def test_trusted_names_listed_to_admin_only(stack):
+    write_file(stack.lo(0, "f"), "x")
+    os.setxattr(stack.lo(0, "f"), "trusted.t", b"1")
+    os.setxattr(stack.lo(0, "f"), "user.u", b"2")
+    stack.mount()
+
+    assert sorted(os.listxattr(stack.m("f"))) == ["trusted.t", "user.u"]
+    assert list_as(65534, stack.m("f")) == ["user.u"]
+
+
+def test_xattr_of_hard_link_after_copy_up(stack):
+    """With index=on, an xattr set through one name of a lower hard link
+    shows through the other name, in listings too."""
+    write_file(stack.lo(0, "a"), "x")
+    os.link(stack.lo(0, "a"), stack.lo(0, "b"))
+    stack.mount(extra=["index=on"])
+    os.stat(stack.m("b"))
+
+    os.setxattr(stack.m("a"), "user.x", b"1")
+    assert os.listxattr(stack.m("b")) == ["user.x"]
+    assert os.getxattr(stack.m("b"), "user.x") == b"1"
