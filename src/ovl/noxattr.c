@@ -15,9 +15,10 @@
  *
  * Only files on the filesystem of their layer's root count: inode
  * numbers repeat across the filesystems mounted inside a layer. That
- * filesystem must also answer ENODATA for a missing name in each
- * namespace that lamina answers for (a filesystem without xattrs lists
- * none but refuses every name with EOPNOTSUPP).
+ * filesystem must be one known to give each file its own inode number,
+ * and must answer ENODATA for a missing name in each namespace that
+ * lamina answers for (a filesystem without xattrs lists none but
+ * refuses every name with EOPNOTSUPP).
  */
 #include "ovl.h"
 
@@ -25,6 +26,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statfs.h>
 
 #define NOXATTR_SLOTS (1u << 16) /* 512 KiB */
 #define NOXATTR_LAYER_BITS 10
@@ -68,13 +70,43 @@ bool ovl_noxattr_name(const char *name)
 	       !strcmp(name, "system.posix_acl_default");
 }
 
+/*
+ * Filesystems whose inode numbers name one file each on a device. A
+ * FUSE or overlay filesystem may show the same number for two files
+ * (fuse-overlayfs over two filesystems, an overlay with xino=off), and a
+ * network filesystem's xattrs may change under the mount.
+ */
+static bool unique_inodes(int fd)
+{
+	static const unsigned long types[] = {
+	    0xEF53,	/* ext2, ext3, ext4 */
+	    0x58465342, /* xfs */
+	    0x9123683E, /* btrfs: a subvolume is a device of its own */
+	    0x01021994, /* tmpfs */
+	    0xF2F52010, /* f2fs */
+	    0xE0F5E1E2, /* erofs */
+	    0x73717368, /* squashfs */
+	};
+	struct statfs sf;
+	size_t i;
+
+	if (fstatfs(fd, &sf) < 0)
+		return false;
+	for (i = 0; i < sizeof(types) / sizeof(*types); i++)
+		if ((unsigned long)sf.f_type == types[i])
+			return true;
+	return false;
+}
+
 static bool layer_answers_enodata(struct ovl_layer *layer)
 {
 	size_t i;
 
+	if (!unique_inodes(layer->fd))
+		return false;
 	for (i = 0; i < sizeof(noxattr_probes) / sizeof(*noxattr_probes); i++) {
 		int n =
-		    ovl_do_getxattr(layer->fd, "", noxattr_probes[i], NULL, 0);
+		    ovl_do_getxattr(layer->fd, ".", noxattr_probes[i], NULL, 0);
 
 		if (n < 0 && n != -ENODATA)
 			return false;

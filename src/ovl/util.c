@@ -126,9 +126,8 @@ static int getxattr_at(int dirfd, const char *name, const char *attr,
 
 	if (atomic_load(&no_getxattrat))
 		return -ENOSYS;
-	n = syscall(LAMINA_SYS_getxattrat, dirfd, name,
-		    AT_SYMLINK_NOFOLLOW | (name[0] ? 0 : AT_EMPTY_PATH), attr,
-		    &args, sizeof(args));
+	n = syscall(LAMINA_SYS_getxattrat, dirfd, name, AT_SYMLINK_NOFOLLOW,
+		    attr, &args, sizeof(args));
 	if (n < 0 && errno == ENOSYS) {
 		atomic_store(&no_getxattrat, true);
 		return -ENOSYS;
@@ -143,7 +142,9 @@ int ovl_do_getxattr(int dirfd, const char *name, const char *attr,
 	ssize_t n;
 	int err;
 
-	if (dirfd != AT_FDCWD) {
+	/* An empty name, for dirfd itself, goes through /proc: the *at
+	 * calls refuse AT_EMPTY_PATH on an O_PATH descriptor. */
+	if (dirfd != AT_FDCWD && name[0]) {
 		err = getxattr_at(dirfd, name, attr, buf, size);
 		if (err != -ENOSYS)
 			return err;
@@ -193,9 +194,8 @@ static int listxattr_at(int dirfd, const char *name, char *buf, size_t size)
 
 	if (atomic_load(&no_listxattrat))
 		return -ENOSYS;
-	n = syscall(LAMINA_SYS_listxattrat, dirfd, name,
-		    AT_SYMLINK_NOFOLLOW | (name[0] ? 0 : AT_EMPTY_PATH), buf,
-		    size);
+	n = syscall(LAMINA_SYS_listxattrat, dirfd, name, AT_SYMLINK_NOFOLLOW,
+		    buf, size);
 	if (n < 0 && errno == ENOSYS) {
 		atomic_store(&no_listxattrat, true);
 		return -ENOSYS;
@@ -209,7 +209,7 @@ int ovl_do_listxattr(int dirfd, const char *name, char *buf, size_t size)
 	ssize_t n;
 	int err;
 
-	if (dirfd != AT_FDCWD) {
+	if (dirfd != AT_FDCWD && name[0]) {
 		err = listxattr_at(dirfd, name, buf, size);
 		if (err != -ENOSYS)
 			return err;

@@ -134,6 +134,9 @@ static bool same_user_ns(pid_t pid)
  * overlayfs lists trusted.* names only to a caller with CAP_SYS_ADMIN in
  * the initial user namespace, which lamina's own namespace stands for.
  * Without a process to look at, root counts as such a caller.
+ * NOTE: these are the calling task's own capabilities. A filesystem
+ * stacked on lamina that calls with its mounter's credentials, such as
+ * an overlay mounted in a user namespace, is judged by its caller's.
  */
 static bool caller_sees_trusted(const struct fuse_ctx *ctx)
 {
@@ -194,7 +197,7 @@ void ovl_op_listxattr(struct fuse_req *req, uint64_t nodeid, size_t size)
 	struct ovl_node *node = ovl_req_node(req, nodeid);
 	struct ovl_path path;
 	char *list = NULL;
-	int n;
+	int n, raw;
 
 	ovl_index_refresh(fs, node);
 	if (xattr_none(node)) {
@@ -215,13 +218,16 @@ void ovl_op_listxattr(struct fuse_req *req, uint64_t nodeid, size_t size)
 		}
 		ovl_path_close(&path);
 	}
-	if (n > 0)
+	/* As overlayfs: the size asked for, and the room needed, are those
+	 * of the layer's list before hidden names are dropped. */
+	raw = n;
+	if (n > 0 && size >= (size_t)n)
 		n = xattr_filter_list(fs, fuse_req_ctx(req), list, n);
 	if (n < 0)
 		ovl_reply_status(req, n);
 	else if (size == 0)
-		fuse_reply_xattr(req, n);
-	else if ((size_t)n > size)
+		fuse_reply_xattr(req, raw);
+	else if ((size_t)raw > size)
 		fuse_reply_err(req, ERANGE);
 	else
 		fuse_reply_buf(req, list, n);

@@ -5,8 +5,11 @@ check what a user can see: the thread follows its option, changes nothing
 in the lower layers (access times included), and stops with the mount.
 """
 
+import errno
 import json
 import os
+import shutil
+import struct
 import time
 
 import pytest
@@ -16,6 +19,9 @@ from conftest import make_tempdir, run, run_lamina
 from helpers import write_file
 
 THREAD = "lamina-prefetch"
+
+# struct vfs_cap_data, revision 2, effective: CAP_NET_BIND_SERVICE.
+CAPS = struct.pack("<IIIII", 0x02000001, 1 << 10, 0, 0, 0)
 
 
 def thread_names(pid):
@@ -155,3 +161,47 @@ def test_unmount_while_prefetching(lamina_stack):
     assert len(os.listdir(stack.m())) == 200
     stack.unmount()
 
+
+
+def test_prefetch_notes_files_without_xattrs(lamina_stack):
+    """Once the prefetch has seen a lower file without xattrs, lamina
+    answers for its xattrs itself, so an xattr added to the lower file
+    afterwards, which overlayfs leaves undefined, stays unseen until the
+    file is copied up. A file created through the mount answers for its
+    security.capability the same way. This shows that both answers are
+    in use."""
+    stack = lamina_stack
+    # A lower of its own, which the fixture does not expect to stay as
+    # it was.
+    lower = make_tempdir("lamina-late.")
+    try:
+        notes_files_without_xattrs(stack, lower)
+    finally:
+        stack.unmount()
+        shutil.rmtree(lower)
+
+
+def notes_files_without_xattrs(stack, lower):
+    write_file(os.path.join(lower, "d", "bare"), b"x")
+    stack.mount(lowers=[lower])
+    pid = stack.daemon.pid
+    tid = prefetch_tid(pid)
+    ran = run_time_ns(pid, tid)
+    os.stat(stack.m("d"))
+    wait_for_work(pid, tid, ran)
+    assert os.listxattr(stack.m("d", "bare")) == []
+
+    os.setxattr(os.path.join(lower, "d", "bare"), "user.late", b"1")
+    with pytest.raises(OSError) as info:
+        os.getxattr(stack.m("d", "bare"), "user.late")
+    assert info.value.errno == errno.ENODATA
+    assert os.listxattr(stack.m("d", "bare")) == []
+    os.chmod(stack.m("d", "bare"), 0o600)  # copy-up
+    assert os.getxattr(stack.m("d", "bare"), "user.late") == b"1"
+
+    write_file(stack.m("new"), b"x")
+    os.setxattr(stack.u("new"), "security.capability", CAPS)
+    with pytest.raises(OSError) as info:
+        os.getxattr(stack.m("new"), "security.capability")
+    assert info.value.errno == errno.ENODATA
+    os.removexattr(stack.u("new"), "security.capability")

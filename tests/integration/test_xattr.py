@@ -7,6 +7,7 @@ shows as trusted.overlay.foo. Writing trusted.overlay.foo through the
 mount stores the escaped form in upper.
 """
 
+import ctypes
 import errno
 import json
 import os
@@ -369,3 +370,50 @@ def test_xattr_of_hard_link_after_copy_up(stack):
     os.setxattr(stack.m("a"), "user.x", b"1")
     assert os.listxattr(stack.m("b")) == ["user.x"]
     assert os.getxattr(stack.m("b"), "user.x") == b"1"
+
+
+def test_fuse_lower_with_repeated_inodes(stack, any_stack,
+                                         two_filesystem_layer):
+    """A lower layer on a FUSE filesystem that shows one inode number for
+    two files (lamina with xino=off over two tmpfs) keeps each file's
+    xattrs apart."""
+    a, b, _top = two_filesystem_layer
+    for i in range(6):
+        write_file(os.path.join(a, "d", f"f{i}"), "f")
+        write_file(os.path.join(b, "d", f"g{i}"), "g")
+        os.setxattr(os.path.join(b, "d", f"g{i}"), "user.x", b"1")
+    inner = any_stack("lamina")
+    inner.mount(lowers=[a, b], upper=False, extra=["xino=off"])
+    try:
+        stack.mount(lowers=[inner.merged])
+        settle_prefetch(stack, "d")
+        for i in range(6):
+            os.stat(stack.m("d", f"f{i}"))
+        for i in range(6):
+            assert os.getxattr(stack.m("d", f"g{i}"), "user.x") == b"1"
+    finally:
+        stack.unmount()
+        inner.unmount()
+
+
+def listxattr_sized(path, size):
+    """llistxattr(2) with a buffer of size bytes: (result, errno)."""
+    buf = ctypes.create_string_buffer(max(size, 1))
+    n = helpers.libc.llistxattr(os.fsencode(path), buf if size else None,
+                                ctypes.c_size_t(size))
+    return (n, 0) if n >= 0 else (n, ctypes.get_errno())
+
+
+def test_listxattr_size_counts_hidden_names(stack):
+    """As overlayfs: the size that listxattr reports, and the room it
+    needs, include the private names that the listing leaves out."""
+    write_file(stack.lo(0, "f"), "x")
+    os.setxattr(stack.lo(0, "f"), "user.a", b"1")
+    os.setxattr(stack.lo(0, "f"), "trusted.overlay.private", b"p")
+    stack.mount()
+
+    full, err = listxattr_sized(stack.m("f"), 0)
+    assert err == 0 and full == len(b"user.a\0trusted.overlay.private\0")
+    assert listxattr_sized(stack.m("f"), len(b"user.a\0")) == (
+        -1, errno.ERANGE)
+    assert listxattr_sized(stack.m("f"), full) == (len(b"user.a\0"), 0)
