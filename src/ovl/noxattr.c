@@ -4,9 +4,9 @@
  * directory prefetch lists the attributes of every entry it stats, and
  * notes those without any here, by layer and inode number. A lookup that
  * finds such a file then reads none of the overlay attributes (metacopy,
- * opaque, redirect, xattr whiteouts), and the node answers getxattr and
- * listxattr itself: ls -l asks for two attributes of every entry, and no
- * kernel cache keeps the answers.
+ * opaque, redirect, xattr whiteouts), and lamina replies to getxattr and
+ * listxattr of the node itself. ls -l reads two attributes of every
+ * entry, and no kernel cache keeps the results.
  *
  * Lower layers do not change while mounted, so an entry never goes
  * stale. The table is a fixed array of keys with one slot per hash: a
@@ -16,9 +16,9 @@
  * Only files on the filesystem of their layer's root count: inode
  * numbers repeat across the filesystems mounted inside a layer. That
  * filesystem must be one known to give each file its own inode number,
- * and must answer ENODATA for a missing name in each namespace that
- * lamina answers for (a filesystem without xattrs lists none but
- * refuses every name with EOPNOTSUPP).
+ * and must return ENODATA for a missing name in each namespace that
+ * lamina reports on (a filesystem without xattrs lists none but refuses
+ * every name with EOPNOTSUPP).
  */
 #include "ovl.h"
 
@@ -57,7 +57,7 @@ static unsigned int noxattr_slot(uint64_t key)
 	return (unsigned int)(key & (NOXATTR_SLOTS - 1));
 }
 
-/* The namespaces of names that a bare file answers without asking. */
+/* One probe name per namespace that lamina reports as absent itself. */
 static const char *const noxattr_probes[] = {
     "user.lamina.probe", "trusted.lamina.probe", "security.lamina.probe",
     "system.posix_acl_access"};
@@ -114,8 +114,8 @@ static bool layer_answers_enodata(struct ovl_layer *layer)
 	return true;
 }
 
-/* Which layers answer ENODATA for missing names: the upper too, for the
- * security.capability of created files. */
+/* Record which layers return ENODATA for missing names: the upper too,
+ * for the security.capability of created files. */
 void ovl_noxattr_probe(struct ovl_fs *fs)
 {
 	int i;

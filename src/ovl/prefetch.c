@@ -9,10 +9,10 @@
  * requests instead of waiting behind them.
  *
  * The thread only reads, and only lower layers. The one thing it leaves
- * for lookups is the note of files without xattrs (noxattr.c), true for
- * as long as the layers do not change, so a prefetch that comes too late,
- * or that reads a directory that is never used, costs time and nothing
- * else. The newest
+ * for lookups is the note of files without xattrs (noxattr.c), which
+ * stays true while the layers do not change. So a prefetch that comes too
+ * late, or that reads a directory that is never used, costs time and
+ * nothing else. The newest
  * directories go first, because a tree walk descends into the directory
  * it has just listed. The oldest are dropped when the queue is full. The
  * thread runs at the lowest priority of the normal policy, so it mostly

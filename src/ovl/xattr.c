@@ -65,10 +65,10 @@ static bool xattr_none(struct ovl_node *node)
 }
 
 /*
- * Known to be absent without asking the layer: any name on a file with
- * no xattrs, and security.capability on a file created through this
- * mount, which the kernel asks for before the first write and each
- * chown, until some xattr of the file is set or removed.
+ * Known to be absent without a look at the layer: any name on a file
+ * with no xattrs, and security.capability on a file created through this
+ * mount until some xattr of the file is set or removed. The kernel reads
+ * that one before the first write and each chown.
  */
 static bool xattr_absent(struct ovl_node *node, const char *name)
 {
@@ -245,7 +245,7 @@ static int xattr_change(struct fuse_req *req, uint64_t nodeid,
 	int err;
 
 	err = xattr_real_name(fs, name, real, sizeof(real));
-	/* Before the change, so that no reader keeps the old answer. */
+	/* Before the change, so that no reader gets the old result. */
 	atomic_fetch_and(&node->flags, ~(unsigned int)OVL_N_NOCAPS);
 	if (!err)
 		err = ovl_copy_up(fs, node, OVL_COPY_UP_META);

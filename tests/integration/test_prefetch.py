@@ -165,11 +165,11 @@ def test_unmount_while_prefetching(lamina_stack):
 
 def test_prefetch_notes_files_without_xattrs(lamina_stack):
     """Once the prefetch has seen a lower file without xattrs, lamina
-    answers for its xattrs itself, so an xattr added to the lower file
-    afterwards, which overlayfs leaves undefined, stays unseen until the
-    file is copied up. A file created through the mount answers for its
-    security.capability the same way. This shows that both answers are
-    in use."""
+    reports its xattrs as absent without a look at the layer. So an xattr
+    added to the lower file afterwards, which overlayfs leaves undefined,
+    stays unseen until the file is copied up. A file created through the
+    mount reports its security.capability the same way. This shows that
+    both shortcuts are in use."""
     stack = lamina_stack
     # A lower of its own, which the fixture does not expect to stay as
     # it was.

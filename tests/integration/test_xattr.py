@@ -178,9 +178,9 @@ def settle_prefetch(stack, *dirs):
 
 
 def test_xattrs_of_entries_read_ahead(stack):
-    """Lower entries that the prefetch has read answer for their xattrs,
-    opaque marks and merges as they would without it, before and after
-    a copy-up."""
+    """Lower entries that the prefetch has read show their xattrs, opaque
+    marks and merges as they would without it, before and after a
+    copy-up."""
     write_file(stack.lo(0, "d", "bare"), "x")
     write_file(stack.lo(0, "d", "tagged"), "x")
     os.setxattr(stack.lo(0, "d", "tagged"), "user.t", b"1")
@@ -237,8 +237,8 @@ def test_capability_of_created_file(stack):
 
 
 def test_unknown_namespace_of_entry_read_ahead(stack):
-    """A name in no namespace that the layer knows is refused, also on a
-    lower file without xattrs that the prefetch has seen."""
+    """A name in no namespace that the layer supports is refused, also on
+    a lower file without xattrs that the prefetch has seen."""
     write_file(stack.lo(0, "d", "a"), "x")
     stack.mount()
     settle_prefetch(stack, "d")
@@ -413,7 +413,8 @@ def test_listxattr_size_counts_hidden_names(stack):
     stack.mount()
 
     full, err = listxattr_sized(stack.m("f"), 0)
-    assert err == 0 and full == len(b"user.a\0trusted.overlay.private\0")
+    assert err == 0
+    assert full == len(b"user.a\0trusted.overlay.private\0")
     assert listxattr_sized(stack.m("f"), len(b"user.a\0")) == (
         -1, errno.ERANGE)
     assert listxattr_sized(stack.m("f"), full) == (len(b"user.a\0"), 0)
