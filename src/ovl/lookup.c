@@ -512,6 +512,12 @@ void ovl_node_fill(struct ovl_node *node, struct ovl_lookup *res)
 		res->chain = NULL;
 	}
 	ovl_lookup_release(res);
+	/*
+	 * NOTE: only regular files are joined through the index. overlayfs
+	 * indexes every hard-linked non-directory, so after a copy-up of one
+	 * name of a linked lower symlink or device node, its other names
+	 * there show the copy's xattrs and link count, and here the lower's.
+	 */
 	if (res->upper)
 		flags |= OVL_N_UPPER;
 	else if (S_ISREG(res->st.st_mode) && res->st.st_nlink > 1)

@@ -62,10 +62,13 @@ static const char *const noxattr_probes[] = {
     "user.lamina.probe", "trusted.lamina.probe", "security.lamina.probe",
     "system.posix_acl_access"};
 
+/* A name in one of those namespaces, with something after the prefix:
+ * the prefix alone is invalid (EINVAL) on every filesystem. */
 bool ovl_noxattr_name(const char *name)
 {
-	return !strncmp(name, "user.", 5) || !strncmp(name, "trusted.", 8) ||
-	       !strncmp(name, "security.", 9) ||
+	return (!strncmp(name, "user.", 5) && name[5]) ||
+	       (!strncmp(name, "trusted.", 8) && name[8]) ||
+	       (!strncmp(name, "security.", 9) && name[9]) ||
 	       !strcmp(name, "system.posix_acl_access") ||
 	       !strcmp(name, "system.posix_acl_default");
 }

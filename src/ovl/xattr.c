@@ -20,18 +20,25 @@
 
 #define XATTR_NAME_MAX 255
 
-/* Map the name a user gave to the name stored in the layer. */
+/*
+ * Map the name a user gave to the name stored in the layer. As in
+ * overlayfs, the private prefix alone is invalid, and a name that is too
+ * long once escaped is not supported.
+ */
 static int xattr_real_name(struct ovl_fs *fs, const char *name, char *buf,
 			   size_t size)
 {
 	int n;
 
-	if (strncmp(name, fs->xattr_prefix, fs->xattr_prefix_len))
+	if (strncmp(name, fs->xattr_prefix, fs->xattr_prefix_len)) {
 		n = snprintf(buf, size, "%s", name);
-	else
-		n = snprintf(buf, size, "%soverlay.%s", fs->xattr_prefix,
-			     name + fs->xattr_prefix_len);
-	return n < (int)size && n <= XATTR_NAME_MAX ? 0 : -ERANGE;
+		return n < (int)size && n <= XATTR_NAME_MAX ? 0 : -ERANGE;
+	}
+	if (!name[fs->xattr_prefix_len])
+		return -EINVAL;
+	n = snprintf(buf, size, "%soverlay.%s", fs->xattr_prefix,
+		     name + fs->xattr_prefix_len);
+	return n < (int)size && n <= XATTR_NAME_MAX ? 0 : -EOPNOTSUPP;
 }
 
 /*

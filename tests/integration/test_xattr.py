@@ -418,3 +418,26 @@ def test_listxattr_size_counts_hidden_names(stack):
     assert listxattr_sized(stack.m("f"), len(b"user.a\0")) == (
         -1, errno.ERANGE)
     assert listxattr_sized(stack.m("f"), full) == (len(b"user.a\0"), 0)
+
+
+def test_names_without_suffix_invalid(stack):
+    """A namespace prefix alone is an invalid name, also on a lower file
+    without xattrs that the prefetch has seen, and so is the private
+    overlay prefix alone."""
+    write_file(stack.lo(0, "d", "a"), "x")
+    stack.mount()
+    settle_prefetch(stack, "d")
+
+    for name in ["user.", "trusted.", "security.", "trusted.overlay."]:
+        with pytest.raises(OSError) as info:
+            os.getxattr(stack.m("d", "a"), name)
+        assert info.value.errno == errno.EINVAL
+
+
+def test_private_name_too_long_once_escaped(stack):
+    write_file(stack.lo(0, "f"), "x")
+    stack.mount()
+
+    with pytest.raises(OSError) as info:
+        os.getxattr(stack.m("f"), "trusted.overlay." + "x" * 235)
+    assert info.value.errno == errno.EOPNOTSUPP
