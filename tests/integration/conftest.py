@@ -8,6 +8,7 @@ daemon exited cleanly and logged nothing alarming, and checks that no lower
 layer changed while it was mounted.
 """
 
+import contextlib
 import os
 import shutil
 import signal
@@ -50,6 +51,21 @@ def make_tempdir(prefix="lamina-test."):
     path = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
     os.chmod(path, 0o755)
     return path
+
+
+@contextlib.contextmanager
+def scratch_mount(prefix, fstype, options=None):
+    """Mount a new fstype instance on a fresh temporary dir and yield the
+    dir; unmount and remove it afterwards."""
+    path = make_tempdir(prefix)
+    args = ["mount", "-t", fstype] + (["-o", options] if options else [])
+    run(args + ["lamina-test", path])
+    try:
+        yield path
+    finally:
+        run(["umount", path], check=False)
+        if helpers.find_mount(path) is None:
+            os.rmdir(path)
 
 
 def wait_for(predicate, timeout, interval=0.02):

@@ -7,6 +7,7 @@ tree, an upper layer or a lower layer.
 import ctypes
 import errno
 import hashlib
+import json
 import os
 import stat
 import struct
@@ -401,3 +402,24 @@ def run_with_terminal_stderr(args, timeout=120):
         if secondary >= 0:
             os.close(secondary)
         os.close(primary)
+
+
+def in_child(uid, gid, fn):
+    """Return fn(), run in a child with the given uid and gid and no
+    supplementary groups. fn's result must be JSON data."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            os.write(write_end, json.dumps(fn()).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        output = f.read()
+    os.waitpid(pid, 0)
+    return json.loads(output)

@@ -4,13 +4,14 @@ space management, locks and permission checks."""
 import errno
 import fcntl
 import hashlib
-import json
 import mmap
 import os
 import stat
 import subprocess
 
 import pytest
+
+import helpers
 
 from helpers import (
     FALLOC_FL_KEEP_SIZE,
@@ -418,29 +419,17 @@ def run_as(uid, gid, actions):
 
     Returns {name: 0 or errno}. The child drops supplementary groups too.
     """
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-            results = {}
-            for name, action in actions:
-                try:
-                    action()
-                    results[name] = 0
-                except OSError as e:
-                    results[name] = e.errno
-            os.write(write_end, json.dumps(results).encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as f:
-        output = f.read()
-    os.waitpid(pid, 0)
-    return json.loads(output)
+    def act():
+        results = {}
+        for name, action in actions:
+            try:
+                action()
+                results[name] = 0
+            except OSError as e:
+                results[name] = e.errno
+        return results
+
+    return helpers.in_child(uid, gid, act)
 
 
 def test_other_user_permissions(stack):

@@ -14,8 +14,7 @@ import time
 
 import pytest
 
-import helpers
-from conftest import make_tempdir, run, run_lamina
+from conftest import make_tempdir, run_lamina, scratch_mount
 from helpers import write_file
 
 THREAD = "lamina-prefetch"
@@ -93,15 +92,9 @@ def wait_for_work(pid, tid, since):
 def strictatime_dir():
     """Mount a tmpfs with strictatime, where every read of a directory
     moves its access time unless the reader opened it with O_NOATIME."""
-    path = make_tempdir("lamina-atime.")
-    run(["mount", "-t", "tmpfs", "-o", "size=64m,strictatime",
-         "lamina-test", path])
-    try:
+    with scratch_mount("lamina-atime.", "tmpfs",
+                       "size=64m,strictatime") as path:
         yield path
-    finally:
-        run(["umount", path], check=False)
-        if helpers.find_mount(path) is None:
-            os.rmdir(path)
 
 
 @pytest.mark.parametrize("mode", ["on", "off"])

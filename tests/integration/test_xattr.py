@@ -9,7 +9,6 @@ mount stores the escaped form in upper.
 
 import ctypes
 import errno
-import json
 import os
 import shutil
 import struct
@@ -17,7 +16,7 @@ import struct
 import pytest
 
 import helpers
-from conftest import make_tempdir, run
+from conftest import make_tempdir, run, scratch_mount
 from helpers import get_xattr, write_file
 
 
@@ -252,14 +251,8 @@ def test_unknown_namespace_of_entry_read_ahead(stack):
 @pytest.fixture
 def ramfs_dir():
     """A ramfs mount, a filesystem without xattrs, in a temporary dir."""
-    path = make_tempdir("lamina-ramfs.")
-    run(["mount", "-t", "ramfs", "lamina-test", path])
-    try:
+    with scratch_mount("lamina-ramfs.", "ramfs") as path:
         yield path
-    finally:
-        run(["umount", path], check=False)
-        if helpers.find_mount(path) is None:
-            os.rmdir(path)
 
 
 def test_lower_without_xattr_support(stack, ramfs_dir):
@@ -327,26 +320,13 @@ def test_layer_spanning_filesystems(stack, two_filesystem_layer):
 
 def list_as(uid, path):
     """listxattr(path) in a child running as uid, or the errno."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
+    def listing():
         try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-            try:
-                result = sorted(os.listxattr(path))
-            except OSError as e:
-                result = e.errno
-            os.write(write_end, json.dumps(result).encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as f:
-        output = f.read()
-    os.waitpid(pid, 0)
-    return json.loads(output)
+            return sorted(os.listxattr(path))
+        except OSError as e:
+            return e.errno
+
+    return helpers.in_child(uid, uid, listing)
 
 
 def test_trusted_names_listed_to_admin_only(stack):
