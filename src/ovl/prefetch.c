@@ -10,13 +10,13 @@
  *
  * The thread only reads, and only lower layers. The one thing it leaves
  * for lookups is the note of files without xattrs (noxattr.c), which
- * stays true while the layers do not change. So a prefetch that comes too
- * late, or that reads a directory that is never used, costs time and
- * nothing else. The newest
- * directories go first, because a tree walk descends into the directory
- * it has just listed. The oldest are dropped when the queue is full. The
- * thread runs at the lowest priority of the normal policy, so it mostly
- * uses CPU time that no other task wants.
+ * stays true while the layers do not change. So a prefetch that comes
+ * too late, or that reads a directory that is never used, costs time and
+ * nothing else. The newest directories go first, because a tree walk
+ * descends into the directory it has just listed. The oldest are
+ * dropped when the queue is full. The thread runs at the lowest priority
+ * of the normal policy, so it mostly uses CPU time that no other task
+ * wants.
  */
 #include "ovl.h"
 #include "../common/log.h"
@@ -152,6 +152,7 @@ static bool stopping(struct ovl_prefetch *p)
 static void prefetch_one(struct ovl_prefetch *p, const struct prefetch_item *it)
 {
 	struct ovl_fs *fs = p->fs;
+	bool note = fs->noxattr && fs->layers[it->layer].bare_ok;
 	char buf[32768];
 	int fd, seen = 0;
 	long n;
@@ -181,6 +182,7 @@ static void prefetch_one(struct ovl_prefetch *p, const struct prefetch_item *it)
 				continue;
 			if (fstatat(fd, d->d_name, &st, AT_SYMLINK_NOFOLLOW) ==
 				0 &&
+			    note &&
 			    ovl_do_listxattr(fd, d->d_name, NULL, 0) == 0)
 				ovl_noxattr_note(fs, it->layer, &st);
 			seen++;
