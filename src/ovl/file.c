@@ -423,7 +423,7 @@ void ovl_op_tmpfile(struct fuse_req *req, uint64_t parent, mode_t mode,
  * has been copied up, as overlayfs has done since Linux 4.19; with the
  * index, also when another name of the file was copied up.
  */
-static int file_read_fd(struct ovl_fs *fs, struct ovl_file *file)
+int ovl_file_read_fd(struct ovl_fs *fs, struct ovl_file *file)
 {
 	int fd;
 
@@ -449,8 +449,8 @@ void ovl_op_read(struct fuse_req *req, uint64_t nodeid, size_t size,
 		 off_t off, struct fuse_file_info *fi)
 {
 	(void)nodeid;
-	fuse_reply_data(req, file_read_fd(ovl_req_fs(req), file_of(fi)), off,
-			size);
+	fuse_reply_data(req, ovl_file_read_fd(ovl_req_fs(req), file_of(fi)),
+			off, size);
 }
 
 void ovl_op_write(struct fuse_req *req, uint64_t nodeid, const void *buf,

@@ -50,6 +50,7 @@ int ovl_file_setup(struct fuse_req *req, struct ovl_node *node, int fd,
 		   bool upper, struct fuse_file_info *fi);
 struct ovl_file *ovl_node_open_file(struct ovl_node *node);
 void ovl_file_put(struct ovl_fs *fs, struct ovl_file *file);
+int ovl_file_read_fd(struct ovl_fs *fs, struct ovl_file *file);
 
 void ovl_op_init(void *fs, struct fuse_conn *conn);
 void ovl_op_destroy(void *fs);

@@ -562,6 +562,25 @@ def test_read_fd_sees_copyup(stack):
         os.close(reader)
 
 
+def test_read_fd_sees_append_after_copyup(stack):
+    """A read-only fd opened before another process appends to the file
+    (a copy-up) reads the appended bytes, and fstat on it shows the new
+    size. lamina does so with passthrough=off, as the test above."""
+    lower_file(stack, data="hello\n")
+    stack.mount(extra=("passthrough=off",) if stack.impl == "lamina" else ())
+    reader = os.open(stack.m("f"), os.O_RDONLY)
+    try:
+        assert os.pread(reader, 4096, 0) == b"hello\n"
+
+        with open(stack.m("f"), "ab") as f:
+            f.write(b"x")
+
+        assert os.pread(reader, 4096, 0) == b"hello\nx"
+        assert os.fstat(reader).st_size == 7
+    finally:
+        os.close(reader)
+
+
 def test_passthrough_reader_keeps_lower(stack):
     """With passthrough, an fd opened before a copy-up keeps the lower data.
 
