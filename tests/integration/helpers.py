@@ -11,6 +11,7 @@ import json
 import os
 import stat
 import struct
+import time
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -423,3 +424,12 @@ def in_child(uid, gid, fn):
         output = f.read()
     os.waitpid(pid, 0)
     return json.loads(output)
+
+
+CLOCK_REALTIME_COARSE = 5
+
+
+def fs_clock():
+    """Return the time that file timestamps are taken from: the kernel's
+    coarse clock, which may lag time.time() by a few milliseconds."""
+    return time.clock_gettime(CLOCK_REALTIME_COARSE)
