@@ -10,10 +10,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/capability.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -60,22 +60,21 @@ static const char *xattr_user_name(struct ovl_fs *fs, const char *real,
 }
 
 /*
- * The node's real file is known to have no xattrs: its lower file, seen
- * without any by the prefetch, as long as it has not been copied up.
+ * Check whether the node's real file is known to have no xattrs: a lower
+ * file that the prefetch saw without any, as long as it is not copied up.
  */
 static bool xattr_none(struct ovl_node *node)
 {
-	unsigned int flags = atomic_load(&node->flags);
-
-	return (flags & OVL_N_NOXATTR) &&
-	       !(flags & (OVL_N_UPPER | OVL_N_INDEX));
+	return ovl_node_has(node, OVL_N_NOXATTR) &&
+	       ovl_node_real_layer(node) == node->lower;
 }
 
 /*
- * Known to be absent without a look at the layer: any name on a file
- * with no xattrs, and security.capability on a file created through this
- * mount until some xattr of the file is set or removed. The kernel reads
- * that one before the first write and each chown.
+ * Check whether name is known to be absent without a look at the layer:
+ * any name on a file with no xattrs, and security.capability on a file
+ * created through this mount until some xattr of it is set or removed.
+ * The kernel reads security.capability before the first write and each
+ * chown.
  */
 static bool xattr_absent(struct ovl_node *node, const char *name)
 {
@@ -138,8 +137,9 @@ static bool same_user_ns(pid_t pid)
 }
 
 /*
- * overlayfs lists trusted.* names only to a caller with CAP_SYS_ADMIN in
- * the initial user namespace, which lamina's own namespace stands for.
+ * Check whether the caller may list trusted.* names. overlayfs lists them
+ * only to a caller with CAP_SYS_ADMIN in the initial user namespace, and
+ * lamina's own user namespace takes the place of the initial one here.
  * Without a process to look at, root counts as such a caller.
  * NOTE: these are the calling task's own capabilities. A filesystem
  * stacked on lamina that calls with its mounter's credentials, such as
@@ -175,7 +175,7 @@ static size_t xattr_filter_list(struct ovl_fs *fs, const struct fuse_ctx *ctx,
 {
 	char *out = list, *name = list, buf[XATTR_NAME_MAX + 1];
 	char *end = list + len;
-	int trusted = -1; /* not asked yet */
+	int trusted = -1; /* not checked yet */
 
 	while (name < end) {
 		size_t n = strlen(name) + 1;
@@ -225,7 +225,7 @@ void ovl_op_listxattr(struct fuse_req *req, uint64_t nodeid, size_t size)
 		}
 		ovl_path_close(&path);
 	}
-	/* As overlayfs: the size asked for, and the room needed, are those
+	/* As in overlayfs, the size reported and the room needed are those
 	 * of the layer's list before hidden names are dropped. */
 	raw = n;
 	if (n > 0 && size >= (size_t)n)

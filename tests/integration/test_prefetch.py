@@ -9,18 +9,14 @@ import errno
 import json
 import os
 import shutil
-import struct
 import time
 
 import pytest
 
 from conftest import make_tempdir, run_lamina, scratch_mount
-from helpers import write_file
+from helpers import FILE_CAPS, write_file
 
 THREAD = "lamina-prefetch"
-
-# struct vfs_cap_data, revision 2, effective: CAP_NET_BIND_SERVICE.
-CAPS = struct.pack("<IIIII", 0x02000001, 1 << 10, 0, 0, 0)
 
 
 def thread_names(pid):
@@ -193,7 +189,7 @@ def notes_files_without_xattrs(stack, lower):
     assert os.getxattr(stack.m("d", "bare"), "user.late") == b"1"
 
     write_file(stack.m("new"), b"x")
-    os.setxattr(stack.u("new"), "security.capability", CAPS)
+    os.setxattr(stack.u("new"), "security.capability", FILE_CAPS)
     with pytest.raises(OSError) as info:
         os.getxattr(stack.m("new"), "security.capability")
     assert info.value.errno == errno.ENODATA

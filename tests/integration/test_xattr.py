@@ -11,13 +11,13 @@ import ctypes
 import errno
 import os
 import shutil
-import struct
 
 import pytest
 
 import helpers
 from conftest import make_tempdir, run, scratch_mount
-from helpers import get_xattr, write_file
+from helpers import FILE_CAPS, get_xattr, write_file
+from test_prefetch import prefetch_tid, run_time_ns, wait_for_work
 
 
 def test_xattr_passthrough(stack):
@@ -166,8 +166,6 @@ def settle_prefetch(stack, *dirs):
         for d in dirs:
             os.stat(stack.m(d))
         return
-    # Imported here: the module is a test file of its own.
-    from test_prefetch import prefetch_tid, run_time_ns, wait_for_work
     pid = stack.daemon.pid
     tid = prefetch_tid(pid)
     ran = run_time_ns(pid, tid)
@@ -208,9 +206,6 @@ def test_xattrs_of_entries_read_ahead(stack):
     assert os.listxattr(stack.m("d", "plain")) == ["user.dir"]
 
 
-# struct vfs_cap_data, revision 2, effective: CAP_NET_BIND_SERVICE.
-CAPS = struct.pack("<IIIII", 0x02000001, 1 << 10, 0, 0, 0)
-
 
 def test_capability_of_created_file(stack):
     """A file created through the mount has no security.capability until
@@ -221,13 +216,13 @@ def test_capability_of_created_file(stack):
     with pytest.raises(OSError) as info:
         os.getxattr(stack.m("f"), "security.capability")
     assert info.value.errno == errno.ENODATA
-    os.setxattr(stack.m("f"), "security.capability", CAPS)
-    assert os.getxattr(stack.m("f"), "security.capability") == CAPS
+    os.setxattr(stack.m("f"), "security.capability", FILE_CAPS)
+    assert os.getxattr(stack.m("f"), "security.capability") == FILE_CAPS
 
     write_file(stack.m("g"), "x")
     os.link(stack.m("g"), stack.m("g2"))
-    os.setxattr(stack.m("g2"), "security.capability", CAPS)
-    assert os.getxattr(stack.m("g"), "security.capability") == CAPS
+    os.setxattr(stack.m("g2"), "security.capability", FILE_CAPS)
+    assert os.getxattr(stack.m("g"), "security.capability") == FILE_CAPS
     # chown clears the capability, as on any filesystem.
     os.chown(stack.m("g"), 0, 0)
     with pytest.raises(OSError) as info:
