@@ -287,8 +287,8 @@ void ovl_op_link(struct fuse_req *req, uint64_t nodeid, uint64_t newparent,
 		ovl_reply_status(req, err);
 		return;
 	}
-	/* The new name gets a node of its own, which changes of its xattrs
-	 * go through. */
+	/* xattr changes through the new name go to another node, so this
+	 * node no longer sees every change of its security.capability. */
 	atomic_fetch_and(&node->flags, ~(unsigned int)OVL_N_NOCAPS);
 	/* Read after the copy-up, which renumbers a hard link without index. */
 	c.ino = node->ino;

@@ -99,9 +99,9 @@ void ovl_op_getattr(struct fuse_req *req, uint64_t nodeid, uint64_t fh,
 
 	if (has_fh && fh) {
 		struct ovl_file *file = (struct ovl_file *)(uintptr_t)fh;
-		/* The copy, when a file opened in the lower layer has been
-		 * copied up since and lamina serves its reads: reads see its
-		 * size. A passthrough file keeps its lower file. */
+		/* A file opened in the lower layer and copied up since reads
+		 * the copy when lamina serves its reads, so stat the copy. A
+		 * passthrough file keeps its lower file. */
 		int fd = file->backing ? file->fd : ovl_file_read_fd(fs, file);
 
 		err = fstat(fd, &st) < 0 ? -errno : 0;

@@ -13,12 +13,12 @@
  * note may overwrite another, which only costs that file the syscalls
  * again. A key is one 64-bit word, so a reader never sees half of one.
  *
- * Only files on the filesystem of their layer's root count: inode
- * numbers repeat across the filesystems mounted inside a layer. That
- * filesystem must be one known to give each file its own inode number,
- * and must return ENODATA for a missing name in each namespace that
- * lamina reports on (a filesystem without xattrs lists none but refuses
- * every name with EOPNOTSUPP).
+ * Only files on the filesystem of their layer's root count, because
+ * inode numbers repeat across the filesystems mounted inside a layer.
+ * That filesystem must be one known to give each file its own inode
+ * number. It must also return ENODATA for a missing name in each
+ * namespace that lamina reports on: a filesystem without xattrs lists
+ * none but rejects every name with EOPNOTSUPP.
  */
 #include "ovl.h"
 
