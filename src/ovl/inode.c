@@ -70,6 +70,8 @@ void ovl_op_lookup(struct fuse_req *req, uint64_t parent, const char *name)
 		return;
 	}
 	ovl_reply_entry(req, node, &st);
+	ovl_readahead_note(fs, ovl_req_node(req, parent),
+			   fuse_req_ctx(req)->pid);
 }
 
 /* Nodes freed between two calls of malloc_trim(). */

@@ -1,0 +1,326 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * Directory readahead through the mount. A program that stats names in a
+ * directory without listing it, as git status does for every file it
+ * tracks, makes the kernel ask for each name with its own LOOKUP round
+ * trip. One listing with attributes (READDIRPLUS) tells the kernel a few
+ * hundred entries at once. So once callers have looked up two names in
+ * one directory, a reader thread lists that directory through the mount,
+ * and the names that the caller stats next are in the kernel's cache.
+ *
+ * The readers work in a private copy of the mount (open_tree() with
+ * OPEN_TREE_CLONE): a second mount of the same superblock, which an
+ * unmount of the mount point does not find busy. The copy keeps the
+ * superblock alive, though, so the readers close it whenever their queue
+ * is empty, and stop for good once the mount point no longer leads to
+ * this mount. Making the copy needs CAP_SYS_ADMIN over the mount
+ * namespace; without it there is no readahead.
+ */
+#include "ovl.h"
+#include "../common/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/mount.h>
+#include <linux/openat2.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#define RA_THREADS 8
+#define RA_QUEUE 256 /* directories waiting */
+#define RA_READS 4   /* getdents64() calls per directory */
+#define RA_BUF 32768 /* bytes per call: some 180 entries */
+
+struct ovl_readahead {
+	char *mountpoint;
+	dev_t dev; /* of this mount's superblock */
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	/* A ring buffer, newest first; the oldest are dropped when full. */
+	char *items[RA_QUEUE];
+	unsigned int head, count;
+	int clone_fd;	   /* the private copy, or -1 */
+	unsigned int busy; /* readers inside clone_fd */
+	bool stop;
+	atomic_bool on; /* started, and the mount is still there */
+	unsigned int nthreads;
+	pthread_t threads[RA_THREADS];
+	atomic_int tids[RA_THREADS];
+};
+
+/* The device number of the mount at path, without asking the daemon. */
+static int mount_dev(int dirfd, const char *path, dev_t *dev)
+{
+	struct statx stx;
+
+	if (statx(dirfd, path,
+		  AT_EMPTY_PATH | AT_STATX_DONT_SYNC | AT_NO_AUTOMOUNT,
+		  STATX_TYPE, &stx) < 0)
+		return -errno;
+	*dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
+	return 0;
+}
+
+static int open_copy(const char *mountpoint)
+{
+	long fd = syscall(SYS_open_tree, AT_FDCWD, mountpoint,
+			  OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+
+	return fd < 0 ? -errno : (int)fd;
+}
+
+/*
+ * Note the mount's device number right after mounting, while the mount
+ * point surely leads to it, and check that a private copy can be made.
+ * Runs before the daemon forks; the readers start at INIT.
+ */
+void ovl_readahead_probe(struct ovl_fs *fs)
+{
+	struct ovl_readahead *ra;
+	int fd, err;
+	dev_t dev;
+
+	if (!fs->config.prefetch)
+		return;
+	fd = open_copy(fs->config.mountpoint);
+	if (fd < 0) {
+		log_debug(
+		    "no directory readahead: copying the mount %s failed: %s",
+		    fs->config.mountpoint, strerror(-fd));
+		return;
+	}
+	err = mount_dev(fd, "", &dev);
+	close(fd);
+	ra = err ? NULL : calloc(1, sizeof(*ra));
+	if (!ra)
+		return;
+	ra->mountpoint = strdup(fs->config.mountpoint);
+	if (!ra->mountpoint) {
+		free(ra);
+		return;
+	}
+	ra->dev = dev;
+	ra->clone_fd = -1;
+	pthread_mutex_init(&ra->lock, NULL);
+	pthread_cond_init(&ra->wake, NULL);
+	fs->readahead = ra;
+}
+
+static bool is_reader(struct ovl_readahead *ra, uint32_t pid)
+{
+	unsigned int i;
+
+	for (i = 0; i < RA_THREADS; i++)
+		if ((uint32_t)atomic_load(&ra->tids[i]) == pid)
+			return true;
+	return false;
+}
+
+static void queue_front(struct ovl_readahead *ra, char *path)
+{
+	pthread_mutex_lock(&ra->lock);
+	if (ra->count == RA_QUEUE) {
+		free(ra->items[(ra->head + ra->count - 1) % RA_QUEUE]);
+		ra->count--;
+	}
+	ra->head = (ra->head + RA_QUEUE - 1) % RA_QUEUE;
+	ra->items[ra->head] = path;
+	ra->count++;
+	pthread_cond_signal(&ra->wake);
+	pthread_mutex_unlock(&ra->lock);
+}
+
+/*
+ * A caller other than a reader looked up a name in dir. The second such
+ * lookup queues dir, once in the life of the node.
+ */
+void ovl_readahead_note(struct ovl_fs *fs, struct ovl_node *dir, uint32_t pid)
+{
+	struct ovl_readahead *ra = fs->readahead;
+	char path[OVL_PATH_MAX], *copy;
+	unsigned int flags;
+
+	if (!ra || !atomic_load(&ra->on) || is_reader(ra, pid))
+		return;
+	flags = atomic_load(&dir->flags);
+	if (flags & OVL_N_RA_QUEUED)
+		return;
+	if (!(flags & OVL_N_RA_SEEN)) {
+		atomic_fetch_or(&dir->flags, OVL_N_RA_SEEN);
+		return;
+	}
+	if (atomic_fetch_or(&dir->flags, OVL_N_RA_QUEUED) & OVL_N_RA_QUEUED)
+		return;
+	if (ovl_node_path(fs, dir, path, sizeof(path)))
+		return;
+	copy = strdup(path);
+	if (copy)
+		queue_front(ra, copy);
+}
+
+/* Drop everything queued. The caller holds the lock. */
+static void queue_clear(struct ovl_readahead *ra)
+{
+	while (ra->count) {
+		free(ra->items[ra->head]);
+		ra->head = (ra->head + 1) % RA_QUEUE;
+		ra->count--;
+	}
+}
+
+/*
+ * The private copy of the mount, opened when needed. Returns -1 once the
+ * mount point leads elsewhere: unmounted, moved or covered. The caller
+ * holds the lock.
+ */
+static int copy_fd(struct ovl_readahead *ra)
+{
+	dev_t dev;
+
+	if (mount_dev(AT_FDCWD, ra->mountpoint, &dev) || dev != ra->dev) {
+		log_debug(
+		    "directory readahead stops: %s is no longer this mount",
+		    ra->mountpoint);
+		atomic_store(&ra->on, false);
+		queue_clear(ra);
+		return -1;
+	}
+	if (ra->clone_fd < 0) {
+		int fd = open_copy(ra->mountpoint);
+
+		if (fd < 0 || mount_dev(fd, "", &dev) || dev != ra->dev) {
+			if (fd >= 0)
+				close(fd);
+			return -1;
+		}
+		ra->clone_fd = fd;
+	}
+	return ra->clone_fd;
+}
+
+/* List the directory at path below the copy, at most RA_READS times. */
+static void read_dir(int copy, const char *path)
+{
+	struct open_how how = {
+	    .flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC,
+	    .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+		       RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
+	};
+	char buf[RA_BUF];
+	int fd, i;
+
+	/* Renamed or removed since, or not readable: nothing to do. */
+	fd = (int)syscall(SYS_openat2, copy, path[0] ? path : ".", &how,
+			  sizeof(how));
+	if (fd < 0)
+		return;
+	for (i = 0; i < RA_READS; i++)
+		if (syscall(SYS_getdents64, fd, buf, sizeof(buf)) <= 0)
+			break;
+	close(fd);
+}
+
+struct reader_arg {
+	struct ovl_readahead *ra;
+	unsigned int index;
+};
+
+static void *reader_main(void *arg)
+{
+	struct reader_arg *a = arg;
+	struct ovl_readahead *ra = a->ra;
+	char *path;
+	int copy;
+
+	atomic_store(&ra->tids[a->index], gettid());
+	free(a);
+	pthread_mutex_lock(&ra->lock);
+	while (!ra->stop) {
+		if (!ra->count) {
+			/* Idle: let an unmount end the superblock. */
+			if (!ra->busy && ra->clone_fd >= 0) {
+				close(ra->clone_fd);
+				ra->clone_fd = -1;
+			}
+			pthread_cond_wait(&ra->wake, &ra->lock);
+			continue;
+		}
+		path = ra->items[ra->head];
+		ra->head = (ra->head + 1) % RA_QUEUE;
+		ra->count--;
+		copy = copy_fd(ra);
+		if (copy >= 0) {
+			ra->busy++;
+			pthread_mutex_unlock(&ra->lock);
+			read_dir(copy, path);
+			pthread_mutex_lock(&ra->lock);
+			ra->busy--;
+		}
+		free(path);
+	}
+	pthread_mutex_unlock(&ra->lock);
+	return NULL;
+}
+
+void ovl_readahead_start(struct ovl_fs *fs)
+{
+	struct ovl_readahead *ra = fs->readahead;
+	unsigned int i;
+
+	if (!ra || ra->nthreads)
+		return;
+	for (i = 0; i < RA_THREADS; i++) {
+		struct reader_arg *a = malloc(sizeof(*a));
+		int err;
+
+		if (!a)
+			break;
+		a->ra = ra;
+		a->index = i;
+		err = pthread_create(&ra->threads[i], NULL, reader_main, a);
+		if (err) {
+			free(a);
+			log_warn(
+			    "starting a directory readahead thread failed: %s",
+			    strerror(err));
+			break;
+		}
+		pthread_setname_np(ra->threads[i], "lamina-readdir");
+		ra->nthreads++;
+	}
+	atomic_store(&ra->on, ra->nthreads > 0);
+}
+
+/*
+ * Stop the readers and free everything. After the connection has ended,
+ * so that a reader inside a request has its answer (or an error).
+ */
+void ovl_readahead_stop(struct ovl_fs *fs)
+{
+	struct ovl_readahead *ra = fs->readahead;
+	unsigned int i;
+
+	if (!ra)
+		return;
+	atomic_store(&ra->on, false);
+	pthread_mutex_lock(&ra->lock);
+	ra->stop = true;
+	pthread_cond_broadcast(&ra->wake);
+	pthread_mutex_unlock(&ra->lock);
+	for (i = 0; i < ra->nthreads; i++)
+		pthread_join(ra->threads[i], NULL);
+	fs->readahead = NULL;
+	queue_clear(ra);
+	if (ra->clone_fd >= 0)
+		close(ra->clone_fd);
+	pthread_mutex_destroy(&ra->lock);
+	pthread_cond_destroy(&ra->wake);
+	free(ra->mountpoint);
+	free(ra);
+}
