@@ -3,10 +3,11 @@
  * Directory readahead through the mount. A program that stats names in a
  * directory without listing it, as git status does for every file it
  * tracks, makes the kernel ask for each name with its own LOOKUP round
- * trip. One listing with attributes (READDIRPLUS) tells the kernel a few
+ * trip. One listing with attributes (READDIRPLUS) gives the kernel a few
  * hundred entries at once. So once callers have looked up two names in
- * one directory, a reader thread lists that directory through the mount,
- * and the names that the caller stats next are in the kernel's cache.
+ * one directory, or one name below a directory listed ahead, a reader
+ * thread lists that directory through the mount, and the names that the
+ * caller stats next are in the kernel's cache.
  *
  * The readers work in a private copy of the mount (open_tree() with
  * OPEN_TREE_CLONE): a second mount of the same superblock, which an
@@ -42,7 +43,7 @@ struct ovl_readahead {
 	dev_t dev; /* of this mount's superblock */
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
-	/* A ring buffer, newest first; the oldest are dropped when full. */
+	/* A ring buffer, newest first. The oldest are dropped when full. */
 	char *items[RA_QUEUE];
 	unsigned int head, count;
 	int clone_fd;	   /* the private copy, or -1 */
@@ -78,7 +79,7 @@ static int open_copy(const char *mountpoint)
 /*
  * Note the mount's device number right after mounting, while the mount
  * point surely leads to it, and check that a private copy can be made.
- * Runs before the daemon forks; the readers start at INIT.
+ * Runs before the daemon forks, and the readers start at INIT.
  */
 void ovl_readahead_probe(struct ovl_fs *fs)
 {
@@ -138,7 +139,8 @@ static void queue_front(struct ovl_readahead *ra, char *path)
 
 /*
  * A caller other than a reader looked up a name in dir. The second such
- * lookup queues dir, once in the life of the node.
+ * lookup queues dir, or the first where the parent was listed ahead. A
+ * node is queued once in its life.
  */
 void ovl_readahead_note(struct ovl_fs *fs, struct ovl_node *dir, uint32_t pid)
 {
@@ -151,7 +153,10 @@ void ovl_readahead_note(struct ovl_fs *fs, struct ovl_node *dir, uint32_t pid)
 	flags = atomic_load(&dir->flags);
 	if (flags & OVL_N_RA_QUEUED)
 		return;
-	if (!(flags & OVL_N_RA_SEEN)) {
+	/* Below a directory listed ahead, the caller most likely walks the
+	 * tree, and the first name is enough. */
+	if (!(flags & OVL_N_RA_SEEN) &&
+	    !(dir->parent && ovl_node_has(dir->parent, OVL_N_RA_QUEUED))) {
 		atomic_fetch_or(&dir->flags, OVL_N_RA_SEEN);
 		return;
 	}
@@ -174,34 +179,57 @@ static void queue_clear(struct ovl_readahead *ra)
 	}
 }
 
-/*
- * The private copy of the mount, opened when needed. Returns -1 once the
- * mount point leads elsewhere: unmounted, moved or covered. The caller
- * holds the lock.
- */
-static int copy_fd(struct ovl_readahead *ra)
+/* The mount point leads elsewhere: stop for good. */
+static void stop_reading(struct ovl_readahead *ra)
 {
-	dev_t dev;
-
-	if (mount_dev(AT_FDCWD, ra->mountpoint, &dev) || dev != ra->dev) {
+	pthread_mutex_lock(&ra->lock);
+	if (atomic_exchange(&ra->on, false))
 		log_debug(
 		    "directory readahead stops: %s is no longer this mount",
 		    ra->mountpoint);
-		atomic_store(&ra->on, false);
-		queue_clear(ra);
+	queue_clear(ra);
+	pthread_mutex_unlock(&ra->lock);
+}
+
+/*
+ * Return the private copy of the mount, opened when needed, or -1 once
+ * the mount point leads elsewhere: unmounted, moved or covered. The
+ * caller counts in busy, so the copy stays open. The system calls run
+ * without the lock, which ring threads take to queue directories.
+ */
+static int copy_fd(struct ovl_readahead *ra)
+{
+	int fd, spare = -1;
+	dev_t dev;
+
+	if (mount_dev(AT_FDCWD, ra->mountpoint, &dev) || dev != ra->dev) {
+		stop_reading(ra);
 		return -1;
 	}
-	if (ra->clone_fd < 0) {
-		int fd = open_copy(ra->mountpoint);
-
-		if (fd < 0 || mount_dev(fd, "", &dev) || dev != ra->dev) {
-			if (fd >= 0)
-				close(fd);
-			return -1;
-		}
-		ra->clone_fd = fd;
+	pthread_mutex_lock(&ra->lock);
+	fd = ra->clone_fd;
+	pthread_mutex_unlock(&ra->lock);
+	if (fd >= 0)
+		return fd;
+	fd = open_copy(ra->mountpoint);
+	if (fd < 0)
+		return -1;
+	if (mount_dev(fd, "", &dev) || dev != ra->dev) {
+		close(fd);
+		stop_reading(ra);
+		return -1;
 	}
-	return ra->clone_fd;
+	/* Another reader may have opened one meanwhile: keep the first. */
+	pthread_mutex_lock(&ra->lock);
+	if (ra->clone_fd < 0)
+		ra->clone_fd = fd;
+	else
+		spare = fd;
+	fd = ra->clone_fd;
+	pthread_mutex_unlock(&ra->lock);
+	if (spare >= 0)
+		close(spare);
+	return fd;
 }
 
 /* List the directory at path below the copy, at most RA_READS times. */
@@ -242,27 +270,30 @@ static void *reader_main(void *arg)
 	free(a);
 	pthread_mutex_lock(&ra->lock);
 	while (!ra->stop) {
-		if (!ra->count) {
+		if (!ra->count && !ra->busy && ra->clone_fd >= 0) {
 			/* Idle: let an unmount end the superblock. */
-			if (!ra->busy && ra->clone_fd >= 0) {
-				close(ra->clone_fd);
-				ra->clone_fd = -1;
-			}
+			copy = ra->clone_fd;
+			ra->clone_fd = -1;
+			pthread_mutex_unlock(&ra->lock);
+			close(copy);
+			pthread_mutex_lock(&ra->lock);
+			continue;
+		}
+		if (!ra->count) {
 			pthread_cond_wait(&ra->wake, &ra->lock);
 			continue;
 		}
 		path = ra->items[ra->head];
 		ra->head = (ra->head + 1) % RA_QUEUE;
 		ra->count--;
+		ra->busy++;
+		pthread_mutex_unlock(&ra->lock);
 		copy = copy_fd(ra);
-		if (copy >= 0) {
-			ra->busy++;
-			pthread_mutex_unlock(&ra->lock);
+		if (copy >= 0)
 			read_dir(copy, path);
-			pthread_mutex_lock(&ra->lock);
-			ra->busy--;
-		}
 		free(path);
+		pthread_mutex_lock(&ra->lock);
+		ra->busy--;
 	}
 	pthread_mutex_unlock(&ra->lock);
 	return NULL;
@@ -298,8 +329,8 @@ void ovl_readahead_start(struct ovl_fs *fs)
 }
 
 /*
- * Stop the readers and free everything. After the connection has ended,
- * so that a reader inside a request has its answer (or an error).
+ * Stop the readers and free everything. Call it after the connection has
+ * ended, so that no reader still waits inside a request.
  */
 void ovl_readahead_stop(struct ovl_fs *fs)
 {

@@ -3,10 +3,10 @@
 The prefetch thread only fills the lower filesystem's caches. The
 readers list directories through a private copy of the mount, so that
 the kernel learns their entries in one request instead of a lookup
-each. The tests check what a user can see: the threads follow their
-option, change nothing in the lower layers (access times included),
-leave the listings and names as they are while files change, never make
-the mount point busy, and stop with the mount.
+each. The tests check what a user can see. The threads follow their
+option and change nothing in the lower layers, access times included.
+Listings and names stay right while files change. The mount point is
+never busy because of them, and they stop with the mount.
 """
 
 import errno
@@ -255,6 +255,28 @@ def test_readahead_spares_lookups(lamina_stack):
              for i in range(2, 100)}
     assert sizes == {1}
     assert os.stat(stack.m("d", "top")).st_size == 1
+    _, found = logged_requests(stack, start)
+    assert [op for op, _ in found if op == "LOOKUP"] == []
+
+
+def test_readahead_below_listed_directory(lamina_stack):
+    """Below a directory listed ahead, one looked-up name is enough for
+    a directory to be listed too."""
+    stack = lamina_stack
+    write_file(stack.lo(1, "d", "a"), b"x")
+    write_file(stack.lo(1, "d", "b"), b"x")
+    for i in range(50):
+        write_file(stack.lo(1, "d", "sub", f"f{i:02d}"), b"x")
+    stack.mount(daemon_args=["-d"])
+
+    os.stat(stack.m("d", "a"))
+    os.stat(stack.m("d", "b"))
+    wait_listed(stack)
+    os.stat(stack.m("d", "sub", "f00"))
+    wait_listed(stack, 2)
+    start, _ = logged_requests(stack)
+    for i in range(1, 50):
+        assert os.stat(stack.m("d", "sub", f"f{i:02d}")).st_size == 1
     _, found = logged_requests(stack, start)
     assert [op for op, _ in found if op == "LOOKUP"] == []
 
