@@ -4,10 +4,10 @@
  * directory without listing it, as git status does for every file it
  * tracks, makes the kernel ask for each name with its own LOOKUP round
  * trip. One listing with attributes (READDIRPLUS) gives the kernel a few
- * hundred entries at once. So once callers have looked up two names in
- * one directory, or one name below a directory listed ahead, a reader
- * thread lists that directory through the mount, and the names that the
- * caller stats next are in the kernel's cache.
+ * hundred entries at once. So a reader thread lists a directory through
+ * the mount once callers have looked up two names in it, or one name
+ * where its parent was listed ahead. The names that the caller stats
+ * next are then in the kernel's cache.
  *
  * The readers work in a private copy of the mount (open_tree() with
  * OPEN_TREE_CLONE): a second mount of the same superblock, which an
