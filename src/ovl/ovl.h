@@ -434,6 +434,19 @@ void ovl_prefetch_begin(void);
 void ovl_prefetch_end(struct ovl_fs *fs);
 void ovl_prefetch_dir(struct ovl_fs *fs, struct ovl_node *node);
 
+/* ---- mount_watch.c: wait for the last mount of a superblock to go ---- */
+struct ovl_mount_watch {
+	dev_t dev;
+	void (*gone)(void *arg);
+	void *arg;
+	int table_fd; /* /proc/self/mountinfo, for poll() */
+	int wake_fd;  /* an eventfd that stops the thread */
+	pthread_t thread;
+};
+int ovl_mount_watch_start(struct ovl_mount_watch *w, dev_t dev,
+			  void (*gone)(void *arg), void *arg);
+void ovl_mount_watch_stop(struct ovl_mount_watch *w);
+
 /* ---- readahead.c: directories listed through the mount ---- */
 struct ovl_readahead;
 void ovl_readahead_probe(struct ovl_fs *fs);

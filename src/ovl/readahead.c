@@ -9,13 +9,14 @@
  * where its parent was listed ahead. The names that the caller stats
  * next are then in the kernel's cache.
  *
- * The readers work in a private copy of the mount (open_tree() with
- * OPEN_TREE_CLONE): a second mount of the same superblock, which an
- * unmount of the mount point does not find busy. The copy keeps the
- * superblock alive, though, so the readers close it whenever their queue
- * is empty, and stop for good once the mount point no longer leads to
- * this mount. Making the copy needs CAP_SYS_ADMIN over the mount
- * namespace; without it there is no readahead.
+ * The readers work in a private copy of the mount, made with open_tree()
+ * and OPEN_TREE_CLONE right after mounting. It is a second mount of the
+ * same superblock. The readers never touch the mount point itself, so an
+ * unmount never finds it busy because of them. The copy keeps the
+ * superblock alive, though, so a watch on the mount table closes it once
+ * no mount of the superblock is left, and the kernel ends the connection
+ * then. Making the copy needs CAP_SYS_ADMIN over the mount namespace,
+ * and without it there is no readahead.
  */
 #include "ovl.h"
 #include "../common/log.h"
@@ -42,17 +43,20 @@ struct ovl_readahead {
 	char *mountpoint;
 	dev_t dev; /* of this mount's superblock */
 	pthread_mutex_t lock;
-	pthread_cond_t wake;
+	pthread_cond_t wake; /* items queued, or stop */
+	pthread_cond_t idle; /* busy fell to 0 */
 	/* A ring buffer, newest first. The oldest are dropped when full. */
 	char *items[RA_QUEUE];
 	unsigned int head, count;
-	int clone_fd;	   /* the private copy, or -1 */
+	int clone_fd;	   /* the private copy, or -1 once unmounted */
 	unsigned int busy; /* readers inside clone_fd */
 	bool stop;
-	atomic_bool on; /* started, and the mount is still there */
+	atomic_bool on; /* started, and still mounted */
 	unsigned int nthreads;
 	pthread_t threads[RA_THREADS];
 	atomic_int tids[RA_THREADS];
+	struct ovl_mount_watch watch;
+	bool watching;
 };
 
 /* The device number of the mount at path, without asking the daemon. */
@@ -77,15 +81,15 @@ static int open_copy(const char *mountpoint)
 }
 
 /*
- * Note the mount's device number right after mounting, while the mount
- * point surely leads to it, and check that a private copy can be made.
+ * Make the private copy right after mounting, while the mount point
+ * surely leads to this mount, and note the superblock's device number.
  * Runs before the daemon forks, and the readers start at INIT.
  */
 void ovl_readahead_probe(struct ovl_fs *fs)
 {
 	struct ovl_readahead *ra;
-	int fd, err;
-	dev_t dev;
+	dev_t dev, copy_dev;
+	int fd;
 
 	if (!fs->config.prefetch)
 		return;
@@ -96,20 +100,25 @@ void ovl_readahead_probe(struct ovl_fs *fs)
 		    fs->config.mountpoint, strerror(-fd));
 		return;
 	}
-	err = mount_dev(fd, "", &dev);
-	close(fd);
-	ra = err ? NULL : calloc(1, sizeof(*ra));
-	if (!ra)
+	if (mount_dev(fd, "", &copy_dev) ||
+	    mount_dev(AT_FDCWD, fs->config.mountpoint, &dev) ||
+	    dev != copy_dev) {
+		close(fd);
 		return;
-	ra->mountpoint = strdup(fs->config.mountpoint);
-	if (!ra->mountpoint) {
+	}
+	ra = calloc(1, sizeof(*ra));
+	if (ra)
+		ra->mountpoint = strdup(fs->config.mountpoint);
+	if (!ra || !ra->mountpoint) {
 		free(ra);
+		close(fd);
 		return;
 	}
 	ra->dev = dev;
-	ra->clone_fd = -1;
+	ra->clone_fd = fd;
 	pthread_mutex_init(&ra->lock, NULL);
 	pthread_cond_init(&ra->wake, NULL);
+	pthread_cond_init(&ra->idle, NULL);
 	fs->readahead = ra;
 }
 
@@ -179,57 +188,27 @@ static void queue_clear(struct ovl_readahead *ra)
 	}
 }
 
-/* The mount point leads elsewhere: stop for good. */
-static void stop_reading(struct ovl_readahead *ra)
-{
-	pthread_mutex_lock(&ra->lock);
-	if (atomic_exchange(&ra->on, false))
-		log_debug(
-		    "directory readahead stops: %s is no longer this mount",
-		    ra->mountpoint);
-	queue_clear(ra);
-	pthread_mutex_unlock(&ra->lock);
-}
-
 /*
- * Return the private copy of the mount, opened when needed, or -1 once
- * the mount point leads elsewhere: unmounted, moved or covered. The
- * caller counts in busy, so the copy stays open. The system calls run
- * without the lock, which ring threads take to queue directories.
+ * The last mount of the superblock is gone (mount_watch.c): drop the
+ * queue, wait for the readers inside the copy and close it, so that the
+ * superblock can end.
  */
-static int copy_fd(struct ovl_readahead *ra)
+static void mount_gone(void *arg)
 {
-	int fd, spare = -1;
-	dev_t dev;
+	struct ovl_readahead *ra = arg;
+	int fd;
 
-	if (mount_dev(AT_FDCWD, ra->mountpoint, &dev) || dev != ra->dev) {
-		stop_reading(ra);
-		return -1;
-	}
 	pthread_mutex_lock(&ra->lock);
+	atomic_store(&ra->on, false);
+	queue_clear(ra);
+	while (ra->busy)
+		pthread_cond_wait(&ra->idle, &ra->lock);
 	fd = ra->clone_fd;
+	ra->clone_fd = -1;
 	pthread_mutex_unlock(&ra->lock);
 	if (fd >= 0)
-		return fd;
-	fd = open_copy(ra->mountpoint);
-	if (fd < 0)
-		return -1;
-	if (mount_dev(fd, "", &dev) || dev != ra->dev) {
 		close(fd);
-		stop_reading(ra);
-		return -1;
-	}
-	/* Another reader may have opened one meanwhile: keep the first. */
-	pthread_mutex_lock(&ra->lock);
-	if (ra->clone_fd < 0)
-		ra->clone_fd = fd;
-	else
-		spare = fd;
-	fd = ra->clone_fd;
-	pthread_mutex_unlock(&ra->lock);
-	if (spare >= 0)
-		close(spare);
-	return fd;
+	log_debug("directory readahead stops: %s is unmounted", ra->mountpoint);
 }
 
 /* List the directory at path below the copy, at most RA_READS times. */
@@ -270,15 +249,6 @@ static void *reader_main(void *arg)
 	free(a);
 	pthread_mutex_lock(&ra->lock);
 	while (!ra->stop) {
-		if (!ra->count && !ra->busy && ra->clone_fd >= 0) {
-			/* Idle: let an unmount end the superblock. */
-			copy = ra->clone_fd;
-			ra->clone_fd = -1;
-			pthread_mutex_unlock(&ra->lock);
-			close(copy);
-			pthread_mutex_lock(&ra->lock);
-			continue;
-		}
 		if (!ra->count) {
 			pthread_cond_wait(&ra->wake, &ra->lock);
 			continue;
@@ -286,14 +256,18 @@ static void *reader_main(void *arg)
 		path = ra->items[ra->head];
 		ra->head = (ra->head + 1) % RA_QUEUE;
 		ra->count--;
+		copy = ra->clone_fd;
+		if (copy < 0) {
+			free(path);
+			continue;
+		}
 		ra->busy++;
 		pthread_mutex_unlock(&ra->lock);
-		copy = copy_fd(ra);
-		if (copy >= 0)
-			read_dir(copy, path);
+		read_dir(copy, path);
 		free(path);
 		pthread_mutex_lock(&ra->lock);
-		ra->busy--;
+		if (--ra->busy == 0)
+			pthread_cond_broadcast(&ra->idle);
 	}
 	pthread_mutex_unlock(&ra->lock);
 	return NULL;
@@ -303,12 +277,12 @@ void ovl_readahead_start(struct ovl_fs *fs)
 {
 	struct ovl_readahead *ra = fs->readahead;
 	unsigned int i;
+	int err;
 
 	if (!ra || ra->nthreads)
 		return;
 	for (i = 0; i < RA_THREADS; i++) {
 		struct reader_arg *a = malloc(sizeof(*a));
-		int err;
 
 		if (!a)
 			break;
@@ -325,6 +299,16 @@ void ovl_readahead_start(struct ovl_fs *fs)
 		pthread_setname_np(ra->threads[i], "lamina-readdir");
 		ra->nthreads++;
 	}
+	err = ovl_mount_watch_start(&ra->watch, ra->dev, mount_gone, ra);
+	if (err) {
+		/* Without the watch the copy would outlive an unmount. */
+		log_warn(
+		    "watching the mount table failed: %s; no directory readahead",
+		    strerror(-err));
+		mount_gone(ra);
+		return;
+	}
+	ra->watching = true;
 	atomic_store(&ra->on, ra->nthreads > 0);
 }
 
@@ -340,6 +324,8 @@ void ovl_readahead_stop(struct ovl_fs *fs)
 	if (!ra)
 		return;
 	atomic_store(&ra->on, false);
+	if (ra->watching)
+		ovl_mount_watch_stop(&ra->watch);
 	pthread_mutex_lock(&ra->lock);
 	ra->stop = true;
 	pthread_cond_broadcast(&ra->wake);
@@ -352,6 +338,7 @@ void ovl_readahead_stop(struct ovl_fs *fs)
 		close(ra->clone_fd);
 	pthread_mutex_destroy(&ra->lock);
 	pthread_cond_destroy(&ra->wake);
+	pthread_cond_destroy(&ra->idle);
 	free(ra->mountpoint);
 	free(ra);
 }
