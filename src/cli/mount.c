@@ -341,7 +341,6 @@ int cmd_mount(struct mount_args *args)
 		rc = EXIT_MOUNT_FAIL;
 		goto out;
 	}
-	ovl_readahead_probe(fs);
 	/* Held until the daemon has finished, for lamina umount to wait on. */
 	link = daemon_link_listen(fs->config.mountpoint);
 	if (args->foreground)
@@ -353,8 +352,6 @@ out:
 	ovl_prefetch_stop(fs);
 	fuse_session_destroy(se);
 	fs->se = NULL;
-	/* After the connection ended: no reader waits for an answer. */
-	ovl_readahead_stop(fs);
 	ovl_fs_teardown(fs);
 	daemon_link_release();
 	if (link >= 0)

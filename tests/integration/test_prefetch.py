@@ -1,32 +1,22 @@
-"""Directory prefetch: lamina reads directories ahead of the requests.
+"""Directory prefetch: lamina reads lower directories ahead of the requests.
 
-The prefetch thread only fills the lower filesystem's caches. The
-readers list directories through a private copy of the mount, so that
-the kernel learns their entries in one request instead of a lookup
-each. The tests check what a user can see. The threads follow their
-option and change nothing in the lower layers, access times included.
-Listings and names stay right while files change. The mount point is
-never busy because of them, and they stop with the mount.
+The prefetch thread only fills the lower filesystem's caches. The tests
+check what a user can see: the thread follows its option, changes nothing
+in the lower layers (access times included), and stops with the mount.
 """
 
 import errno
 import json
 import os
-import re
 import shutil
-import threading
 import time
 
 import pytest
 
-from conftest import make_tempdir, run, run_lamina, scratch_mount, wait_for
-from helpers import FILE_CAPS, find_mount, write_file
+from conftest import make_tempdir, run_lamina, scratch_mount
+from helpers import FILE_CAPS, write_file
 
 THREAD = "lamina-prefetch"
-READER = "lamina-readdir"
-# A request line of lamina -d: its opcode and the calling thread.
-REQUEST = re.compile(r"opcode: (\w+) \(\d+\), nodeid: \d+, insize: \d+, "
-                     r"pid: (\d+)")
 
 
 def thread_names(pid):
@@ -111,9 +101,7 @@ def test_prefetch_follows_option(lamina_stack, mode):
     stack.mount(extra=extra)
 
     assert sorted(os.listdir(stack.m())) == ["d0", "d1", "d2"]
-    names = thread_names(stack.daemon.pid)
-    assert (THREAD in names) == (mode == "on")
-    assert (READER in names) == (mode == "on")
+    assert (THREAD in thread_names(stack.daemon.pid)) == (mode == "on")
     mount = status(stack)
     assert mount["features"]["prefetch"] is (mode == "on")
     code, out, err = run_lamina(["status", stack.merged], stack.root)
@@ -206,190 +194,3 @@ def notes_files_without_xattrs(stack, lower):
         os.getxattr(stack.m("new"), "security.capability")
     assert info.value.errno == errno.ENODATA
     os.removexattr(stack.u("new"), "security.capability")
-
-
-def logged_requests(stack, start=0):
-    """Return the log length and the (opcode, caller) pairs logged by
-    lamina -d after line start."""
-    with open(stack.daemon.log_path, errors="replace") as f:
-        lines = f.readlines()
-    found = []
-    for line in lines[start:]:
-        match = REQUEST.search(line)
-        if match:
-            found.append((match.group(1), int(match.group(2))))
-    return len(lines), found
-
-
-def daemon_threads(pid):
-    return {int(tid) for tid in os.listdir(f"/proc/{pid}/task")}
-
-
-def wait_listed(stack, count=1):
-    """Wait until lamina's own threads have listed count directories
-    through the mount: two READDIRPLUS each, the second at the end."""
-    tids = daemon_threads(stack.daemon.pid)
-
-    def listed():
-        _, found = logged_requests(stack)
-        plus = [p for op, p in found if op == "READDIRPLUS" and p in tids]
-        return len(plus) >= 2 * count
-
-    assert wait_for(listed, 10), "no directory was listed ahead"
-
-
-def test_readahead_spares_lookups(lamina_stack):
-    """After two names of a directory were looked up, the others need
-    no LOOKUP request: a reader listed the directory with attributes."""
-    stack = lamina_stack
-    for i in range(100):
-        write_file(stack.lo(1, "d", f"f{i:03d}"), b"x")
-    write_file(stack.lo(0, "d", "top"), b"y")
-    stack.mount(daemon_args=["-d"])
-
-    os.stat(stack.m("d", "f000"))
-    os.stat(stack.m("d", "f001"))
-    wait_listed(stack)
-    start, _ = logged_requests(stack)
-    sizes = {os.stat(stack.m("d", f"f{i:03d}")).st_size
-             for i in range(2, 100)}
-    assert sizes == {1}
-    assert os.stat(stack.m("d", "top")).st_size == 1
-    _, found = logged_requests(stack, start)
-    assert [op for op, _ in found if op == "LOOKUP"] == []
-
-
-def test_readahead_below_listed_directory(lamina_stack):
-    """Below a directory listed ahead, one looked-up name is enough for
-    a directory to be listed too."""
-    stack = lamina_stack
-    write_file(stack.lo(1, "d", "a"), b"x")
-    write_file(stack.lo(1, "d", "b"), b"x")
-    for i in range(50):
-        write_file(stack.lo(1, "d", "sub", f"f{i:02d}"), b"x")
-    stack.mount(daemon_args=["-d"])
-
-    os.stat(stack.m("d", "a"))
-    os.stat(stack.m("d", "b"))
-    wait_listed(stack)
-    os.stat(stack.m("d", "sub", "f00"))
-    wait_listed(stack, 2)
-    start, _ = logged_requests(stack)
-    for i in range(1, 50):
-        assert os.stat(stack.m("d", "sub", f"f{i:02d}")).st_size == 1
-    _, found = logged_requests(stack, start)
-    assert [op for op, _ in found if op == "LOOKUP"] == []
-
-
-def test_readahead_off(lamina_stack):
-    """With prefetch=off every name is a LOOKUP of its own."""
-    stack = lamina_stack
-    for i in range(20):
-        write_file(stack.lo(1, "d", f"f{i}"), b"x")
-    stack.mount(extra=["prefetch=off"], daemon_args=["-d"])
-    start, _ = logged_requests(stack)
-
-    for i in range(20):
-        os.stat(stack.m("d", f"f{i}"))
-
-    _, found = logged_requests(stack, start)
-    assert len([op for op, _ in found if op == "LOOKUP"]) == 21
-
-
-def test_unmount_during_readahead(lamina_stack):
-    """The readers' copy of the mount does not make the mount point
-    busy: a plain umount right after many directories were queued
-    works at once. The fixture checks that the daemon exits with
-    status 0."""
-    stack = lamina_stack
-    for d in range(40):
-        for i in range(200):
-            write_file(stack.lo(1, f"d{d}", f"f{i}"), b"")
-    stack.mount()
-
-    for d in range(40):
-        os.stat(stack.m(f"d{d}", "f0"))
-        os.stat(stack.m(f"d{d}", "f1"))
-    run(["umount", stack.merged])
-
-    assert find_mount(stack.merged) is None
-
-
-def test_readahead_under_covered_mount_point(lamina_stack):
-    """The readers work in their own copy of the mount, so they go on
-    listing directories for a caller that reaches the mount through a
-    descriptor after another filesystem covered the mount point."""
-    stack = lamina_stack
-    for i in range(30):
-        write_file(stack.lo(1, "d", f"f{i}"), b"x")
-    stack.mount(daemon_args=["-d"])
-    fd = os.open(stack.m("d"), os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        run(["mount", "-t", "tmpfs", "lamina-cover", stack.merged])
-        try:
-            os.stat("f0", dir_fd=fd)
-            os.stat("f1", dir_fd=fd)
-            wait_listed(stack)
-            assert os.stat("f2", dir_fd=fd).st_size == 1
-        finally:
-            run(["umount", stack.merged])
-    finally:
-        os.close(fd)
-
-
-def test_unmount_never_busy(lamina_stack):
-    """No umount fails with EBUSY because of the readers, however the
-    unmount falls between their steps."""
-    stack = lamina_stack
-    for d in range(20):
-        for i in range(50):
-            write_file(stack.lo(1, f"d{d}", f"f{i}"), b"")
-    for _ in range(10):
-        stack.mount()
-        for d in range(20):
-            os.stat(stack.m(f"d{d}", "f0"))
-            os.stat(stack.m(f"d{d}", "f1"))
-        run(["umount", stack.merged])
-        assert find_mount(stack.merged) is None
-        stack.unmount()
-
-
-def change_while_listed(stack, stop):
-    """Create, rename and remove names in d until stop is set."""
-    n = 0
-    while not stop.is_set():
-        write_file(stack.m("d", f"new{n}"), b"n")
-        os.rename(stack.m("d", f"new{n}"), stack.m("d", f"moved{n}"))
-        os.unlink(stack.m("d", f"moved{n}"))
-        n += 1
-
-
-def test_readahead_while_names_change(lamina_stack):
-    """Listings made ahead while names come and go through the mount
-    leave the directory as the changes made it."""
-    stack = lamina_stack
-    for i in range(300):
-        write_file(stack.lo(1, "d", f"f{i:03d}"), b"x")
-    stack.mount()
-    stop = threading.Event()
-    changer = threading.Thread(target=change_while_listed, args=(stack, stop))
-    changer.start()
-    try:
-        for i in range(0, 300, 3):
-            os.unlink(stack.m("d", f"f{i:03d}"))
-            os.rename(stack.m("d", f"f{i + 1:03d}"),
-                      stack.m("d", f"r{i + 1:03d}"))
-            assert os.stat(stack.m("d", f"f{i + 2:03d}")).st_size == 1
-    finally:
-        stop.set()
-        changer.join()
-
-    expect = set()
-    for i in range(0, 300, 3):
-        expect |= {f"r{i + 1:03d}", f"f{i + 2:03d}"}
-    assert set(os.listdir(stack.m("d"))) == expect
-    for name in expect:
-        assert os.stat(stack.m("d", name)).st_size == 1
-    for i in range(0, 300, 3):
-        with pytest.raises(FileNotFoundError):
-            os.stat(stack.m("d", f"f{i:03d}"))
