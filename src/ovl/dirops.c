@@ -160,6 +160,10 @@ void ovl_op_readdir(struct fuse_req *req, uint64_t nodeid, size_t size,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	/* Once the kernel has the reply, a FORGET may drop the node's last
+	 * lookup, and the listing is released below after that. */
+	if (!fi->fh)
+		ovl_node_get(node);
 	pthread_mutex_lock(&dir->lock);
 	/* Offset 0 starts over, as rewinddir() does on any filesystem. */
 	if (off == 0 || !dir->loaded)
@@ -186,6 +190,7 @@ void ovl_op_readdir(struct fuse_req *req, uint64_t nodeid, size_t size,
 		if (err || db.size == 0)
 			node_listing_done(node, dir);
 		ovl_dir_put(dir);
+		ovl_node_put(fs, node);
 	}
 	fuse_dirbuf_free(&db);
 }

@@ -1,6 +1,7 @@
 """Directory listings of merged directories."""
 
 import os
+import threading
 
 from helpers import DirStream, getdents, make_whiteout, write_file
 
@@ -224,3 +225,36 @@ def test_readdir_seekdir(stack):
     assert again == rest
     assert everything == first + rest
     assert len(set(everything) - {".", ".."}) == 3000
+
+
+def drop_dentries_until(stop):
+    """Make the kernel forget unused dentries and inodes, which sends
+    FORGET, every 20 ms until stop is set."""
+    while not stop.is_set():
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("2\n")
+        stop.wait(0.02)
+
+
+def test_listing_while_kernel_forgets(lamina_stack):
+    """Directories listed to the end and closed while the kernel drops
+    its caches: the FORGET of a directory can arrive while lamina still
+    finishes the reply that ended its listing. The fixture checks the
+    daemon's log, where a sanitizer build reports a use after free."""
+    stack = lamina_stack
+    for d in range(100):
+        for i in range(3):
+            write_file(stack.lo(1, f"d{d}", f"f{i}"), b"x")
+    stack.mount()
+    stop = threading.Event()
+    dropper = threading.Thread(target=drop_dentries_until, args=(stop,))
+    dropper.start()
+    try:
+        for _ in range(20):
+            for d in range(100):
+                assert sorted(os.listdir(stack.m(f"d{d}"))) == [
+                    "f0", "f1", "f2"]
+    finally:
+        stop.set()
+        dropper.join()
+    assert stack.daemon.proc.poll() is None
