@@ -217,6 +217,9 @@ static void unmount_fusermount(const char *mnt)
 /*
  * Unmount, lazily if the mount is busy: a stopping daemon cannot wait
  * for open files to close, and a lazy unmount lets them finish.
+ * NOTE: umount2() goes by path, so when another filesystem was mounted
+ * over this mount point, a daemon stopped by a signal unmounts that one
+ * and keeps serving its own mount below it.
  */
 void fuse_session_unmount(struct fuse_session *se)
 {
