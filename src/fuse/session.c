@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -178,6 +179,22 @@ static int mount_fusermount(struct fuse_session *se, const char *mnt,
 	return 0;
 }
 
+/*
+ * The device number of the filesystem mounted at path. With
+ * AT_STATX_DONT_SYNC a FUSE mount takes it from the kernel's cache and
+ * sends no request, which this daemon might not serve yet or any more.
+ */
+static int mount_dev_at(const char *path, dev_t *dev)
+{
+	struct statx stx;
+
+	if (statx(AT_FDCWD, path, AT_STATX_DONT_SYNC | AT_NO_AUTOMOUNT,
+		  STATX_TYPE, &stx) < 0)
+		return -errno;
+	*dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
+	return 0;
+}
+
 int fuse_session_mount(struct fuse_session *se, const char *mountpoint,
 		       const struct fuse_mount_opts *opts)
 {
@@ -197,6 +214,9 @@ int fuse_session_mount(struct fuse_session *se, const char *mountpoint,
 		fuse_session_unmount(se);
 		return -ENOMEM;
 	}
+	/* Right after mounting the mount point surely leads to this mount. */
+	if (mount_dev_at(mountpoint, &se->mount_dev))
+		se->mount_dev = 0;
 	return 0;
 }
 
@@ -217,14 +237,24 @@ static void unmount_fusermount(const char *mnt)
 /*
  * Unmount, lazily if the mount is busy: a stopping daemon cannot wait
  * for open files to close, and a lazy unmount lets them finish.
- * NOTE: umount2() goes by path, so when another filesystem was mounted
- * over this mount point, a daemon stopped by a signal unmounts that one
- * and keeps serving its own mount below it.
+ * umount2() goes by path, so a mount point that another filesystem now
+ * covers is left alone: unmounting would remove that filesystem.
  */
 void fuse_session_unmount(struct fuse_session *se)
 {
+	dev_t dev;
+
 	if (!se->mountpoint)
 		return;
+	if (se->mount_dev && mount_dev_at(se->mountpoint, &dev) == 0 &&
+	    dev != se->mount_dev) {
+		log_warn(
+		    "another filesystem is mounted over %s, so lamina leaves it and its own mount below it mounted: run umount twice",
+		    se->mountpoint);
+		free(se->mountpoint);
+		se->mountpoint = NULL;
+		return;
+	}
 	if (umount2(se->mountpoint, 0) < 0 &&
 	    umount2(se->mountpoint, MNT_DETACH) < 0) {
 		if (errno == EPERM)

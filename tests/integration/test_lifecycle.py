@@ -319,3 +319,29 @@ def test_forget_bounds_memory(lamina_stack):
     later_growth = rss[-1] - rss[0]
     assert later_growth < first_round, (
         f"RSS in KiB: base {base}, after each round {rss}")
+
+
+def test_sigterm_leaves_covering_mount(lamina_stack):
+    """A daemon stopped by SIGTERM unmounts by path. When another
+    filesystem covers its mount point, it leaves both mounted and keeps
+    serving through descriptors opened before, until the user unmounts."""
+    stack = lamina_stack
+    write_file(stack.lo(0, "f"), b"data")
+    stack.mount()
+    fd = os.open(stack.merged, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        run(["mount", "-t", "tmpfs", "lamina-cover", stack.merged])
+        try:
+            stack.daemon.proc.send_signal(signal.SIGTERM)
+            assert wait_for(lambda: "another filesystem is mounted over"
+                            in read_file(stack.daemon.log_path).decode(
+                                errors="replace"), 10)
+            assert find_mount(stack.merged)["fstype"] == "tmpfs"
+            assert stack.daemon.proc.poll() is None
+            with open(os.open("f", os.O_RDONLY, dir_fd=fd), "rb") as f:
+                assert f.read() == b"data"
+        finally:
+            run(["umount", stack.merged])
+    finally:
+        os.close(fd)
+    assert find_mount(stack.merged)["fstype"].startswith("fuse")
