@@ -237,8 +237,8 @@ static void unmount_fusermount(const char *mnt)
 /*
  * Unmount, lazily if the mount is busy: a stopping daemon cannot wait
  * for open files to close, and a lazy unmount lets them finish.
- * umount2() goes by path, so a mount point that another filesystem now
- * covers is left alone: unmounting would remove that filesystem.
+ * umount2() goes by path. When another filesystem now covers the mount
+ * point, an unmount would remove that filesystem, so nothing is unmounted.
  */
 void fuse_session_unmount(struct fuse_session *se)
 {

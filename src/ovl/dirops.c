@@ -160,8 +160,8 @@ void ovl_op_readdir(struct fuse_req *req, uint64_t nodeid, size_t size,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	/* Once the kernel has the reply, a FORGET may drop the node's last
-	 * lookup, and the listing is released below after that. */
+	/* Hold the node across the reply, because once the kernel has the
+	 * reply a FORGET may free the node before the listing is released. */
 	if (!fi->fh)
 		ovl_node_get(node);
 	pthread_mutex_lock(&dir->lock);

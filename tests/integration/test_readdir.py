@@ -238,9 +238,10 @@ def drop_dentries_until(stop):
 
 def test_listing_while_kernel_forgets(lamina_stack):
     """Directories listed to the end and closed while the kernel drops
-    its caches: the FORGET of a directory can arrive while lamina still
+    its caches. The FORGET of a directory can arrive while lamina still
     finishes the reply that ended its listing. The fixture checks the
-    daemon's log, where a sanitizer build reports a use after free."""
+    daemon's log, where a sanitizer build reports a use after free. The
+    window is narrow, so a run finds such a bug only sometimes."""
     stack = lamina_stack
     for d in range(100):
         for i in range(3):
