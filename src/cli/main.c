@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /* lamina: a union filesystem in user space with overlayfs's format. */
 #include "cli.h"
+#include "ovl/ovl.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -84,6 +85,9 @@ int main(int argc, char **argv)
 	size_t i;
 	int err;
 
+	/* The daemon starts its directory reader under this name. */
+	if (argc == 1 && !strcmp(argv[0], OVL_READAHEAD_CHILD))
+		return ovl_readahead_child();
 	/* Installed as mount.lamina, it is mount(8)'s helper. */
 	if (!strcmp(name ? name + 1 : argv[0], "mount.lamina"))
 		return cmd_mount_helper(argc, argv);

@@ -206,6 +206,8 @@ static int serve(struct ovl_fs *fs, int link, int ready_fd)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	prepare_fd_table();
+	/* Forks, so it comes while this is the only thread. */
+	ovl_readahead_probe(fs);
 
 	err = fuse_session_start(se, workers > 16 ? 16 : workers,
 				 on_serve_exit, NULL);
@@ -352,6 +354,8 @@ out:
 	ovl_prefetch_stop(fs);
 	fuse_session_destroy(se);
 	fs->se = NULL;
+	/* After the connection ended: no reader waits for an answer. */
+	ovl_readahead_stop(fs);
 	ovl_fs_teardown(fs);
 	daemon_link_release();
 	if (link >= 0)

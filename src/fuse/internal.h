@@ -59,6 +59,7 @@ struct fuse_session {
 	pthread_cond_t guard_cond;
 	atomic_uint idle_threads; /* ring threads at idle priority now */
 	atomic_bool other_work;	  /* other daemon threads have work */
+	_Atomic uint64_t handoff_pause_until; /* CLOCK_MONOTONIC ns */
 	void (*on_exit)(void *arg); /* called once when serving ends */
 	void *on_exit_arg;
 };

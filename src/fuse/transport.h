@@ -174,6 +174,12 @@ bool fuse_session_uring_active(const struct fuse_session *se);
  * ring threads return to normal priority after each hand-off.
  */
 void fuse_session_other_work(struct fuse_session *se, bool busy);
+/*
+ * Tell the ring threads that many callers will send requests for the
+ * next ns nanoseconds, so that no hand-off pays off: they commit at their
+ * own policy until then.
+ */
+void fuse_session_pause_handoff(struct fuse_session *se, uint64_t ns);
 
 /*
  * Request loop: loop.c. start() runs the worker threads, which serve

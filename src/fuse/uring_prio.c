@@ -157,6 +157,7 @@ static void note_raised(struct fuse_uring_thread *t)
 int fuse_uring_handoff(struct fuse_uring_thread *t)
 {
 	struct fuse_session *se = t->se;
+	uint64_t now;
 	bool watched;
 	int err;
 
@@ -167,7 +168,10 @@ int fuse_uring_handoff(struct fuse_uring_thread *t)
 	/* A background request (RELEASE) wakes no one. */
 	if (!t->caller_waits)
 		return 0;
-	if (t->new_caller || t->handoff_pause_until > now_ns())
+	now = now_ns();
+	if (t->new_caller || t->handoff_pause_until > now ||
+	    atomic_load_explicit(&se->handoff_pause_until,
+				 memory_order_relaxed) > now)
 		return leave_idle(t);
 	watched = se->guard_started && se->guard_reads;
 	if (!watched || atomic_load(&se->other_work)) {
@@ -177,6 +181,16 @@ int fuse_uring_handoff(struct fuse_uring_thread *t)
 	/* Stay: the commit that follows runs at idle priority. */
 	go_idle(t);
 	return 0;
+}
+
+void fuse_session_pause_handoff(struct fuse_session *se, uint64_t ns)
+{
+	uint64_t until = now_ns() + ns;
+
+	if (se && atomic_load_explicit(&se->handoff_pause_until,
+				       memory_order_relaxed) < until)
+		atomic_store_explicit(&se->handoff_pause_until, until,
+				      memory_order_relaxed);
 }
 
 void fuse_session_other_work(struct fuse_session *se, bool busy)

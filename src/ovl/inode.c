@@ -69,6 +69,10 @@ void ovl_op_lookup(struct fuse_req *req, uint64_t parent, const char *name)
 		ovl_reply_status(req, err);
 		return;
 	}
+	/* Before the reply: once the kernel has it, a FORGET may free the
+	 * parent. */
+	ovl_readahead_note(fs, ovl_req_node(req, parent),
+			   fuse_req_ctx(req)->pid);
 	ovl_reply_entry(req, node, &st);
 }
 

@@ -50,6 +50,7 @@ void ovl_op_init(void *arg, struct fuse_conn *conn)
 	fs->no_opendir = conn->kernel_flags & FUSE_NO_OPENDIR_SUPPORT;
 	ovl_dirfd_init(fs);
 	ovl_noxattr_probe(fs);
+	ovl_readahead_start(fs);
 	err = fs->config.prefetch ? ovl_prefetch_start(fs) : 0;
 	if (err)
 		log_warn("starting the directory prefetch thread failed: %s; lower directories are read only on request",

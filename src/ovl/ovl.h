@@ -75,6 +75,8 @@ struct ovl_layer {
 #define OVL_N_LINKED 0x40  /* lower regular file with more than one name */
 #define OVL_N_NOXATTR 0x80 /* its lower file has no xattrs: see noxattr.c */
 #define OVL_N_NOCAPS 0x100 /* created here, no security.capability since */
+#define OVL_N_RA_SEEN 0x200   /* a name in it was looked up: readahead.c */
+#define OVL_N_RA_QUEUED 0x400 /* listed ahead, or queued for it */
 
 /*
  * A moved directory's path in the lower layers from one layer down: an
@@ -174,6 +176,7 @@ struct ovl_fs {
 	bool dont_mask;	    /* the kernel leaves the umask to us */
 	bool no_opendir;    /* the kernel opens directories without asking */
 	struct ovl_prefetch *prefetch; /* see prefetch.c; NULL when off */
+	struct ovl_readahead *readahead; /* see readahead.c; NULL when off */
 	struct ovl_noxattr *noxattr;   /* see noxattr.c; NULL when off */
 	atomic_int dirfd_count; /* descriptors kept by dirfd.c */
 	atomic_uint renumbered; /* copy-ups that changed a file's st_ino */
@@ -430,6 +433,35 @@ void ovl_prefetch_stop(struct ovl_fs *fs);
 void ovl_prefetch_begin(void);
 void ovl_prefetch_end(struct ovl_fs *fs);
 void ovl_prefetch_dir(struct ovl_fs *fs, struct ovl_node *node);
+
+/* ---- mount_watch.c: wait for the last mount of a superblock to go ---- */
+struct ovl_mount_watch {
+	dev_t dev;
+	void (*gone)(void *arg);
+	void *arg;
+	int table_fd; /* /proc/self/mountinfo, for poll() */
+	int wake_fd;  /* an eventfd that stops the thread */
+	pthread_t thread;
+};
+int ovl_mount_watch_start(struct ovl_mount_watch *w, dev_t dev,
+			  void (*gone)(void *arg), void *arg);
+void ovl_mount_watch_stop(struct ovl_mount_watch *w);
+
+/* ---- readahead.c: directories listed through the mount ---- */
+struct ovl_readahead;
+void ovl_readahead_probe(struct ovl_fs *fs);
+void ovl_readahead_start(struct ovl_fs *fs);
+void ovl_readahead_stop(struct ovl_fs *fs);
+void ovl_readahead_note(struct ovl_fs *fs, struct ovl_node *dir, uint32_t pid);
+
+/* ---- readahead_child.c: the process that lists them ---- */
+/* Its argv[0], its threads at most, and its two descriptors: the private
+ * copy of the mount, and the socket that brings one path per message. */
+#define OVL_READAHEAD_CHILD "lamina-readdir"
+#define OVL_READAHEAD_THREADS 8
+#define OVL_READAHEAD_COPY_FD 3
+#define OVL_READAHEAD_SOCK_FD 4
+int ovl_readahead_child(void);
 
 /* ---- copy_up.c ---- */
 #define OVL_COPY_UP_NO_DATA 0x1 /* the data is about to be truncated */

@@ -679,6 +679,7 @@ void ovl_fs_teardown(struct ovl_fs *fs)
 		}
 	}
 	ovl_prefetch_stop(fs);
+	ovl_readahead_stop(fs);
 	ovl_noxattr_free(fs);
 	fs->root = NULL;
 	ovl_nodes_destroy(fs);
