@@ -13,7 +13,7 @@
  * of the daemon. A request that the daemon has taken is waited for
  * uninterruptibly, so a reader inside the daemon would keep a dying
  * daemon from ever finishing its exit, and the mount with it. The child
- * holds no /dev/fuse descriptor: when the daemon dies, the kernel ends
+ * has no /dev/fuse descriptor: when the daemon dies, the kernel ends
  * the connection, which fails the child's requests, and the child is
  * killed with its parent.
  *
@@ -49,7 +49,8 @@
 
 #define RA_HELLO_MS 2000 /* for the child to report its threads */
 #define RA_EXIT_MS 2000	 /* for the child to exit at the end */
-/* The readers add callers for about this long after each path. */
+/* How long the hand-off pauses after each path sent: the readers' requests
+ * keep coming from other callers for about that long. */
 #define RA_HANDOFF_PAUSE_NS 20000000u
 
 struct ovl_readahead {

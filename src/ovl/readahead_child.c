@@ -180,7 +180,8 @@ static void *ahead_main(void *arg)
 	return NULL;
 }
 
-/* Without a request to the daemon, which has not answered INIT yet. */
+/* Check the type without a request to the daemon, which has not replied
+ * to INIT yet. */
 static bool fd_is(int fd, mode_t type)
 {
 	struct statx stx;
