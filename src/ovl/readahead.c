@@ -257,13 +257,14 @@ static void send_path(struct ovl_fs *fs, struct ovl_node *dir)
 static bool below_queued(struct ovl_fs *fs, const struct ovl_node *dir)
 {
 	const struct ovl_node *parent;
-	bool below;
+	bool below = false;
 
 	pthread_rwlock_rdlock(&fs->rename_lock);
 	parent = dir->parent;
-	below = parent && (ovl_node_has(parent, OVL_N_RA_QUEUED) ||
-			   (parent->parent &&
-			    ovl_node_has(parent->parent, OVL_N_RA_QUEUED)));
+	if (parent && ovl_node_has(parent, OVL_N_RA_QUEUED))
+		below = true;
+	else if (parent && parent->parent)
+		below = ovl_node_has(parent->parent, OVL_N_RA_QUEUED);
 	pthread_rwlock_unlock(&fs->rename_lock);
 	return below;
 }
