@@ -3,10 +3,12 @@
 #include "cli.h"
 #include "ovl/ovl.h"
 
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Edit distance of a and b, to catch a mistyped command name. */
 static int distance(const char *a, const char *b)
@@ -78,6 +80,23 @@ static const struct {
     {"export", cmd_export}, {"import", cmd_import},
 };
 
+/*
+ * Open /dev/null on each of stdin, stdout and stderr that the caller
+ * closed. Otherwise the layer descriptors opened next could take those
+ * numbers, and a daemon going to the background, which points the three
+ * at /dev/null, would close them.
+ */
+static void fill_std_streams(void)
+{
+	int fd;
+
+	do
+		fd = open("/dev/null", O_RDWR);
+	while (fd >= 0 && fd <= STDERR_FILENO);
+	if (fd > STDERR_FILENO)
+		close(fd);
+}
+
 int main(int argc, char **argv)
 {
 	struct mount_args args = {0};
@@ -85,6 +104,7 @@ int main(int argc, char **argv)
 	size_t i;
 	int err;
 
+	fill_std_streams();
 	/* The daemon starts its directory reader under this name. */
 	if (argc == 1 && !strcmp(argv[0], OVL_READAHEAD_CHILD))
 		return ovl_readahead_child();

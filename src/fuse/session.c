@@ -234,6 +234,27 @@ static void unmount_fusermount(const char *mnt)
 		waitpid(pid, &status, 0);
 }
 
+/* Whether /proc/self/mountinfo lists a mount of the filesystem dev;
+ * true when the table cannot be read. */
+static bool dev_mounted(dev_t dev)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	unsigned int major, minor;
+	char *line = NULL;
+	size_t size = 0;
+	bool found = false;
+
+	if (!f)
+		return true;
+	while (!found && getline(&line, &size, f) > 0)
+		if (sscanf(line, "%*d %*d %u:%u", &major, &minor) == 2 &&
+		    makedev(major, minor) == dev)
+			found = true;
+	free(line);
+	fclose(f);
+	return found;
+}
+
 /*
  * Unmount, lazily if the mount is busy: a stopping daemon cannot wait
  * for open files to close, and a lazy unmount lets them finish.
@@ -248,9 +269,11 @@ void fuse_session_unmount(struct fuse_session *se)
 		return;
 	if (se->mount_dev && mount_dev_at(se->mountpoint, &dev) == 0 &&
 	    dev != se->mount_dev) {
-		log_warn(
-		    "another filesystem is mounted over %s, so lamina leaves it and its own mount below it mounted: run umount twice",
-		    se->mountpoint);
+		/* Not when unmounted already, as by umount(8). */
+		if (dev_mounted(se->mount_dev))
+			log_warn(
+			    "another filesystem is mounted over %s, so lamina leaves it and its own mount below it mounted: run umount twice",
+			    se->mountpoint);
 		free(se->mountpoint);
 		se->mountpoint = NULL;
 		return;

@@ -150,6 +150,7 @@ void ovl_op_readdir(struct fuse_req *req, uint64_t nodeid, size_t size,
 	struct ovl_fs *fs = ovl_req_fs(req);
 	struct ovl_node *node = ovl_req_node(req, nodeid);
 	struct ovl_dir *dir = fi->fh ? dir_of(fi) : node_listing(node);
+	bool ahead = ovl_readahead_is_reader(fs, fuse_req_ctx(req)->pid);
 	struct fuse_dirbuf db;
 	unsigned int renumbered;
 	int err = 0;
@@ -167,7 +168,7 @@ void ovl_op_readdir(struct fuse_req *req, uint64_t nodeid, size_t size,
 	pthread_mutex_lock(&dir->lock);
 	/* Offset 0 starts over, as rewinddir() does on any filesystem. */
 	if (off == 0 || !dir->loaded)
-		err = ovl_dir_load(fs, node, dir);
+		err = ovl_dir_load(fs, node, dir, ahead);
 	if (!err && off >= 0 && (size_t)off < dir->count)
 		fill_listing(fs, node, dir, &db, off, plus);
 	renumbered = dir->renumbered;

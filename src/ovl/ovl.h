@@ -453,6 +453,7 @@ void ovl_readahead_probe(struct ovl_fs *fs);
 void ovl_readahead_start(struct ovl_fs *fs);
 void ovl_readahead_stop(struct ovl_fs *fs);
 void ovl_readahead_note(struct ovl_fs *fs, struct ovl_node *dir, uint32_t pid);
+bool ovl_readahead_is_reader(struct ovl_fs *fs, uint32_t pid);
 
 /* ---- readahead_child.c: the process that lists them ---- */
 /* Its argv[0], its threads at most, and its two descriptors: the private
@@ -505,7 +506,8 @@ struct ovl_dir {
 	unsigned int renumbered; /* fs->renumbered when loaded */
 	bool loaded;
 };
-int ovl_dir_load(struct ovl_fs *fs, struct ovl_node *node, struct ovl_dir *dir);
+int ovl_dir_load(struct ovl_fs *fs, struct ovl_node *node, struct ovl_dir *dir,
+		 bool keep_atime);
 void ovl_dir_clear(struct ovl_dir *dir);
 struct ovl_dir *ovl_dir_new(void);
 void ovl_dir_put(struct ovl_dir *dir);

@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -48,7 +49,10 @@
 #include <unistd.h>
 
 #define RA_HELLO_MS 2000 /* for the child to report its threads */
-#define RA_EXIT_MS 2000	 /* for the child to exit at the end */
+/* Below this limit of open files, the listings of the readers could take
+ * the descriptors that callers' requests need. */
+#define RA_MIN_NOFILE 1024
+#define RA_EXIT_MS 2000 /* for the child to exit at the end */
 /* How long the hand-off pauses after each path sent: the readers' requests
  * keep coming from other callers for about that long. */
 #define RA_HANDOFF_PAUSE_NS 20000000u
@@ -185,10 +189,17 @@ static int spawn_child(struct ovl_readahead *ra, int copy)
 void ovl_readahead_probe(struct ovl_fs *fs)
 {
 	struct ovl_readahead *ra;
+	struct rlimit rl;
 	int copy, err;
 
 	if (!fs->config.prefetch)
 		return;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < RA_MIN_NOFILE) {
+		log_info(
+		    "no directory readahead: the open file limit %llu is below %d",
+		    (unsigned long long)rl.rlim_cur, RA_MIN_NOFILE);
+		return;
+	}
 	ra = calloc(1, sizeof(*ra));
 	if (!ra)
 		return;
@@ -227,6 +238,12 @@ static bool is_reader(struct ovl_readahead *ra, uint32_t pid)
 	return false;
 }
 
+/* Whether the request came from a thread of the reader process. */
+bool ovl_readahead_is_reader(struct ovl_fs *fs, uint32_t pid)
+{
+	return fs->readahead && is_reader(fs->readahead, pid);
+}
+
 /* Pass dir's path to the child. A full socket drops it. */
 static void send_path(struct ovl_fs *fs, struct ovl_node *dir)
 {
@@ -245,10 +262,12 @@ static void send_path(struct ovl_fs *fs, struct ovl_node *dir)
 	}
 	if (errno == EAGAIN)
 		return;
-	if (atomic_exchange(&ra->on, false))
+	if (atomic_exchange(&ra->on, false)) {
 		log_warn(
 		    "the directory reader process stopped: %s; no more readahead",
 		    strerror(errno));
+		waitpid(ra->pid, NULL, WNOHANG);
+	}
 }
 
 /* Whether dir was listed ahead as a subdirectory of a queued directory,
@@ -294,9 +313,10 @@ void ovl_readahead_note(struct ovl_fs *fs, struct ovl_node *dir, uint32_t pid)
 }
 
 /*
- * The last mount of the superblock is gone (mount_watch.c): tell the
- * child to stop. It closes the copy as it exits, and the superblock can
- * end then.
+ * The last mount of the superblock is gone (mount_watch.c): stop the
+ * child, stopped by a signal or not. The copy closes as it exits, and the
+ * superblock can end then. A request of the child that the daemon is
+ * serving still gets its reply first.
  */
 static void mount_gone(void *arg)
 {
@@ -304,6 +324,7 @@ static void mount_gone(void *arg)
 
 	atomic_store(&ra->on, false);
 	shutdown(ra->sock, SHUT_RDWR);
+	kill(ra->pid, SIGKILL);
 	log_debug("directory readahead stops: %s is unmounted", ra->mountpoint);
 }
 

@@ -107,14 +107,15 @@ static void queue_subdirs(const char *dir, const char *buf, long n)
 
 /*
  * List the directory at path below the copy, at most RA_READS times, and
- * with subdirs queue its subdirectories. The stat at the end refreshes
- * the attributes that the listing made stale (the access time), so that
- * a caller's stat of the directory needs no request.
+ * with subdirs queue its subdirectories. O_NOATIME keeps the kernel from
+ * moving the access time of a directory that no caller listed. The stat at the
+ * end refreshes the attributes that the listing made stale (the access time),
+ * so that a caller's stat of the directory needs no request.
  */
 static void read_dir(const char *path, bool subdirs)
 {
 	struct open_how how = {
-	    .flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC,
+	    .flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOATIME,
 	    .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
 		       RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
 	};
@@ -191,6 +192,17 @@ static bool fd_is(int fd, mode_t type)
 	       (stx.stx_mode & S_IFMT) == type;
 }
 
+/* Only a sequenced-packet socket keeps message bounds and reports the
+ * end of the stream, which the threads rely on. */
+static bool is_seqpacket(int fd)
+{
+	socklen_t len = sizeof(int);
+	int type;
+
+	return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 &&
+	       type == SOCK_SEQPACKET;
+}
+
 /* Start the threads; returns how many started. */
 static unsigned int start_threads(void)
 {
@@ -216,7 +228,8 @@ int ovl_readahead_child(void)
 
 	prctl(PR_SET_NAME, OVL_READAHEAD_CHILD);
 	if (!fd_is(OVL_READAHEAD_COPY_FD, S_IFDIR) ||
-	    !fd_is(OVL_READAHEAD_SOCK_FD, S_IFSOCK)) {
+	    !fd_is(OVL_READAHEAD_SOCK_FD, S_IFSOCK) ||
+	    !is_seqpacket(OVL_READAHEAD_SOCK_FD)) {
 		fprintf(
 		    stderr,
 		    "lamina: %s is started by the lamina daemon, not by hand\n",

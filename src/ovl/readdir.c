@@ -114,6 +114,7 @@ struct load_ctx {
 	size_t nhidden;
 	size_t hidden_cap;
 	int upper_fd;	/* the upper directory, for origin lookups */
+	bool keep_atime; /* read the upper with O_NOATIME */
 	size_t nupper;	/* entries [2, 2 + nupper) come from the upper */
 	bool *resolved; /* upper entry's st_ino already settled */
 };
@@ -289,7 +290,10 @@ static int load_upper(struct load_ctx *ctx, struct ovl_node *node)
 {
 	int fd, err;
 
-	fd = ovl_node_open_dir(ctx->fs, node, 0, O_RDONLY);
+	fd = ovl_node_open_dir(ctx->fs, node, 0,
+			       O_RDONLY | (ctx->keep_atime ? O_NOATIME : 0));
+	if (fd == -EPERM && ctx->keep_atime)
+		fd = ovl_node_open_dir(ctx->fs, node, 0, O_RDONLY);
 	if (fd < 0)
 		return fd;
 	ctx->upper_fd = dup(fd);
@@ -349,11 +353,16 @@ static void load_ctx_free(struct load_ctx *ctx)
 		close(ctx->upper_fd);
 }
 
-/* Build the merged listing of a directory, "." and ".." first. */
-int ovl_dir_load(struct ovl_fs *fs, struct ovl_node *node,
-		 struct ovl_dir *dir)
+/*
+ * Build the merged listing of a directory, "." and ".." first. The upper
+ * directory's access time moves, as on overlayfs, unless keep_atime is
+ * set for a listing that no caller asked for.
+ */
+int ovl_dir_load(struct ovl_fs *fs, struct ovl_node *node, struct ovl_dir *dir,
+		 bool keep_atime)
 {
-	struct load_ctx ctx = {.fs = fs, .dir = dir, .upper_fd = -1};
+	struct load_ctx ctx = {
+	    .fs = fs, .dir = dir, .upper_fd = -1, .keep_atime = keep_atime};
 	ino_t parent_ino = node->parent ? node->parent->ino : node->ino;
 	int err;
 
@@ -423,7 +432,7 @@ void ovl_dir_clear(struct ovl_dir *dir)
 int ovl_dir_is_empty(struct ovl_fs *fs, struct ovl_node *node)
 {
 	struct ovl_dir dir = {0};
-	int err = ovl_dir_load(fs, node, &dir);
+	int err = ovl_dir_load(fs, node, &dir, false);
 
 	if (err)
 		return err;

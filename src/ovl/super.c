@@ -214,17 +214,27 @@ static char *common_dir(const char *a, const char *b)
 
 /*
  * Two mounts on one upper directory give undefined results, which
- * overlayfs only warns about; so does lamina.
+ * overlayfs only warns about; so does lamina. The daemon of a mount that
+ * umount(8) has just removed holds the lock until it has exited, some
+ * milliseconds later, so a held lock is tried again for up to a second.
  */
 static void warn_upper_shared(struct ovl_fs *fs)
 {
+	int i;
+
 	fs->upper_lock_fd = openat(fs->upper->fd, ".",
 				   O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fs->upper_lock_fd >= 0 &&
-	    flock(fs->upper_lock_fd, LOCK_EX | LOCK_NB) < 0 &&
-	    errno == EWOULDBLOCK)
-		log_warn("upperdir %s is in use by another lamina mount; changing files through both gives undefined results",
-			 fs->upper->path);
+	if (fs->upper_lock_fd < 0)
+		return;
+	for (i = 0; i < 50; i++) {
+		if (flock(fs->upper_lock_fd, LOCK_EX | LOCK_NB) == 0 ||
+		    errno != EWOULDBLOCK)
+			return;
+		usleep(20 * 1000);
+	}
+	log_warn(
+	    "upperdir %s is in use by another lamina mount; changing files through both gives undefined results",
+	    fs->upper->path);
 }
 
 /*

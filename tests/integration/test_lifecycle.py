@@ -347,3 +347,34 @@ def test_sigterm_leaves_covering_mount(lamina_stack):
     finally:
         os.close(fd)
     assert find_mount(stack.merged)["fstype"].startswith("fuse")
+
+
+def test_plain_umount_logs_no_cover_warning(lamina_stack):
+    """After umount(8) the mount point shows the directory below, which
+    is no other filesystem mounted over it: the daemon exits quietly."""
+    stack = lamina_stack
+    write_file(stack.lo(0, "f"), b"data")
+    stack.mount()
+    daemon = stack.daemon
+    run(["umount", stack.merged])
+    assert daemon.wait_exit() == 0
+    log = read_file(daemon.log_path).decode(errors="replace")
+    assert "another filesystem is mounted over" not in log
+
+
+def test_background_mount_with_closed_streams(lamina_stack):
+    """lamina mount started with stdin, stdout and stderr closed still
+    serves its layers from the background."""
+    stack = lamina_stack
+    write_file(stack.lo(0, "f"), b"data")
+    options = (f"lowerdir={stack.lowers[0]}:{stack.lowers[1]},"
+               f"upperdir={stack.upper},workdir={stack.work}")
+    run(["sh", "-c", f'"$0" mount -o "$1" "$2" <&- >&- 2>&-', LAMINA,
+         options, stack.merged])
+    try:
+        assert read_file(stack.m("f")) == b"data"
+        write_file(stack.m("g"), b"new")
+        assert read_file(stack.u("g")) == b"new"
+    finally:
+        run(["umount", stack.merged])
+    assert wait_for(lambda: not daemon_pids(stack.merged), 10)

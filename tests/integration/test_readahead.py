@@ -357,3 +357,59 @@ def test_readahead_while_names_change(lamina_stack):
     for i in range(0, 300, 3):
         with pytest.raises(FileNotFoundError):
             os.stat(stack.m("d", f"f{i:03d}"))
+
+
+def test_readahead_keeps_access_times(lamina_stack):
+    """Listing ahead does not move the access time of a directory that
+    no caller listed, as a lookup on kernel overlayfs does not."""
+    stack = lamina_stack
+    write_file(stack.lo(1, "d", "a"), b"x")
+    write_file(stack.lo(1, "d", "b"), b"x")
+    write_file(stack.lo(1, "d", "sub", "c"), b"x")
+    stack.mount(daemon_args=["-d"])
+    os.mkdir(stack.m("up"))
+    for name in ("x1", "x2"):
+        write_file(stack.m("up", name), b"y")
+    old = 1577836800  # 2020-01-01
+    for path in (stack.m("up"), stack.m("d"), stack.m("d", "sub")):
+        os.utime(path, (old, os.stat(path).st_mtime))
+    stack.unmount()
+    stack.mount(daemon_args=["-d"])
+
+    os.stat(stack.m("up", "x1"))
+    os.stat(stack.m("up", "x2"))
+    os.stat(stack.m("d", "a"))
+    os.stat(stack.m("d", "b"))
+    wait_listed(stack, 3)
+    assert int(os.stat(stack.u("up")).st_atime) == old
+    for path in (stack.m("up"), stack.m("d"), stack.m("d", "sub")):
+        assert int(os.stat(path).st_atime) == old, path
+
+
+def test_no_readahead_below_file_limit(lamina_stack):
+    """With a small limit of open files, the readers could take the
+    descriptors that callers need, so there are none."""
+    stack = lamina_stack
+    for i in range(20):
+        write_file(stack.lo(1, "d", f"f{i}"), b"x")
+    stack.mount(daemon_wrapper=["prlimit", "--nofile=512:512", "--"])
+    assert reader_pid(stack.daemon.pid) is None
+    for i in range(20):
+        assert os.stat(stack.m("d", f"f{i}")).st_size == 1
+
+
+def test_reader_killed_mount_goes_on(lamina_stack):
+    """A killed reader process ends the readahead and nothing else: the
+    daemon reaps it and keeps serving."""
+    stack = lamina_stack
+    for d in range(3):
+        for i in range(10):
+            write_file(stack.lo(1, f"d{d}", f"f{i}"), b"x")
+    stack.mount()
+    pid = reader_pid(stack.daemon.pid)
+    os.kill(pid, signal.SIGKILL)
+
+    for d in range(3):
+        for i in range(10):
+            assert os.stat(stack.m(f"d{d}", f"f{i}")).st_size == 1
+    assert wait_for(lambda: not os.path.exists(f"/proc/{pid}"), 10)
