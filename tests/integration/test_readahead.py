@@ -4,10 +4,10 @@ next are in the kernel's cache already.
 
 The readers are threads of a child process of the daemon, named
 lamina-readdir, that works in a private copy of the mount. The tests
-count the daemon's LOOKUP requests in its -d log, check that the mount
-point is never busy because of the readers, that listings stay right
-while names change, and that the reader process neither outlives the
-daemon nor keeps a killed daemon's mount from ending.
+count the daemon's LOOKUP requests in its -d log. They check that the
+mount point is never busy because of the readers and that listings stay
+right while names change. The reader process must neither outlive the
+daemon nor keep a killed daemon's mount from ending.
 """
 
 import errno
@@ -300,7 +300,8 @@ def test_daemon_killed_while_reading_ahead(lamina_stack):
     for d in range(4):
         os.stat(stack.m(f"d{d}", "f0"))
         os.stat(stack.m(f"d{d}", "f1"))
-    # Stopped, the daemon holds the requests that the readers just sent.
+    # Stopped, the daemon keeps the requests that the readers just sent
+    # waiting.
     os.kill(daemon.pid, signal.SIGSTOP)
     time.sleep(0.2)
     daemon.proc.kill()
