@@ -203,6 +203,7 @@ static int serve(struct ovl_fs *fs, int link, int ready_fd)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGUSR1);
+	sigaddset(&set, SIGCHLD); /* the directory reader process ended */
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	prepare_fd_table();
@@ -229,6 +230,10 @@ static int serve(struct ovl_fs *fs, int link, int ready_fd)
 	while (sig != SIGUSR1) {
 		if (sigwait(&set, &sig))
 			continue;
+		if (sig == SIGCHLD) {
+			ovl_readahead_reap(fs);
+			continue;
+		}
 		if (sig != SIGUSR1) {
 			log_info("signal %d: unmounting", sig);
 			fuse_session_unmount(se);

@@ -454,6 +454,7 @@ void ovl_readahead_start(struct ovl_fs *fs);
 void ovl_readahead_stop(struct ovl_fs *fs);
 void ovl_readahead_note(struct ovl_fs *fs, struct ovl_node *dir, uint32_t pid);
 bool ovl_readahead_is_reader(struct ovl_fs *fs, uint32_t pid);
+void ovl_readahead_reap(struct ovl_fs *fs);
 
 /* ---- readahead_child.c: the process that lists them ---- */
 /* Its argv[0], its threads at most, and its two descriptors: the private

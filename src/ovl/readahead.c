@@ -59,10 +59,11 @@
 
 struct ovl_readahead {
 	char *mountpoint;
-	dev_t dev;	/* of this mount's superblock */
-	int sock;	/* paths to the child; shut down once unmounted */
-	pid_t pid;	/* the child */
-	atomic_bool on; /* started, still mounted, and the child alive */
+	dev_t dev;	    /* of this mount's superblock */
+	int sock;	    /* paths to the child; shut down once unmounted */
+	pid_t pid;	    /* the child */
+	atomic_bool reaped; /* then pid may belong to another process */
+	atomic_bool on;	    /* started, still mounted, and the child alive */
 	uint32_t tids[OVL_READAHEAD_THREADS]; /* the child's readers */
 	unsigned int ntids;
 	struct ovl_mount_watch watch;
@@ -142,6 +143,21 @@ static int read_hello(struct ovl_readahead *ra)
 	return 0;
 }
 
+/* Reap the child if it has exited. */
+static void reap_exited(struct ovl_readahead *ra)
+{
+	if (!atomic_load(&ra->reaped) &&
+	    waitpid(ra->pid, NULL, WNOHANG) == ra->pid)
+		atomic_store(&ra->reaped, true);
+}
+
+/* Kill the child, unless it was reaped already. */
+static void kill_child(struct ovl_readahead *ra)
+{
+	if (!atomic_load(&ra->reaped))
+		kill(ra->pid, SIGKILL);
+}
+
 /* Reap the child, waiting at most RA_EXIT_MS. */
 static void reap_child(struct ovl_readahead *ra)
 {
@@ -149,11 +165,19 @@ static void reap_child(struct ovl_readahead *ra)
 	int i;
 
 	for (i = 0; i < RA_EXIT_MS / 10; i++) {
-		if (waitpid(ra->pid, NULL, WNOHANG) != 0)
+		reap_exited(ra);
+		if (atomic_load(&ra->reaped))
 			return;
 		nanosleep(&pause, NULL);
 	}
 	log_warn("the directory reader process %d did not exit", (int)ra->pid);
+}
+
+/* The daemon got SIGCHLD: reap the child if that was it. */
+void ovl_readahead_reap(struct ovl_fs *fs)
+{
+	if (fs->readahead)
+		reap_exited(fs->readahead);
 }
 
 /* Start the child. Called before the daemon has other threads. */
@@ -173,7 +197,7 @@ static int spawn_child(struct ovl_readahead *ra, int copy)
 	if (!err)
 		err = read_hello(ra);
 	if (err && ra->pid > 0) {
-		kill(ra->pid, SIGKILL);
+		kill_child(ra);
 		reap_child(ra);
 	}
 	if (err)
@@ -266,7 +290,7 @@ static void send_path(struct ovl_fs *fs, struct ovl_node *dir)
 		log_warn(
 		    "the directory reader process stopped: %s; no more readahead",
 		    strerror(errno));
-		waitpid(ra->pid, NULL, WNOHANG);
+		reap_exited(ra);
 	}
 }
 
@@ -324,7 +348,7 @@ static void mount_gone(void *arg)
 
 	atomic_store(&ra->on, false);
 	shutdown(ra->sock, SHUT_RDWR);
-	kill(ra->pid, SIGKILL);
+	kill_child(ra);
 	log_debug("directory readahead stops: %s is unmounted", ra->mountpoint);
 }
 
@@ -363,7 +387,7 @@ void ovl_readahead_stop(struct ovl_fs *fs)
 		ovl_mount_watch_stop(&ra->watch);
 	fs->readahead = NULL;
 	close(ra->sock);
-	kill(ra->pid, SIGKILL);
+	kill_child(ra);
 	reap_child(ra);
 	free(ra->mountpoint);
 	free(ra);
