@@ -6,6 +6,7 @@
  */
 #include "cli.h"
 #include "stack.h"
+#include "ovl/ovl.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -15,11 +16,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
-
-#define LOCK_WAIT_MS 1000
-#define LOCK_RETRY_MS 20
 
 /* Undo the kernel's octal escapes (\040 and the like) in place. */
 void cli_unescape_octal(char *s)
@@ -88,25 +85,6 @@ static bool kernel_overlay_uses(const struct stat *st, char *mnt, size_t size)
 }
 
 /*
- * Whether a daemon holds the lock on the upper directory fd. A daemon
- * whose mount was just unmounted by umount(8) still holds it while it
- * exits, for some milliseconds, so a held lock is tried again for up to
- * LOCK_WAIT_MS.
- */
-static bool lock_busy(int fd)
-{
-	struct timespec pause = {0, LOCK_RETRY_MS * 1000000L};
-	int i;
-
-	for (i = 0; i < LOCK_WAIT_MS / LOCK_RETRY_MS; i++) {
-		if (flock(fd, LOCK_EX | LOCK_NB) == 0 || errno != EWOULDBLOCK)
-			return false;
-		nanosleep(&pause, NULL);
-	}
-	return true;
-}
-
-/*
  * 1 when a mount uses upperdir, with a sentence that names it in why;
  * 0 when none does; a negative errno when upperdir cannot be opened.
  */
@@ -126,7 +104,9 @@ int cli_upper_in_use(const char *upperdir, char *why, size_t size)
 	fd = open(real, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	busy = lock_busy(fd);
+	/* A daemon whose mount umount(8) has just removed keeps the lock
+	 * for some milliseconds while it exits. */
+	busy = ovl_flock_wait(fd, 1000) == -EWOULDBLOCK;
 	close(fd); /* also drops the lock if it was taken */
 	if (busy)
 		snprintf(why, size, "a lamina mount uses %s", real);

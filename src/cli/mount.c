@@ -359,7 +359,7 @@ out:
 	ovl_prefetch_stop(fs);
 	fuse_session_destroy(se);
 	fs->se = NULL;
-	/* After the connection ended: no reader waits for an answer. */
+	/* After the connection ended, so that no reader waits for a reply. */
 	ovl_readahead_stop(fs);
 	ovl_fs_teardown(fs);
 	daemon_link_release();

@@ -179,16 +179,12 @@ static int mount_fusermount(struct fuse_session *se, const char *mnt,
 	return 0;
 }
 
-/*
- * The device number of the filesystem mounted at path. With
- * AT_STATX_DONT_SYNC a FUSE mount takes it from the kernel's cache and
- * sends no request, which this daemon might not serve yet or any more.
- */
-static int mount_dev_at(const char *path, dev_t *dev)
+int fuse_mount_dev(int dirfd, const char *path, dev_t *dev)
 {
 	struct statx stx;
 
-	if (statx(AT_FDCWD, path, AT_STATX_DONT_SYNC | AT_NO_AUTOMOUNT,
+	if (statx(dirfd, path,
+		  AT_EMPTY_PATH | AT_STATX_DONT_SYNC | AT_NO_AUTOMOUNT,
 		  STATX_TYPE, &stx) < 0)
 		return -errno;
 	*dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
@@ -215,7 +211,7 @@ int fuse_session_mount(struct fuse_session *se, const char *mountpoint,
 		return -ENOMEM;
 	}
 	/* Right after mounting the mount point surely leads to this mount. */
-	if (mount_dev_at(mountpoint, &se->mount_dev))
+	if (fuse_mount_dev(AT_FDCWD, mountpoint, &se->mount_dev))
 		se->mount_dev = 0;
 	return 0;
 }
@@ -234,25 +230,28 @@ static void unmount_fusermount(const char *mnt)
 		waitpid(pid, &status, 0);
 }
 
-/* Whether /proc/self/mountinfo lists a mount of the filesystem dev;
- * true when the table cannot be read. */
-static bool dev_mounted(dev_t dev)
+int fuse_dev_mounted(dev_t dev)
 {
 	FILE *f = fopen("/proc/self/mountinfo", "re");
 	unsigned int major, minor;
 	char *line = NULL;
 	size_t size = 0;
-	bool found = false;
+	int found = 0;
 
 	if (!f)
-		return true;
+		return -errno;
 	while (!found && getline(&line, &size, f) > 0)
 		if (sscanf(line, "%*d %*d %u:%u", &major, &minor) == 2 &&
 		    makedev(major, minor) == dev)
-			found = true;
+			found = 1;
 	free(line);
 	fclose(f);
 	return found;
+}
+
+dev_t fuse_session_mount_dev(const struct fuse_session *se)
+{
+	return se->mount_dev;
 }
 
 /*
@@ -267,10 +266,12 @@ void fuse_session_unmount(struct fuse_session *se)
 
 	if (!se->mountpoint)
 		return;
-	if (se->mount_dev && mount_dev_at(se->mountpoint, &dev) == 0 &&
+	if (se->mount_dev &&
+	    fuse_mount_dev(AT_FDCWD, se->mountpoint, &dev) == 0 &&
 	    dev != se->mount_dev) {
-		/* Not when unmounted already, as by umount(8). */
-		if (dev_mounted(se->mount_dev))
+		/* Not when unmounted already, as by umount(8). An unreadable
+		 * table counts as still mounted. */
+		if (fuse_dev_mounted(se->mount_dev) != 0)
 			log_warn(
 			    "another filesystem is mounted over %s, so lamina leaves it and its own mount below it mounted: run umount twice",
 			    se->mountpoint);

@@ -180,6 +180,18 @@ void fuse_session_other_work(struct fuse_session *se, bool busy);
  * own policy until then.
  */
 void fuse_session_pause_handoff(struct fuse_session *se, uint64_t ns);
+/* The device number of the mount, noted right after mounting; 0 if
+ * unknown. */
+dev_t fuse_session_mount_dev(const struct fuse_session *se);
+/*
+ * The device number of the filesystem at dirfd/path ("" for dirfd). With
+ * AT_STATX_DONT_SYNC a FUSE mount takes it from the kernel's cache and
+ * sends no request, which its daemon might not serve yet or any more.
+ */
+int fuse_mount_dev(int dirfd, const char *path, dev_t *dev);
+/* 1 when /proc/self/mountinfo lists a mount of the filesystem dev, 0 when
+ * it lists none, or a negative errno when it cannot be read. */
+int fuse_dev_mounted(dev_t dev);
 
 /*
  * Request loop: loop.c. start() runs the worker threads, which serve

@@ -7,6 +7,7 @@
  */
 #include "ovl.h"
 #include "../common/log.h"
+#include "fuse/transport.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,29 +21,6 @@
 
 #define MOUNTINFO "/proc/self/mountinfo"
 
-/*
- * Return 1 when the mount table lists a mount of the superblock dev, 0
- * when it lists none, or a negative errno when it cannot be read.
- */
-static int dev_mounted(dev_t dev)
-{
-	FILE *f = fopen(MOUNTINFO, "re");
-	unsigned int major, minor;
-	char *line = NULL;
-	size_t size = 0;
-	int found = 0;
-
-	if (!f)
-		return -errno;
-	while (!found && getline(&line, &size, f) > 0)
-		if (sscanf(line, "%*d %*d %u:%u", &major, &minor) == 2 &&
-		    makedev(major, minor) == dev)
-			found = 1;
-	free(line);
-	fclose(f);
-	return found;
-}
-
 static void *watch_main(void *arg)
 {
 	struct ovl_mount_watch *w = arg;
@@ -53,7 +31,7 @@ static void *watch_main(void *arg)
 	int mounted;
 
 	for (;;) {
-		mounted = dev_mounted(w->dev);
+		mounted = fuse_dev_mounted(w->dev);
 		if (mounted < 0)
 			log_warn(
 			    "reading %s failed: %s; directory readahead stops",

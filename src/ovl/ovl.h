@@ -239,6 +239,7 @@ int ovl_check_report(struct ovl_fs *fs, ovl_check_fn report, void *arg);
 int ovl_open_layer_dir(int layer_fd, const char *relpath, int flags);
 DIR *ovl_opendir_at(int dirfd);
 int ovl_reopen_dir(int dirfd, int flags);
+int ovl_flock_wait(int fd, int wait_ms);
 int ovl_do_fstatat(int dirfd, const char *name, struct stat *st);
 int ovl_do_getxattr(int dirfd, const char *name, const char *attr, void *buf,
 		    size_t size);

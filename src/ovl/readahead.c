@@ -20,8 +20,8 @@
  * The child works in a private copy of the mount, made with open_tree()
  * and OPEN_TREE_CLONE right after mounting: a second mount of the same
  * superblock, which no unmount of the mount point finds busy. The copy
- * keeps the superblock alive, though, so a watch on the mount table tells
- * the child to stop once no mount of the superblock is left, and the
+ * keeps the superblock alive, though, so a watch on the mount table stops
+ * the child once no mount of the superblock is left, and the
  * kernel ends the connection when it has gone. Making the copy needs
  * CAP_SYS_ADMIN over the mount namespace; without it there is no
  * readahead.
@@ -70,21 +70,8 @@ struct ovl_readahead {
 	bool watching;
 };
 
-/* The device number of the mount at path, without asking the daemon. */
-static int mount_dev(int dirfd, const char *path, dev_t *dev)
-{
-	struct statx stx;
-
-	if (statx(dirfd, path,
-		  AT_EMPTY_PATH | AT_STATX_DONT_SYNC | AT_NO_AUTOMOUNT,
-		  STATX_TYPE, &stx) < 0)
-		return -errno;
-	*dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
-	return 0;
-}
-
-/* The private copy of the mount, checked to be this mount's. */
-static int open_copy(const char *mountpoint, dev_t *dev)
+/* The private copy of the mount, checked to be a mount of dev. */
+static int open_copy(const char *mountpoint, dev_t dev)
 {
 	dev_t copy_dev;
 	int fd, err;
@@ -93,10 +80,8 @@ static int open_copy(const char *mountpoint, dev_t *dev)
 			  OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	err = mount_dev(fd, "", &copy_dev);
-	if (!err)
-		err = mount_dev(AT_FDCWD, mountpoint, dev);
-	if (!err && *dev != copy_dev)
+	err = fuse_mount_dev(fd, "", &copy_dev);
+	if (!err && (!dev || dev != copy_dev))
 		err = -ESTALE;
 	if (err) {
 		close(fd);
@@ -227,7 +212,8 @@ void ovl_readahead_probe(struct ovl_fs *fs)
 	ra = calloc(1, sizeof(*ra));
 	if (!ra)
 		return;
-	copy = open_copy(fs->config.mountpoint, &ra->dev);
+	ra->dev = fuse_session_mount_dev(fs->se);
+	copy = open_copy(fs->config.mountpoint, ra->dev);
 	if (copy < 0) {
 		log_debug(
 		    "no directory readahead: copying the mount %s failed: %s",

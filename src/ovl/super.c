@@ -18,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/magic.h>
-#include <sys/file.h>
 #include <sys/vfs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -220,18 +219,11 @@ static char *common_dir(const char *a, const char *b)
  */
 static void warn_upper_shared(struct ovl_fs *fs)
 {
-	int i;
-
 	fs->upper_lock_fd = openat(fs->upper->fd, ".",
 				   O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fs->upper_lock_fd < 0)
+	if (fs->upper_lock_fd < 0 ||
+	    ovl_flock_wait(fs->upper_lock_fd, 1000) != -EWOULDBLOCK)
 		return;
-	for (i = 0; i < 50; i++) {
-		if (flock(fs->upper_lock_fd, LOCK_EX | LOCK_NB) == 0 ||
-		    errno != EWOULDBLOCK)
-			return;
-		usleep(20 * 1000);
-	}
 	log_warn(
 	    "upperdir %s is in use by another lamina mount; changing files through both gives undefined results",
 	    fs->upper->path);
@@ -435,16 +427,9 @@ static int dirent_type(int dirfd, const char *name)
  */
 static int lock_workdir(int fd)
 {
-	int i;
+	int err = ovl_flock_wait(fd, 5000);
 
-	for (i = 0; i < 50; i++) {
-		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
-			return 0;
-		if (errno != EWOULDBLOCK)
-			return -errno;
-		usleep(100 * 1000);
-	}
-	return -EBUSY;
+	return err == -EWOULDBLOCK ? -EBUSY : err;
 }
 
 static int open_workdir(struct ovl_fs *fs, struct ovl_error *e)

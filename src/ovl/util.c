@@ -13,9 +13,11 @@
 #include <linux/openat2.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 /*
@@ -43,6 +45,27 @@ int ovl_open_layer_dir(int layer_fd, const char *relpath, int flags)
 }
 
 /* Open the directory that dirfd, maybe an O_PATH descriptor, refers to. */
+/*
+ * Take an exclusive flock on fd, trying again every 20 ms while another
+ * process holds it, for up to wait_ms. Returns 0, -EWOULDBLOCK when it
+ * stayed held, or another negative errno.
+ */
+int ovl_flock_wait(int fd, int wait_ms)
+{
+	struct timespec pause = {0, 20 * 1000 * 1000};
+	int waited;
+
+	for (waited = 0;; waited += 20) {
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			return 0;
+		if (errno != EWOULDBLOCK)
+			return -errno;
+		if (waited >= wait_ms)
+			return -EWOULDBLOCK;
+		nanosleep(&pause, NULL);
+	}
+}
+
 int ovl_reopen_dir(int dirfd, int flags)
 {
 	int fd = openat(dirfd, ".", O_DIRECTORY | O_CLOEXEC | flags);

@@ -93,6 +93,22 @@ def wait_listed(stack, count=1):
     assert wait_for(listed, 10), "no directory was listed ahead"
 
 
+def fill_lower(stack, dirs, files, data):
+    """Create dirs directories d0, d1, ... in the bottom lower layer,
+    each with files files f0, f1, ... that contain data."""
+    for d in range(dirs):
+        for i in range(files):
+            write_file(stack.lo(1, f"d{d}", f"f{i}"), data)
+
+
+def stat_two_names(stack, dirs):
+    """Look up two names in each of dirs directories, which queues every
+    one of them for a listing."""
+    for d in range(dirs):
+        os.stat(stack.m(f"d{d}", "f0"))
+        os.stat(stack.m(f"d{d}", "f1"))
+
+
 def lookups_after(stack, start):
     _, found = logged_requests(stack, start)
     return [op for op, _ in found if op == "LOOKUP"]
@@ -227,15 +243,11 @@ def test_unmount_during_readahead(lamina_stack):
     works at once. The fixture checks that the daemon exits with
     status 0; the reader process ends with it."""
     stack = lamina_stack
-    for d in range(40):
-        for i in range(200):
-            write_file(stack.lo(1, f"d{d}", f"f{i}"), b"")
+    fill_lower(stack, 40, 200, b"")
     stack.mount()
     pid = reader_pid(stack.daemon.pid)
 
-    for d in range(40):
-        os.stat(stack.m(f"d{d}", "f0"))
-        os.stat(stack.m(f"d{d}", "f1"))
+    stat_two_names(stack, 40)
     run(["umount", stack.merged])
 
     assert find_mount(stack.merged) is None
@@ -271,14 +283,10 @@ def test_unmount_never_busy(lamina_stack):
     """No umount fails with EBUSY because of the readers, however the
     unmount falls between their steps."""
     stack = lamina_stack
-    for d in range(20):
-        for i in range(50):
-            write_file(stack.lo(1, f"d{d}", f"f{i}"), b"")
+    fill_lower(stack, 20, 50, b"")
     for _ in range(10):
         stack.mount()
-        for d in range(20):
-            os.stat(stack.m(f"d{d}", "f0"))
-            os.stat(stack.m(f"d{d}", "f1"))
+        stat_two_names(stack, 20)
         run(["umount", stack.merged])
         assert find_mount(stack.merged) is None
         stack.unmount()
@@ -289,17 +297,13 @@ def test_daemon_killed_while_reading_ahead(lamina_stack):
     ends: the reader process dies with it, the mount reports the lost
     connection and can be unmounted."""
     stack = lamina_stack
-    for d in range(4):
-        for i in range(2000):
-            write_file(stack.lo(1, f"d{d}", f"f{i}"), b"")
+    fill_lower(stack, 4, 2000, b"")
     stack.mount()
     daemon = stack.daemon
     pid = reader_pid(daemon.pid)
     assert pid is not None
 
-    for d in range(4):
-        os.stat(stack.m(f"d{d}", "f0"))
-        os.stat(stack.m(f"d{d}", "f1"))
+    stat_two_names(stack, 4)
     # Stopped, the daemon keeps the requests that the readers just sent
     # waiting.
     os.kill(daemon.pid, signal.SIGSTOP)
@@ -403,9 +407,7 @@ def test_reader_killed_mount_goes_on(lamina_stack):
     """A killed reader process ends the readahead and nothing else: the
     daemon reaps it and keeps serving."""
     stack = lamina_stack
-    for d in range(3):
-        for i in range(10):
-            write_file(stack.lo(1, f"d{d}", f"f{i}"), b"x")
+    fill_lower(stack, 3, 10, b"x")
     stack.mount()
     pid = reader_pid(stack.daemon.pid)
     os.kill(pid, signal.SIGKILL)
