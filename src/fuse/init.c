@@ -114,9 +114,16 @@ void fuse_do_init(struct fuse_req *req, const void *arg, size_t len)
 		  (unsigned long long)c->kernel_flags);
 	iov.iov_base = &out;
 	iov.iov_len = sizeof(out);
+	/*
+	 * The kernel sends the next request as soon as it has the reply,
+	 * and another worker may read it at once: the session must count
+	 * as initialised before the reply goes out, or that request would
+	 * fail with EIO.
+	 */
+	atomic_store(&se->got_init, true);
 	err = fuse_send(req, 0, &iov, 1);
-	if (err == 0)
-		atomic_store(&se->got_init, true);
+	if (err != 0)
+		atomic_store(&se->got_init, false);
 	fuse_uring_go(se, err == 0 && (c->want_flags & FUSE_OVER_IO_URING));
 	fuse_session_mark_ready(se);
 }

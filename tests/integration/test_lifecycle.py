@@ -12,7 +12,9 @@ import threading
 from conftest import (
     EXIT_TIMEOUT,
     LAMINA,
+    LaminaDaemon,
     force_unmount,
+    read_log,
     run,
     run_lamina,
     wait_for,
@@ -111,6 +113,34 @@ def test_lamina_umount(lamina_stack):
             "daemon still running after lamina umount")
     finally:
         stop_leftover_daemons(stack.merged)
+
+
+def test_first_request_races_init(lamina_stack):
+    """A request sent the moment the mount appears is answered.
+
+    The kernel lists a FUSE mount before the daemon has answered INIT and
+    holds the first requests until it has. A worker thread can read one
+    of them while another is still sending the INIT reply; it must not
+    fail with EIO. The race is narrow, so the test mounts many times and
+    polls the mount table without sleeping.
+    """
+    stack = lamina_stack
+    write_file(stack.lo(0, "f"), "x")
+    failures = []
+    for round_no in range(60):
+        log_path = os.path.join(stack.root, f"race.{round_no}.log")
+        daemon = LaminaDaemon(stack.merged, stack.options(), log_path)
+        stack.daemons.append(daemon)
+        while find_mount(stack.merged) is None:
+            assert daemon.proc.poll() is None, read_log(log_path)
+        try:
+            os.statvfs(stack.merged)
+            os.stat(stack.m("f"))
+        except OSError as e:
+            failures.append(f"round {round_no}: {e}")
+        force_unmount(stack.merged)
+        assert daemon.wait_exit() == 0, read_log(log_path)
+    assert not failures, failures
 
 
 def test_lamina_umount_foreground(lamina_stack):
