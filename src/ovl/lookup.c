@@ -320,7 +320,9 @@ static int lookup_lower_one(struct ovl_fs *fs, struct ovl_node *parent,
 			    const struct stat *st, struct ovl_lookup *res)
 {
 	bool found = res->upper || res->lower >= 0;
-	bool bare = ovl_noxattr_known(fs, layer, st);
+	bool bare = ovl_noxattr_known(fs, layer, st) ||
+		    (!ovl_is_whiteout(st) &&
+		     ovl_noxattr_learn(fs, layer, dirfd, name, st));
 	int err;
 
 	if (lower_is_whiteout(fs, dirfd, name, st, bare))

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
  * Lower files known to carry no extended attributes at all. The
- * directory prefetch lists the attributes of every entry it stats, and
- * notes those without any here, by layer and inode number. A lookup that
+ * directory prefetch lists the attributes of every entry it stats, and a
+ * lookup those of the lower file it finds, and both note the files
+ * without any here, by layer and inode number. A later lookup that
  * finds such a file then reads none of the overlay attributes (metacopy,
  * opaque, redirect, xattr whiteouts), and lamina replies to getxattr and
  * listxattr of the node itself. ls -l reads two attributes of every
@@ -157,4 +158,20 @@ bool ovl_noxattr_known(const struct ovl_fs *fs, int layer,
 	return key &&
 	       atomic_load_explicit(&fs->noxattr->keys[noxattr_slot(key)],
 				    memory_order_relaxed) == key;
+}
+
+/*
+ * Check whether the entry name in dirfd, of layer, has no xattrs, with
+ * one listxattr() at its lookup, and note it if so. The lookup would
+ * otherwise read one or two overlay xattrs of it, so this costs no more,
+ * and later getxattr and listxattr requests of the file need no call.
+ */
+bool ovl_noxattr_learn(struct ovl_fs *fs, int layer, int dirfd,
+		       const char *name, const struct stat *st)
+{
+	if (!noxattr_key(fs, layer, st) ||
+	    ovl_do_listxattr(dirfd, name, NULL, 0) != 0)
+		return false;
+	ovl_noxattr_note(fs, layer, st);
+	return true;
 }

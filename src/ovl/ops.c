@@ -50,6 +50,9 @@ void ovl_op_init(void *arg, struct fuse_conn *conn)
 	fs->no_opendir = conn->kernel_flags & FUSE_NO_OPENDIR_SUPPORT;
 	ovl_dirfd_init(fs);
 	ovl_noxattr_probe(fs);
+	if (ovl_noxattr_init(fs))
+		log_warn(
+		    "no memory for the table of files without xattrs; lookups read each file's overlay xattrs");
 	ovl_readahead_start(fs);
 	err = fs->config.prefetch ? ovl_prefetch_start(fs) : 0;
 	if (err)

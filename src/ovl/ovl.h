@@ -177,7 +177,7 @@ struct ovl_fs {
 	bool no_opendir;    /* the kernel opens directories without asking */
 	struct ovl_prefetch *prefetch; /* see prefetch.c; NULL when off */
 	struct ovl_readahead *readahead; /* see readahead.c; NULL when off */
-	struct ovl_noxattr *noxattr;   /* see noxattr.c; NULL when off */
+	struct ovl_noxattr *noxattr; /* see noxattr.c; NULL without memory */
 	atomic_int dirfd_count; /* descriptors kept by dirfd.c */
 	atomic_uint renumbered; /* copy-ups that changed a file's st_ino */
 	int dirfd_max;
@@ -425,6 +425,8 @@ void ovl_noxattr_free(struct ovl_fs *fs);
 void ovl_noxattr_note(struct ovl_fs *fs, int layer, const struct stat *st);
 bool ovl_noxattr_known(const struct ovl_fs *fs, int layer,
 		       const struct stat *st);
+bool ovl_noxattr_learn(struct ovl_fs *fs, int layer, int dirfd,
+		       const char *name, const struct stat *st);
 bool ovl_noxattr_name(const char *name);
 
 /* ---- prefetch.c: lower directories read ahead of the requests ---- */

@@ -170,6 +170,37 @@ def test_prefetch_notes_files_without_xattrs(lamina_stack):
         shutil.rmtree(lower)
 
 
+def test_lookup_notes_files_without_xattrs(lamina_stack):
+    """A lookup notes a lower file without xattrs too, with no prefetch
+    and no listing: an xattr added to the lower file afterwards stays
+    unseen until copy-up. Files with xattrs, and opaque or redirected
+    directories, keep them."""
+    stack = lamina_stack
+    lower = make_tempdir("lamina-late.")
+    try:
+        write_file(os.path.join(lower, "bare"), b"x")
+        write_file(os.path.join(lower, "tagged"), b"x")
+        os.setxattr(os.path.join(lower, "tagged"), "user.t", b"1")
+        write_file(os.path.join(lower, "opq", "shown"), b"x")
+        os.setxattr(os.path.join(lower, "opq"), "trusted.overlay.opaque",
+                    b"y")
+        write_file(stack.lo(0, "opq", "hidden"), b"x")
+        stack.mount(lowers=[lower, stack.lowers[0]], extra=("prefetch=off",))
+
+        assert os.listxattr(stack.m("bare")) == []
+        os.setxattr(os.path.join(lower, "bare"), "user.late", b"1")
+        with pytest.raises(OSError) as info:
+            os.getxattr(stack.m("bare"), "user.late")
+        assert info.value.errno == errno.ENODATA
+        assert os.getxattr(stack.m("tagged"), "user.t") == b"1"
+        assert os.listdir(stack.m("opq")) == ["shown"]
+        os.chmod(stack.m("bare"), 0o600)  # copy-up
+        assert os.getxattr(stack.m("bare"), "user.late") == b"1"
+    finally:
+        stack.unmount()
+        shutil.rmtree(lower)
+
+
 def notes_files_without_xattrs(stack, lower):
     write_file(os.path.join(lower, "d", "bare"), b"x")
     stack.mount(lowers=[lower])
