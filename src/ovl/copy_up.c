@@ -431,9 +431,11 @@ static int copy_up_one(struct copy_up_ctx *c)
 		c->indexed = err == 0 || err == -ENOENT;
 		c->meta = c->meta && !c->indexed;
 	}
-	if (c->indexed && index.dirfd >= 0)
+	/* As in overlayfs, before the entry with its origin appears. */
+	err = ovl_set_impure(c->fs, c->dst.dirfd);
+	if (!err && c->indexed && index.dirfd >= 0)
 		err = link_up(c, &index);
-	else
+	else if (!err)
 		err = copy_up_new(c, c->indexed ? index.name : NULL);
 	ovl_path_close(&index);
 	if (err)

@@ -286,14 +286,12 @@ static int rename_move(struct rename_ctx *c, bool old_lower)
  */
 static void mark_impure(struct rename_ctx *c, int dirfd, const char *name)
 {
-	char origin[64], impure[64];
+	char origin[64];
 
 	ovl_xattr_name(c->fs, origin, sizeof(origin), "origin");
-	ovl_xattr_name(c->fs, impure, sizeof(impure), "impure");
-	if (ovl_do_getxattr(dirfd, name, origin, NULL, 0) < 0 ||
-	    ovl_do_getxattr(dirfd, ".", impure, NULL, 0) >= 0)
+	if (ovl_do_getxattr(dirfd, name, origin, NULL, 0) < 0)
 		return;
-	if (ovl_do_setxattr(dirfd, ".", impure, "y", 1, 0))
+	if (ovl_set_impure(c->fs, dirfd))
 		log_warn_rl("marking the directory of %s impure failed", name);
 }
 

@@ -340,6 +340,24 @@ bool ovl_check_xwhiteout_dir(struct ovl_fs *fs, int dirfd, const char *name)
 	return opaque_value(fs, dirfd, name) == 'x';
 }
 
+/*
+ * Mark the upper directory dirfd impure, as overlayfs does before an
+ * entry with an origin enters it by copy-up or rename: a readdir there
+ * must then look up origins to report each entry's st_ino. An upper
+ * layer without xattrs keeps no origins, so it needs no mark.
+ */
+int ovl_set_impure(struct ovl_fs *fs, int dirfd)
+{
+	char attr[64];
+	int err;
+
+	ovl_xattr_name(fs, attr, sizeof(attr), "impure");
+	if (ovl_do_getxattr(dirfd, ".", attr, NULL, 0) >= 0)
+		return 0;
+	err = ovl_do_setxattr(dirfd, ".", attr, "y", 1, 0);
+	return err == -EOPNOTSUPP ? 0 : err;
+}
+
 /* A zero-size regular file carrying the overlay.whiteout xattr. */
 bool ovl_check_xwhiteout(struct ovl_fs *fs, int dirfd, const char *name,
 			 const struct stat *st)

@@ -13,7 +13,7 @@ import stat
 
 import pytest
 
-from helpers import diff_trees, snapshot_tree, write_file
+from helpers import diff_trees, get_xattr, snapshot_tree, write_file
 
 
 def build_lowers(stack):
@@ -127,3 +127,30 @@ def test_changes_seen_by_reader(any_stack, writer, reader):
     assert os.getxattr(os.path.join(m, "xattr.txt"), "user.keep") == b"lower"
     assert os.stat(os.path.join(m, "link-dst.txt")).st_nlink == 2
     assert stat.S_IMODE(os.stat(os.path.join(m, "chmod.txt")).st_mode) == 0o600
+
+
+@pytest.mark.parametrize("writer,reader", DIRECTIONS + [("lamina", "lamina")],
+                         ids=[f"{w}-to-{r}" for w, r in DIRECTIONS] +
+                         ["lamina-to-lamina"])
+def test_copied_up_entries_keep_dir_inode(any_stack, writer, reader):
+    """readdir reports the st_ino of entries that the writer copied up.
+
+    A copy-up keeps the lower inode number as st_ino, and marks the upper
+    parent impure so that readdir there looks up origins too.
+    """
+    stack = any_stack(writer)
+    write_file(stack.lo(1, "d", "f"), "x")
+    write_file(stack.lo(1, "g"), "y")
+    stack.mount()
+    os.chmod(os.path.join(stack.merged, "d", "f"), 0o600)
+    os.chmod(os.path.join(stack.merged, "g"), 0o600)
+
+    stack.remount(reader)
+    for sub in ("", "d"):
+        with os.scandir(os.path.join(stack.merged, sub)) as entries:
+            for entry in entries:
+                st_ino = os.lstat(entry.path).st_ino
+                assert entry.inode() == st_ino, entry.path
+    stack.unmount()
+    assert get_xattr(stack.u("d"), "trusted.overlay.impure") == b"y"
+    assert get_xattr(stack.u(), "trusted.overlay.impure") == b"y"
