@@ -477,10 +477,12 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node,
 		ovl_path_close(&c.data);
 	ovl_path_close(&c.src);
 	if (err) {
-		/* NOTE: a rename may free node->name meanwhile; the node
-		 * lock held here rules out taking rename_lock to copy it. */
-		log_warn_rl("copy-up of %s failed: %s", node->name,
-			    strerror(-err));
+		char name[NAME_MAX + 1];
+
+		log_warn_rl(
+		    "copy-up of %s failed: %s",
+		    ovl_node_name_try_copy(fs, node, name, sizeof(name)),
+		    strerror(-err));
 		return err;
 	}
 	node->data_layer = c.meta ? data_layer : -1;

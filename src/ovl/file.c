@@ -77,7 +77,11 @@ static void file_passthrough(struct ovl_fs *fs, struct ovl_file *file,
 			passthrough_disable(fs, id);
 			fi->direct_io = true;
 		} else if (id < 0) {
-			log_warn_rl("passthrough for %s failed: %s", node->name,
+			char name[NAME_MAX + 1];
+
+			log_warn_rl("passthrough for %s failed: %s",
+				    ovl_node_name_try_copy(fs, node, name,
+							   sizeof(name)),
 				    strerror(-id));
 			fi->direct_io = true;
 		} else {

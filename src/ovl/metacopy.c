@@ -138,8 +138,12 @@ int ovl_metacopy_finish(struct ovl_fs *fs, struct ovl_node *node,
 	if (!err)
 		err = ovl_node_open_parent(fs, node, 0, &path);
 	if (err) {
-		log_warn_rl("copying up the data of %s failed: %s", node->name,
-			    strerror(-err));
+		char name[NAME_MAX + 1];
+
+		log_warn_rl(
+		    "copying up the data of %s failed: %s",
+		    ovl_node_name_try_copy(fs, node, name, sizeof(name)),
+		    strerror(-err));
 		return err;
 	}
 	ovl_xattr_name(fs, attr, sizeof(attr), "metacopy");

@@ -424,6 +424,24 @@ void ovl_node_name_copy(struct ovl_fs *fs, struct ovl_node *node, char *buf,
 }
 
 /*
+ * Copy the node's name for a message from code that holds a node lock.
+ * Such code may not wait for rename_lock, because a rename holds it
+ * while it locks nodes; during a rename the copy names the node by id.
+ */
+const char *ovl_node_name_try_copy(struct ovl_fs *fs, struct ovl_node *node,
+				   char *buf, size_t size)
+{
+	if (pthread_rwlock_tryrdlock(&fs->rename_lock)) {
+		snprintf(buf, size, "node %llu",
+			 (unsigned long long)ovl_node_id(fs, node));
+		return buf;
+	}
+	snprintf(buf, size, "%s", node->name ? node->name : "/");
+	pthread_rwlock_unlock(&fs->rename_lock);
+	return buf;
+}
+
+/*
  * Move the node table along with a rename in the upper layer: the node
  * at the old name gets the new name, and the one at the new name is
  * dropped or, with exchange, gets the old name.

@@ -285,6 +285,8 @@ int ovl_node_rename(struct ovl_fs *fs, struct ovl_node *oldparent,
 void ovl_node_get(struct ovl_node *node);
 void ovl_node_name_copy(struct ovl_fs *fs, struct ovl_node *node, char *buf,
 			size_t size);
+const char *ovl_node_name_try_copy(struct ovl_fs *fs, struct ovl_node *node,
+				   char *buf, size_t size);
 void ovl_node_detach(struct ovl_node *node);
 void ovl_node_put(struct ovl_fs *fs, struct ovl_node *node);
 void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *node,

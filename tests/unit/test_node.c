@@ -677,6 +677,27 @@ static void test_concurrent_lookups(void)
 	fs_destroy(fs);
 }
 
+/* A message's copy of a name never waits for a rename in progress. */
+static void test_name_try_copy(void)
+{
+	struct ovl_fs *fs = fs_create();
+	struct ovl_node *a = lookup(fs, fs->root, "a", S_IFREG);
+	char buf[64], expected[64];
+
+	CHECK_EQ_STR(ovl_node_name_try_copy(fs, a, buf, sizeof(buf)), "a");
+	CHECK_EQ_STR(ovl_node_name_try_copy(fs, fs->root, buf, sizeof(buf)),
+		     "");
+
+	pthread_rwlock_wrlock(&fs->rename_lock);
+	snprintf(expected, sizeof(expected), "node %llu",
+		 (unsigned long long)ovl_node_id(fs, a));
+	CHECK_EQ_STR(ovl_node_name_try_copy(fs, a, buf, sizeof(buf)), expected);
+	pthread_rwlock_unlock(&fs->rename_lock);
+
+	ovl_node_forget(fs, a, 1);
+	fs_destroy(fs);
+}
+
 int main(void)
 {
 	RUN_TEST(test_root);
@@ -689,6 +710,7 @@ int main(void)
 	RUN_TEST(test_path);
 	RUN_TEST(test_path_buffer_size);
 	RUN_TEST(test_path_max);
+	RUN_TEST(test_name_try_copy);
 	RUN_TEST(test_rename_same_dir);
 	RUN_TEST(test_rename_across_dirs);
 	RUN_TEST(test_rename_replaces_target);
