@@ -116,9 +116,9 @@ void fuse_do_init(struct fuse_req *req, const void *arg, size_t len)
 	iov.iov_len = sizeof(out);
 	/*
 	 * The kernel sends the next request as soon as it has the reply,
-	 * and another worker may read it at once: the session must count
-	 * as initialised before the reply goes out, or that request would
-	 * fail with EIO.
+	 * and another worker may read it at once. So the session counts as
+	 * initialised before the reply goes out, or that request would get
+	 * EIO.
 	 */
 	atomic_store(&se->got_init, true);
 	err = fuse_send(req, 0, &iov, 1);

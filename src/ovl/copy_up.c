@@ -431,7 +431,7 @@ static int copy_up_one(struct copy_up_ctx *c)
 		c->indexed = err == 0 || err == -ENOENT;
 		c->meta = c->meta && !c->indexed;
 	}
-	/* As in overlayfs, before the entry with its origin appears. */
+	/* As overlayfs does, before the entry with its origin appears. */
 	err = ovl_set_impure(c->fs, c->dst.dirfd);
 	if (!err && c->indexed && index.dirfd >= 0)
 		err = link_up(c, &index);

@@ -424,9 +424,9 @@ void ovl_node_name_copy(struct ovl_fs *fs, struct ovl_node *node, char *buf,
 }
 
 /*
- * Copy the node's name for a message from code that holds a node lock.
- * Such code may not wait for rename_lock, because a rename holds it
- * while it locks nodes; during a rename the copy names the node by id.
+ * Copy the node's name for a message from code that has a node locked.
+ * Such code must not wait for rename_lock, because a rename keeps it
+ * while it locks nodes. During a rename the copy names the node by id.
  */
 const char *ovl_node_name_try_copy(struct ovl_fs *fs, struct ovl_node *node,
 				   char *buf, size_t size)

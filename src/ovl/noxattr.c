@@ -2,7 +2,7 @@
 /*
  * Lower files known to carry no extended attributes at all. The
  * directory prefetch lists the attributes of every entry it stats, and a
- * lookup those of the lower file it finds, and both note the files
+ * lookup lists those of the lower file it finds. Both note the files
  * without any here, by layer and inode number. A later lookup that
  * finds such a file then reads none of the overlay attributes (metacopy,
  * opaque, redirect, xattr whiteouts), and lamina replies to getxattr and
@@ -161,10 +161,11 @@ bool ovl_noxattr_known(const struct ovl_fs *fs, int layer,
 }
 
 /*
- * Check whether the entry name in dirfd, of layer, has no xattrs, with
- * one listxattr() at its lookup, and note it if so. The lookup would
- * otherwise read one or two overlay xattrs of it, so this costs no more,
- * and later getxattr and listxattr requests of the file need no call.
+ * Check with one listxattr() whether the entry name in dirfd, of layer,
+ * has no xattrs, and note it if so. For such a file the call replaces
+ * the one or two overlay xattr reads of its lookup, and its later
+ * getxattr and listxattr requests need no call. A file with xattrs costs
+ * one call more.
  */
 bool ovl_noxattr_learn(struct ovl_fs *fs, int layer, int dirfd,
 		       const char *name, const struct stat *st)

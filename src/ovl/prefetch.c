@@ -227,10 +227,8 @@ int ovl_prefetch_start(struct ovl_fs *fs)
 	struct ovl_prefetch *p = calloc(1, sizeof(*p));
 	int err;
 
-	if (!p || ovl_noxattr_init(fs)) {
-		free(p);
+	if (!p)
 		return -ENOMEM;
-	}
 	p->fs = fs;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->wake, NULL);

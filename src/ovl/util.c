@@ -44,7 +44,6 @@ int ovl_open_layer_dir(int layer_fd, const char *relpath, int flags)
 	return (int)fd;
 }
 
-/* Open the directory that dirfd, maybe an O_PATH descriptor, refers to. */
 /*
  * Take an exclusive flock on fd, trying again every 20 ms while another
  * process holds it, for up to wait_ms. Returns 0, -EWOULDBLOCK when it
@@ -66,6 +65,7 @@ int ovl_flock_wait(int fd, int wait_ms)
 	}
 }
 
+/* Open the directory that dirfd, maybe an O_PATH descriptor, refers to. */
 int ovl_reopen_dir(int dirfd, int flags)
 {
 	int fd = openat(dirfd, ".", O_DIRECTORY | O_CLOEXEC | flags);
@@ -342,9 +342,9 @@ bool ovl_check_xwhiteout_dir(struct ovl_fs *fs, int dirfd, const char *name)
 
 /*
  * Mark the upper directory dirfd impure, as overlayfs does before an
- * entry with an origin enters it by copy-up or rename: a readdir there
- * must then look up origins to report each entry's st_ino. An upper
- * layer without xattrs keeps no origins, so it needs no mark.
+ * entry with an origin enters it by copy-up or rename. A readdir there
+ * then looks up origins to report each entry's st_ino. An upper layer
+ * without xattrs keeps no origins, so it needs no mark.
  */
 int ovl_set_impure(struct ovl_fs *fs, int dirfd)
 {

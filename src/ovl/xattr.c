@@ -32,7 +32,7 @@ static int xattr_real_name(struct ovl_fs *fs, const char *name, char *buf,
 	int n;
 
 	if (strncmp(name, fs->xattr_prefix, fs->xattr_prefix_len)) {
-		/* The common case, on every request: no snprintf(). */
+		/* Most names take this path, so it avoids snprintf(). */
 		len = strlen(name);
 		if (len >= size || len > XATTR_NAME_MAX)
 			return -ERANGE;

@@ -119,7 +119,7 @@ def test_first_request_races_init(lamina_stack):
     """A request sent the moment the mount appears gets a real reply.
 
     The kernel lists a FUSE mount before the daemon has replied to INIT
-    and holds the first requests until then. A worker thread can read one
+    and keeps the first requests waiting until then. A worker thread can read one
     of them while another is still sending the INIT reply; it must not
     fail with EIO. The race is narrow, so the test mounts many times and
     polls the mount table without sleeping.

@@ -172,9 +172,9 @@ def test_prefetch_notes_files_without_xattrs(lamina_stack):
 
 def test_lookup_notes_files_without_xattrs(lamina_stack):
     """A lookup notes a lower file without xattrs too, with no prefetch
-    and no listing: an xattr added to the lower file afterwards stays
-    unseen until copy-up. Files with xattrs, and opaque or redirected
-    directories, keep them."""
+    and no listing. An xattr added to the lower file afterwards stays
+    unseen until copy-up. A file with xattrs keeps them, and an opaque
+    directory stays opaque."""
     stack = lamina_stack
     lower = make_tempdir("lamina-late.")
     try:
