@@ -4,6 +4,7 @@
 #   make check      build, then run the unit and integration tests
 #   make check-asan the same tests against an ASan and UBSan build
 #   make check-passthrough-off  the integration tests with passthrough=off
+#   make check-writeback  the same with writeback=on
 #   make check-uring  the integration tests with FUSE over io_uring on
 #   make bench      side-by-side benchmark (see docs/benchmarks.md)
 #   make bench-uring  the same with FUSE over io_uring on
@@ -30,7 +31,7 @@ LIB_OBJ := $(filter-out $(BUILD)/obj/cli/main.o,$(OBJ))
 UNIT_SRC := $(wildcard tests/unit/*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%)
 
-.PHONY: all check check-asan check-passthrough-off check-uring unit bench bench-uring install clean
+.PHONY: all check check-asan check-passthrough-off check-writeback check-uring unit bench bench-uring install clean
 .PHONY: format
 
 all: $(BUILD)/lamina
@@ -53,9 +54,15 @@ check: all unit
 		tests/run.sh
 
 # The integration tests again with passthrough off: the path that reads
-# and writes through lamina, with the kernel's writeback cache.
+# and writes through lamina.
 check-passthrough-off: all
 	LAMINA=$(abspath $(BUILD)/lamina) LAMINA_OPTIONS=passthrough=off \
+		tests/run.sh tests/integration
+
+# The same with the kernel's writeback cache.
+check-writeback: all
+	LAMINA=$(abspath $(BUILD)/lamina) \
+		LAMINA_OPTIONS=passthrough=off,writeback=on \
 		tests/run.sh tests/integration
 
 # The integration tests again with FUSE over io_uring switched on in the

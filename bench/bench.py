@@ -32,6 +32,7 @@ def log(message):
 
 def parse_args(argv):
     impl_keys = [i.key for i in mounts.implementations(None)]
+    default_impls = [i.key for i in mounts.implementations(None) if i.default]
     workload_keys = [w.key for w in workloads.WORKLOADS]
     parser = argparse.ArgumentParser(
         prog="bench/run.sh",
@@ -43,8 +44,9 @@ def parse_args(argv):
                              "to try the harness")
     parser.add_argument("--workloads", default=",".join(workload_keys),
                         help=f"comma-separated workloads to run (default all: {','.join(workload_keys)})")
-    parser.add_argument("--impls", default=",".join(impl_keys),
-                        help=f"comma-separated implementations (default all: {','.join(impl_keys)})")
+    parser.add_argument("--impls", default=",".join(default_impls),
+                        help=f"comma-separated implementations: {','.join(impl_keys)} "
+                             f"(default {','.join(default_impls)})")
     parser.add_argument("--timeout", type=int, default=600,
                         help="seconds one command of a workload may take before it counts as failed "
                              "(default 600)")

@@ -150,6 +150,7 @@ class Implementation:
     key = ""
     label = ""
     has_daemon = False
+    default = True  # run when --impls is not given
 
     def unavailable_reason(self):
         return None
@@ -260,6 +261,7 @@ class UnionfsFuse(FuseDaemon):
 class Lamina(FuseDaemon):
     key = "lamina"
     label = "lamina"
+    extra = ""  # more mount options, for the variants below
 
     def __init__(self, binary):
         self.binary = binary
@@ -274,7 +276,11 @@ class Lamina(FuseDaemon):
 
     def daemon_argv(self, lower, upper, work, merged, debug):
         return [self.binary, "mount", "-f"] + (["-d"] if debug else []) + [
-            "-o", f"lowerdir={lower},upperdir={upper},workdir={work}", merged]
+            "-o", self._options(lower, upper, work), merged]
+
+    def _options(self, lower, upper, work):
+        options = f"lowerdir={lower},upperdir={upper},workdir={work}"
+        return f"{options},{self.extra}" if self.extra else options
 
     def mount(self, lower, scratch, debug=False, need_pid=False):
         if debug or need_pid:
@@ -282,8 +288,8 @@ class Lamina(FuseDaemon):
         # The usual way: `lamina mount` returns once the mount is ready
         # and leaves a daemon in the background.
         upper, work, merged = self._dirs(scratch)
-        argv = [self.binary, "mount", "-o",
-                f"lowerdir={lower},upperdir={upper},workdir={work}", merged]
+        argv = [self.binary, "mount", "-o", self._options(lower, upper, work),
+                merged]
         m = Mount(self, merged, scratch)
         m.argv = argv
         ACTIVE.append(m)
@@ -324,6 +330,22 @@ class Lamina(FuseDaemon):
         return None
 
 
+class LaminaNoPassthrough(Lamina):
+    """lamina serving every read and write itself, as it does where the
+    kernel offers no passthrough or the daemon lacks CAP_SYS_ADMIN."""
+    key = "lamina-nopt"
+    label = "lamina, passthrough=off"
+    extra = "passthrough=off"
+    default = False
+
+
+class LaminaWriteback(LaminaNoPassthrough):
+    """The same with the kernel's writeback cache."""
+    key = "lamina-wb"
+    label = "lamina, writeback=on"
+    extra = "passthrough=off,writeback=on"
+
+
 def _which(program):
     if "/" in program:
         return os.access(program, os.X_OK)
@@ -332,4 +354,5 @@ def _which(program):
 
 
 def implementations(lamina_binary):
-    return [Native(), KernelOverlay(), FuseOverlayfs(), UnionfsFuse(), Lamina(lamina_binary)]
+    return [Native(), KernelOverlay(), FuseOverlayfs(), UnionfsFuse(), Lamina(lamina_binary),
+            LaminaNoPassthrough(lamina_binary), LaminaWriteback(lamina_binary)]

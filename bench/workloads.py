@@ -241,6 +241,19 @@ def run_tar(run):
         raise WorkloadError(f"{probe} missing after extraction")
 
 
+@workload("write", "`dd` writes 64 MiB of zeros in 4 KiB blocks to a new file in the mount",
+          [("write-4k", "write 64 MiB in 4 KiB blocks", "s")])
+def run_write(run):
+    m = run.mount(writable=[])
+    path = os.path.join(m.path, "written.bin")
+    run.drop_caches()
+    run.timed("write-4k", ["dd", "if=/dev/zero", f"of={path}", "bs=4k", "count=16384",
+                           "status=none"])
+    size = os.stat(path).st_size
+    if size != 64 << 20:
+        raise WorkloadError(f"{path} has {size} bytes after dd, expected {64 << 20}")
+
+
 @workload("rm", "`rm -rf` of the lower's usr/ tree through the mount",
           [("rm-rf", "rm -rf", "s")])
 def run_rm(run):

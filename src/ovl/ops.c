@@ -22,6 +22,29 @@
 	 FUSE_POSIX_ACL | FUSE_SETXATTR_EXT | FUSE_DIRECT_IO_ALLOW_MMAP |   \
 	 FUSE_NO_OPENDIR_SUPPORT | FUSE_HANDLE_KILLPRIV_V2)
 
+/*
+ * The writeback cache, where passthrough is not in use and the user asked
+ * for it. The kernel then gathers writes in its page cache and keeps
+ * size, mtime and ctime of regular files itself; it sends mtime when it
+ * changes. It trusts no other writer, so a hard link, which lamina shows
+ * as another inode, may show the size, times and data of before a write
+ * through another name until the kernel forgets it. Hence off by default.
+ */
+static void ovl_writeback_init(struct ovl_fs *fs, struct fuse_conn *conn)
+{
+	if (!fs->config.writeback)
+		return;
+	if (atomic_load(&fs->passthrough_ok))
+		log_info("writeback=on has no effect: passthrough is in use");
+	else if (!(conn->kernel_flags & FUSE_WRITEBACK_CACHE))
+		log_info(
+		    "the kernel offers no writeback cache; writes go to lamina one by one");
+	else {
+		conn->want_flags |= FUSE_WRITEBACK_CACHE;
+		fs->writeback = true;
+	}
+}
+
 void ovl_op_init(void *arg, struct fuse_conn *conn)
 {
 	struct ovl_fs *fs = arg;
@@ -40,12 +63,7 @@ void ovl_op_init(void *arg, struct fuse_conn *conn)
 			log_info("the kernel offers no FUSE passthrough; reads and writes go through lamina");
 		}
 	}
-	/*
-	 * NOTE: no writeback cache without passthrough, although it would
-	 * speed up writes there. With it the kernel keeps mtime itself and
-	 * does not always send it back after the data, so a file's mtime
-	 * on disk could differ from the one shown while mounted.
-	 */
+	ovl_writeback_init(fs, conn);
 	fs->dont_mask = conn->kernel_flags & FUSE_DONT_MASK;
 	fs->no_opendir = conn->kernel_flags & FUSE_NO_OPENDIR_SUPPORT;
 	ovl_dirfd_init(fs);
