@@ -223,8 +223,8 @@ static int setattr_apply(struct setattr_target *t, const struct fuse_setattr *a)
 	return err;
 }
 
-/* With the writeback cache, under the node lock, which orders a new mtime
- * after the cached writes that keep the old one; see file.c. */
+/* Apply the change, under the node lock when the writeback cache is on,
+ * so that a new mtime is not undone by a cached write; see file.c. */
 static int setattr_apply_node(struct ovl_fs *fs, struct ovl_node *node,
 			      struct setattr_target *t,
 			      const struct fuse_setattr *a)

@@ -28,7 +28,8 @@
  * size, mtime and ctime of regular files itself; it sends mtime when it
  * changes. It trusts no other writer, so a hard link, which lamina shows
  * as another inode, may show the size, times and data of before a write
- * through another name until the kernel forgets it. Hence off by default.
+ * through another name until the kernel evicts that inode. Hence off by
+ * default.
  */
 static void ovl_writeback_init(struct ovl_fs *fs, struct fuse_conn *conn)
 {

@@ -445,7 +445,7 @@ def skip_if_links_lag(impl):
     """Skip a test that reads a hard-linked file through one name after a
     write through another, when lamina serves it in a run with
     writeback=on. The other name then shows the file as the kernel cached
-    it, as the README says."""
+    it, as the README documents."""
     options = os.environ.get("LAMINA_OPTIONS", "").split(",")
     if impl == "lamina" and "writeback=on" in options:
         pytest.skip("with writeback=on, another name of a hard-linked file "

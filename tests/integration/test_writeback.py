@@ -60,7 +60,7 @@ def test_writeback_follows_option(lamina_stack, extra):
 
 def test_writeback_gives_way_to_passthrough(lamina_stack):
     """With passthrough in use the kernel cannot cache writes: the option
-    has no effect, and the log says so."""
+    has no effect, and the log states it."""
     stack = lamina_stack
     stack.mount(extra=["writeback=on"])
     feats = features(stack)
