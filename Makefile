@@ -4,7 +4,6 @@
 #   make check      build, then run the unit and integration tests
 #   make check-asan the same tests against an ASan and UBSan build
 #   make check-passthrough-off  the integration tests with passthrough=off
-#   make check-writeback  the same with writeback=on
 #   make check-uring  the integration tests with FUSE over io_uring on
 #   make bench      side-by-side benchmark (see docs/benchmarks.md)
 #   make bench-uring  the same with FUSE over io_uring on
@@ -31,7 +30,7 @@ LIB_OBJ := $(filter-out $(BUILD)/obj/cli/main.o,$(OBJ))
 UNIT_SRC := $(wildcard tests/unit/*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/unit/%)
 
-.PHONY: all check check-asan check-passthrough-off check-writeback check-uring unit bench bench-uring install clean
+.PHONY: all check check-asan check-passthrough-off check-uring unit bench bench-uring install clean
 .PHONY: format
 
 all: $(BUILD)/lamina
@@ -57,12 +56,6 @@ check: all unit
 # and writes through lamina.
 check-passthrough-off: all
 	LAMINA=$(abspath $(BUILD)/lamina) LAMINA_OPTIONS=passthrough=off \
-		tests/run.sh tests/integration
-
-# The same with the kernel's writeback cache.
-check-writeback: all
-	LAMINA=$(abspath $(BUILD)/lamina) \
-		LAMINA_OPTIONS=passthrough=off,writeback=on \
 		tests/run.sh tests/integration
 
 # The integration tests again with FUSE over io_uring switched on in the

@@ -261,7 +261,7 @@ class UnionfsFuse(FuseDaemon):
 class Lamina(FuseDaemon):
     key = "lamina"
     label = "lamina"
-    extra = ""  # more mount options, for the variants below
+    extra = ""  # more mount options, for the variant below
 
     def __init__(self, binary):
         self.binary = binary
@@ -339,13 +339,6 @@ class LaminaNoPassthrough(Lamina):
     default = False
 
 
-class LaminaWriteback(LaminaNoPassthrough):
-    """The same with the kernel's writeback cache."""
-    key = "lamina-wb"
-    label = "lamina, writeback=on"
-    extra = "passthrough=off,writeback=on"
-
-
 def _which(program):
     if "/" in program:
         return os.access(program, os.X_OK)
@@ -355,4 +348,4 @@ def _which(program):
 
 def implementations(lamina_binary):
     return [Native(), KernelOverlay(), FuseOverlayfs(), UnionfsFuse(), Lamina(lamina_binary),
-            LaminaNoPassthrough(lamina_binary), LaminaWriteback(lamina_binary)]
+            LaminaNoPassthrough(lamina_binary)]

@@ -2,8 +2,7 @@
 # Install the dependencies, then run the whole test suite twice: against the
 # normal build (make check) and against the ASan and UBSan build
 # (make check-asan); then the integration tests once more with passthrough
-# off (make check-passthrough-off), once more with the kernel's writeback
-# cache (make check-writeback) and once more with FUSE over io_uring
+# off (make check-passthrough-off) and once more with FUSE over io_uring
 # switched on in the kernel (make check-uring). Ends with one line "N passed, N failed"
 # that adds up the runs, and exits non-zero if any run failed, reported a
 # failed test, or printed no summary line.
@@ -40,8 +39,7 @@ total_failed=0
 total_skipped=0
 status=0
 
-for target in check check-asan check-passthrough-off check-writeback \
-	check-uring; do
+for target in check check-asan check-passthrough-off check-uring; do
 	log=$logs/$target.log
 	echo "test.sh: make $target"
 	make -s --no-print-directory -C "$repo" "$target" 2>&1 | tee "$log"

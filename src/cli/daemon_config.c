@@ -67,8 +67,6 @@ static void put_options(FILE *f, const struct ovl_fs *fs)
 		cfg->passthrough ? "on" : "off", cfg->io_uring ? "on" : "off");
 	if (!cfg->prefetch)
 		fputs(",prefetch=off", f);
-	if (cfg->writeback)
-		fputs(",writeback=on", f);
 	if (cfg->userxattr)
 		fputs(",userxattr", f);
 	if (cfg->volatile_mount)
@@ -101,7 +99,6 @@ char *daemon_config_reply(void *arg, size_t *len)
 	fprintf(f, "io_uring=%d%c", fuse_session_uring_active(fs->se) ? 1 : 0,
 		'\0');
 	fprintf(f, "prefetch=%d%c", fs->prefetch ? 1 : 0, '\0');
-	fprintf(f, "writeback=%d%c", fs->writeback ? 1 : 0, '\0');
 	fprintf(f, "xino=%s%c", fs->xino_shift ? "on" : "off", '\0');
 	fprintf(f, "mountpoint=%s%c", fs->config.mountpoint, '\0');
 	if (fclose(f)) {

@@ -163,8 +163,6 @@ static int query_field(struct cli_stack *s, const char *field, bool *seen)
 		s->io_uring = !strcmp(value, "1");
 	else if (klen == 8 && !strncmp(field, "prefetch", klen))
 		s->prefetch = !strcmp(value, "1");
-	else if (klen == 9 && !strncmp(field, "writeback", klen))
-		s->writeback = !strcmp(value, "1");
 	else if (klen == 4 && !strncmp(field, "xino", klen))
 		snprintf(s->xino, sizeof(s->xino), "%s", value);
 	return 0;

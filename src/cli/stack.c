@@ -76,7 +76,6 @@ static int stack_from_config(const struct ovl_config *cfg, struct cli_stack *s)
 	s->read_only = cfg->read_only;
 	s->passthrough = cfg->passthrough;
 	s->prefetch = cfg->prefetch;
-	s->writeback = false; /* known once the kernel has answered */
 	return err;
 }
 

@@ -45,7 +45,6 @@ struct cli_stack {
 	bool passthrough; /* FUSE passthrough in use (lamina only) */
 	bool io_uring;	  /* requests come through io_uring (lamina only) */
 	bool prefetch;	  /* lower directories read ahead (lamina only) */
-	bool writeback;	  /* kernel writeback cache in use (lamina only) */
 	char *options;	  /* lamina: -o options that mount it again */
 };
 

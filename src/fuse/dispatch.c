@@ -247,7 +247,6 @@ static void do_write(struct fuse_req *req, const void *arg, size_t len)
 	fi.flags = in->flags;
 	fi.lock_owner = in->lock_owner;
 	fi.kill_suidgid = in->write_flags & FUSE_WRITE_KILL_SUIDGID;
-	fi.writepage = in->write_flags & FUSE_WRITE_CACHE;
 	ops_of(req)->write(req, req->nodeid, in + 1, in->size, in->offset,
 			   &fi);
 }

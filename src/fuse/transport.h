@@ -49,7 +49,6 @@ struct fuse_file_info {
 	uint64_t lock_owner;
 	bool flush;	   /* release also flushes */
 	bool kill_suidgid; /* open or write must clear set-ID bits */
-	bool writepage;	   /* a write from the page cache (FUSE_WRITE_CACHE) */
 };
 
 /* Connection parameters: the kernel's offer and the filesystem's request at INIT. */

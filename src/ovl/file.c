@@ -101,37 +101,14 @@ static void file_passthrough(struct ovl_fs *fs, struct ovl_file *file,
  * node, which is another kernel inode with a page cache of its own.
  * Without passthrough, which shares the real file's page cache, such a
  * file bypasses the kernel's cache so that every name sees every write.
- *
- * With the writeback cache only a file without a name does: the kernel
- * takes no size or mtime from lamina then, so the name that linkat()
- * gives it must find the data on disk. A file with names is cached, or
- * the kernel would keep the mtime of before a write even for the name
- * written to; see ops.c.
  */
-static bool shares_data(struct ovl_fs *fs, struct ovl_node *node, int fd)
+static bool shares_data(struct ovl_node *node, int fd)
 {
 	struct stat st;
 
 	if (node->anon_fd >= 0)
 		return true;
-	return !fs->writeback && fstat(fd, &st) == 0 && st.st_nlink != 1;
-}
-
-/*
- * Whether the kernel may cache writes to an open for writing: the real
- * file must take reads and writes at any offset. An upper file that
- * refused to open read-write, or kept O_APPEND, goes through lamina
- * uncached.
- */
-static bool writeback_ok(struct ovl_fs *fs, int fd, int user_flags)
-{
-	int flags;
-
-	if (!fs->writeback || (user_flags & O_ACCMODE) == O_RDONLY)
-		return true;
-	flags = fcntl(fd, F_GETFL);
-	return flags >= 0 && (flags & O_ACCMODE) == O_RDWR &&
-	       !(flags & O_APPEND);
+	return fstat(fd, &st) == 0 && st.st_nlink != 1;
 }
 
 /*
@@ -194,7 +171,7 @@ int ovl_file_setup(struct fuse_req *req, struct ovl_node *node, int fd,
 	fi->noflush = true;
 	if (atomic_load(&fs->passthrough_ok))
 		file_passthrough(fs, file, upper, fi);
-	else if (shares_data(fs, node, fd) || !writeback_ok(fs, fd, fi->flags))
+	else if (shares_data(node, fd))
 		fi->direct_io = true;
 	else
 		fi->keep_cache = true;
@@ -205,13 +182,11 @@ int ovl_file_setup(struct fuse_req *req, struct ovl_node *node, int fd,
  * Flags for the real file. With passthrough the kernel does the I/O on
  * the backing file with the caller's flags, and one read-write
  * descriptor of an upper file can back every later open too, so the
- * real file is opened read-write and without O_APPEND. The writeback
- * cache needs the same: the kernel reads whole pages through any open
- * of the file and places appends itself.
+ * real file is opened read-write and without O_APPEND.
  */
 static int real_flags(struct ovl_fs *fs, int flags, bool upper)
 {
-	if (!upper || !(atomic_load(&fs->passthrough_ok) || fs->writeback))
+	if (!(upper && atomic_load(&fs->passthrough_ok)))
 		return flags;
 	if ((flags & O_ACCMODE) != O_RDONLY || upper)
 		flags = (flags & ~O_ACCMODE) | O_RDWR;
@@ -482,48 +457,10 @@ void ovl_op_read(struct fuse_req *req, uint64_t nodeid, size_t size,
 			off, size);
 }
 
-/*
- * A write from the kernel's page cache. The kernel keeps the file's mtime
- * itself and sends it in a setattr whenever it changes, so the real file
- * keeps the mtime it had before the write. Else a write in the same clock
- * tick as the last change, which leaves the kernel's mtime as it was,
- * would leave a later one on disk. Under the node lock, so that the time
- * of a setattr running meanwhile is not undone.
- */
-static ssize_t write_keep_mtime(struct ovl_fs *fs, struct ovl_file *file,
-				const void *buf, size_t size, off_t off)
-{
-	struct timespec times[2] = {{.tv_nsec = UTIME_OMIT}};
-	struct ovl_node *node = file->node;
-	struct stat st;
-	ssize_t n = -1;
-	int saved;
-
-	pthread_mutex_lock(&node->lock);
-	if (fstat(file->fd, &st) == 0)
-		n = pwrite(file->fd, buf, size, off);
-	saved = errno;
-	times[1] = st.st_mtim;
-	if (n > 0 && futimens(file->fd, times) < 0) {
-		char name[NAME_MAX + 1];
-
-		log_warn_rl(
-		    "keeping the mtime of %s after a cached write failed: %s",
-		    ovl_node_name_try_copy(fs, node, name, sizeof(name)),
-		    strerror(errno));
-	}
-	pthread_mutex_unlock(&node->lock);
-	errno = saved;
-	return n;
-}
-
 void ovl_op_write(struct fuse_req *req, uint64_t nodeid, const void *buf,
 		  size_t size, off_t off, struct fuse_file_info *fi)
 {
-	struct ovl_fs *fs = ovl_req_fs(req);
-	ssize_t n = fi->writepage && fs->writeback
-			? write_keep_mtime(fs, file_of(fi), buf, size, off)
-			: pwrite(file_of(fi)->fd, buf, size, off);
+	ssize_t n = pwrite(file_of(fi)->fd, buf, size, off);
 	int err = n < 0 ? -errno : 0;
 
 	if (!err && fi->kill_suidgid)

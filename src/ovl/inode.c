@@ -223,22 +223,6 @@ static int setattr_apply(struct setattr_target *t, const struct fuse_setattr *a)
 	return err;
 }
 
-/* Apply the change, under the node lock when the writeback cache is on,
- * so that a new mtime is not undone by a cached write; see file.c. */
-static int setattr_apply_node(struct ovl_fs *fs, struct ovl_node *node,
-			      struct setattr_target *t,
-			      const struct fuse_setattr *a)
-{
-	int err;
-
-	if (!fs->writeback)
-		return setattr_apply(t, a);
-	pthread_mutex_lock(&node->lock);
-	err = setattr_apply(t, a);
-	pthread_mutex_unlock(&node->lock);
-	return err;
-}
-
 /*
  * Whether lamina must clear set-ID bits: asked for with a truncate, or by
  * a request that changes nothing, which is what the kernel sends when a
@@ -279,7 +263,7 @@ static int setattr_target_do(struct ovl_fs *fs, struct fuse_req *req,
 	else
 		err = ovl_node_open_parent(fs, node, 0, &t.path);
 	if (!err)
-		err = setattr_apply_node(fs, node, &t, attr);
+		err = setattr_apply(&t, attr);
 	if (!err && setattr_kills(attr)) {
 		err = ovl_kill_suidgid(t.fd, t.path.dirfd, t.path.name,
 				       fuse_req_ctx(req));

@@ -40,7 +40,6 @@ struct ovl_config {
 	bool passthrough;
 	bool io_uring; /* take requests through io_uring when offered */
 	bool prefetch; /* read lower directories ahead: see prefetch.c */
-	bool writeback; /* kernel writeback cache where no passthrough */
 	bool xino_off;
 	bool allow_other;
 	enum ovl_redirect_mode redirect;
@@ -168,7 +167,6 @@ struct ovl_fs {
 	pthread_rwlock_t rename_lock; /* held for writing while names move */
 	atomic_uint_fast64_t tmp_counter;
 	atomic_bool passthrough_ok;
-	bool writeback; /* the kernel caches writes: see ops.c */
 	struct fuse_session *se;
 	double timeout; /* entry and attribute cache timeout, seconds */
 	atomic_uint_fast64_t nodes; /* live nodes, for the memory figures */

@@ -283,8 +283,6 @@ static int parse_features(struct ovl_config *cfg, const char *key,
 		v = parse_bool(key, value, &cfg->io_uring, e);
 	} else if (!strcmp(key, "prefetch")) {
 		v = parse_bool(key, value, &cfg->prefetch, e);
-	} else if (!strcmp(key, "writeback")) {
-		v = parse_bool(key, value, &cfg->writeback, e);
 	} else {
 		ovl_error_set(e, "unknown option '%s=%s'; see lamina --help",
 			      key, value);

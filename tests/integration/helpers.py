@@ -13,8 +13,6 @@ import stat
 import struct
 import time
 
-import pytest
-
 libc = ctypes.CDLL(None, use_errno=True)
 
 RENAME_NOREPLACE = 1 << 0
@@ -439,14 +437,3 @@ def fs_clock():
 
 # struct vfs_cap_data, revision 2, effective: CAP_NET_BIND_SERVICE.
 FILE_CAPS = struct.pack("<IIIII", 0x02000001, 1 << 10, 0, 0, 0)
-
-
-def skip_if_links_lag(impl):
-    """Skip a test that reads a hard-linked file through one name after a
-    write through another, when lamina serves it in a run with
-    writeback=on. The other name then shows the file as the kernel cached
-    it, as the README documents."""
-    options = os.environ.get("LAMINA_OPTIONS", "").split(",")
-    if impl == "lamina" and "writeback=on" in options:
-        pytest.skip("with writeback=on, another name of a hard-linked file "
-                    "shows what the kernel cached")

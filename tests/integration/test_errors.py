@@ -234,10 +234,6 @@ def case_bad_prefetch_value(layout):
     return layout.options() + ",prefetch=maybe", ["prefetch", "maybe"]
 
 
-def case_bad_writeback_value(layout):
-    return layout.options() + ",writeback=yes", ["writeback", "yes"]
-
-
 def case_unsupported_option(layout):
     # A kernel overlay option that lamina does not implement yet.
     return layout.options() + ",nfs_export=on", ["nfs_export"]
@@ -275,7 +271,6 @@ CASES = {
     "upperdir-no-value": case_upperdir_no_value,
     "bad-passthrough-value": case_bad_passthrough_value,
     "bad-prefetch-value": case_bad_prefetch_value,
-    "bad-writeback-value": case_bad_writeback_value,
     "unsupported-option": case_unsupported_option,
 }
 

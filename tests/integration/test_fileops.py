@@ -113,7 +113,6 @@ def test_mmap_shared_write(stack):
 
 
 def test_hard_link_upper(stack):
-    helpers.skip_if_links_lag(stack.impl)
     stack.mount()
     write_file(stack.m("a"), "data")
 
