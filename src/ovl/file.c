@@ -508,7 +508,7 @@ void ovl_op_fsync(struct fuse_req *req, uint64_t nodeid, bool datasync,
 		  struct fuse_file_info *fi)
 {
 	struct ovl_fs *fs = ovl_req_fs(req);
-	int fd = file_of(fi)->fd, err = 0;
+	int fd = ovl_file_read_fd(fs, file_of(fi)), err = 0;
 
 	(void)nodeid;
 	if (fs->config.volatile_mount)
@@ -531,7 +531,8 @@ void ovl_op_fallocate(struct fuse_req *req, uint64_t nodeid, int mode,
 void ovl_op_lseek(struct fuse_req *req, uint64_t nodeid, off_t off,
 		  int whence, struct fuse_file_info *fi)
 {
-	off_t res = lseek(file_of(fi)->fd, off, whence);
+	off_t res =
+	    lseek(ovl_file_read_fd(ovl_req_fs(req), file_of(fi)), off, whence);
 
 	(void)nodeid;
 	if (res < 0)
@@ -551,8 +552,8 @@ void ovl_op_copy_file_range(struct fuse_req *req, uint64_t nodein,
 
 	(void)nodein;
 	(void)nodeout;
-	n = copy_file_range(file_of(fiin)->fd, &in, file_of(fiout)->fd, &out,
-			    len, flags);
+	n = copy_file_range(ovl_file_read_fd(ovl_req_fs(req), file_of(fiin)),
+			    &in, file_of(fiout)->fd, &out, len, flags);
 	if (n < 0)
 		fuse_reply_err(req, errno);
 	else

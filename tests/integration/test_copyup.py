@@ -567,6 +567,27 @@ def test_read_fd_sees_copyup(stack, mode, data, expected):
         os.close(reader)
 
 
+def test_read_fd_copies_and_seeks_copyup(stack):
+    """copy_file_range() and SEEK_HOLE on a read-only fd opened before a
+    copy-up use the copied-up data, as read() does."""
+    lower_file(stack, data="old contents")
+    stack.mount(extra=("passthrough=off",) if stack.impl == "lamina" else ())
+    expected = b"old contents" + b"x" * 5000
+    reader = os.open(stack.m("f"), os.O_RDONLY)
+    try:
+        with open(stack.m("f"), "ab") as f:
+            f.write(b"x" * 5000)
+        with open(stack.m("copy"), "wb") as out:
+            copied = os.copy_file_range(reader, out.fileno(), 1 << 20, 0)
+        assert copied == len(expected)
+        assert read_file(stack.m("copy")) == expected
+        assert os.lseek(reader, 0, os.SEEK_HOLE) == len(expected)
+        os.fsync(reader)
+    finally:
+        os.close(reader)
+    assert read_file(stack.lo(1, "f")) == b"old contents"
+
+
 def test_passthrough_reader_keeps_lower(stack):
     """With passthrough, an fd opened before a copy-up keeps the lower data.
 
