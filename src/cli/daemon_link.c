@@ -86,7 +86,7 @@ void daemon_link_wait(int fd, const char *mountpoint)
 	if (poll(&p, 1, DAEMON_EXIT_WAIT * 1000) <= 0)
 		fprintf(
 		    stderr,
-		    "lamina: warning: the daemon of %s is still running after %d seconds\n",
+		    "lamina: warning: the daemon of %s is still running after %d seconds; another mount of the same filesystem, such as a copy in another mount namespace, keeps it serving\n",
 		    mountpoint, DAEMON_EXIT_WAIT);
 	else if (read(fd, &byte, 1) < 0 && errno != ECONNRESET)
 		fprintf(

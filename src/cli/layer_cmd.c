@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 int layer_cmd_parse(int argc, char **argv, const char *cmd, const char *usage,
-		    bool allow_bottom, struct layer_cmd_args *a)
+		    bool lowers_only, struct layer_cmd_args *a)
 {
 	static const struct option longopts[] = {
 	    {"bottom", no_argument, NULL, 'b'},
@@ -33,7 +33,7 @@ int layer_cmd_parse(int argc, char **argv, const char *cmd, const char *usage,
 			cli_usage();
 			exit(0);
 		}
-		if (c == 'b' && allow_bottom) {
+		if (c == 'b' && lowers_only) {
 			a->bottom = true;
 			continue;
 		}
@@ -47,6 +47,15 @@ int layer_cmd_parse(int argc, char **argv, const char *cmd, const char *usage,
 			fprintf(stderr, "lamina: %s: %s\n", cmd, e.msg);
 			return EXIT_USAGE;
 		}
+	}
+	/* Before the checks between options, whose advice for an upper
+	 * layer does not apply here. */
+	if (lowers_only && a->cfg.upperdir) {
+		fprintf(
+		    stderr,
+		    "lamina: %s: upperdir %s given; %s merges lower layers only, so give lowerdir alone (commit the upper first with lamina commit)\n",
+		    cmd, a->cfg.upperdir, cmd);
+		return EXIT_USAGE;
 	}
 	if (ovl_config_finish(&a->cfg, &e)) {
 		fprintf(stderr, "lamina: %s: %s\n", cmd, e.msg);

@@ -18,9 +18,10 @@ struct layer_cmd_args {
 };
 
 /* Parse "-o OPTIONS [--bottom] NEWLAYER" for cmd ("commit" or
- * "squash"). Returns 0, or EXIT_USAGE after printing why. */
+ * "squash"). lowers_only (squash) accepts --bottom and rejects an upper
+ * layer. Returns 0, or EXIT_USAGE after printing why. */
 int layer_cmd_parse(int argc, char **argv, const char *cmd, const char *usage,
-		    bool allow_bottom, struct layer_cmd_args *a);
+		    bool lowers_only, struct layer_cmd_args *a);
 
 /* The directory a command creates, and its staging name beside it. */
 struct new_layer {

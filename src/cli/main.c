@@ -112,7 +112,9 @@ int main(int argc, char **argv)
 	if (!strcmp(name ? name + 1 : argv[0], "mount.lamina"))
 		return cmd_mount_helper(argc, argv);
 	if (argc < 2) {
-		cli_usage();
+		fputs(
+		    "lamina: no command given; run lamina --help for the commands and options\n",
+		    stderr);
 		return EXIT_USAGE;
 	}
 	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {

@@ -31,13 +31,6 @@ static int squash_check(struct squash_cmd *s)
 	struct stat st;
 	int i, rc;
 
-	if (s->args.cfg.upperdir) {
-		fprintf(
-		    stderr,
-		    "lamina: squash: upperdir %s given; squash merges lower layers only, so give lowerdir alone (commit the upper first with lamina commit)\n",
-		    s->args.cfg.upperdir);
-		return EXIT_USAGE;
-	}
 	s->fmt.xattr_prefix =
 	    s->args.cfg.userxattr ? "user.overlay." : "trusted.overlay.";
 	rc = new_layer_open(&s->nl, s->args.newlayer, "squash");

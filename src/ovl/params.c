@@ -284,7 +284,7 @@ static int parse_features(struct ovl_config *cfg, const char *key,
 	} else if (!strcmp(key, "prefetch")) {
 		v = parse_bool(key, value, &cfg->prefetch, e);
 	} else {
-		ovl_error_set(e, "unknown option '%s=%s'; see lamina --help",
+		ovl_error_set(e, "unknown option '%s=%s'; run lamina --help",
 			      key, value);
 		return -EINVAL;
 	}
@@ -303,8 +303,8 @@ static int parse_one(struct ovl_config *cfg, char *opt, struct ovl_error *e)
 		else if (!strcmp(opt, "allow_other"))
 			cfg->allow_other = true;
 		else if (!parse_mount_flag(cfg, opt)) {
-			ovl_error_set(e, "unknown option '%s'; see lamina --help",
-				      opt);
+			ovl_error_set(
+			    e, "unknown option '%s'; run lamina --help", opt);
 			return -EINVAL;
 		}
 		return 0;

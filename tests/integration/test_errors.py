@@ -307,6 +307,16 @@ def test_rejects_missing_arguments(layout):
     assert err.startswith("lamina: "), err
 
 
+def test_rejects_missing_command(layout):
+    code, out, err = run_lamina([], layout.root)
+
+    assert code == 1
+    assert out == ""
+    assert err.splitlines() == [
+        "lamina: no command given; run lamina --help for the commands "
+        "and options"]
+
+
 def test_umount_not_mounted(layout):
     """lamina umount of a dir that is not a lamina mount fails, naming it."""
     code, _out, err = run_lamina(["umount", layout.merged], layout.root)

@@ -575,7 +575,11 @@ def test_squash_rejects_bad_input(stack):
     cases = [
         (["squash", "-o", lowers], ["NEWLAYER is missing"]),
         (["squash", new], ["no lowerdir"]),
-        (["squash", "-o", stack.options(), new], ["upperdir"]),
+        (["squash", "-o", stack.options(), new],
+         ["upperdir", "lower layers only"]),
+        # Without workdir too: the advice to add one would not help.
+        (["squash", "-o", lowers + ",upperdir=" + stack.upper, new],
+         ["upperdir", "lower layers only"]),
         (["squash", "-o", lowers, layers.path("exists")],
          ["already exists"]),
         (["squash", "-o", lowers + ":" + layers.path("nope"), new],
