@@ -160,10 +160,8 @@ for layer in golden patch; do
 	fi
 done
 
-step "Factory reset: unmount, empty the upper and work directories, mount again"
-"$lamina" umount "$merged"
-find "$upper" "$demo/work" -mindepth 1 -delete
-"$lamina" mount -o "$options" "$merged"
+step "Factory reset: lamina reset --remount empties the upper and mounts again"
+"$lamina" reset --remount "$merged" | sed 's/^/  /'
 echo "  etc/motd is back: $(cat "$merged/etc/motd")"
 echo "  opt/app lists again: $(ls "$merged/opt/app" | tr '\n' ' ')"
 "$lamina" umount "$merged"
