@@ -52,8 +52,9 @@ static void put_options(FILE *f, const struct ovl_fs *fs)
 
 	fputs("options=lowerdir=", f);
 	for (l = fs->first_lower; l < fs->nlayers; l++) {
+		/* "::" starts the data-only layers. */
 		if (l > fs->first_lower)
-			fputc(':', f);
+			fputs(l == fs->first_data ? "::" : ":", f);
 		put_path(f, fs->layers[l].path);
 	}
 	if (fs->upper) {
@@ -67,6 +68,10 @@ static void put_options(FILE *f, const struct ovl_fs *fs)
 		cfg->passthrough ? "on" : "off", cfg->io_uring ? "on" : "off");
 	if (!cfg->prefetch)
 		fputs(",prefetch=off", f);
+	if (cfg->metacopy)
+		fputs(",metacopy=on", f);
+	if (cfg->index_set)
+		fprintf(f, ",index=%s", cfg->index ? "on" : "off");
 	if (cfg->userxattr)
 		fputs(",userxattr", f);
 	if (cfg->volatile_mount)
@@ -99,6 +104,8 @@ char *daemon_config_reply(void *arg, size_t *len)
 	fprintf(f, "io_uring=%d%c", fuse_session_uring_active(fs->se) ? 1 : 0,
 		'\0');
 	fprintf(f, "prefetch=%d%c", fs->prefetch ? 1 : 0, '\0');
+	fprintf(f, "index=%d%c", fs->index_fd >= 0 ? 1 : 0, '\0');
+	fprintf(f, "metacopy=%d%c", fs->config.metacopy ? 1 : 0, '\0');
 	fprintf(f, "xino=%s%c", fs->xino_shift ? "on" : "off", '\0');
 	fprintf(f, "mountpoint=%s%c", fs->config.mountpoint, '\0');
 	if (fclose(f)) {

@@ -163,6 +163,10 @@ static int query_field(struct cli_stack *s, const char *field, bool *seen)
 		s->io_uring = !strcmp(value, "1");
 	else if (klen == 8 && !strncmp(field, "prefetch", klen))
 		s->prefetch = !strcmp(value, "1");
+	else if (klen == 5 && !strncmp(field, "index", klen))
+		s->index = !strcmp(value, "1");
+	else if (klen == 8 && !strncmp(field, "metacopy", klen))
+		s->metacopy = !strcmp(value, "1");
 	else if (klen == 4 && !strncmp(field, "xino", klen))
 		snprintf(s->xino, sizeof(s->xino), "%s", value);
 	return 0;

@@ -76,6 +76,8 @@ static int stack_from_config(const struct ovl_config *cfg, struct cli_stack *s)
 	s->read_only = cfg->read_only;
 	s->passthrough = cfg->passthrough;
 	s->prefetch = cfg->prefetch;
+	s->index = cfg->index;
+	s->metacopy = cfg->metacopy;
 	return err;
 }
 
@@ -137,6 +139,8 @@ static void kernel_defaults(struct cli_stack *s)
 	snprintf(s->redirect_dir, sizeof(s->redirect_dir), "%s", redirect);
 	snprintf(s->xino, sizeof(s->xino), "%s",
 		 overlay_param("xino_auto") ? "auto" : "off");
+	s->index = overlay_param("index");
+	s->metacopy = overlay_param("metacopy");
 }
 
 /* Split lowerdir's value on colons that no backslash escapes. */
@@ -195,6 +199,10 @@ static int kernel_option(struct cli_stack *s, char *key)
 		snprintf(s->redirect_dir, sizeof(s->redirect_dir), "%s", value);
 	else if (!strcmp(key, "xino"))
 		snprintf(s->xino, sizeof(s->xino), "%s", value);
+	else if (!strcmp(key, "index"))
+		s->index = !strcmp(value, "on");
+	else if (!strcmp(key, "metacopy"))
+		s->metacopy = !strcmp(value, "on");
 	if (!dst)
 		return 0;
 	free(*dst);

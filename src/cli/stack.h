@@ -45,6 +45,8 @@ struct cli_stack {
 	bool passthrough; /* FUSE passthrough in use (lamina only) */
 	bool io_uring;	  /* requests come through io_uring (lamina only) */
 	bool prefetch;	  /* lower directories read ahead (lamina only) */
+	bool index;	  /* hard links kept together through workdir/index */
+	bool metacopy;
 	char *options;	  /* lamina: -o options that mount it again */
 };
 

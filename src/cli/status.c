@@ -154,10 +154,11 @@ static void print_text(const struct cli_stack *s, const struct usage *u)
 	if (u)
 		print_usage(u);
 	printf(
-	    "  features: redirect_dir=%s xino=%s userxattr=%s volatile=%s passthrough=%s io_uring=%s prefetch=%s read-only=%s\n",
+	    "  features: redirect_dir=%s xino=%s userxattr=%s volatile=%s passthrough=%s io_uring=%s prefetch=%s index=%s metacopy=%s read-only=%s\n",
 	    s->redirect_dir, s->xino, yes_no(s->userxattr),
 	    yes_no(s->volatile_mount), yes_no(s->passthrough),
-	    yes_no(s->io_uring), yes_no(s->prefetch), yes_no(s->read_only));
+	    yes_no(s->io_uring), yes_no(s->prefetch), yes_no(s->index),
+	    yes_no(s->metacopy), yes_no(s->read_only));
 }
 
 static void json_field(const char *key, const char *value, bool comma)
@@ -209,11 +210,12 @@ static void print_json(const struct cli_stack *s, const struct usage *u)
 	json_field("redirect_dir", s->redirect_dir, false);
 	json_field("xino", s->xino, true);
 	printf(
-	    ", \"userxattr\": %s, \"volatile\": %s, \"passthrough\": %s, \"io_uring\": %s, \"prefetch\": %s, \"read_only\": %s}}",
+	    ", \"userxattr\": %s, \"volatile\": %s, \"passthrough\": %s, \"io_uring\": %s, \"prefetch\": %s, \"index\": %s, \"metacopy\": %s, \"read_only\": %s}}",
 	    s->userxattr ? "true" : "false",
 	    s->volatile_mount ? "true" : "false",
 	    s->passthrough ? "true" : "false", s->io_uring ? "true" : "false",
-	    s->prefetch ? "true" : "false", s->read_only ? "true" : "false");
+	    s->prefetch ? "true" : "false", s->index ? "true" : "false",
+	    s->metacopy ? "true" : "false", s->read_only ? "true" : "false");
 }
 
 /* Print one mount; 0, or EXIT_USAGE after a message on stderr. */

@@ -275,3 +275,37 @@ def test_reset_remount_keeps_source(lamina_stack, form, source):
         assert read_file(stack.m("base")) == b"base"
     finally:
         run_lamina(["umount", stack.merged], stack.root)
+
+
+def test_reset_remount_keeps_options(lamina_stack):
+    """The remounted stack keeps metacopy, index and its data-only layer."""
+    stack = lamina_stack
+    write_file(stack.lo(0, "base"), "base")
+    data = os.path.join(stack.root, "data-only")
+    os.mkdir(data)
+    write_file(os.path.join(data, "hidden-data"), "d")
+    options = (f"lowerdir={stack.lowers[0]}:{stack.lowers[1]}::{data},"
+               f"upperdir={stack.upper},workdir={stack.work},"
+               "metacopy=on,index=off")
+    code, _out, err = run_lamina(["mount", "-o", options, stack.merged],
+                                 stack.root)
+    assert code == 0, err
+    try:
+        code, out, err = run_lamina(["reset", "--remount", stack.merged],
+                                    stack.root)
+        assert code == 0, err
+
+        assert sorted(os.listdir(stack.merged)) == ["base"]
+        os.chmod(stack.m("base"), 0o600)
+        assert get_xattr(stack.u("base"), "trusted.overlay.metacopy") \
+            is not None
+        assert not os.path.exists(os.path.join(stack.work, "index")) or \
+            os.listdir(os.path.join(stack.work, "index")) == []
+        code, out, err = run_lamina(["status", "--json", stack.merged],
+                                    stack.root)
+        assert code == 0, err
+        features = json.loads(out)["mounts"][0]["features"]
+        assert features["metacopy"] is True
+        assert features["index"] is False
+    finally:
+        run_lamina(["umount", stack.merged], stack.root)

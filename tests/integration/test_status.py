@@ -4,6 +4,8 @@ import json
 import os
 import shutil
 
+import pytest
+
 from conftest import run_lamina
 from helpers import write_file
 
@@ -76,6 +78,35 @@ def test_status_json_one_mount(stack):
     assert features["read_only"] is False
     assert isinstance(features["passthrough"], bool)
     assert features["xino"] in ("on", "off", "auto")
+
+
+@pytest.mark.parametrize("index", ["on", "off"])
+def test_status_index_and_metacopy(stack, index):
+    """status shows whether the index and metacopy are in effect, from the
+    mount options or, when they are not given, the defaults."""
+    write_file(stack.lo(0, "f"), "f")
+    stack.mount(extra=[f"index={index}", "metacopy=on"])
+    code, out, err = status(stack, "--json", stack.merged)
+    assert code == 0, err
+    features = json.loads(out)["mounts"][0]["features"]
+    assert features["index"] is (index == "on")
+    assert features["metacopy"] is True
+    code, out, err = status(stack, stack.merged)
+    assert code == 0, err
+    assert f"index={'yes' if index == 'on' else 'no'}" in out
+    assert "metacopy=yes" in out
+    stack.unmount()
+
+    stack.mount()
+    code, out, err = status(stack, "--json", stack.merged)
+    assert code == 0, err
+    features = json.loads(out)["mounts"][0]["features"]
+    assert features["metacopy"] is False
+    if stack.impl == "kernel":
+        with open("/sys/module/overlay/parameters/index") as f:
+            assert features["index"] is (f.read().strip() == "Y")
+    else:
+        assert features["index"] is True  # the layers allow it here
 
 
 def test_status_text_one_mount(stack):
