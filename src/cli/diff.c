@@ -293,9 +293,15 @@ static int open_layers(const struct cli_stack *s, int *upperfd, int *fds)
 static int diff_stack(const struct cli_stack *s, bool json)
 {
 	struct diff d = {.nlower = s->nlower};
-	int upperfd, *fds = calloc((size_t)s->nlower + 1, sizeof(int)), i;
+	int upperfd, *fds, i;
 	int err;
 
+	/* A read-only stack has no upper layer, so nothing changed. */
+	if (!s->upper) {
+		print_changes(&d, json);
+		return 0;
+	}
+	fds = calloc((size_t)s->nlower + 1, sizeof(int));
 	d.fmt.xattr_prefix =
 	    s->userxattr ? "user.overlay." : "trusted.overlay.";
 	if (!fds || open_layers(s, &upperfd, fds)) {
@@ -349,11 +355,6 @@ static int stack_of_mount(const char *path, struct cli_stack *s)
 		    real);
 	else if (cli_stack_from_mount(m, s, err, sizeof(err)))
 		fprintf(stderr, "lamina: diff: %s\n", err);
-	else if (!s->upper)
-		fprintf(
-		    stderr,
-		    "lamina: diff: %s has no upper directory, so nothing changed\n",
-		    real);
 	else
 		rc = 0;
 	cli_mounts_free(mounts, count);

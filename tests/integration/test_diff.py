@@ -156,6 +156,19 @@ def test_diff_no_changes(stack):
     assert json.loads(out) == {"changes": []}
 
 
+def test_diff_read_only_mount(stack):
+    """A mount without an upper layer has no changes: exit 0."""
+    write_file(stack.lo(0, "file"), "x")
+    stack.mount(upper=False)
+
+    code, out, err = run_lamina(["diff", "--json", stack.merged], stack.root)
+    assert code == 0, err
+    assert json.loads(out) == {"changes": []}
+    code, out, err = run_lamina(["diff", stack.merged], stack.root)
+    assert code == 0, err
+    assert out == ""
+
+
 def test_diff_bad_input(lamina_stack):
     """Missing paths and wrong options give one message and exit 1."""
     stack = lamina_stack
