@@ -41,6 +41,21 @@ static bool may_move(struct rename_ctx *c, const struct ovl_lookup *res)
 	return c->fs->config.redirect == OVL_REDIRECT_ON;
 }
 
+/*
+ * Whether both names are links to one file, which rename(2) leaves as
+ * they are. Equal st_ino means one file on one filesystem, or with xino
+ * across filesystems; without xino two filesystems may share numbers.
+ */
+static bool same_file(const struct rename_ctx *c)
+{
+	const struct stat *a = &c->old.st, *b = &c->new.st;
+
+	return c->new_exists && !S_ISDIR(a->st_mode) && !S_ISDIR(b->st_mode) &&
+	       a->st_ino == b->st_ino &&
+	       (a->st_dev == b->st_dev || c->fs->xino_shift);
+}
+
+/* 0 to go on, 1 when there is nothing to do, or -errno. */
 static int rename_check(struct rename_ctx *c)
 {
 	int err;
@@ -60,6 +75,8 @@ static int rename_check(struct rename_ctx *c)
 		return -EEXIST;
 	if ((c->flags & RENAME_EXCHANGE) && !c->new_exists)
 		return -ENOENT;
+	if (same_file(c))
+		return 1;
 	if (!may_move(c, &c->old))
 		return -EXDEV;
 	if ((c->flags & RENAME_EXCHANGE) && !may_move(c, &c->new))
@@ -303,6 +320,8 @@ static int do_rename(struct rename_ctx *c)
 	int old_lower, err;
 
 	err = rename_check(c);
+	if (err == 1)
+		return 0;
 	if (!err)
 		err = check_target_empty(c);
 	if (!err)

@@ -377,3 +377,20 @@ def test_create_below_exchanged_directories(stack):
             assert len(created) == 3000
         else:
             assert created == []
+
+
+@pytest.mark.parametrize("flags", [0, RENAME_EXCHANGE])
+def test_rename_between_links_of_one_file(stack, flags):
+    """Two names of one lower hard-linked file: rename(2) leaves both, as
+    POSIX requires, and writes nothing to the upper layer."""
+    os.makedirs(stack.lo(0, "d"))
+    os.makedirs(stack.lo(0, "e"))
+    write_file(stack.lo(0, "d", "x"), "data")
+    os.link(stack.lo(0, "d", "x"), stack.lo(0, "e", "p"))
+    stack.mount(extra=["index=on"])
+
+    renameat2(stack.m("e", "p"), stack.m("d", "x"), flags)
+
+    assert read_file(stack.m("e", "p")) == b"data"
+    assert read_file(stack.m("d", "x")) == b"data"
+    assert os.listdir(stack.upper) == []
