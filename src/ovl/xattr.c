@@ -246,6 +246,23 @@ void ovl_op_listxattr(struct fuse_req *req, uint64_t nodeid, size_t size)
 	free(list);
 }
 
+/* 0 if the file that the node shows has the xattr, else -errno. */
+static int xattr_present(struct ovl_fs *fs, struct ovl_node *node,
+			 const char *name, const char *real)
+{
+	struct ovl_path path;
+	int n;
+
+	if (xattr_absent(node, name))
+		return -ENODATA;
+	n = ovl_node_open_parent(fs, node, ovl_node_real_layer(node), &path);
+	if (n)
+		return n;
+	n = ovl_do_getxattr(path.dirfd, path.name, real, NULL, 0);
+	ovl_path_close(&path);
+	return n < 0 ? n : 0;
+}
+
 static int xattr_change(struct fuse_req *req, uint64_t nodeid,
 			const char *name, const void *value, size_t size,
 			int flags, bool remove)
@@ -257,6 +274,10 @@ static int xattr_change(struct fuse_req *req, uint64_t nodeid,
 	int err;
 
 	err = xattr_real_name(fs, name, real, sizeof(real));
+	/* As in overlayfs, removing an xattr that a lower file lacks fails
+	 * without a copy-up. */
+	if (!err && remove && !ovl_node_has(node, OVL_N_UPPER))
+		err = xattr_present(fs, node, name, real);
 	/* Before the change, so that no reader gets the old result. */
 	atomic_fetch_and(&node->flags, ~(unsigned int)OVL_N_NOCAPS);
 	if (!err)

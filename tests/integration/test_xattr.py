@@ -416,3 +416,23 @@ def test_private_name_too_long_once_escaped(stack):
     with pytest.raises(OSError) as info:
         os.getxattr(stack.m("f"), "trusted.overlay." + "x" * 235)
     assert info.value.errno == errno.EOPNOTSUPP
+
+
+def test_remove_missing_xattr_no_copy_up(stack):
+    """Removing an xattr that a lower file lacks fails with ENODATA and,
+    as in overlayfs, copies nothing up; removing one it has copies up."""
+    os.makedirs(stack.lo(0, "d"))
+    write_file(stack.lo(0, "d", "f"), "f")
+    write_file(stack.lo(0, "d", "g"), "g")
+    os.setxattr(stack.lo(0, "d", "g"), "user.x", b"1")
+    stack.mount()
+
+    with pytest.raises(OSError) as failure:
+        os.removexattr(stack.m("d", "f"), "user.nope")
+    assert failure.value.errno == errno.ENODATA
+    assert os.listdir(stack.upper) == []
+
+    os.removexattr(stack.m("d", "g"), "user.x")
+    assert os.listxattr(stack.m("d", "g")) == []
+    assert os.listdir(stack.u("d")) == ["g"]
+    assert get_xattr(stack.lo(0, "d", "g"), "user.x") == b"1"
