@@ -150,6 +150,31 @@ static int create_over_whiteout(struct fuse_req *req, struct ovl_create *c,
 	return 0;
 }
 
+/*
+ * A new directory in a merged directory is marked opaque, as overlayfs
+ * does with redirect_dir=on or the index (Linux 6.18), so that a lower
+ * directory of that name, which a redirect may bring, stays hidden. A
+ * directory that cannot be marked is removed again.
+ */
+static int opaque_in_merged(struct ovl_fs *fs, struct ovl_node *parent,
+			    const struct ovl_create *c, int dirfd,
+			    const char *name, bool *opaque)
+{
+	int err;
+
+	if (!S_ISDIR(c->mode) || c->link_src || parent->lower < 0)
+		return 0;
+	if (fs->config.redirect != OVL_REDIRECT_ON && fs->index_fd < 0)
+		return 0;
+	err = ovl_set_opaque(fs, dirfd, name);
+	if (err) {
+		unlinkat(dirfd, name, AT_REMOVEDIR);
+		return err;
+	}
+	*opaque = true;
+	return 0;
+}
+
 static int new_upper_node(struct ovl_fs *fs, struct ovl_node *parent,
 			  const char *name, const struct stat *st, bool opaque,
 			  struct ovl_node **out)
@@ -200,6 +225,10 @@ int ovl_create_object(struct fuse_req *req, struct ovl_node *parent,
 						   &opaque);
 		else if (err == 0 || err == -ENOENT)
 			err = -EEXIST;
+	} else if (!err) {
+		err = opaque_in_merged(fs, parent, c, dirfd, name, &opaque);
+		if (opaque)
+			st->st_nlink = 0; /* the xattr moved st_ctime */
 	}
 	if (!err && st->st_nlink == 0)
 		err = ovl_do_fstatat(dirfd, name, st);
@@ -264,6 +293,27 @@ void ovl_op_symlink(struct fuse_req *req, uint64_t parent, const char *name,
 }
 
 /*
+ * A directory that gains a name of a file copied up from a lower layer is
+ * marked impure, as overlayfs does, so that readdir there shows the lower
+ * st_ino that stat shows.
+ */
+static void link_mark_impure(struct ovl_fs *fs, struct ovl_node *dir)
+{
+	char name[NAME_MAX + 1];
+	bool owned;
+	int dirfd, err;
+
+	dirfd = ovl_node_dir_fd(fs, dir, 0, &owned);
+	err = dirfd < 0 ? dirfd : ovl_set_impure(fs, dirfd);
+	if (dirfd >= 0 && owned)
+		close(dirfd);
+	if (err)
+		log_warn_rl("marking directory %s impure failed: %s",
+			    ovl_node_name_try_copy(fs, dir, name, sizeof(name)),
+			    strerror(-err));
+}
+
+/*
  * The new name gets its own node. The kernel still caches the source's
  * old link count, so its attributes are invalidated before the reply:
  * after it, a stat could come first. Only the attributes are dropped,
@@ -300,6 +350,8 @@ void ovl_op_link(struct fuse_req *req, uint64_t nodeid, uint64_t newparent,
 		ovl_reply_status(req, err);
 		return;
 	}
+	if (node->lower >= 0)
+		link_mark_impure(fs, ovl_req_node(req, newparent));
 	fuse_notify_inval_inode(fs->se, nodeid, -1, 0);
 	ovl_reply_entry(req, linked, &st);
 }

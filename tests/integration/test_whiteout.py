@@ -332,3 +332,40 @@ def test_shared_whiteout_without_names_made_anew(lamina_stack):
     assert is_whiteout(stack.u("b"))
     assert len(os.listdir(work)) == 1
     assert not os.path.lexists(stack.m("b"))
+
+
+@pytest.mark.parametrize("options, opaque", [
+    (["redirect_dir=on", "index=off"], True),
+    (["redirect_dir=off", "index=on"], True),
+    (["redirect_dir=off", "index=off"], False),
+])
+def test_mkdir_in_merged_dir_opaque(stack, options, opaque):
+    """A new directory in a merged directory is opaque where overlayfs
+    makes it so: with redirect_dir=on or the index. One in a directory
+    that only the upper layer has never is."""
+    os.makedirs(stack.lo(0, "d"))
+    stack.mount(extra=options)
+
+    os.mkdir(stack.m("new"))
+    os.mkdir(stack.m("d", "new"))
+    os.mkdir(stack.m("new", "sub"))
+
+    mark = b"y" if opaque else None
+    assert get_xattr(stack.u("new"), "trusted.overlay.opaque") == mark
+    assert get_xattr(stack.u("d", "new"), "trusted.overlay.opaque") == mark
+    assert get_xattr(stack.u("new", "sub"), "trusted.overlay.opaque") is None
+    assert os.listdir(stack.m("new")) == ["sub"]
+
+
+def test_link_marks_parent_impure(stack):
+    """A directory that gains a name of a copied-up lower file is impure."""
+    os.makedirs(stack.lo(0, "e"))
+    os.makedirs(stack.lo(0, "c"))
+    write_file(stack.lo(0, "e", "f"), "f")
+    stack.mount()
+
+    os.link(stack.m("e", "f"), stack.m("c", "f"))
+
+    assert get_xattr(stack.u("c"), "trusted.overlay.impure") == b"y"
+    entry = next(e for e in os.scandir(stack.m("c")) if e.name == "f")
+    assert entry.inode() == os.lstat(stack.m("c", "f")).st_ino
