@@ -415,6 +415,17 @@ static void drop_parent_listing(struct ovl_fs *fs, struct ovl_node *node)
 		fuse_notify_inval_inode(fs->se, parent, 0, 0);
 }
 
+/*
+ * A directory of one lower layer showed that directory's link count; once
+ * copied up it is merged and shows 1, as overlayfs does. The kernel keeps
+ * the old attributes until told.
+ */
+static void drop_dir_attrs(struct ovl_fs *fs, struct ovl_node *node)
+{
+	if (node->type == S_IFDIR && node->lower_last == node->lower && fs->se)
+		fuse_notify_inval_inode(fs->se, ovl_node_id(fs, node), -1, 0);
+}
+
 static int copy_up_one(struct copy_up_ctx *c)
 {
 	struct ovl_path index = {.dirfd = -1};
@@ -441,6 +452,7 @@ static int copy_up_one(struct copy_up_ctx *c)
 	if (err)
 		return err;
 	restore_parent_times(c, &pst);
+	drop_dir_attrs(c->fs, c->node);
 	/* Without the index, the copy is a file of its own. */
 	if (!S_ISDIR(c->st.st_mode) && c->st.st_nlink > 1 && !c->indexed &&
 	    !ovl_do_fstatat(c->dst.dirfd, c->dst.name, &pst)) {

@@ -639,3 +639,18 @@ def test_symlink_trusted_xattr(stack):
     assert os.getxattr(stack.m("sym"), "trusted.mark",
                        follow_symlinks=False) == b"1"
     assert os.readlink(stack.m("sym")) == "target"
+
+
+def test_dir_copy_up_shows_merged_link_count(stack):
+    """A lower directory shows its own link count until a copy-up makes it
+    a merged directory, which shows 1 as in overlayfs."""
+    os.makedirs(stack.lo(1, "d", "x"))
+    os.makedirs(stack.lo(1, "d", "y"))
+    write_file(stack.lo(1, "d", "x", "q"), "q")
+    stack.mount()
+    assert os.stat(stack.m("d")).st_nlink == 4
+
+    os.unlink(stack.m("d", "x", "q"))
+
+    assert os.stat(stack.m("d")).st_nlink == 1
+    assert os.stat(stack.m("d", "x")).st_nlink == 1
