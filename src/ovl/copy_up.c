@@ -29,6 +29,7 @@ struct copy_up_ctx {
 	unsigned int flags;
 	bool meta;    /* copy the metadata alone and mark it metacopy */
 	bool indexed; /* a hard-linked lower file, kept in workdir/index */
+	bool index_meta; /* linked to an index entry without its data */
 };
 
 /*
@@ -354,6 +355,7 @@ static int link_up(struct copy_up_ctx *c, struct ovl_path *index)
 {
 	int delta = ovl_index_get_nlink(c->fs, index->dirfd, index->name);
 
+	c->index_meta = ovl_index_is_metacopy(c->fs, index->name);
 	if (linkat(index->dirfd, index->name, c->dst.dirfd, c->dst.name, 0) < 0)
 		return -errno;
 	return ovl_index_set_nlink(c->fs, index->dirfd, index->name, delta - 1);
@@ -497,7 +499,7 @@ static int copy_up_locked(struct ovl_fs *fs, struct ovl_node *node,
 		    strerror(-err));
 		return err;
 	}
-	node->data_layer = c.meta ? data_layer : -1;
+	node->data_layer = c.meta || c.index_meta ? data_layer : -1;
 	atomic_fetch_or(&node->flags, OVL_N_UPPER);
 	return 0;
 }
@@ -553,6 +555,9 @@ int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node, unsigned int flags)
 	pthread_mutex_lock(&node->lock);
 	if (!ovl_node_has(node, OVL_N_UPPER))
 		err = copy_up_locked(fs, node, flags);
+	/* A metacopy index entry that the copy-up linked gets its data. */
+	if (!err && node->data_layer >= 0 && !(flags & OVL_COPY_UP_META))
+		err = ovl_metacopy_finish(fs, node, flags);
 	pthread_mutex_unlock(&node->lock);
 	return err;
 }

@@ -229,8 +229,22 @@ int ovl_index_find(struct ovl_fs *fs, const struct ovl_path *lower,
 }
 
 /*
+ * Whether the index entry name holds metadata alone. overlayfs with
+ * metacopy=on leaves one when it copies up a hard-linked lower file for a
+ * change of metadata; its data stays in the lower file.
+ */
+bool ovl_index_is_metacopy(struct ovl_fs *fs, const char *name)
+{
+	char attr[64];
+
+	ovl_xattr_name(fs, attr, sizeof(attr), "metacopy");
+	return ovl_do_getxattr(fs->index_fd, name, attr, NULL, 0) >= 0;
+}
+
+/*
  * A lower name whose file was copied up through another name: from now
- * on the node reads and stats the index entry.
+ * on the node stats the index entry, and reads it unless it is a
+ * metacopy entry.
  */
 void ovl_index_refresh(struct ovl_fs *fs, struct ovl_node *node)
 {
@@ -245,6 +259,8 @@ void ovl_index_refresh(struct ovl_fs *fs, struct ovl_node *node)
 	if (!ovl_do_fstatat(lower.dirfd, lower.name, &st) &&
 	    ovl_index_wanted(fs, &st) &&
 	    !ovl_index_find(fs, &lower, &index, &st)) {
+		if (ovl_index_is_metacopy(fs, index.name))
+			node->data_layer = node->lower;
 		atomic_fetch_or(&node->flags, OVL_N_INDEX);
 		ovl_path_close(&index);
 	}

@@ -13,7 +13,7 @@ import stat
 
 import pytest
 
-from helpers import diff_trees, get_xattr, snapshot_tree, write_file
+from helpers import diff_trees, get_xattr, read_file, snapshot_tree, write_file
 
 
 def build_lowers(stack):
@@ -154,3 +154,33 @@ def test_copied_up_entries_keep_dir_inode(any_stack, writer, reader):
     stack.unmount()
     assert get_xattr(stack.u("d"), "trusted.overlay.impure") == b"y"
     assert get_xattr(stack.u(), "trusted.overlay.impure") == b"y"
+
+
+@pytest.mark.parametrize("change", ["unlink", "chmod"])
+def test_reads_kernel_metacopy_index_entry(any_stack, change):
+    """overlayfs with metacopy=on keeps a hard-linked lower file's data in
+    the lower layer after a change of metadata, under an index entry
+    without data. lamina reads and writes that file's data correctly."""
+    stack = any_stack("kernel")
+    options = ["redirect_dir=on", "index=on", "metacopy=on"]
+    write_file(stack.lo(0, "b"), "lowerdata\n")
+    os.link(stack.lo(0, "b"), stack.lo(0, "z"))
+    stack.mount(extra=options)
+    if change == "unlink":
+        os.unlink(stack.m("z"))
+    else:
+        os.chmod(stack.m("z"), 0o600)
+    stack.unmount()
+
+    stack.mount(impl="lamina", extra=options)
+    assert read_file(stack.m("b")) == b"lowerdata\n"
+    with open(stack.m("b"), "ab") as f:
+        f.write(b"more\n")
+    assert read_file(stack.m("b")) == b"lowerdata\nmore\n"
+    if change == "chmod":
+        assert read_file(stack.m("z")) == b"lowerdata\nmore\n"
+    stack.unmount()
+
+    assert read_file(stack.lo(0, "b")) == b"lowerdata\n"
+    stack.mount(extra=options)
+    assert read_file(stack.m("b")) == b"lowerdata\nmore\n"
