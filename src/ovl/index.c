@@ -356,13 +356,18 @@ int ovl_index_get_nlink(struct ovl_fs *fs, int dirfd, const char *name)
 	return (int)strtol(value + 1, NULL, 10);
 }
 
-/* The link count users see for an upper file that may be indexed. */
+/*
+ * The link count users see for an upper file that may be indexed, or for
+ * an index entry itself (entry), which is the only link of its file once
+ * every upper name of it is gone.
+ */
 void ovl_index_fix_nlink(struct ovl_fs *fs, const struct ovl_path *path,
-			 struct stat *st)
+			 struct stat *st, bool entry)
 {
 	long nlink;
 
-	if (fs->index_fd < 0 || !S_ISREG(st->st_mode) || st->st_nlink < 2)
+	if (fs->index_fd < 0 || !S_ISREG(st->st_mode) ||
+	    (st->st_nlink < 2 && !entry))
 		return;
 	nlink = (long)st->st_nlink +
 		ovl_index_get_nlink(fs, path->dirfd, path->name);

@@ -278,7 +278,7 @@ static int setattr_target_do(struct ovl_fs *fs, struct fuse_req *req,
 	    ovl_node_open_parent(fs, node, 0, &t.path))
 		t.path.dirfd = -1; /* gone meanwhile: show the plain count */
 	if (!err && t.path.dirfd != -1)
-		ovl_index_fix_nlink(fs, &t.path, st);
+		ovl_index_fix_nlink(fs, &t.path, st, false);
 	if (t.file)
 		ovl_file_put(fs, t.file);
 	ovl_path_close(&t.path);

@@ -589,7 +589,8 @@ int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 		return err;
 	err = ovl_do_fstatat(path.dirfd, path.name, st);
 	if (!err && ovl_node_real_layer(node) == 0)
-		ovl_index_fix_nlink(fs, &path, st);
+		ovl_index_fix_nlink(fs, &path, st,
+				    !ovl_node_has(node, OVL_N_UPPER));
 	ovl_path_close(&path);
 	if (err)
 		return err;

@@ -311,7 +311,7 @@ int ovl_index_set_nlink(struct ovl_fs *fs, int dirfd, const char *name,
 			int delta);
 int ovl_index_get_nlink(struct ovl_fs *fs, int dirfd, const char *name);
 void ovl_index_fix_nlink(struct ovl_fs *fs, const struct ovl_path *path,
-			 struct stat *st);
+			 struct stat *st, bool entry);
 
 /* ---- metacopy.c ---- */
 int ovl_metacopy_check(struct ovl_fs *fs, int dirfd, const char *name,

@@ -312,6 +312,23 @@ static void mark_impure(struct rename_ctx *c, int dirfd, const char *name)
 		log_warn_rl("marking the directory of %s impure failed", name);
 }
 
+/*
+ * As for unlink: index=on counts the links of a hard-linked lower file
+ * that the rename replaces, which it can only do for a copy in the index.
+ */
+static int copy_up_replaced_link(struct rename_ctx *c)
+{
+	int err;
+
+	if (!c->new_exists || c->new.upper ||
+	    !ovl_index_wanted(c->fs, &c->new.st))
+		return 0;
+	err = ovl_copy_up_name(c->fs, c->newparent, c->newname, &c->new, 0);
+	if (!err)
+		c->new.upper = true;
+	return err;
+}
+
 static int do_rename(struct rename_ctx *c)
 {
 	bool exchange = c->flags & RENAME_EXCHANGE;
@@ -330,6 +347,8 @@ static int do_rename(struct rename_ctx *c)
 	if (!err && exchange)
 		err = ovl_copy_up_name(c->fs, c->newparent, c->newname, &c->new,
 				       OVL_COPY_UP_META);
+	if (!err && !exchange)
+		err = copy_up_replaced_link(c);
 	if (err)
 		return err;
 	old_lower = c->old.lower >= 0

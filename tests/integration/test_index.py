@@ -179,3 +179,27 @@ def test_open_reader_sees_other_name_copy_up(lamina_stack):
         with open(stack.m("g2"), "w") as writer:
             writer.write("new")
         assert reader.read() == b"new"
+
+
+@pytest.mark.parametrize("removal", ["unlink", "rename-over"])
+def test_link_count_after_removing_a_name(stack, removal):
+    """Removing one of three names of a lower file, by unlink or by a
+    rename over it, leaves a count of 2 on the other names, also for a
+    name that is not copied up, and in the index entry for the other
+    implementation to read."""
+    os.makedirs(stack.lo(1, "c"))
+    write_file(stack.lo(1, "b"), "data")
+    os.link(stack.lo(1, "b"), stack.lo(1, "c", "p"))
+    os.link(stack.lo(1, "b"), stack.lo(1, "c", "q"))
+    write_file(stack.lo(1, "c", "o"), "other")
+    stack.mount(extra=INDEX)
+
+    if removal == "unlink":
+        os.unlink(stack.m("c", "p"))
+    else:
+        os.rename(stack.m("c", "o"), stack.m("c", "p"))
+
+    assert nlinks(stack, "b", "c/q") == [2, 2]
+    stack.unmount()
+    stack.mount(impl=stack.other_impl(), extra=INDEX)
+    assert nlinks(stack, "b", "c/q") == [2, 2]
