@@ -75,7 +75,8 @@ def change_merged(m):
 def make_layer(stack):
     """Fill the stack's base, change it through a mount; return the upper."""
     fill_base(stack.lowers[0])
-    stack.mount(lowers=stack.lowers[:1])
+    # The same options on both, so that both mark sub opaque.
+    stack.mount(lowers=stack.lowers[:1], extra=["redirect_dir=on"])
     try:
         change_merged(stack.merged)
     finally:
@@ -166,7 +167,7 @@ def expected_names():
     names = [b"./", b"blk", b"chr", b"dir/", b"dir/.wh.b", b"dir/a",
              b"fifo", b".wh.gone", b"h1", b"h2", b"new", b"olddir/",
              b"olddir/.wh..wh..opq", b"olddir/fresh", b"sparse", b"sub/",
-             b"sub/h3", b"sym", *ODD_NAMES]
+             b"sub/.wh..wh..opq", b"sub/h3", b"sym", *ODD_NAMES]
     return sorted(names)
 
 
