@@ -420,7 +420,7 @@ static void drop_parent_listing(struct ovl_fs *fs, struct ovl_node *node)
 /*
  * A directory of one lower layer showed that directory's link count; once
  * copied up it is merged and shows 1, as overlayfs does. The kernel keeps
- * the old attributes until told.
+ * the old attributes until lamina invalidates them.
  */
 static void drop_dir_attrs(struct ovl_fs *fs, struct ovl_node *node)
 {

@@ -229,7 +229,7 @@ int ovl_index_find(struct ovl_fs *fs, const struct ovl_path *lower,
 }
 
 /*
- * Whether the index entry name holds metadata alone. overlayfs with
+ * Whether the index entry name contains metadata alone. overlayfs with
  * metacopy=on leaves one when it copies up a hard-linked lower file for a
  * change of metadata; its data stays in the lower file.
  */

@@ -184,9 +184,9 @@ def test_open_reader_sees_other_name_copy_up(lamina_stack):
 @pytest.mark.parametrize("removal", ["unlink", "rename-over"])
 def test_link_count_after_removing_a_name(stack, removal):
     """Removing one of three names of a lower file, by unlink or by a
-    rename over it, leaves a count of 2 on the other names, also for a
-    name that is not copied up, and in the index entry for the other
-    implementation to read."""
+    rename over it, leaves a count of 2 on the other names. That holds
+    for a name not copied up too, and for the other implementation,
+    which reads the count from the index entry."""
     os.makedirs(stack.lo(1, "c"))
     write_file(stack.lo(1, "b"), "data")
     os.link(stack.lo(1, "b"), stack.lo(1, "c", "p"))
