@@ -351,7 +351,9 @@ static int do_rename(struct rename_ctx *c)
 		err = copy_up_replaced_link(c);
 	if (err)
 		return err;
-	old_lower = c->old.lower >= 0
+	/* A whiteout is needed where a lower entry has the old name; a
+	 * directory moved there before found its lower part elsewhere. */
+	old_lower = c->old.lower >= 0 && !c->old.redirect[0]
 			? 1
 			: ovl_lower_positive(c->fs, c->oldparent, c->oldname);
 	if (old_lower < 0)

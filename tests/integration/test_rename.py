@@ -394,3 +394,19 @@ def test_rename_between_links_of_one_file(stack, flags):
     assert read_file(stack.m("e", "p")) == b"data"
     assert read_file(stack.m("d", "x")) == b"data"
     assert os.listdir(stack.upper) == []
+
+
+def test_rename_dir_there_and_back(stack):
+    """A lower directory moved to a new name and back leaves no whiteout at
+    the new name, where no lower entry ever was."""
+    os.makedirs(stack.lo(1, "a", "z"))
+    os.makedirs(stack.lo(1, "e", "x"))
+    write_file(stack.lo(1, "e", "x", "f"), "f")
+    stack.mount(extra=["redirect_dir=on"])
+
+    os.rename(stack.m("e", "x"), stack.m("a", "z", "q"))
+    os.rename(stack.m("a", "z", "q"), stack.m("e", "x"))
+
+    assert read_file(stack.m("e", "x", "f")) == b"f"
+    assert os.listdir(stack.m("a", "z")) == []
+    assert os.listdir(stack.u("a", "z")) == []
