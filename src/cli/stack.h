@@ -46,7 +46,7 @@ struct cli_stack {
 	bool io_uring;	  /* requests come through io_uring (lamina only) */
 	bool prefetch;	  /* lower directories read ahead (lamina only) */
 	bool index;	  /* hard links kept together through workdir/index */
-	bool metacopy;
+	bool metacopy;	  /* metadata copied up alone where data may wait */
 	char *options;	  /* lamina: -o options that mount it again */
 };
 

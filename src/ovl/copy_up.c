@@ -355,7 +355,7 @@ static int link_up(struct copy_up_ctx *c, struct ovl_path *index)
 {
 	int delta = ovl_index_get_nlink(c->fs, index->dirfd, index->name);
 
-	c->index_meta = ovl_index_is_metacopy(c->fs, index->name);
+	c->index_meta = ovl_has_metacopy(c->fs, index->dirfd, index->name);
 	if (linkat(index->dirfd, index->name, c->dst.dirfd, c->dst.name, 0) < 0)
 		return -errno;
 	return ovl_index_set_nlink(c->fs, index->dirfd, index->name, delta - 1);
@@ -418,9 +418,9 @@ static void drop_parent_listing(struct ovl_fs *fs, struct ovl_node *node)
 }
 
 /*
- * A directory of one lower layer showed that directory's link count; once
- * copied up it is merged and shows 1, as overlayfs does. The kernel keeps
- * the old attributes until lamina invalidates them.
+ * A directory of one lower layer shows that directory's link count. Once
+ * copied up it is merged and shows 1, as in overlayfs, but the kernel
+ * keeps the old attributes until lamina invalidates them.
  */
 static void drop_dir_attrs(struct ovl_fs *fs, struct ovl_node *node)
 {

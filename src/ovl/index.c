@@ -229,22 +229,10 @@ int ovl_index_find(struct ovl_fs *fs, const struct ovl_path *lower,
 }
 
 /*
- * Whether the index entry name contains metadata alone. overlayfs with
- * metacopy=on leaves one when it copies up a hard-linked lower file for a
- * change of metadata; its data stays in the lower file.
- */
-bool ovl_index_is_metacopy(struct ovl_fs *fs, const char *name)
-{
-	char attr[64];
-
-	ovl_xattr_name(fs, attr, sizeof(attr), "metacopy");
-	return ovl_do_getxattr(fs->index_fd, name, attr, NULL, 0) >= 0;
-}
-
-/*
  * A lower name whose file was copied up through another name: from now
- * on the node stats the index entry, and reads it unless it is a
- * metacopy entry.
+ * on the node stats the index entry. It reads the entry too, unless the
+ * entry is a metacopy file, as overlayfs with metacopy=on leaves for a
+ * change of metadata. Its data then stays in the lower file.
  */
 void ovl_index_refresh(struct ovl_fs *fs, struct ovl_node *node)
 {
@@ -259,7 +247,7 @@ void ovl_index_refresh(struct ovl_fs *fs, struct ovl_node *node)
 	if (!ovl_do_fstatat(lower.dirfd, lower.name, &st) &&
 	    ovl_index_wanted(fs, &st) &&
 	    !ovl_index_find(fs, &lower, &index, &st)) {
-		if (ovl_index_is_metacopy(fs, index.name))
+		if (ovl_has_metacopy(fs, fs->index_fd, index.name))
 			node->data_layer = node->lower;
 		atomic_fetch_or(&node->flags, OVL_N_INDEX);
 		ovl_path_close(&index);

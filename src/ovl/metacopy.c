@@ -21,6 +21,15 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+/* Whether dirfd/name carries the metacopy xattr: its data lies below. */
+bool ovl_has_metacopy(struct ovl_fs *fs, int dirfd, const char *name)
+{
+	char attr[64];
+
+	ovl_xattr_name(fs, attr, sizeof(attr), "metacopy");
+	return ovl_do_getxattr(dirfd, name, attr, NULL, 0) >= 0;
+}
+
 /*
  * 1 if dirfd/name is a metacopy file to follow, 0 if not, and
  * -EPERM for one that this mount may not follow, as overlayfs refuses
@@ -30,12 +39,7 @@
 int ovl_metacopy_check(struct ovl_fs *fs, int dirfd, const char *name,
 		       const struct stat *st)
 {
-	char attr[64];
-
-	if (!S_ISREG(st->st_mode))
-		return 0;
-	ovl_xattr_name(fs, attr, sizeof(attr), "metacopy");
-	if (ovl_do_getxattr(dirfd, name, attr, NULL, 0) < 0)
+	if (!S_ISREG(st->st_mode) || !ovl_has_metacopy(fs, dirfd, name))
 		return 0;
 	if (!fs->config.metacopy && fs->first_data == fs->nlayers) {
 		log_warn_rl(

@@ -304,7 +304,6 @@ bool ovl_index_wanted(struct ovl_fs *fs, const struct stat *st);
 int ovl_index_find(struct ovl_fs *fs, const struct ovl_path *lower,
 		   struct ovl_path *path, struct stat *st);
 void ovl_index_refresh(struct ovl_fs *fs, struct ovl_node *node);
-bool ovl_index_is_metacopy(struct ovl_fs *fs, const char *name);
 int ovl_index_open(struct ovl_fs *fs, struct ovl_node *node,
 		   struct ovl_path *path);
 int ovl_index_set_nlink(struct ovl_fs *fs, int dirfd, const char *name,
@@ -314,6 +313,7 @@ void ovl_index_fix_nlink(struct ovl_fs *fs, const struct ovl_path *path,
 			 struct stat *st, bool entry);
 
 /* ---- metacopy.c ---- */
+bool ovl_has_metacopy(struct ovl_fs *fs, int dirfd, const char *name);
 int ovl_metacopy_check(struct ovl_fs *fs, int dirfd, const char *name,
 		       const struct stat *st);
 int ovl_metacopy_finish(struct ovl_fs *fs, struct ovl_node *node,

@@ -43,8 +43,8 @@ static bool may_move(struct rename_ctx *c, const struct ovl_lookup *res)
 
 /*
  * Whether both names are links to one file, which rename(2) leaves as
- * they are. Equal st_ino means one file on one filesystem, or with xino
- * across filesystems; without xino two filesystems may share numbers.
+ * they are. Equal st_ino means one file on one filesystem, or across
+ * filesystems with xino. Without xino, two filesystems may share numbers.
  */
 static bool same_file(const struct rename_ctx *c)
 {
@@ -158,14 +158,6 @@ static int clear_target_dir(struct rename_ctx *c)
 	return err;
 }
 
-static bool is_metacopy(struct ovl_fs *fs, int dirfd, const char *name)
-{
-	char attr[64];
-
-	ovl_xattr_name(fs, attr, sizeof(attr), "metacopy");
-	return ovl_do_getxattr(dirfd, name, attr, NULL, 0) >= 0;
-}
-
 /*
  * A metacopy file finds its data below by its path, so one that moves
  * records the path of the data with an absolute redirect, as overlayfs
@@ -213,7 +205,7 @@ static int set_redirect(struct rename_ctx *c, int dirfd, const char *name,
 
 	resolved[0] = '\0';
 	if (S_ISREG(res->st.st_mode) && res->lower >= 0 &&
-	    is_metacopy(c->fs, dirfd, name))
+	    ovl_has_metacopy(c->fs, dirfd, name))
 		return set_file_redirect(c, dirfd, name, res, parent, resolved);
 	if (!S_ISDIR(res->st.st_mode) || res->lower < 0)
 		return 0;
@@ -351,8 +343,8 @@ static int do_rename(struct rename_ctx *c)
 		err = copy_up_replaced_link(c);
 	if (err)
 		return err;
-	/* A whiteout is needed where a lower entry has the old name; a
-	 * directory moved there before found its lower part elsewhere. */
+	/* A whiteout is needed only where a lower entry has the old name. A
+	 * directory moved there before finds its lower part by redirect. */
 	old_lower = c->old.lower >= 0 && !c->old.redirect[0]
 			? 1
 			: ovl_lower_positive(c->fs, c->oldparent, c->oldname);
