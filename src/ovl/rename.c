@@ -158,14 +158,24 @@ static int clear_target_dir(struct rename_ctx *c)
 	return err;
 }
 
+/* Whether the upper entry's own redirect is a plain name. */
+static bool redirect_relative(const struct ovl_lookup *res)
+{
+	return res->chain && res->chain->layer == 1 && res->chain->relative;
+}
+
 /*
- * A metacopy file finds its data below by its path, so one that moves
- * records the path of the data with an absolute redirect, as overlayfs
- * does.
+ * Write the redirect of an entry with a lower part that moves from
+ * (parent, name) to dest, as overlayfs chooses it. An entry that has a
+ * redirect keeps it when it stays in its directory or the redirect is
+ * an absolute path. Else the redirect is the old name when the entry
+ * stays in its directory, and the absolute path of its lower part when
+ * it leaves. resolved receives that path, found from layer down.
  */
-static int set_file_redirect(struct rename_ctx *c, int dirfd,
-			     const char *name, const struct ovl_lookup *res,
-			     struct ovl_node *parent, char *resolved)
+static int write_redirect(struct rename_ctx *c, int dirfd, const char *name,
+			  const struct ovl_lookup *res, int layer,
+			  struct ovl_node *parent, struct ovl_node *dest,
+			  char *resolved)
 {
 	char attr[64], value[OVL_PATH_MAX + 1];
 	size_t len;
@@ -173,8 +183,10 @@ static int set_file_redirect(struct rename_ctx *c, int dirfd,
 
 	if (res->redirect[0]) {
 		strcpy(resolved, res->redirect);
+		if (parent == dest || !redirect_relative(res))
+			return 0;
 	} else {
-		err = ovl_node_lower_path(c->fs, parent, res->lower, resolved,
+		err = ovl_node_lower_path(c->fs, parent, layer, resolved,
 					  OVL_PATH_MAX);
 		len = strlen(resolved);
 		if (err || len + strlen(name) + 2 > OVL_PATH_MAX)
@@ -182,45 +194,7 @@ static int set_file_redirect(struct rename_ctx *c, int dirfd,
 		snprintf(resolved + len, OVL_PATH_MAX - len, "%s%s",
 			 len ? "/" : "", name);
 	}
-	snprintf(value, sizeof(value), "/%s", resolved);
-	if (strlen(value) > OVL_REDIRECT_MAX)
-		return -EXDEV;
-	ovl_xattr_name(c->fs, attr, sizeof(attr), "redirect");
-	return ovl_do_setxattr(dirfd, name, attr, value, strlen(value), 0);
-}
-
-/*
- * Mark a directory with a lower part, about to move from (parent, name)
- * to dest, with the path of that lower part: a plain name when it stays
- * in the same directory, else an absolute path. resolved receives the
- * lower path itself, or "" when there is nothing to mark.
- */
-static int set_redirect(struct rename_ctx *c, int dirfd, const char *name,
-			const struct ovl_lookup *res, struct ovl_node *parent,
-			struct ovl_node *dest, char *resolved)
-{
-	char attr[64], value[OVL_PATH_MAX + 1];
-	size_t len;
-	int err;
-
-	resolved[0] = '\0';
-	if (S_ISREG(res->st.st_mode) && res->lower >= 0 &&
-	    ovl_has_metacopy(c->fs, dirfd, name))
-		return set_file_redirect(c, dirfd, name, res, parent, resolved);
-	if (!S_ISDIR(res->st.st_mode) || res->lower < 0)
-		return 0;
-	if (res->redirect[0]) {
-		strcpy(resolved, res->redirect);
-	} else {
-		err = ovl_node_lower_path(c->fs, parent, c->fs->first_lower,
-					  resolved, OVL_PATH_MAX);
-		len = strlen(resolved);
-		if (err || len + strlen(name) + 2 > OVL_PATH_MAX)
-			return -EXDEV;
-		snprintf(resolved + len, OVL_PATH_MAX - len, "%s%s",
-			 len ? "/" : "", name);
-	}
-	if (parent == dest && !res->redirect[0])
+	if (parent == dest)
 		snprintf(value, sizeof(value), "%s", name);
 	else
 		snprintf(value, sizeof(value), "/%s", resolved);
@@ -228,6 +202,27 @@ static int set_redirect(struct rename_ctx *c, int dirfd, const char *name,
 		return -EXDEV;
 	ovl_xattr_name(c->fs, attr, sizeof(attr), "redirect");
 	return ovl_do_setxattr(dirfd, name, attr, value, strlen(value), 0);
+}
+
+/*
+ * Mark an entry with a lower part, about to move from (parent, name) to
+ * dest, with the path of that lower part: a directory, or a metacopy
+ * file, which finds its data below by its path. resolved receives the
+ * lower path itself, or "" when there is nothing to mark.
+ */
+static int set_redirect(struct rename_ctx *c, int dirfd, const char *name,
+			const struct ovl_lookup *res, struct ovl_node *parent,
+			struct ovl_node *dest, char *resolved)
+{
+	resolved[0] = '\0';
+	if (S_ISREG(res->st.st_mode) && res->lower >= 0 &&
+	    ovl_has_metacopy(c->fs, dirfd, name))
+		return write_redirect(c, dirfd, name, res, res->lower, parent,
+				      dest, resolved);
+	if (!S_ISDIR(res->st.st_mode) || res->lower < 0)
+		return 0;
+	return write_redirect(c, dirfd, name, res, c->fs->first_lower, parent,
+			      dest, resolved);
 }
 
 static int rename_exchange(struct rename_ctx *c)

@@ -100,6 +100,22 @@ def test_renamed_metacopy_file_keeps_its_data(stack):
     assert has_metacopy(stack.u("e", "g"))
 
 
+def test_metacopy_file_renamed_in_its_directory(stack):
+    """Within one directory the redirect of a metacopy file is its old
+    name, as for a directory."""
+    data = big_file(stack.lo(1, "d", "f"))
+    stack.mount(extra=META)
+    os.chmod(stack.m("d", "f"), 0o600)
+
+    os.rename(stack.m("d", "f"), stack.m("d", "g"))
+
+    assert get_xattr(stack.u("d", "g"), "trusted.overlay.redirect") == b"f"
+    assert read_file(stack.m("d", "g")) == data
+    stack.remount(impl=stack.other_impl(), extra=META)
+    assert read_file(stack.m("d", "g")) == data
+    assert not os.path.lexists(stack.m("d", "f"))
+
+
 def test_metacopy_written_by_other_impl(stack):
     data = big_file(stack.lo(1, "f"))
     stack.mount(impl=stack.other_impl(), extra=META)

@@ -242,6 +242,27 @@ def test_redirect_same_dir_relative(stack):
     assert read_file(stack.m("a2", "b", "f")) == b"f"
 
 
+@pytest.mark.parametrize("moves,expected", [
+    ((("a",), ("a2",), ("a3",)), b"a"),
+    ((("a",), ("a2",), ("c", "a3")), b"/a"),
+    ((("a",), ("c", "a2"), ("c", "a3")), b"/a"),
+])
+def test_redirect_kept_or_rewritten(stack, moves, expected):
+    """A redirect stays through a rename in its directory, and an
+    absolute one through any rename; a plain name leaving its directory
+    becomes an absolute path."""
+    lower_tree(stack)
+    stack.mount(extra=["redirect_dir=on"])
+
+    for old, new in zip(moves, moves[1:]):
+        os.rename(stack.m(*old), stack.m(*new))
+
+    assert get_xattr(stack.u(*moves[-1]), "trusted.overlay.redirect") == expected
+    stack.remount(impl=stack.other_impl(), extra=["redirect_dir=on"])
+    assert read_file(stack.m(*moves[-1], "b", "f")) == b"f"
+    assert not os.path.lexists(stack.m("a"))
+
+
 def test_redirect_twice_and_write(stack):
     """A moved dir moves again and takes new files; both show after remount."""
     lower_tree(stack)
