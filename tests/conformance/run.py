@@ -861,6 +861,29 @@ def probe_copyup_meta(ctx):
     return {"copyup_meta": "all kept" if not lost else "not kept: " + ", ".join(lost)}
 
 
+@probe("metacopy_open", [("metacopy_open", "Copy-up",
+                          "metacopy=on (fuse-overlayfs: no option): chown(2) of a "
+                          "lower file, then open(O_WRONLY) and close with no write: "
+                          "the file's mtime")],
+       {"kernel": [["metacopy=on"]], "lamina": [["metacopy=on"]]})
+def probe_metacopy_open(ctx):
+    s = ctx.stack()
+    write_file(s.lo("f"), OLD)
+    os.utime(s.lo("f"), (978307200, 978307200))
+    s.mount()
+    os.chown(s.m("f"), 1000, 1000)
+    after_chown = os.lstat(s.m("f")).st_mtime_ns
+    os.close(os.open(s.m("f"), os.O_WRONLY))
+    after_open = os.lstat(s.m("f")).st_mtime_ns
+    s.umount()
+    low = os.lstat(s.lo("f")).st_mtime_ns
+
+    def text(mtime):
+        return "kept" if mtime == low else "set to the time of the copy-up"
+    return {"metacopy_open": f"after chown: {text(after_chown)}; "
+                             f"after the open: {text(after_open)}"}
+
+
 @probe("unlink_open", [("unlink_open", "Data and open files",
                         "unlink(2) of an open lower file: read and fstat st_nlink on the fd "
                         "(plain fs: 0)")])
