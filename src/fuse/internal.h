@@ -19,6 +19,7 @@ struct fuse_session {
 	int fd;		 /* the /dev/fuse descriptor of the mount */
 	char *mountpoint; /* NULL until mounted */
 	dev_t mount_dev;  /* the mount's device number, 0 if unknown */
+	uint64_t mount_id; /* the kernel's ID of the mount, 0 if unknown */
 	const struct fuse_ops *ops;
 	void *fs;
 	bool debug;

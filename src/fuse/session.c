@@ -179,6 +179,29 @@ static int mount_fusermount(struct fuse_session *se, const char *mnt,
 	return 0;
 }
 
+/* Linux 6.8: an ID that no later mount gets again. */
+#ifndef STATX_MNT_ID_UNIQUE
+#define STATX_MNT_ID_UNIQUE 0x4000U
+#endif
+
+/*
+ * The device number and mount ID of the mount at path. A device number
+ * of an unmounted FUSE or tmpfs filesystem goes to the next such mount,
+ * so only both together identify a mount. The mount ID is the unique
+ * one where the kernel has it, else 0.
+ */
+static int mount_ident(const char *path, dev_t *dev, uint64_t *id)
+{
+	struct statx stx;
+
+	if (statx(AT_FDCWD, path, AT_STATX_DONT_SYNC | AT_NO_AUTOMOUNT,
+		  STATX_TYPE | STATX_MNT_ID_UNIQUE, &stx) < 0)
+		return -errno;
+	*dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
+	*id = stx.stx_mask & STATX_MNT_ID_UNIQUE ? stx.stx_mnt_id : 0;
+	return 0;
+}
+
 int fuse_mount_dev(int dirfd, const char *path, dev_t *dev)
 {
 	struct statx stx;
@@ -211,8 +234,10 @@ int fuse_session_mount(struct fuse_session *se, const char *mountpoint,
 		return -ENOMEM;
 	}
 	/* Right after mounting the mount point surely leads to this mount. */
-	if (fuse_mount_dev(AT_FDCWD, mountpoint, &se->mount_dev))
+	if (mount_ident(mountpoint, &se->mount_dev, &se->mount_id)) {
 		se->mount_dev = 0;
+		se->mount_id = 0;
+	}
 	return 0;
 }
 
@@ -230,10 +255,25 @@ static void unmount_fusermount(const char *mnt)
 		waitpid(pid, &status, 0);
 }
 
+/* Whether a mountinfo line is of a FUSE filesystem with device dev. */
+static bool fuse_line_of(const char *line, dev_t dev)
+{
+	unsigned int major, minor;
+	const char *type = strstr(line, " - ");
+
+	return sscanf(line, "%*d %*d %u:%u", &major, &minor) == 2 &&
+	       makedev(major, minor) == dev && type &&
+	       !strncmp(type + 3, "fuse", 4);
+}
+
+/*
+ * Whether a FUSE mount with device number dev is in this mount
+ * namespace. The type tells it from a later tmpfs, say, that got the
+ * same number.
+ */
 int fuse_dev_mounted(dev_t dev)
 {
 	FILE *f = fopen("/proc/self/mountinfo", "re");
-	unsigned int major, minor;
 	char *line = NULL;
 	size_t size = 0;
 	int found = 0;
@@ -241,9 +281,7 @@ int fuse_dev_mounted(dev_t dev)
 	if (!f)
 		return -errno;
 	while (!found && getline(&line, &size, f) > 0)
-		if (sscanf(line, "%*d %*d %u:%u", &major, &minor) == 2 &&
-		    makedev(major, minor) == dev)
-			found = 1;
+		found = fuse_line_of(line, dev);
 	free(line);
 	fclose(f);
 	return found;
@@ -258,17 +296,18 @@ dev_t fuse_session_mount_dev(const struct fuse_session *se)
  * Unmount, lazily if the mount is busy: a stopping daemon cannot wait
  * for open files to close, and a lazy unmount lets them finish.
  * umount2() goes by path. When another filesystem now covers the mount
- * point, an unmount would remove that filesystem, so nothing is unmounted.
+ * point, or took its place after an unmount, an unmount would remove
+ * that filesystem, so nothing is unmounted.
  */
 void fuse_session_unmount(struct fuse_session *se)
 {
+	uint64_t id;
 	dev_t dev;
 
 	if (!se->mountpoint)
 		return;
-	if (se->mount_dev &&
-	    fuse_mount_dev(AT_FDCWD, se->mountpoint, &dev) == 0 &&
-	    dev != se->mount_dev) {
+	if (se->mount_dev && mount_ident(se->mountpoint, &dev, &id) == 0 &&
+	    (dev != se->mount_dev || id != se->mount_id)) {
 		/* Not when unmounted already, as by umount(8). An unreadable
 		 * table counts as still mounted. */
 		if (fuse_dev_mounted(se->mount_dev) != 0)

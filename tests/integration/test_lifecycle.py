@@ -392,6 +392,28 @@ def test_plain_umount_logs_no_cover_warning(lamina_stack):
     assert "another filesystem is mounted over" not in log
 
 
+def test_exit_spares_mount_that_took_the_place(lamina_stack):
+    """A filesystem mounted where lamina was, after a lazy unmount and
+    before the daemon exits, may get the same device number. The daemon
+    leaves it mounted and logs no warning."""
+    stack = lamina_stack
+    stack.mount(extra=["prefetch=off"])
+    daemon = stack.daemon
+    os.kill(daemon.pid, signal.SIGSTOP)
+    try:
+        run(["umount", "-l", "--no-canonicalize", stack.merged])
+        run(["mount", "-t", "tmpfs", "lamina-next", stack.merged])
+    finally:
+        os.kill(daemon.pid, signal.SIGCONT)
+    try:
+        assert daemon.wait_exit() == 0
+        assert find_mount(stack.merged)["fstype"] == "tmpfs"
+        log = read_file(daemon.log_path).decode(errors="replace")
+        assert "another filesystem is mounted over" not in log
+    finally:
+        run(["umount", stack.merged])
+
+
 def test_background_mount_with_closed_streams(lamina_stack):
     """lamina mount started with stdin, stdout and stderr closed still
     serves its layers from the background."""
