@@ -50,6 +50,10 @@ static bool same_file(const struct rename_ctx *c)
 {
 	const struct stat *a = &c->old.st, *b = &c->new.st;
 
+	/* Without the index, names of a lower file are files of their own
+	 * until copied up, as in overlayfs. */
+	if (c->fs->index_fd < 0 && (!c->old.upper || !c->new.upper))
+		return false;
 	return c->new_exists && !S_ISDIR(a->st_mode) && !S_ISDIR(b->st_mode) &&
 	       a->st_ino == b->st_ino &&
 	       (a->st_dev == b->st_dev || c->fs->xino_shift);

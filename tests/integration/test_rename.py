@@ -417,6 +417,26 @@ def test_rename_between_links_of_one_file(stack, flags):
     assert os.listdir(stack.upper) == []
 
 
+@pytest.mark.parametrize("flags", [0, RENAME_EXCHANGE])
+def test_rename_between_lower_links_without_index(stack, flags):
+    """Without the index, two names of one lower file are two files until
+    copied up, so rename(2) between them moves one over the other."""
+    os.makedirs(stack.lo(0, "d"))
+    os.makedirs(stack.lo(0, "e"))
+    write_file(stack.lo(0, "d", "x"), "data")
+    os.link(stack.lo(0, "d", "x"), stack.lo(0, "e", "p"))
+    stack.mount(extra=["index=off"])
+
+    renameat2(stack.m("e", "p"), stack.m("d", "x"), flags)
+
+    assert read_file(stack.m("d", "x")) == b"data"
+    if flags == RENAME_EXCHANGE:
+        assert read_file(stack.m("e", "p")) == b"data"
+    else:
+        assert not os.path.lexists(stack.m("e", "p"))
+        assert is_whiteout(stack.u("e", "p"))
+
+
 def test_rename_dir_there_and_back(stack):
     """A lower directory moved to a new name and back leaves no whiteout at
     the new name, where no lower entry ever was."""
