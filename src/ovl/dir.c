@@ -313,6 +313,15 @@ static void link_mark_impure(struct ovl_fs *fs, struct ovl_node *dir)
 			    strerror(-err));
 }
 
+/* Whether the upper file at path records the lower file it came from. */
+static bool has_origin(struct ovl_fs *fs, const struct ovl_path *path)
+{
+	char attr[64];
+
+	ovl_xattr_name(fs, attr, sizeof(attr), "origin");
+	return ovl_do_getxattr(path->dirfd, path->name, attr, NULL, 0) >= 0;
+}
+
 /*
  * The new name gets its own node. The kernel still caches the source's
  * old link count, so its attributes are invalidated before the reply:
@@ -327,8 +336,12 @@ void ovl_op_link(struct fuse_req *req, uint64_t nodeid, uint64_t newparent,
 	struct ovl_create c = {.mode = node->type};
 	struct ovl_path src;
 	struct stat st;
+	bool broken, origin;
 	int err;
 
+	/* Without the index overlayfs keeps no origin of a lower hard link. */
+	broken = fs->index_fd < 0 && !ovl_node_has(node, OVL_N_UPPER) &&
+		 ovl_node_has(node, OVL_N_LINKED);
 	/* Full data: a second name could not find a metacopy's data. */
 	err = ovl_copy_up(fs, node, 0);
 	if (!err)
@@ -343,6 +356,7 @@ void ovl_op_link(struct fuse_req *req, uint64_t nodeid, uint64_t newparent,
 	/* Read after the copy-up, which renumbers a hard link without index. */
 	c.ino = node->ino;
 	c.link_src = &src;
+	origin = !broken && has_origin(fs, &src);
 	err = ovl_create_object(req, ovl_req_node(req, newparent), newname, &c,
 				&linked, &st);
 	ovl_path_close(&src);
@@ -350,7 +364,7 @@ void ovl_op_link(struct fuse_req *req, uint64_t nodeid, uint64_t newparent,
 		ovl_reply_status(req, err);
 		return;
 	}
-	if (node->lower >= 0)
+	if (origin)
 		link_mark_impure(fs, ovl_req_node(req, newparent));
 	fuse_notify_inval_inode(fs->se, nodeid, -1, 0);
 	ovl_reply_entry(req, linked, &st);

@@ -369,3 +369,34 @@ def test_link_marks_parent_impure(stack):
     assert get_xattr(stack.u("c"), "trusted.overlay.impure") == b"y"
     entry = next(e for e in os.scandir(stack.m("c")) if e.name == "f")
     assert entry.inode() == os.lstat(stack.m("c", "f")).st_ino
+
+
+@pytest.mark.parametrize("options", [["index=on"], ["index=off"]])
+def test_link_after_remount_marks_parent_impure(stack, options):
+    """A file copied up before a remount still has its origin, so a new
+    name of it makes its directory impure too."""
+    os.makedirs(stack.lo(0, "e"))
+    os.makedirs(stack.lo(0, "c"))
+    write_file(stack.lo(0, "e", "f"), "f")
+    stack.mount(extra=options)
+    os.setxattr(stack.m("e", "f"), "user.a", b"1")
+    stack.remount(extra=options)
+
+    os.link(stack.m("e", "f"), stack.m("c", "f"))
+
+    assert get_xattr(stack.u("c"), "trusted.overlay.impure") == b"y"
+
+
+def test_link_of_lower_link_without_index(stack):
+    """Without the index a lower hard link loses its origin on copy-up, so
+    a new name of it leaves its directory as it is."""
+    os.makedirs(stack.lo(0, "e"))
+    os.makedirs(stack.lo(0, "c"))
+    write_file(stack.lo(0, "e", "f"), "f")
+    os.link(stack.lo(0, "e", "f"), stack.lo(0, "e", "g"))
+    stack.mount(extra=["index=off"])
+
+    os.link(stack.m("e", "f"), stack.m("c", "f"))
+
+    assert get_xattr(stack.u("c"), "trusted.overlay.impure") is None
+    assert get_xattr(stack.u("e", "f"), "trusted.overlay.origin") is None
