@@ -96,6 +96,10 @@ int ovl_redirect_walk(struct ovl_fs *fs, struct ovl_lookup *res, int layer,
 			}
 		}
 		close(fd);
+		/* As in overlayfs: a whiteout or a file on the way hides
+		 * the path in the layers below too. */
+		if (err == -ENOTDIR)
+			res->stop_below = true;
 		if (err)
 			return err == -ENOTDIR ? -ENOENT : err;
 		fd = next;

@@ -76,6 +76,26 @@ def test_chained_redirects(make_stack):
     assert read_file(stack.m("c", "y", "b", "f")) == b"f"
 
 
+@pytest.mark.parametrize("blocker", ["whiteout", "file"])
+def test_redirect_stops_at_hidden_path(make_stack, blocker):
+    """A whiteout or a file on a redirect's path in a middle layer hides
+    the path in the layers below it."""
+    stack = make_stack(nlower=3)
+    write_file(stack.lo(0, "e", "x", "p"), "p")
+    if blocker == "whiteout":
+        whiteout(stack.lo(1, "e"))
+    else:
+        write_file(stack.lo(1, "e"), "e")
+    write_file(stack.lo(2, "e", "x", "q"), "q")
+    stack.mount(extra=["redirect_dir=on"])
+
+    os.rename(stack.m("e", "x"), stack.m("n"))
+
+    assert os.listdir(stack.m("n")) == ["p"]
+    stack.remount(extra=["redirect_dir=on"])
+    assert os.listdir(stack.m("n")) == ["p"]
+
+
 def test_lower_redirect_then_write_and_rename(stack):
     """A dir moved in a lower layer takes writes and moves again."""
     base_tree(stack, 1)
