@@ -188,7 +188,8 @@ static int entry_type(int dirfd, struct dirent *d, bool *whiteout,
 /*
  * A name that the upper layer has and a lower one has too: settle its
  * st_ino as lookup does. A directory merged with a lower directory
- * shows the lower st_ino; a copied-up file shows its origin's.
+ * shows the lower st_ino, an opaque one its own; a copied-up file shows
+ * its origin's.
  */
 static void resolve_upper_ino(struct load_ctx *ctx, size_t entry,
 			      unsigned char lower_type, ino_t lower_ino)
@@ -199,7 +200,9 @@ static void resolve_upper_ino(struct load_ctx *ctx, size_t entry,
 	if (i >= ctx->nupper || ctx->resolved[i])
 		return;
 	ctx->resolved[i] = true;
-	if (e->type == DT_DIR && lower_type == DT_DIR)
+	/* An opaque upper directory merges with nothing below. */
+	if (e->type == DT_DIR && lower_type == DT_DIR &&
+	    !ovl_check_opaque(ctx->fs, ctx->upper_fd, e->name))
 		e->ino = lower_ino;
 	else if (e->type != DT_DIR)
 		e->ino = ovl_origin_ino(ctx->fs, ctx->upper_fd, e->name, e->ino);

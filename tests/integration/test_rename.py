@@ -451,3 +451,21 @@ def test_rename_dir_there_and_back(stack):
     assert read_file(stack.m("e", "x", "f")) == b"f"
     assert os.listdir(stack.m("a", "z")) == []
     assert os.listdir(stack.u("a", "z")) == []
+
+
+def test_exchange_new_dir_with_lower_dir_d_ino(stack):
+    """After a lower directory and a new one change places, readdir gives
+    each the st_ino that lstat gives: the new one does not merge with the
+    lower directory now below its name."""
+    write_file(stack.lo(1, "e", "y", "p"), "p")
+    os.makedirs(stack.lo(1, "c"))
+    stack.mount(extra=["redirect_dir=on"])
+    os.mkdir(stack.m("c", "y"))
+
+    renameat2(stack.m("e", "y"), stack.m("c", "y"), RENAME_EXCHANGE)
+
+    for parent in ("e", "c"):
+        entry = next(e for e in os.scandir(stack.m(parent)) if e.name == "y")
+        assert entry.inode() == os.lstat(stack.m(parent, "y")).st_ino
+    assert os.listdir(stack.m("e", "y")) == []
+    assert os.listdir(stack.m("c", "y")) == ["p"]
