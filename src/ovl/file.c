@@ -301,6 +301,7 @@ void ovl_op_open(struct fuse_req *req, uint64_t nodeid,
 		 * the lower file.
 		 */
 		ovl_node_unhash_keep(fs, node);
+		ovl_link_retire(fs, node);
 		err = -ESTALE;
 	}
 	if (err) {

@@ -18,10 +18,10 @@ void ovl_reply_status(struct fuse_req *req, int err)
 }
 
 /*
- * Each name of a hard-linked file is its own node and kernel inode, so a
- * change made through one name (mode, size, link count) is not seen
- * through the others until they ask again: their attributes are not
- * cached.
+ * Some names of a hard-linked file stay kernel inodes of their own (see
+ * links.c), and a change made through one of them (mode, size, link
+ * count) is not seen through the others until they ask again: their
+ * attributes are not cached.
  */
 static double attr_timeout(struct ovl_fs *fs, const struct stat *st)
 {
