@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
  * An OCI layer tar unpacked into an overlayfs layer. libarchive writes
- * the files, with owners, modes, times, xattrs, hard links and holes, and
- * rejects entries that would land outside the current directory. The
+ * the files, with owners, modes, times, hard links and holes, and rejects
+ * entries that would land outside the current directory. The
  * paths are also checked here first, so that every rejection names its
  * entry.
  * Whiteout and opaque entries are collected and applied at the end.
@@ -32,7 +32,8 @@ struct import_ctx {
 	struct archive_entry *root; /* the "./" entry, applied last */
 };
 
-/* The disk writer: secure extraction of everything an entry carries. */
+/* The disk writer: secure extraction of everything an entry carries but
+ * its xattrs, which set_xattrs() writes. */
 static struct archive *import_disk_writer(void)
 {
 	struct archive *disk = archive_write_disk_new();
@@ -41,8 +42,8 @@ static struct archive *import_disk_writer(void)
 		return NULL;
 	archive_write_disk_set_options(
 	    disk, ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_PERM |
-		      ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_XATTR |
-		      ARCHIVE_EXTRACT_ACL | ARCHIVE_EXTRACT_SECURE_SYMLINKS |
+		      ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_ACL |
+		      ARCHIVE_EXTRACT_SECURE_SYMLINKS |
 		      ARCHIVE_EXTRACT_SECURE_NODOTDOT |
 		      ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS);
 	return disk;
@@ -105,6 +106,7 @@ static int check_hardlink(struct import_ctx *x, struct archive_entry *entry,
 
 static int copy_data(struct import_ctx *x, const char *path)
 {
+	char why[512];
 	const void *buf;
 	size_t size;
 	la_int64_t offset;
@@ -121,10 +123,13 @@ static int copy_data(struct import_ctx *x, const char *path)
 			    path, archive_error_string(x->in));
 			return -EIO;
 		}
-		if (archive_write_data_block(x->disk, buf, size, offset) <
-		    ARCHIVE_WARN) {
-			oci_error_set(x->e, "writing tar entry '%s' failed: %s",
-				      path, archive_error_string(x->disk));
+		/* The disk writer reports a failed write(2) as ARCHIVE_WARN,
+		 * and then the file lacks this block. */
+		if (archive_write_data_block(x->disk, buf, size, offset) !=
+		    ARCHIVE_OK) {
+			oci_error_set(
+			    x->e, "writing tar entry '%s' failed: %s", path,
+			    oci_archive_error(x->disk, why, sizeof(why)));
 			return -EIO;
 		}
 		import_progress(x);
@@ -134,14 +139,73 @@ static int copy_data(struct import_ctx *x, const char *path)
 
 static void warn_entry(struct archive *a, const char *path)
 {
+	char why[512];
+
 	fprintf(stderr, "lamina: warning: tar entry '%s': %s\n", path,
-		archive_error_string(a));
+		oci_archive_error(a, why, sizeof(why)));
+}
+
+/*
+ * Whether a status of the disk writer means that the layer lacks part of
+ * the entry. libarchive reports a failed metadata step (owner, mode,
+ * times, ACLs) as ARCHIVE_WARN, and the import warns and goes on. The
+ * same status with ENOSPC, EDQUOT or EIO means that the filesystem could
+ * not store what the tar holds, so the import fails.
+ */
+static bool disk_write_failed(struct archive *disk, int rc)
+{
+	int err = archive_errno(disk);
+
+	if (rc < ARCHIVE_WARN)
+		return true;
+	return rc == ARCHIVE_WARN &&
+	       (err == ENOSPC || err == EDQUOT || err == EIO);
+}
+
+/*
+ * Set the xattrs of entry on the file unpacked at clean ("" is the root).
+ * libarchive 3.6.2 reports a failed xattr without its errno, so the
+ * import sets them itself. It warns where the filesystem or the caller's
+ * privileges do not allow an xattr, as libarchive does for an owner or a
+ * mode, and fails on ENOSPC, EDQUOT or EIO.
+ */
+static int set_xattrs(struct import_ctx *x, struct archive_entry *entry,
+		      const char *path, const char *clean)
+{
+	const char *name;
+	const void *value;
+	size_t size;
+
+	/* As in libarchive: a hard link with no data of its own does not
+	 * change the metadata of the file it names. */
+	if (archive_entry_hardlink(entry) && archive_entry_size(entry) <= 0)
+		return 0;
+	archive_entry_xattr_reset(entry);
+	while (archive_entry_xattr_next(entry, &name, &value, &size) ==
+	       ARCHIVE_OK) {
+		if (lsetxattr(clean[0] ? clean : ".", name, value, size, 0) ==
+		    0)
+			continue;
+		if (errno == ENOSPC || errno == EDQUOT || errno == EIO) {
+			oci_error_set(
+			    x->e,
+			    "setting xattr %s of tar entry '%s' failed: %s",
+			    name, path, strerror(errno));
+			return -errno;
+		}
+		fprintf(
+		    stderr,
+		    "lamina: warning: tar entry '%s': setting xattr %s failed: %s\n",
+		    path, name, strerror(errno));
+	}
+	return 0;
 }
 
 /* Unpack one ordinary entry at its clean path ("." for the root). */
 static int write_entry(struct import_ctx *x, struct archive_entry *entry,
 		       const char *path, const char *clean)
 {
+	char why[512];
 	int rc, err;
 
 	err = check_hardlink(x, entry, path);
@@ -150,9 +214,9 @@ static int write_entry(struct import_ctx *x, struct archive_entry *entry,
 	archive_entry_copy_pathname(entry, clean[0] ? clean : ".");
 	strip_overlay_xattrs(entry);
 	rc = archive_write_header(x->disk, entry);
-	if (rc < ARCHIVE_WARN) {
+	if (disk_write_failed(x->disk, rc)) {
 		oci_error_set(x->e, "cannot unpack tar entry '%s': %s", path,
-			      archive_error_string(x->disk));
+			      oci_archive_error(x->disk, why, sizeof(why)));
 		return -EINVAL;
 	}
 	if (rc == ARCHIVE_WARN)
@@ -163,14 +227,14 @@ static int write_entry(struct import_ctx *x, struct archive_entry *entry,
 			return err;
 	}
 	rc = archive_write_finish_entry(x->disk);
-	if (rc < ARCHIVE_WARN) {
+	if (disk_write_failed(x->disk, rc)) {
 		oci_error_set(x->e, "cannot finish tar entry '%s': %s", path,
-			      archive_error_string(x->disk));
+			      oci_archive_error(x->disk, why, sizeof(why)));
 		return -EIO;
 	}
 	if (rc == ARCHIVE_WARN)
 		warn_entry(x->disk, path);
-	return 0;
+	return set_xattrs(x, entry, path, clean);
 }
 
 static int import_entry(struct import_ctx *x, struct archive_entry *entry)
@@ -218,6 +282,9 @@ static int import_entries(struct import_ctx *x)
 		rc = archive_read_next_header(x->in, &entry);
 		if (rc == ARCHIVE_EOF)
 			break;
+		/* The reader returns ARCHIVE_WARN for every name that does not
+		 * convert to the locale's charset, and keeps the name's bytes,
+		 * which is what the layer needs. */
 		if (rc < ARCHIVE_WARN) {
 			oci_error_set(x->e, "reading the tar failed: %s",
 				      archive_error_string(x->in));
@@ -270,6 +337,7 @@ int oci_import(struct archive *a, const struct oci_import_options *opts,
 	       struct oci_error *e)
 {
 	struct import_ctx x = {.in = a, .opts = opts, .e = e};
+	char why[512];
 	int err;
 
 	x.disk = import_disk_writer();
@@ -283,7 +351,7 @@ int oci_import(struct archive *a, const struct oci_import_options *opts,
 		err = import_marks_apply(&x.marks, opts->userxattr, e);
 	if (archive_write_close(x.disk) != ARCHIVE_OK && !err) {
 		oci_error_set(e, "cannot set the final modes and times: %s",
-			      archive_error_string(x.disk));
+			      oci_archive_error(x.disk, why, sizeof(why)));
 		err = -EIO;
 	}
 	if (!err) {

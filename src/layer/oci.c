@@ -2,6 +2,7 @@
 /* Entry names of OCI layer tars: whiteouts, opaque markers, safe paths. */
 #include "oci.h"
 
+#include <archive.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,6 +15,23 @@ void oci_error_set(struct oci_error *e, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
 	va_end(ap);
+}
+
+const char *oci_archive_error(struct archive *a, char *buf, size_t size)
+{
+	const char *msg = archive_error_string(a);
+	int err = archive_errno(a);
+
+	/* libarchive gives errors that no system call returned -1, 0 or, for
+	 * an invalid format on Linux, EILSEQ, whose text would mislead. */
+	if (err <= 0 || err == EILSEQ)
+		snprintf(buf, size, "%s",
+			 msg ? msg : "unknown libarchive error");
+	else if (!msg || strstr(msg, strerror(err)))
+		snprintf(buf, size, "%s", msg ? msg : strerror(err));
+	else
+		snprintf(buf, size, "%s: %s", msg, strerror(err));
+	return buf;
 }
 
 static bool starts_with(const char *s, const char *prefix)

@@ -17,12 +17,21 @@
 #define OCI_WHITEOUT_PREFIX ".wh."
 #define OCI_OPAQUE_NAME ".wh..wh..opq"
 
+struct archive;
+
 /* A message for the user, made where the failing entry is known. */
 struct oci_error {
 	char msg[1024];
 };
 void oci_error_set(struct oci_error *e, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/*
+ * Format the last error of the archive a into buf: libarchive's message,
+ * followed by the errno text that the message lacks, as in "Write failed:
+ * No space left on device". Returns buf.
+ */
+const char *oci_archive_error(struct archive *a, char *buf, size_t size);
 
 /* ---- oci.c: names ---- */
 
@@ -101,8 +110,6 @@ void layer_stack_release(struct layer_stack *s);
 void layer_stack_entry_release(struct layer_stack_entry *e);
 
 /* ---- export_tar.c ---- */
-
-struct archive;
 
 struct oci_export_options {
 	const struct layer_stack_roots *roots;

@@ -6,6 +6,7 @@ export reads the on-disk format that each one writes. The helpers here
 build such a layer and snapshot layers; test_import.py uses them too.
 """
 
+import contextlib
 import hashlib
 import io
 import os
@@ -138,6 +139,20 @@ def diff(left, right):
         if left.get(rel) != right.get(rel):
             problems.append(f"{rel!r}: {left.get(rel)} != {right.get(rel)}")
     return problems
+
+
+@contextlib.contextmanager
+def small_tmpfs(path, options="size=2m"):
+    """Mount a tmpfs with options on the new directory path, yield path as
+    a string, and unmount it afterwards. A few MiB fill it up."""
+    os.mkdir(path)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "lamina-test",
+                    str(path)], check=True, capture_output=True)
+    try:
+        yield str(path)
+    finally:
+        subprocess.run(["umount", str(path)], check=True,
+                       capture_output=True)
 
 
 def export_to_file(layer, out, *args):

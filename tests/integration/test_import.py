@@ -6,6 +6,7 @@ compare the two layers entry by entry and as lowers of a mount. Hostile
 tars are built with tarfile and must leave nothing behind.
 """
 
+import errno
 import io
 import os
 import stat
@@ -17,7 +18,7 @@ import pytest
 import helpers
 from conftest import LAMINA, require_lamina, wait_for
 from test_export import (diff, export_to_file, is_opaque, lamina, make_layer,
-                         snapshot, SPARSE_SIZE)
+                         small_tmpfs, snapshot, SPARSE_SIZE)
 
 COMPRESSIONS = {"plain": [], "gzip": ["--gzip"], "zstd": ["--zstd"]}
 
@@ -297,6 +298,64 @@ def test_import_interrupted_leaves_nothing(tmp_path):
     assert b"interrupted" in stderr
     assert not os.path.exists(tmp_path / "layer")
     assert leftovers(str(tmp_path), "layer") == []
+
+
+def expect_failed_import(tar, target, entry, existed):
+    """Import tar into target on a full filesystem: the import fails with
+    one line that names entry and the cause, and target is as before."""
+    proc = lamina(["import", str(tar), target])
+
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"lamina: import into {target} failed: "), err
+    assert f"tar entry '{entry}'" in err
+    assert "No space left on device" in err
+    if existed:
+        assert os.listdir(target) == []
+    else:
+        assert not os.path.exists(target)
+    parent, name = os.path.split(target)
+    assert leftovers(parent, name) == []
+
+
+@pytest.mark.parametrize("existed", [False, True], ids=["new", "empty"])
+def test_import_data_on_full_filesystem(tmp_path, existed):
+    """A file that does not fit fails the import, although libarchive
+    reports that write error as ARCHIVE_WARN."""
+    tar = tmp_path / "big.tar"
+    with tarfile.open(tar, "w", format=tarfile.PAX_FORMAT) as t:
+        add_file(t, "small", b"s")
+        add_file(t, "big", os.urandom(3 << 20))
+
+    with small_tmpfs(tmp_path / "small") as small:
+        target = os.path.join(small, "layer")
+        if existed:
+            os.mkdir(target)
+        expect_failed_import(tar, target, "big", existed)
+
+
+def test_import_xattr_on_full_filesystem(tmp_path):
+    """An xattr that does not fit fails the import. tmpfs charges user
+    xattrs to its inode space, 1 KiB for each of nr_inodes (Linux 6.6 and
+    later), so 16 inodes leave no room for 32 KiB."""
+    tar = tmp_path / "xattr.tar"
+    with tarfile.open(tar, "w", format=tarfile.PAX_FORMAT) as t:
+        info = tarfile.TarInfo("f")
+        info.pax_headers = {"SCHILY.xattr.user.big": "x" * 32768}
+        t.addfile(info)
+
+    with small_tmpfs(tmp_path / "small", "size=2m,nr_inodes=16") as small:
+        probe = os.path.join(small, "probe")
+        helpers.write_file(probe)
+        try:
+            os.setxattr(probe, "user.small", b"x")
+        except OSError as e:
+            if e.errno != errno.EOPNOTSUPP:
+                raise
+            pytest.skip("this kernel's tmpfs has no user xattrs")
+        os.remove(probe)
+        expect_failed_import(tar, os.path.join(small, "layer"), "f", False)
 
 
 def kill_import_midway(tmp_path, target):
