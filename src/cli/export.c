@@ -172,6 +172,7 @@ static int open_output(const char *file, struct export_out *out)
 static struct archive *export_archive(enum export_filter filter, int fd)
 {
 	struct archive *a = archive_write_new();
+	char why[512];
 	int rc;
 
 	if (!a)
@@ -197,7 +198,7 @@ static struct archive *export_archive(enum export_filter filter, int fd)
 		rc = archive_write_open_fd(a, fd);
 	if (rc != ARCHIVE_OK) {
 		fprintf(stderr, "lamina: cannot set up the tar writer: %s\n",
-			archive_error_string(a));
+			oci_archive_error(a, why, sizeof(why)));
 		archive_write_free(a);
 		return NULL;
 	}
@@ -244,11 +245,12 @@ static int export_run(const struct export_args *args, int *fds,
 					  .layer_path = args->layer,
 					  .lowers_given = args->cfg.nlower > 0};
 	struct oci_error e = {{0}};
+	char why[512];
 	int err = oci_export(a, &opts, &e);
 
 	if (!err && archive_write_close(a) != ARCHIVE_OK) {
 		snprintf(e.msg, sizeof(e.msg), "writing the tar failed: %s",
-			 archive_error_string(a));
+			 oci_archive_error(a, why, sizeof(why)));
 		err = -EIO;
 	}
 	if (!err || err == -EUCLEAN)

@@ -21,8 +21,10 @@
 /* The archive's own message, for errors that libarchive reports. */
 static int archive_fail(struct export_ctx *x, const char *tarpath)
 {
+	char why[512];
+
 	oci_error_set(x->e, "writing tar entry '%s' failed: %s", tarpath,
-		      archive_error_string(x->a));
+		      oci_archive_error(x->a, why, sizeof(why)));
 	return -EIO;
 }
 
@@ -217,6 +219,9 @@ int export_file(struct export_ctx *x, const char *tarpath, int dirfd,
 	/* A later name of a hard link carries no data of its own. */
 	if (!err && fd >= 0 && !archive_entry_hardlink(entry))
 		err = add_sparse_map(entry, fd, data_st.st_size);
+	/* The pax writer returns ARCHIVE_WARN for a name that it writes with
+	 * hdrcharset=BINARY, bytes intact, and ARCHIVE_FATAL for failed
+	 * output. */
 	if (!err && archive_write_header(x->a, entry) < ARCHIVE_WARN)
 		err = archive_fail(x, tarpath);
 	if (!err && fd >= 0 && !archive_entry_hardlink(entry))

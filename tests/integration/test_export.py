@@ -358,6 +358,25 @@ def test_export_output_inside_layer(tmp_path):
     assert os.listdir(tmp_path / "layer") == []
 
 
+def test_export_full_filesystem_names_cause(tmp_path):
+    """A tar that does not fit fails the export with the entry and the
+    errno text, and leaves no partial tar."""
+    helpers.write_file(str(tmp_path / "layer" / "big"), os.urandom(3 << 20))
+
+    with small_tmpfs(tmp_path / "small") as small:
+        out = os.path.join(small, "layer.tar")
+        proc = lamina(["export", str(tmp_path / "layer"), out])
+
+        err = proc.stderr.decode()
+        assert proc.returncode == 1, err
+        assert len(err.splitlines()) == 1, err
+        assert err.startswith(
+            f"lamina: export of {tmp_path / 'layer'} failed: "), err
+        assert "tar entry 'big'" in err
+        assert "No space left on device" in err
+        assert os.listdir(small) == []
+
+
 def test_export_progress_on_terminal(tmp_path):
     helpers.write_file(str(tmp_path / "layer" / "f"), "x")
     require_lamina()
