@@ -53,10 +53,18 @@ static int check_parse(int argc, char **argv, struct ovl_config *cfg,
 	cfg->prefetch = true;
 	optind = 1;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
+	/* The leading ':' makes a missing argument return ':', not '?'. */
+	while ((c = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
 		if (c == 'h') {
 			cli_usage();
 			exit(0);
+		}
+		if (c == ':') {
+			fprintf(
+			    stderr,
+			    "lamina: option '%s' requires an argument; run lamina --help\n",
+			    argv[optind - 1]);
+			return EXIT_USAGE;
 		}
 		if (c != 'o') {
 			fprintf(

@@ -57,10 +57,17 @@ static int export_parse(int argc, char **argv, struct export_args *args)
 
 	optind = 1;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+o:h", longopts, NULL)) != -1) {
+	/* The ':' after '+' makes a missing argument return ':', not '?'. */
+	while ((c = getopt_long(argc, argv, "+:o:h", longopts, NULL)) != -1) {
 		if (c == 'h') {
 			cli_usage();
 			exit(0);
+		} else if (c == ':') {
+			fprintf(
+			    stderr,
+			    "lamina: option '%s' requires an argument; run lamina --help\n",
+			    argv[optind - 1]);
+			return EXIT_USAGE;
 		} else if (c == 'z' || c == 'Z') {
 			if (args->filter != EXPORT_PLAIN)
 				return export_usage_error(

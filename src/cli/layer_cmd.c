@@ -28,10 +28,18 @@ int layer_cmd_parse(int argc, char **argv, const char *cmd, const char *usage,
 
 	optind = 1;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
+	/* The leading ':' makes a missing argument return ':', not '?'. */
+	while ((c = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
 		if (c == 'h') {
 			cli_usage();
 			exit(0);
+		}
+		if (c == ':') {
+			fprintf(
+			    stderr,
+			    "lamina: %s: option '%s' requires an argument; usage: %s\n",
+			    cmd, argv[optind - 1], usage);
+			return EXIT_USAGE;
 		}
 		if (c == 'b' && lowers_only) {
 			a->bottom = true;

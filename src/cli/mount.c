@@ -49,8 +49,9 @@ int cli_parse_mount_args(int argc, char **argv, struct mount_args *args)
 	int c;
 
 	optind = 1;
-	opterr = 0; /* the message below carries the prefix */
-	while ((c = getopt_long(argc, argv, "fdo:h", longopts, NULL)) != -1) {
+	opterr = 0; /* the messages below carry the prefix */
+	/* The leading ':' makes a missing argument return ':', not '?'. */
+	while ((c = getopt_long(argc, argv, ":fdo:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
 			args->foreground = true;
@@ -65,6 +66,12 @@ int cli_parse_mount_args(int argc, char **argv, struct mount_args *args)
 		case 'h':
 			cli_usage();
 			exit(0);
+		case ':':
+			fprintf(
+			    stderr,
+			    "lamina: option '%s' requires an argument; run lamina --help\n",
+			    argv[optind - 1]);
+			return EXIT_USAGE;
 		default:
 			fprintf(stderr, "lamina: invalid option '%s'; run lamina --help\n",
 				argv[optind - 1]);

@@ -26,7 +26,8 @@ int cmd_mount_helper(int argc, char **argv)
 	args.mountpoint = argv[2];
 	optind = 3;
 	opterr = 0;
-	while ((c = getopt(argc, argv, "sfnvo:t:N:")) != -1) {
+	/* The leading ':' makes a missing argument return ':', not '?'. */
+	while ((c = getopt(argc, argv, ":sfnvo:t:N:")) != -1) {
 		switch (c) {
 		case 'o':
 			args.options = optarg;
@@ -37,6 +38,12 @@ int cmd_mount_helper(int argc, char **argv)
 		case 'N':
 			fputs("mount.lamina: -N (another mount namespace) is not supported\n",
 			      stderr);
+			return EXIT_USAGE;
+		case ':':
+			fprintf(
+			    stderr,
+			    "mount.lamina: option '%s' requires an argument\n",
+			    argv[optind - 1]);
 			return EXIT_USAGE;
 		case 's': /* sloppy: lamina rejects unknown options anyway */
 		case 'n': /* no mtab: there is none to write */

@@ -405,10 +405,17 @@ static int reset_parse(int argc, char **argv, struct reset_args *a)
 
 	optind = 1;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
+	/* The leading ':' makes a missing argument return ':', not '?'. */
+	while ((c = getopt_long(argc, argv, ":o:h", longopts, NULL)) != -1) {
 		if (c == 'h') {
 			cli_usage();
 			exit(0);
+		} else if (c == ':') {
+			fprintf(
+			    stderr,
+			    "lamina: reset: option '%s' requires an argument; run lamina --help\n",
+			    argv[optind - 1]);
+			return EXIT_USAGE;
 		} else if (c == 'r') {
 			a->remount = true;
 		} else if (c == 'o' && !strncmp(optarg, "workdir=", 8) &&

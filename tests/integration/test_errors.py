@@ -317,6 +317,41 @@ def test_rejects_missing_command(layout):
         "and options"]
 
 
+@pytest.mark.parametrize("args", [
+    ["mount", "-o"],
+    ["mount", "/mnt", "--options"],
+    ["export", "-o"],
+    ["check", "-o"],
+    ["diff", "-o"],
+    ["reset", "-o"],
+    ["commit", "-o"],
+    ["squash", "-o"],
+], ids="_".join)
+def test_option_without_argument(tmp_path, args):
+    """The missing argument of an option given last is reported as
+    missing, not as an invalid option."""
+    code, out, err = run_lamina(args, str(tmp_path))
+
+    assert code == 1
+    assert out == ""
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("lamina: "), err
+    assert f"option '{args[-1]}' requires an argument" in err
+
+
+def test_mount_helper_option_without_argument(tmp_path):
+    helper = tmp_path / "mount.lamina"
+    os.symlink(LAMINA, helper)
+
+    code, out, err = run_lamina(["lamina", str(tmp_path), "-o"],
+                                str(tmp_path), binary=[str(helper)])
+
+    assert code == 1
+    assert out == ""
+    assert err.splitlines() == [
+        "mount.lamina: option '-o' requires an argument"]
+
+
 def test_umount_not_mounted(layout):
     """lamina umount of a dir that is not a lamina mount fails, naming it."""
     code, _out, err = run_lamina(["umount", layout.merged], layout.root)
