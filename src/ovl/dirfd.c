@@ -95,8 +95,8 @@ void ovl_dirfd_init(struct ovl_fs *fs)
 	atomic_store(&fs->dirfd_count, 0);
 	if (fs->dirfd_max < 64)
 		log_info(
-		    "the open file limit %ld leaves room for only %d kept directory descriptors; raise it (ulimit -n) for faster lookups",
-		    max, fs->dirfd_max);
+		    "kept directory descriptors are limited to %d by the open file limit %ld; raise it (ulimit -n) for faster lookups",
+		    fs->dirfd_max, max);
 }
 
 static struct ovl_dirfds *slots_of(struct ovl_node *node)
