@@ -61,34 +61,68 @@ ino_t ovl_xino(struct ovl_fs *fs, int layer, ino_t ino)
 }
 
 /*
- * A handle whose layout is unknown: open what it names in its layer and
- * ask. This needs CAP_DAC_READ_SEARCH, which root has.
+ * Open what an origin handle names in its layer. This needs
+ * CAP_DAC_READ_SEARCH, which root has, and a descriptor of the layer
+ * that is not O_PATH.
  */
-static ino_t origin_ino_by_handle(struct ovl_fs *fs, int layer,
-				  const struct ovl_fb_header *fb,
-				  const uint8_t *fid, int len, ino_t fallback)
+static int origin_open(struct ovl_fs *fs, int layer,
+		       const struct ovl_fb_header *fb, const uint8_t *fid,
+		       int len)
 {
 	struct {
 		struct file_handle fh;
 		unsigned char bytes[MAX_HANDLE_SZ];
 	} h;
 	size_t bytes = len - sizeof(*fb);
-	struct stat st;
-	int fd;
+	int mount_fd = fs->layers[layer].handle_fd, fd;
 
 	if (bytes > MAX_HANDLE_SZ)
-		return fallback;
+		return -EINVAL;
 	h.fh.handle_bytes = bytes;
 	h.fh.handle_type = fb->type;
 	memcpy(h.fh.f_handle, fid, bytes);
-	fd = open_by_handle_at(fs->layers[layer].handle_fd, &h.fh,
-			       O_PATH | O_CLOEXEC);
+	if (mount_fd < 0)
+		mount_fd = openat(fs->layers[layer].fd, ".",
+				  O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (mount_fd < 0)
+		return -errno;
+	fd = open_by_handle_at(mount_fd, &h.fh, O_PATH | O_CLOEXEC);
 	if (fd < 0)
-		return fallback;
-	if (fstat(fd, &st) < 0)
-		st.st_ino = 0;
+		fd = -errno;
+	if (mount_fd != fs->layers[layer].handle_fd)
+		close(mount_fd);
+	return fd;
+}
+
+/* The origin handle of an upper entry into buf: its length, or -1. */
+static int origin_read(struct ovl_fs *fs, int dirfd, const char *name,
+		       uint8_t *buf, size_t size, int *layer)
+{
+	const struct ovl_fb_header *fb = (const void *)buf;
+	char attr[64];
+	int n;
+
+	ovl_xattr_name(fs, attr, sizeof(attr), "origin");
+	n = ovl_do_getxattr(dirfd, name, attr, buf, size);
+	if (n < (int)sizeof(*fb) + 4 || fb->magic != OVL_FH_MAGIC ||
+	    fb->len != n)
+		return -1;
+	*layer = uuid_layer(fs, fb->uuid);
+	return *layer < 0 ? -1 : n;
+}
+
+/* The origin's attributes, from its file in its layer. */
+static int origin_stat(struct ovl_fs *fs, int layer, const uint8_t *buf,
+		       int len, struct stat *st)
+{
+	const struct ovl_fb_header *fb = (const void *)buf;
+	int fd = origin_open(fs, layer, fb, buf + sizeof(*fb), len), err;
+
+	if (fd < 0)
+		return fd;
+	err = fstat(fd, st) < 0 ? -errno : 0;
 	close(fd);
-	return st.st_ino ? ovl_xino(fs, layer, st.st_ino) : fallback;
+	return err;
 }
 
 /*
@@ -100,23 +134,20 @@ ino_t ovl_origin_ino(struct ovl_fs *fs, int dirfd, const char *name,
 		     ino_t fallback)
 {
 	uint8_t buf[256];
+	const uint8_t *fid = buf + sizeof(struct ovl_fb_header);
 	const struct ovl_fb_header *fb = (const void *)buf;
-	const uint8_t *fid = buf + sizeof(*fb);
-	char attr[64];
+	struct stat st;
 	uint32_t ino32;
 	uint64_t ino64;
 	int n, layer;
 
-	ovl_xattr_name(fs, attr, sizeof(attr), "origin");
-	n = ovl_do_getxattr(dirfd, name, attr, buf, sizeof(buf));
-	if (n < (int)sizeof(*fb) + 4 || fb->magic != OVL_FH_MAGIC ||
-	    fb->len != n)
-		return fallback;
-	layer = uuid_layer(fs, fb->uuid);
-	if (layer < 0)
+	n = origin_read(fs, dirfd, name, buf, sizeof(buf), &layer);
+	if (n < 0)
 		return fallback;
 	if (!fs->layers[layer].fid_has_ino)
-		return origin_ino_by_handle(fs, layer, fb, fid, n, fallback);
+		return origin_stat(fs, layer, buf, n, &st) || !st.st_ino
+			   ? fallback
+			   : ovl_xino(fs, layer, st.st_ino);
 	switch (fb->type) {
 	case FILEID_INO32_GEN:
 	case FILEID_INO32_GEN_PARENT:
@@ -130,6 +161,28 @@ ino_t ovl_origin_ino(struct ovl_fs *fs, int dirfd, const char *name,
 	default:
 		return fallback;
 	}
+}
+
+/*
+ * The st_ino of an upper non-directory st at dirfd/name. Without the
+ * index overlayfs shows the origin's only where the origin has a single
+ * link: names of a lower hard link may have been copied up to different
+ * files, as an upper written with the index shows once mounted without.
+ */
+ino_t ovl_upper_file_ino(struct ovl_fs *fs, int dirfd, const char *name,
+			 const struct stat *st)
+{
+	uint8_t buf[256];
+	struct stat origin;
+	int n, layer;
+
+	if (fs->index_fd >= 0 || st->st_nlink == 1)
+		return ovl_origin_ino(fs, dirfd, name, st->st_ino);
+	n = origin_read(fs, dirfd, name, buf, sizeof(buf), &layer);
+	if (n < 0 || origin_stat(fs, layer, buf, n, &origin) ||
+	    origin.st_nlink != 1)
+		return st->st_ino;
+	return ovl_origin_ino(fs, dirfd, name, st->st_ino);
 }
 
 static void lookup_init(struct ovl_lookup *res)
@@ -282,11 +335,8 @@ static int lookup_upper(struct ovl_fs *fs, struct ovl_node *parent,
 			if (err)
 				more = err;
 		} else {
-			/* As overlayfs: without the index, the origin of an
-			 * upper hard link may be shared by another file. */
-			if (fs->index_fd >= 0 || st.st_nlink == 1)
-				res->st.st_ino =
-				    ovl_origin_ino(fs, dirfd, name, st.st_ino);
+			res->st.st_ino =
+			    ovl_upper_file_ino(fs, dirfd, name, &st);
 			more = lookup_metacopy(fs, parent, 0, dirfd, name, &st,
 					       res);
 		}

@@ -414,6 +414,8 @@ int ovl_lower_positive(struct ovl_fs *fs, struct ovl_node *parent,
 		       const char *name);
 ino_t ovl_origin_ino(struct ovl_fs *fs, int dirfd, const char *name,
 		     ino_t fallback);
+ino_t ovl_upper_file_ino(struct ovl_fs *fs, int dirfd, const char *name,
+			 const struct stat *st);
 ino_t ovl_xino(struct ovl_fs *fs, int layer, ino_t ino);
 
 /* ---- path.c: where a node lives in each layer ---- */

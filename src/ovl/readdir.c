@@ -185,6 +185,18 @@ static int entry_type(int dirfd, struct dirent *d, bool *whiteout,
 	return 0;
 }
 
+/* The st_ino of an upper non-directory entry, as lookup gives it. */
+static ino_t upper_file_ino(struct load_ctx *ctx, const struct ovl_dirent *e)
+{
+	struct stat st;
+
+	/* Only without the index does the link count matter. */
+	if (ctx->fs->index_fd >= 0 ||
+	    ovl_do_fstatat(ctx->upper_fd, e->name, &st))
+		return ovl_origin_ino(ctx->fs, ctx->upper_fd, e->name, e->ino);
+	return ovl_upper_file_ino(ctx->fs, ctx->upper_fd, e->name, &st);
+}
+
 /*
  * A name that the upper layer has and a lower one has too: settle its
  * st_ino as lookup does. A directory merged with a lower directory
@@ -205,7 +217,7 @@ static void resolve_upper_ino(struct load_ctx *ctx, size_t entry,
 	    !ovl_check_opaque(ctx->fs, ctx->upper_fd, e->name))
 		e->ino = lower_ino;
 	else if (e->type != DT_DIR)
-		e->ino = ovl_origin_ino(ctx->fs, ctx->upper_fd, e->name, e->ino);
+		e->ino = upper_file_ino(ctx, e);
 }
 
 static int read_entry(struct load_ctx *ctx, int dirfd, struct dirent *d,
@@ -279,8 +291,10 @@ static void resolve_all_origins(struct load_ctx *ctx)
 
 	for (i = 0; i < ctx->nupper; i++) {
 		struct ovl_dirent *e = &ctx->dir->entries[i + 2];
-		ino_t ino = ovl_origin_ino(ctx->fs, ctx->upper_fd, e->name,
-					   e->ino);
+		ino_t ino = e->type == DT_DIR
+				? ovl_origin_ino(ctx->fs, ctx->upper_fd,
+						 e->name, e->ino)
+				: upper_file_ino(ctx, e);
 
 		/* Without an origin, a directory may still merge below. */
 		if (ino != e->ino || e->type != DT_DIR)

@@ -169,3 +169,20 @@ def test_write_while_both_names_read(stack):
     finally:
         os.close(fb)
         os.close(fa)
+
+
+def test_new_link_keeps_lower_ino_without_index(stack):
+    """Without the index, a lower file with one link that gets a second
+    name through the mount shows the lower st_ino on both, also after a
+    remount and in readdir."""
+    write_file(stack.lo(1, "a"), "data")
+    lower_ino = os.stat(stack.lo(1, "a")).st_ino
+    stack.mount(extra=["index=off"])
+    os.link(stack.m("a"), stack.m("b"))
+
+    stack.remount(extra=["index=off"])
+
+    for name in ("a", "b"):
+        assert os.stat(stack.m(name)).st_ino == lower_ino
+        entry = next(e for e in os.scandir(stack.merged) if e.name == name)
+        assert entry.inode() == lower_ino
