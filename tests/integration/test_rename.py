@@ -400,14 +400,19 @@ def test_create_below_exchanged_directories(stack):
             assert created == []
 
 
-@pytest.mark.parametrize("flags", [0, RENAME_EXCHANGE])
-def test_rename_between_links_of_one_file(stack, flags):
-    """Two names of one lower hard-linked file: rename(2) leaves both, as
-    POSIX requires, and writes nothing to the upper layer."""
+def two_lower_names(stack):
+    """Lower file d/x with a second name e/p."""
     os.makedirs(stack.lo(0, "d"))
     os.makedirs(stack.lo(0, "e"))
     write_file(stack.lo(0, "d", "x"), "data")
     os.link(stack.lo(0, "d", "x"), stack.lo(0, "e", "p"))
+
+
+@pytest.mark.parametrize("flags", [0, RENAME_EXCHANGE])
+def test_rename_between_links_of_one_file(stack, flags):
+    """Two names of one lower hard-linked file: rename(2) leaves both, as
+    POSIX requires, and writes nothing to the upper layer."""
+    two_lower_names(stack)
     stack.mount(extra=["index=on"])
 
     renameat2(stack.m("e", "p"), stack.m("d", "x"), flags)
@@ -421,10 +426,7 @@ def test_rename_between_links_of_one_file(stack, flags):
 def test_rename_between_lower_links_without_index(stack, flags):
     """Without the index, two names of one lower file are two files until
     copied up, so rename(2) between them moves one over the other."""
-    os.makedirs(stack.lo(0, "d"))
-    os.makedirs(stack.lo(0, "e"))
-    write_file(stack.lo(0, "d", "x"), "data")
-    os.link(stack.lo(0, "d", "x"), stack.lo(0, "e", "p"))
+    two_lower_names(stack)
     stack.mount(extra=["index=off"])
 
     renameat2(stack.m("e", "p"), stack.m("d", "x"), flags)
