@@ -60,11 +60,7 @@ static int check_parse(int argc, char **argv, struct ovl_config *cfg,
 			exit(0);
 		}
 		if (c == ':') {
-			fprintf(
-			    stderr,
-			    "lamina: option '%s' requires an argument; run lamina --help\n",
-			    argv[optind - 1]);
-			return EXIT_USAGE;
+			return cli_missing_argument("check", argv[optind - 1]);
 		}
 		if (c != 'o') {
 			fprintf(

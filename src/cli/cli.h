@@ -56,5 +56,7 @@ enum ovl_check_level;
 void cli_print_warning(void *arg, enum ovl_check_level level, const char *msg);
 int cli_parse_mount_args(int argc, char **argv, struct mount_args *args);
 void cli_usage(void);
+/* Report an option given last without its argument; returns EXIT_USAGE. */
+int cli_missing_argument(const char *cmd, const char *option);
 
 #endif

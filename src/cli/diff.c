@@ -403,11 +403,7 @@ static int diff_parse(int argc, char **argv, bool *json, char **options)
 			cli_usage();
 			exit(0);
 		} else if (c == ':') {
-			fprintf(
-			    stderr,
-			    "lamina: diff: option '%s' requires an argument; run lamina --help\n",
-			    argv[optind - 1]);
-			return EXIT_USAGE;
+			return cli_missing_argument("diff", argv[optind - 1]);
 		} else if (c == 'j') {
 			*json = true;
 		} else if (c == 'o') {

@@ -63,11 +63,7 @@ static int export_parse(int argc, char **argv, struct export_args *args)
 			cli_usage();
 			exit(0);
 		} else if (c == ':') {
-			fprintf(
-			    stderr,
-			    "lamina: option '%s' requires an argument; run lamina --help\n",
-			    argv[optind - 1]);
-			return EXIT_USAGE;
+			return cli_missing_argument("export", argv[optind - 1]);
 		} else if (c == 'z' || c == 'Z') {
 			if (args->filter != EXPORT_PLAIN)
 				return export_usage_error(

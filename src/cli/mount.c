@@ -67,11 +67,7 @@ int cli_parse_mount_args(int argc, char **argv, struct mount_args *args)
 			cli_usage();
 			exit(0);
 		case ':':
-			fprintf(
-			    stderr,
-			    "lamina: option '%s' requires an argument; run lamina --help\n",
-			    argv[optind - 1]);
-			return EXIT_USAGE;
+			return cli_missing_argument("mount", argv[optind - 1]);
 		default:
 			fprintf(stderr, "lamina: invalid option '%s'; run lamina --help\n",
 				argv[optind - 1]);

@@ -411,11 +411,7 @@ static int reset_parse(int argc, char **argv, struct reset_args *a)
 			cli_usage();
 			exit(0);
 		} else if (c == ':') {
-			fprintf(
-			    stderr,
-			    "lamina: reset: option '%s' requires an argument; run lamina --help\n",
-			    argv[optind - 1]);
-			return EXIT_USAGE;
+			return cli_missing_argument("reset", argv[optind - 1]);
 		} else if (c == 'r') {
 			a->remount = true;
 		} else if (c == 'o' && !strncmp(optarg, "workdir=", 8) &&

@@ -125,3 +125,12 @@ void cli_usage(void)
 	    "See lamina(8).\n",
 	    stdout);
 }
+
+int cli_missing_argument(const char *cmd, const char *option)
+{
+	fprintf(
+	    stderr,
+	    "lamina: %s: option '%s' requires an argument; run lamina --help\n",
+	    cmd, option);
+	return EXIT_USAGE;
+}
