@@ -112,6 +112,8 @@ static int commit_check(struct commit *c)
 		rc = layer_cmd_check_apart(&c->nl, c->args.cfg.workdir,
 					   "workdir");
 	if (!rc)
+		rc = layer_cmd_check_layers(&c->args.cfg, "commit");
+	if (!rc)
 		rc = open_upper(c);
 	if (!rc)
 		rc = open_workdir(c);

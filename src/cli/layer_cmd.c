@@ -164,15 +164,6 @@ void new_layer_close(struct new_layer *nl)
 	nl->parent_fd = -1;
 }
 
-bool layer_cmd_path_within(const char *path, const char *dir)
-{
-	size_t len = strlen(dir);
-
-	if (!strcmp(dir, "/"))
-		return true;
-	return !strncmp(path, dir, len) && (path[len] == '/' || !path[len]);
-}
-
 int layer_cmd_check_apart(const struct new_layer *nl, const char *dir,
 			  const char *what)
 {
@@ -183,7 +174,7 @@ int layer_cmd_check_apart(const struct new_layer *nl, const char *dir,
 			dir, strerror(errno));
 		return EXIT_USAGE;
 	}
-	if (layer_cmd_path_within(nl->path, real)) {
+	if (ovl_path_within(nl->path, real)) {
 		fprintf(
 		    stderr,
 		    "lamina: NEWLAYER %s is inside %s %s; put the new layer outside every layer and the workdir\n",
@@ -191,6 +182,58 @@ int layer_cmd_check_apart(const struct new_layer *nl, const char *dir,
 		return EXIT_USAGE;
 	}
 	return 0;
+}
+
+/* The real path of a layer directory, malloc-ed, or NULL after printing
+ * why. */
+static char *resolve_layer(const char *cmd, const char *key, const char *path)
+{
+	char *real = realpath(path, NULL);
+
+	if (!real)
+		fprintf(stderr, "lamina: %s: %s %s: %s; check the path\n", cmd,
+			key, path, strerror(errno));
+	return real;
+}
+
+int layer_cmd_check_layers(const struct ovl_config *cfg, const char *cmd)
+{
+	char **lowers = calloc((size_t)cfg->nlower + 1, sizeof(*lowers));
+	char *upper = NULL, *work = NULL;
+	struct ovl_error e = {{0}};
+	int i, rc = 0;
+
+	if (!lowers) {
+		fprintf(stderr, "lamina: %s: %s\n", cmd, strerror(ENOMEM));
+		return EXIT_USAGE;
+	}
+	for (i = 0; !rc && i < cfg->nlower; i++) {
+		lowers[i] = resolve_layer(cmd, "lowerdir", cfg->lowerdirs[i]);
+		if (!lowers[i])
+			rc = EXIT_USAGE;
+	}
+	if (!rc && cfg->upperdir) {
+		upper = resolve_layer(cmd, "upperdir", cfg->upperdir);
+		if (!upper)
+			rc = EXIT_USAGE;
+	}
+	if (!rc && cfg->workdir) {
+		work = resolve_layer(cmd, "workdir", cfg->workdir);
+		if (!work)
+			rc = EXIT_USAGE;
+	}
+	if (!rc &&
+	    ovl_check_layers_apart(upper, work, (const char *const *)lowers,
+				   cfg->nlower, &e)) {
+		fprintf(stderr, "lamina: %s: %s\n", cmd, e.msg);
+		rc = EXIT_USAGE;
+	}
+	for (i = 0; i < cfg->nlower; i++)
+		free(lowers[i]);
+	free(lowers);
+	free(upper);
+	free(work);
+	return rc;
 }
 
 int layer_cmd_fsync_dir(int dirfd, const char *name)

@@ -37,13 +37,15 @@ struct new_layer {
 int new_layer_open(struct new_layer *nl, const char *arg, const char *cmd);
 void new_layer_close(struct new_layer *nl);
 
-/* Whether path is dir or below it; both are real paths. */
-bool layer_cmd_path_within(const char *path, const char *dir);
-
 /* Reject a new layer inside dir, a directory the command reads or
  * changes; what names dir in the message. Returns 0 or EXIT_USAGE. */
 int layer_cmd_check_apart(const struct new_layer *nl, const char *dir,
 			  const char *what);
+
+/* Reject an upperdir, workdir or lowerdir of cfg that is the same
+ * directory as another or lies inside another, as the mount does.
+ * Returns 0 or EXIT_USAGE after printing why. */
+int layer_cmd_check_layers(const struct ovl_config *cfg, const char *cmd);
 
 /* fsync the directory dirfd/name. */
 int layer_cmd_fsync_dir(int dirfd, const char *name);

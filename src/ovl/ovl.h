@@ -245,6 +245,16 @@ void ovl_config_free(struct ovl_config *cfg);
 void ovl_error_set(struct ovl_error *e, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* ---- overlap.c: overlap checks between layer directories ---- */
+/* Whether path is dir or lies below it; both are real paths. */
+bool ovl_path_within(const char *path, const char *dir);
+/* Reject an upper, workdir or lower that is the same directory as
+ * another of them or lies inside another. upper and work may be NULL, and
+ * so may a lower that failed to open. */
+int ovl_check_layers_apart(const char *upper, const char *work,
+			   const char *const *lowers, int nlower,
+			   struct ovl_error *e);
+
 /* ---- super.c ---- */
 int ovl_fs_setup(struct ovl_fs *fs, struct ovl_error *e);
 void ovl_fs_teardown(struct ovl_fs *fs);

@@ -165,37 +165,6 @@ static int layer_open(struct ovl_layer *layer, const char *key,
 	return 0;
 }
 
-/* True if path a is b or lies below it. */
-static bool path_within(const char *a, const char *b)
-{
-	size_t n = strlen(b);
-
-	if (!strcmp(b, "/"))
-		return true;
-	return !strncmp(a, b, n) && (a[n] == '\0' || a[n] == '/');
-}
-
-static int check_apart(const char *ka, const char *a, const char *kb,
-		       const char *b, struct ovl_error *e)
-{
-	if (!strcmp(a, b)) {
-		ovl_error_set(e, "%s and %s are the same directory, %s; use separate directories",
-			      ka, kb, a);
-		return -EINVAL;
-	}
-	if (path_within(a, b)) {
-		ovl_error_set(e, "%s %s is inside %s %s; use separate directory trees",
-			      ka, a, kb, b);
-		return -EINVAL;
-	}
-	if (path_within(b, a)) {
-		ovl_error_set(e, "%s %s is inside %s %s; use separate directory trees",
-			      kb, b, ka, a);
-		return -EINVAL;
-	}
-	return 0;
-}
-
 /* The deepest directory that contains both a and b, canonical paths. */
 static char *common_dir(const char *a, const char *b)
 {
@@ -359,24 +328,19 @@ static int check_overlap(struct ovl_fs *fs, const char *work,
 			 struct ovl_error *e)
 {
 	const char *upper = fs->upper->path, *mnt = fs->config.mountpoint;
-	int i, err;
+	const char *lowers[OVL_MAX_LAYERS];
+	int i, nlower = 0, err;
 
-	err = check_apart("upperdir", upper, "workdir", work, e);
-	for (i = fs->first_lower; !err && i < fs->nlayers; i++) {
-		if (!fs->layers[i].path)
-			continue; /* lamina check: it failed to open */
-		err = check_apart("upperdir", upper, "lowerdir",
-				  fs->layers[i].path, e);
-		if (!err)
-			err = check_apart("workdir", work, "lowerdir",
-					  fs->layers[i].path, e);
-	}
-	if (!err && mnt && path_within(upper, mnt)) {
+	/* A lower that lamina check failed to open has no path. */
+	for (i = fs->first_lower; i < fs->nlayers; i++)
+		lowers[nlower++] = fs->layers[i].path;
+	err = ovl_check_layers_apart(upper, work, lowers, nlower, e);
+	if (!err && mnt && ovl_path_within(upper, mnt)) {
 		ovl_error_set(e, "upperdir %s is inside the mount point %s; put it outside",
 			      upper, mnt);
 		err = -EINVAL;
 	}
-	if (!err && mnt && path_within(work, mnt)) {
+	if (!err && mnt && ovl_path_within(work, mnt)) {
 		ovl_error_set(e, "workdir %s is inside the mount point %s; put it outside",
 			      work, mnt);
 		err = -EINVAL;

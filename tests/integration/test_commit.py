@@ -304,6 +304,46 @@ def test_commit_rejects_bad_input(stack):
     assert [n for n in os.listdir(stack.root) if "lamina-commit" in n] == []
 
 
+def test_commit_rejects_overlapping_layers(lamina_stack):
+    """A workdir that is or lies in the upper, or a lower that overlaps
+    the upper or the workdir, is rejected before anything changes, as
+    the mount rejects it."""
+    stack = lamina_stack
+    root = os.path.realpath(stack.root)
+    upper = os.path.join(root, "upper")
+    work = os.path.join(root, "work")
+    inner = os.path.join(upper, "w")
+    lower_in_work = os.path.join(work, "lower")
+    for name in ("work", "index", "w/work"):
+        helpers.write_file(os.path.join(upper, name, "file"), "kept")
+    os.mkdir(lower_in_work)
+    before = helpers.snapshot_tree(upper)
+    new = os.path.join(root, "new")
+
+    cases = [
+        (upper, upper, stack.lowers,
+         f"upperdir and workdir are the same directory, {upper}; "),
+        (upper, inner, stack.lowers,
+         f"workdir {inner} is inside upperdir {upper}; "),
+        (inner, upper, stack.lowers,
+         f"upperdir {inner} is inside workdir {upper}; "),
+        (upper, work, [upper],
+         f"upperdir and lowerdir are the same directory, {upper}; "),
+        (upper, work, [stack.lowers[0], lower_in_work],
+         f"lowerdir {lower_in_work} is inside workdir {work}; "),
+    ]
+
+    for upperdir, workdir, lowers, expected in cases:
+        options = (f"lowerdir={':'.join(lowers)},upperdir={upperdir},"
+                   f"workdir={workdir}")
+        assert_rejected(stack, ["commit", "-o", options, new],
+                        ["lamina: commit: " + expected])
+        assert not os.path.exists(new), options
+        assert helpers.snapshot_tree(upper) == before, options
+
+    assert [n for n in os.listdir(root) if "lamina-commit" in n] == []
+
+
 def test_commit_rejects_mounted_upper(stack):
     fill_lowers(stack)
     stack.mount()
