@@ -8,6 +8,7 @@
  * is unmounted, reset and mounted again with the same options.
  */
 #include "cli.h"
+#include "ovl/ovl.h"
 #include "reset.h"
 #include "stack.h"
 
@@ -170,6 +171,24 @@ static int check_workdir(const char *workdir)
 	return rc;
 }
 
+/* Reject a workdir that is the upper, lies inside it or contains it, as
+ * the mount does. */
+static int check_apart(const char *upper, const char *workdir)
+{
+	char upper_real[PATH_MAX], work_real[PATH_MAX];
+	struct ovl_error e = {{0}};
+
+	if (!realpath(upper, upper_real))
+		return place_error("upper directory", upper, -errno);
+	if (!realpath(workdir, work_real))
+		return place_error("workdir", workdir, -errno);
+	if (ovl_check_layers_apart(upper_real, work_real, NULL, 0, &e)) {
+		fprintf(stderr, "lamina: reset: %s\n", e.msg);
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
 /* Check the upper and the workdir before anything is changed. */
 static int check_layers(const char *upper, const char *workdir)
 {
@@ -179,7 +198,11 @@ static int check_layers(const char *upper, const char *workdir)
 	place_close(&pl);
 	if (err)
 		return place_error("upper directory", upper, err);
-	return workdir ? check_workdir(workdir) : 0;
+	if (!workdir)
+		return 0;
+	if (check_workdir(workdir))
+		return EXIT_USAGE;
+	return check_apart(upper, workdir);
 }
 
 static int clear_workdir(const char *workdir)

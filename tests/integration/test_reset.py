@@ -211,6 +211,44 @@ def test_reset_bad_workdir_changes_nothing(lamina_stack):
         assert read_file(os.path.join(outside, "precious")) == b"p", name
 
 
+def test_reset_rejects_overlapping_workdir(lamina_stack):
+    """A workdir that is the upper, lies inside it or contains it is
+    rejected before the upper changes, as the mount rejects it."""
+    stack = lamina_stack
+    root = os.path.realpath(stack.root)
+    upper = os.path.join(root, "upper")
+    inner = os.path.join(upper, "w")
+    outer = os.path.join(root, "outer")
+    outer_upper = os.path.join(outer, "upper")
+    for top in (upper, outer_upper):
+        write_file(os.path.join(top, "mine"), "m")
+        os.makedirs(os.path.join(top, "w", "work"))
+        os.makedirs(os.path.join(top, "w", "index"))
+
+    cases = [
+        (upper, upper, "upperdir and workdir are the same directory, "
+         f"{upper}; use separate directories"),
+        (upper, inner, f"workdir {inner} is inside upperdir {upper}; "
+         "use separate directory trees"),
+        (outer_upper, outer, f"upperdir {outer_upper} is inside workdir "
+         f"{outer}; use separate directory trees"),
+    ]
+
+    for target, workdir, expected in cases:
+        code, out, err = run_lamina(
+            ["reset", target, "-o", f"workdir={workdir}"], stack.root)
+
+        assert code == 1, (workdir, out)
+        assert err == f"lamina: reset: {expected}\n"
+        assert out == ""
+        assert sorted(os.listdir(target)) == ["mine", "w"], workdir
+        assert sorted(os.listdir(os.path.join(target, "w"))) == [
+            "index", "work"], workdir
+        assert leftovers(stack) == [], workdir
+        assert [n for n in os.listdir(outer)
+                if n.startswith(".lamina-reset")] == [], workdir
+
+
 def test_reset_remount_bad_workdir(lamina_stack):
     """--remount checks the workdir before it unmounts anything."""
     stack = lamina_stack
