@@ -143,39 +143,51 @@ static void kernel_defaults(struct cli_stack *s)
 	s->metacopy = overlay_param("metacopy");
 }
 
-/* Split lowerdir's value on colons that no backslash escapes. */
+/* Add each layer of lowerdir's value, which colons separate. */
 static int kernel_lowers(struct cli_stack *s, char *value)
 {
-	char *start = value, *in = value, *out = value, c;
-	int err;
+	char *next;
+	int err = 0;
 
-	for (;; in++) {
-		if (*in == '\\' && in[1]) {
-			*out++ = *++in;
-			continue;
-		}
-		if (*in && *in != ':') {
-			*out++ = *in;
-			continue;
-		}
-		c = *in;
-		*out = '\0'; /* may overwrite *in */
-		/* "::" marks data-only layers; they hold no names. */
-		if (*start) {
-			err = stack_add_lower(s, start);
-			if (err)
-				return err;
-		}
-		if (!c)
-			return 0;
-		start = out = in + 1;
+	for (; value && !err; value = next) {
+		next = ovl_split_unescaped(value, ':');
+		ovl_unescape(value);
+		/* The empty layer between the colons of "::" starts the
+		 * data-only layers. */
+		if (*value)
+			err = stack_add_lower(s, value);
 	}
+	return err;
+}
+
+/*
+ * Store a path option of a kernel overlay mount. The kernel shows each
+ * path as it was given, so after the octal escapes of mountinfo a
+ * backslash still escapes a comma, a colon or a backslash in it, as in
+ * lamina's own options. Returns 1 when key is not a path option.
+ */
+static int kernel_path_option(struct cli_stack *s, const char *key, char *value)
+{
+	char **dst;
+
+	if (!strcmp(key, "lowerdir"))
+		return kernel_lowers(s, value);
+	if (!strcmp(key, "upperdir"))
+		dst = &s->upper;
+	else if (!strcmp(key, "workdir"))
+		dst = &s->work;
+	else
+		return 1;
+	ovl_unescape(value);
+	free(*dst);
+	*dst = strdup(value);
+	return *dst ? 0 : -ENOMEM;
 }
 
 static int kernel_option(struct cli_stack *s, char *key)
 {
 	char *value = strchr(key, '=');
-	char **dst = NULL;
+	int err;
 
 	if (value)
 		*value++ = '\0';
@@ -187,15 +199,12 @@ static int kernel_option(struct cli_stack *s, char *key)
 		s->userxattr = true;
 	else if (!strcmp(key, "volatile"))
 		s->volatile_mount = true;
-	else if (!value)
+	if (!value)
 		return 0;
-	else if (!strcmp(key, "lowerdir"))
-		return kernel_lowers(s, value);
-	else if (!strcmp(key, "upperdir"))
-		dst = &s->upper;
-	else if (!strcmp(key, "workdir"))
-		dst = &s->work;
-	else if (!strcmp(key, "redirect_dir"))
+	err = kernel_path_option(s, key, value);
+	if (err <= 0)
+		return err;
+	if (!strcmp(key, "redirect_dir"))
 		snprintf(s->redirect_dir, sizeof(s->redirect_dir), "%s", value);
 	else if (!strcmp(key, "xino"))
 		snprintf(s->xino, sizeof(s->xino), "%s", value);
@@ -203,11 +212,7 @@ static int kernel_option(struct cli_stack *s, char *key)
 		s->index = !strcmp(value, "on");
 	else if (!strcmp(key, "metacopy"))
 		s->metacopy = !strcmp(value, "on");
-	if (!dst)
-		return 0;
-	free(*dst);
-	*dst = strdup(value);
-	return *dst ? 0 : -ENOMEM;
+	return 0;
 }
 
 static int stack_from_kernel(const struct cli_mount *m, struct cli_stack *s)

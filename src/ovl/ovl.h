@@ -241,6 +241,11 @@ int ovl_error_continue(struct ovl_error *e, int err);
 int ovl_parse_options(struct ovl_config *cfg, const char *opts,
 		      struct ovl_error *e);
 int ovl_config_finish(struct ovl_config *cfg, struct ovl_error *e);
+/* Split s at the first sep that no backslash escapes. Returns the rest,
+ * or NULL when there is no such sep. */
+char *ovl_split_unescaped(char *s, char sep);
+/* Remove in place the backslashes that escape the next character. */
+void ovl_unescape(char *s);
 void ovl_config_free(struct ovl_config *cfg);
 void ovl_error_set(struct ovl_error *e, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

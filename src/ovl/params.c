@@ -40,8 +40,7 @@ int ovl_error_continue(struct ovl_error *e, int err)
 	return 0;
 }
 
-/* Split at the first unescaped sep; returns the rest or NULL. */
-static char *split_unescaped(char *s, char sep)
+char *ovl_split_unescaped(char *s, char sep)
 {
 	for (; *s; s++) {
 		if (*s == '\\' && s[1]) {
@@ -56,8 +55,7 @@ static char *split_unescaped(char *s, char sep)
 	return NULL;
 }
 
-/* Remove the backslashes that escape the following character. */
-static void unescape(char *s)
+void ovl_unescape(char *s)
 {
 	char *out = s;
 
@@ -85,7 +83,7 @@ static int add_lower(struct ovl_config *cfg, const char *path,
 	dirs[cfg->nlower] = strdup(path);
 	if (!dirs[cfg->nlower])
 		return -ENOMEM;
-	unescape(dirs[cfg->nlower]);
+	ovl_unescape(dirs[cfg->nlower]);
 	cfg->nlower++;
 	return 0;
 }
@@ -102,7 +100,7 @@ static int parse_lowerdir(struct ovl_config *cfg, char *value,
 		return -EINVAL;
 	}
 	for (; value; value = next) {
-		next = split_unescaped(value, ':');
+		next = ovl_split_unescaped(value, ':');
 		err = add_lower(cfg, value, e);
 		if (err)
 			return err;
@@ -137,7 +135,7 @@ static int set_path(char **dst, const char *key, char *value,
 			      key, key);
 		return -EINVAL;
 	}
-	unescape(value);
+	ovl_unescape(value);
 	*dst = strdup(value);
 	return *dst ? 0 : -ENOMEM;
 }
@@ -293,7 +291,7 @@ static int parse_features(struct ovl_config *cfg, const char *key,
 
 static int parse_one(struct ovl_config *cfg, char *opt, struct ovl_error *e)
 {
-	char *value = split_unescaped(opt, '=');
+	char *value = ovl_split_unescaped(opt, '=');
 
 	if (!value) {
 		if (!strcmp(opt, "userxattr"))
@@ -320,7 +318,7 @@ static int parse_one(struct ovl_config *cfg, char *opt, struct ovl_error *e)
 			ovl_error_set(e, "fsname: empty name; give a name, as in fsname=mylayers, or drop the option");
 			return -EINVAL;
 		}
-		unescape(value);
+		ovl_unescape(value);
 		free(cfg->fsname);
 		cfg->fsname = strdup(value);
 		return cfg->fsname ? 0 : -ENOMEM;
@@ -341,7 +339,7 @@ int ovl_parse_options(struct ovl_config *cfg, const char *opts,
 	if (!copy)
 		return -ENOMEM;
 	for (opt = copy; opt && !err; opt = next) {
-		next = split_unescaped(opt, ',');
+		next = ovl_split_unescaped(opt, ',');
 		if (*opt)
 			err = parse_one(cfg, opt, e);
 	}

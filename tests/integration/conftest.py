@@ -68,6 +68,29 @@ def scratch_mount(prefix, fstype, options=None):
             os.rmdir(path)
 
 
+@contextlib.contextmanager
+def kernel_overlay(top):
+    """Mount a kernel overlay of top/l, top/u and top/w on top/m, with
+    each path escaped in the options; yield the options and unmount
+    afterwards.
+
+    A top whose name has a comma, a colon or a backslash shows in
+    mountinfo in that escaped form.
+    """
+    for name in ("l", "u", "w", "m"):
+        os.makedirs(os.path.join(top, name))
+    options = ",".join(f"{key}={escape_layer(os.path.join(top, name))}"
+                       for key, name in (("lowerdir", "l"),
+                                         ("upperdir", "u"),
+                                         ("workdir", "w")))
+    run(["mount", "-t", "overlay", "overlay", "-o", options,
+         os.path.join(top, "m")])
+    try:
+        yield options
+    finally:
+        run(["umount", os.path.join(top, "m")])
+
+
 def wait_for(predicate, timeout, interval=0.02):
     """Poll predicate until it returns true or timeout seconds pass."""
     deadline = time.monotonic() + timeout

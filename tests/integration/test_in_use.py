@@ -6,7 +6,8 @@ mountinfo; the commands must still recognise its upper.
 
 import os
 
-from conftest import make_tempdir, remove_tree, run, run_lamina
+from conftest import (kernel_overlay, make_tempdir, remove_tree, run,
+                      run_lamina)
 
 
 def test_relative_kernel_mount_is_seen():
@@ -34,5 +35,33 @@ def test_relative_kernel_mount_is_seen():
                 "a", "kept"]
         finally:
             run(["umount", os.path.join(root, "m")])
+    finally:
+        remove_tree(root)
+
+
+def test_escaped_kernel_mount_is_seen():
+    """A kernel overlay mount shows an upperdir with a comma as "\\," in
+    mountinfo; commit and reset must still see that it uses the upper."""
+    root = make_tempdir()
+    top = os.path.join(root, "a,b")
+    try:
+        with kernel_overlay(top) as options:
+            with open(os.path.join(top, "m", "kept"), "w") as f:
+                f.write("kept")
+
+            code, _out, err = run_lamina(
+                ["commit", "-o", options, os.path.join(root, "new")], root)
+
+            assert code == 1
+            assert f"the overlay mount on {top}/m uses {top}/u" in err
+            assert not os.path.exists(os.path.join(root, "new"))
+
+            code, _out, err = run_lamina(
+                ["reset", os.path.join(top, "u")], root)
+
+            assert code == 1
+            assert f"the overlay mount on {top}/m uses {top}/u" in err
+            assert os.listdir(os.path.join(top, "u")) == ["kept"]
+            assert os.listdir(os.path.join(top, "m")) == ["kept"]
     finally:
         remove_tree(root)

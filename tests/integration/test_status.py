@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import run_lamina
+from conftest import kernel_overlay, make_tempdir, remove_tree, run_lamina
 from helpers import write_file
 
 
@@ -195,3 +195,38 @@ def test_status_bad_arguments(lamina_stack):
         assert code == 1, args
         assert err.startswith("lamina: status: "), args
         assert len(err.splitlines()) == 1, args
+
+
+# A directory name with each character that the overlay options escape
+# with a backslash (comma, colon and backslash) and a space, which
+# mountinfo shows as \040.
+ESCAPED_NAME = "a,b:c\\d e"
+
+
+def test_status_kernel_escaped_paths():
+    """A kernel overlay mount's paths with a comma, a colon or a
+    backslash: status and diff show and read the real paths."""
+    root = make_tempdir()
+    top = os.path.join(root, ESCAPED_NAME)
+    try:
+        with kernel_overlay(top):
+            write_file(os.path.join(top, "l", "old"), "o")
+            write_file(os.path.join(top, "m", "new"), "new")
+
+            code, out, err = run_lamina(
+                ["status", "--json", os.path.join(top, "m")], root)
+
+            assert code == 0, err
+            m = json.loads(out)["mounts"][0]
+            assert m["upper"] == os.path.join(top, "u")
+            assert m["work"] == os.path.join(top, "w")
+            assert m["lowers"] == [os.path.join(top, "l")]
+            assert m["upper_usage"]["files"] == 1
+
+            code, out, err = run_lamina(
+                ["diff", os.path.join(top, "m")], root)
+
+            assert code == 0, err
+            assert out == "A  new\n"
+    finally:
+        remove_tree(root)
