@@ -172,6 +172,11 @@ static int kernel_path_option(struct cli_stack *s, const char *key, char *value)
 
 	if (!strcmp(key, "lowerdir"))
 		return kernel_lowers(s, value);
+	/* lowerdir+ and datadir+ (Linux 6.8 and later) name one layer
+	 * each. The kernel takes them without escapes and shows them in
+	 * place of lowerdir=. */
+	if (!strcmp(key, "lowerdir+") || !strcmp(key, "datadir+"))
+		return stack_add_lower(s, value);
 	if (!strcmp(key, "upperdir"))
 		dst = &s->upper;
 	else if (!strcmp(key, "workdir"))

@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 
-from conftest import kernel_overlay, make_tempdir, remove_tree, run_lamina
+from conftest import (kernel_overlay, make_tempdir, remove_tree, run,
+                      run_lamina)
 from helpers import write_file
 
 
@@ -228,5 +229,45 @@ def test_status_kernel_escaped_paths():
 
             assert code == 0, err
             assert out == "A  new\n"
+    finally:
+        remove_tree(root)
+
+
+def test_status_kernel_lowerdir_plus():
+    """A kernel overlay mount made with lowerdir+ and datadir+ (Linux 6.8
+    and later) shows one lowerdir+= or datadir+= per layer, each path
+    without escapes."""
+    root = make_tempdir()
+    top = os.path.join(root, "c\\d")
+    data = os.path.join(root, "data")
+    merged = os.path.join(root, "m")
+    for path in (os.path.join(top, "l"), data, os.path.join(root, "u"),
+                 os.path.join(root, "w"), merged):
+        os.makedirs(path)
+    write_file(os.path.join(top, "l", "old"), "o")
+    options = (f"lowerdir+={top}/l,datadir+={data},upperdir={root}/u,"
+               f"workdir={root}/w")
+    try:
+        proc = run(["mount", "-t", "overlay", "overlay", "-o", options,
+                    merged], check=False)
+        if proc.returncode != 0:
+            pytest.skip("the kernel overlay mount with lowerdir+ failed: "
+                        f"{proc.stderr.strip()}")
+        try:
+            write_file(os.path.join(merged, "new"), "new")
+
+            code, out, err = run_lamina(["status", "--json", merged], root)
+
+            assert code == 0, err
+            m = json.loads(out)["mounts"][0]
+            assert m["lowers"] == [os.path.join(top, "l"), data]
+            assert m["upper"] == os.path.join(root, "u")
+
+            code, out, err = run_lamina(["diff", merged], root)
+
+            assert code == 0, err
+            assert out == "A  new\n"
+        finally:
+            run(["umount", merged])
     finally:
         remove_tree(root)
