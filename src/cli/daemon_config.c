@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "fuse/transport.h"
 #include "ovl/ovl.h"
+#include "stack.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,16 +28,6 @@ static const struct {
     {MS_LAZYTIME, "lazytime"},
 };
 
-/* A path in option syntax: backslash, colon and comma get a backslash. */
-static void put_path(FILE *f, const char *path)
-{
-	for (; *path; path++) {
-		if (*path == '\\' || *path == ':' || *path == ',')
-			fputc('\\', f);
-		fputc(*path, f);
-	}
-}
-
 static const char *const redirect_names[] = {
     [OVL_REDIRECT_ON] = "on",
     [OVL_REDIRECT_FOLLOW] = "follow",
@@ -55,13 +46,13 @@ static void put_options(FILE *f, const struct ovl_fs *fs)
 		/* "::" starts the data-only layers. */
 		if (l > fs->first_lower)
 			fputs(l == fs->first_data ? "::" : ":", f);
-		put_path(f, fs->layers[l].path);
+		option_path(f, fs->layers[l].path);
 	}
 	if (fs->upper) {
 		fputs(",upperdir=", f);
-		put_path(f, fs->upper->path);
+		option_path(f, fs->upper->path);
 		fputs(",workdir=", f);
-		put_path(f, fs->workdir_path);
+		option_path(f, fs->workdir_path);
 	}
 	fprintf(f, ",redirect_dir=%s,xino=%s,passthrough=%s,io_uring=%s",
 		redirect_names[cfg->redirect], cfg->xino_off ? "off" : "auto",
@@ -80,7 +71,7 @@ static void put_options(FILE *f, const struct ovl_fs *fs)
 		fputs(",allow_other", f);
 	if (cfg->fsname) {
 		fputs(",fsname=", f);
-		put_path(f, cfg->fsname);
+		option_path(f, cfg->fsname);
 	}
 	for (i = 0; i < sizeof(flag_names) / sizeof(flag_names[0]); i++)
 		if (cfg->mount_flags & flag_names[i].flag)

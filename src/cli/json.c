@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-/* Strings in the output of the layer commands: JSON and plain text. */
+/* Strings in the output of the layer commands: JSON, plain text and
+ * mount options. */
 #include "stack.h"
 
 #include <stdio.h>
@@ -37,5 +38,16 @@ void text_path(FILE *f, const char *s)
 			fprintf(f, "\\%03o", *p);
 		else
 			fputc(*p, f);
+	}
+}
+
+/* Write a path as a value in the mount options, with a backslash before
+ * each backslash, colon and comma in it. */
+void option_path(FILE *f, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\\' || *s == ':' || *s == ',')
+			fputc('\\', f);
+		fputc(*s, f);
 	}
 }

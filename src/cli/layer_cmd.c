@@ -5,6 +5,7 @@
  */
 #include "layer_cmd.h"
 #include "cli.h"
+#include "stack.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -250,24 +251,15 @@ int layer_cmd_fsync_dir(int dirfd, const char *name)
 	return err;
 }
 
-static void print_escaped(const char *path)
-{
-	for (; *path; path++) {
-		if (*path == ':' || *path == ',' || *path == '\\')
-			putchar('\\');
-		putchar(*path);
-	}
-}
-
 void layer_cmd_print_lowerdir(const char *top, const struct ovl_config *cfg)
 {
 	int i;
 
 	fputs("lowerdir=", stdout);
-	print_escaped(top);
+	option_path(stdout, top);
 	for (i = 0; i < cfg->nlower; i++) {
 		putchar(':');
-		print_escaped(cfg->lowerdirs[i]);
+		option_path(stdout, cfg->lowerdirs[i]);
 	}
 	putchar('\n');
 }

@@ -26,7 +26,7 @@
 struct reset_args {
 	bool remount;
 	const char *target;
-	char *workdir; /* from -o workdir=DIR */
+	char *workdir; /* from -o workdir=DIR, unescaped and malloc-ed */
 };
 
 /* A directory given by path: its parent, open, and its last name. */
@@ -360,6 +360,22 @@ static int unmount_lamina(const char *mountpoint)
 	return 0;
 }
 
+/* Print the steps that reset a kernel overlay mount, whose options
+ * --remount cannot reuse. */
+static void print_kernel_steps(const char *mountpoint,
+			       const struct cli_stack *s)
+{
+	fprintf(
+	    stderr,
+	    "lamina: reset: --remount works on lamina mounts only; unmount the overlay mount on %s, run lamina reset %s -o 'workdir=",
+	    mountpoint, s->upper);
+	if (s->work)
+		option_path(stderr, s->work);
+	else
+		fputs("DIR", stderr);
+	fputs("', and mount it again\n", stderr);
+}
+
 /* Reset the upper of the mount m. */
 static int reset_mount(const struct cli_mount *m, const struct reset_args *a)
 {
@@ -382,10 +398,7 @@ static int reset_mount(const struct cli_mount *m, const struct reset_args *a)
 		    "lamina: reset: %s is mounted; unmount it first, or add --remount to unmount, reset and mount it again\n",
 		    m->mountpoint);
 	else if (strcmp(m->fstype, "fuse.lamina"))
-		fprintf(
-		    stderr,
-		    "lamina: reset: --remount works on lamina mounts only; unmount the overlay mount on %s, run lamina reset %s -o workdir=%s, and mount it again\n",
-		    m->mountpoint, s.upper, s.work ? s.work : "DIR");
+		print_kernel_steps(m->mountpoint, &s);
 	else if (!check_layers(s.upper, a->workdir ? a->workdir : s.work) &&
 		 !unmount_lamina(m->mountpoint))
 		rc = reset_upper(s.upper, a->workdir ? a->workdir : s.work, &s);
@@ -416,6 +429,42 @@ mount_of_upper(const char *upper, const struct cli_mount *mounts, size_t count)
 	return NULL;
 }
 
+/* Take the workdir from one -o argument, in the syntax of the mount
+ * options: items separated by commas, where a backslash escapes a comma
+ * or a backslash. Returns 0 or EXIT_USAGE after printing why. */
+static int parse_options(const char *options, struct reset_args *a)
+{
+	char *copy = strdup(options), *item, *next;
+	int rc = 0;
+
+	if (!copy) {
+		fprintf(stderr, "lamina: reset: %s\n", strerror(ENOMEM));
+		return EXIT_USAGE;
+	}
+	for (item = copy; item && !rc; item = next) {
+		next = ovl_split_unescaped(item, ',');
+		if (!*item)
+			continue;
+		if (strncmp(item, "workdir=", 8) || !item[8] || a->workdir) {
+			fprintf(
+			    stderr,
+			    "lamina: reset: invalid option '%s' in '-o %s'; reset takes only -o workdir=DIR, once, with each comma in DIR escaped as \\,\n",
+			    item, options);
+			rc = EXIT_USAGE;
+			continue;
+		}
+		ovl_unescape(item + 8);
+		a->workdir = strdup(item + 8);
+		if (!a->workdir) {
+			fprintf(stderr, "lamina: reset: %s\n",
+				strerror(ENOMEM));
+			rc = EXIT_USAGE;
+		}
+	}
+	free(copy);
+	return rc;
+}
+
 static int reset_parse(int argc, char **argv, struct reset_args *a)
 {
 	static const struct option longopts[] = {
@@ -437,15 +486,9 @@ static int reset_parse(int argc, char **argv, struct reset_args *a)
 			return cli_missing_argument("reset", argv[optind - 1]);
 		} else if (c == 'r') {
 			a->remount = true;
-		} else if (c == 'o' && !strncmp(optarg, "workdir=", 8) &&
-			   optarg[8] && !strchr(optarg, ',') && !a->workdir) {
-			a->workdir = optarg + 8;
 		} else if (c == 'o') {
-			fprintf(
-			    stderr,
-			    "lamina: reset: invalid option '-o %s'; reset takes only -o workdir=DIR, once\n",
-			    optarg);
-			return EXIT_USAGE;
+			if (parse_options(optarg, a))
+				return EXIT_USAGE;
 		} else {
 			fprintf(
 			    stderr,
@@ -474,18 +517,22 @@ int cmd_reset(int argc, char **argv)
 	size_t count = 0;
 	int rc = reset_parse(argc, argv, &a), err;
 
-	if (rc)
+	if (rc) {
+		free(a.workdir);
 		return rc;
+	}
 	err = cli_mounts_read(&mounts, &count);
 	if (err) {
 		fprintf(
 		    stderr,
 		    "lamina: reset: reading /proc/self/mountinfo failed: %s\n",
 		    strerror(-err));
+		free(a.workdir);
 		return EXIT_USAGE;
 	}
 	if (lstat(a.target, &st) == 0 && S_ISLNK(st.st_mode)) {
 		cli_mounts_free(mounts, count);
+		free(a.workdir);
 		return place_error("upper directory", a.target, -ELOOP);
 	}
 	if (realpath(a.target, real))
@@ -494,5 +541,6 @@ int cmd_reset(int argc, char **argv)
 		m = mount_of_upper(a.target, mounts, count);
 	rc = m ? reset_mount(m, &a) : reset_upper(a.target, a.workdir, NULL);
 	cli_mounts_free(mounts, count);
+	free(a.workdir);
 	return rc;
 }

@@ -62,5 +62,6 @@ int daemon_link_query(const char *mountpoint, struct cli_stack *s);
 /* ---- json.c ---- */
 void json_string(FILE *f, const char *s);
 void text_path(FILE *f, const char *s);
+void option_path(FILE *f, const char *s);
 
 #endif

@@ -6,7 +6,8 @@ import stat
 
 import pytest
 
-from conftest import LAMINA, run_lamina
+from conftest import (LAMINA, escape_layer, kernel_overlay, make_tempdir,
+                      remove_tree, run_lamina)
 from helpers import (find_mount, get_xattr, make_whiteout, read_file,
                      write_file)
 
@@ -247,6 +248,65 @@ def test_reset_rejects_overlapping_workdir(lamina_stack):
         assert leftovers(stack) == [], workdir
         assert [n for n in os.listdir(outer)
                 if n.startswith(".lamina-reset")] == [], workdir
+
+
+def test_reset_workdir_with_comma(lamina_stack):
+    """A workdir path with a comma is taken with the comma escaped, as in
+    the mount options. Unescaped, the comma splits the option."""
+    stack = lamina_stack
+    root = os.path.realpath(stack.root)
+    workdir = os.path.join(root, "a,b")
+    os.makedirs(os.path.join(workdir, "work", "stale"))
+    write_file(stack.u("mine"), "m")
+
+    code, out, err = run_lamina(
+        ["reset", stack.upper, "-o", f"workdir={workdir}"], root)
+
+    assert code == 1, out
+    assert err == (f"lamina: reset: invalid option 'b' in "
+                   f"'-o workdir={workdir}'; reset takes only "
+                   "-o workdir=DIR, once, with each comma in DIR escaped "
+                   "as \\,\n")
+    assert out == ""
+    assert os.listdir(stack.upper) == ["mine"]
+
+    code, out, err = run_lamina(
+        ["reset", stack.upper, "-o", f"workdir={escape_layer(workdir)}"],
+        root)
+
+    assert code == 0, err
+    assert f"cleared the work and index directories in {workdir}\n" in out
+    assert os.listdir(stack.upper) == []
+    assert os.listdir(os.path.join(workdir, "work")) == []
+
+
+def test_reset_kernel_steps_escape_workdir():
+    """The steps printed for a kernel overlay mount give a workdir with
+    a comma escaped, and the reset command in them works."""
+    root = make_tempdir()
+    top = os.path.join(root, "a,b")
+    upper = os.path.join(top, "u")
+    workdir = os.path.join(top, "w")
+    try:
+        with kernel_overlay(top):
+            write_file(os.path.join(top, "m", "mine"), "m")
+
+            code, out, err = run_lamina(
+                ["reset", "--remount", os.path.join(top, "m")], root)
+
+            assert code == 1, out
+            assert (f"run lamina reset {upper} -o "
+                    f"'workdir={escape_layer(workdir)}', and mount it "
+                    "again\n") in err
+            assert os.listdir(upper) == ["mine"]
+
+        code, out, err = run_lamina(
+            ["reset", upper, "-o", f"workdir={escape_layer(workdir)}"], root)
+
+        assert code == 0, err
+        assert os.listdir(upper) == []
+    finally:
+        remove_tree(root)
 
 
 def test_reset_remount_bad_workdir(lamina_stack):
