@@ -224,8 +224,10 @@ int layer_cmd_check_layers(const struct ovl_config *cfg, const char *cmd)
 			rc = EXIT_USAGE;
 	}
 	if (!rc &&
-	    ovl_check_layers_apart(upper, work, (const char *const *)lowers,
-				   cfg->nlower, &e)) {
+	    (ovl_check_lowers_distinct((const char *const *)lowers, cfg->nlower,
+				       &e) ||
+	     ovl_check_layers_apart(upper, work, (const char *const *)lowers,
+				    cfg->nlower, &e))) {
 		fprintf(stderr, "lamina: %s: %s\n", cmd, e.msg);
 		rc = EXIT_USAGE;
 	}

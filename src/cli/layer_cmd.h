@@ -42,9 +42,9 @@ void new_layer_close(struct new_layer *nl);
 int layer_cmd_check_apart(const struct new_layer *nl, const char *dir,
 			  const char *what);
 
-/* Reject an upperdir, workdir or lowerdir of cfg that is the same
- * directory as another or lies inside another, as the mount does.
- * Returns 0 or EXIT_USAGE after printing why. */
+/* Reject a lowerdir of cfg given twice, and an upperdir, workdir or
+ * lowerdir that is the same directory as another or lies inside another,
+ * as the mount does. Returns 0 or EXIT_USAGE after printing why. */
 int layer_cmd_check_layers(const struct ovl_config *cfg, const char *cmd);
 
 /* fsync the directory dirfd/name. */

@@ -37,6 +37,8 @@ static int squash_check(struct squash_cmd *s)
 	for (i = 0; !rc && i < s->args.cfg.nlower; i++)
 		rc = layer_cmd_check_apart(&s->nl, s->args.cfg.lowerdirs[i],
 					   "lowerdir");
+	if (!rc)
+		rc = layer_cmd_check_layers(&s->args.cfg, "squash");
 	if (rc)
 		return rc;
 	if (fstatat(s->nl.parent_fd, s->nl.name, &st, AT_SYMLINK_NOFOLLOW) ==

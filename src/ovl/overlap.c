@@ -2,9 +2,10 @@
 /*
  * Overlap checks between the directories of one layer stack. As in
  * overlayfs, the upper, the workdir and each lower must be separate
- * directories, none inside another. The mount and the layer commands
- * share these checks, so they accept and reject the same stacks. Every
- * path here is a real path, as realpath(3) returns it.
+ * directories, none inside another, and no lower may be given twice.
+ * The mount and the layer commands share these checks, so they accept
+ * and reject the same stacks. Every path here is a real path, as
+ * realpath(3) returns it.
  */
 #include "ovl.h"
 
@@ -66,4 +67,24 @@ int ovl_check_layers_apart(const char *upper, const char *work,
 					  lowers[i], e);
 	}
 	return err;
+}
+
+int ovl_check_lowers_distinct(const char *const *lowers, int nlower,
+			      struct ovl_error *e)
+{
+	int i, j;
+
+	for (i = 0; i < nlower; i++) {
+		for (j = i + 1; j < nlower; j++) {
+			if (!lowers[i] || !lowers[j] ||
+			    strcmp(lowers[i], lowers[j]))
+				continue;
+			ovl_error_set(
+			    e,
+			    "lowerdir %s is given twice; list each layer once",
+			    lowers[i]);
+			return -EINVAL;
+		}
+	}
+	return 0;
 }

@@ -259,6 +259,10 @@ bool ovl_path_within(const char *path, const char *dir);
 int ovl_check_layers_apart(const char *upper, const char *work,
 			   const char *const *lowers, int nlower,
 			   struct ovl_error *e);
+/* Reject a lower given twice, as overlayfs does. A NULL lower is
+ * skipped. */
+int ovl_check_lowers_distinct(const char *const *lowers, int nlower,
+			      struct ovl_error *e);
 
 /* ---- super.c ---- */
 int ovl_fs_setup(struct ovl_fs *fs, struct ovl_error *e);

@@ -270,27 +270,21 @@ static void setup_xino(struct ovl_fs *fs)
 	fs->xino_shift = 64 - bits;
 }
 
-/* The same directory twice in lowerdir is an error, as in overlayfs. */
-static int check_lowers_distinct(struct ovl_fs *fs, struct ovl_error *e)
+/* Fill lowers with the path of each lower, top first, and return their
+ * count. A lower that lamina check failed to open has a NULL path. */
+static int lower_paths(const struct ovl_fs *fs, const char **lowers)
 {
-	int i, j;
+	int i, nlower = 0;
 
-	for (i = fs->first_lower; i < fs->nlayers; i++) {
-		for (j = i + 1; j < fs->nlayers; j++) {
-			if (!fs->layers[i].path || !fs->layers[j].path ||
-			    strcmp(fs->layers[i].path, fs->layers[j].path))
-				continue;
-			ovl_error_set(e, "lowerdir %s is given twice; list each layer once",
-				      fs->layers[i].path);
-			return -EINVAL;
-		}
-	}
-	return 0;
+	for (i = fs->first_lower; i < fs->nlayers; i++)
+		lowers[nlower++] = fs->layers[i].path;
+	return nlower;
 }
 
 static int open_layers(struct ovl_fs *fs, struct ovl_error *e)
 {
 	struct ovl_config *cfg = &fs->config;
+	const char *lowers[OVL_MAX_LAYERS];
 	int i, err, n = cfg->nlower + (cfg->upperdir ? 1 : 0);
 
 	fs->layers = calloc(n, sizeof(*fs->layers));
@@ -317,7 +311,8 @@ static int open_layers(struct ovl_fs *fs, struct ovl_error *e)
 		if (err)
 			return err;
 	}
-	err = ovl_error_continue(e, check_lowers_distinct(fs, e));
+	err = ovl_check_lowers_distinct(lowers, lower_paths(fs, lowers), e);
+	err = ovl_error_continue(e, err);
 	if (!err)
 		setup_xino(fs);
 	return err;
@@ -329,12 +324,10 @@ static int check_overlap(struct ovl_fs *fs, const char *work,
 {
 	const char *upper = fs->upper->path, *mnt = fs->config.mountpoint;
 	const char *lowers[OVL_MAX_LAYERS];
-	int i, nlower = 0, err;
+	int err;
 
-	/* A lower that lamina check failed to open has no path. */
-	for (i = fs->first_lower; i < fs->nlayers; i++)
-		lowers[nlower++] = fs->layers[i].path;
-	err = ovl_check_layers_apart(upper, work, lowers, nlower, e);
+	err = ovl_check_layers_apart(upper, work, lowers,
+				     lower_paths(fs, lowers), e);
 	if (!err && mnt && ovl_path_within(upper, mnt)) {
 		ovl_error_set(e, "upperdir %s is inside the mount point %s; put it outside",
 			      upper, mnt);

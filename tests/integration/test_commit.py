@@ -344,6 +344,23 @@ def test_commit_rejects_overlapping_layers(lamina_stack):
     assert [n for n in os.listdir(root) if "lamina-commit" in n] == []
 
 
+def test_commit_rejects_duplicate_lower(lamina_stack):
+    """A lower given twice is rejected before anything changes."""
+    stack = lamina_stack
+    top = os.path.realpath(stack.lowers[0])
+    helpers.write_file(stack.u("file"), "kept")
+    new = os.path.join(stack.root, "new")
+    options = (f"lowerdir={top}:{stack.lowers[1]}:{top},"
+               f"upperdir={stack.upper},workdir={stack.work}")
+
+    assert_rejected(stack, ["commit", "-o", options, new],
+                    [f"lamina: commit: lowerdir {top} is given twice; "
+                     "list each layer once"])
+
+    assert not os.path.exists(new)
+    assert os.listdir(stack.upper) == ["file"]
+
+
 def test_commit_rejects_mounted_upper(stack):
     fill_lowers(stack)
     stack.mount()

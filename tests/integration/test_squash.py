@@ -595,6 +595,26 @@ def test_squash_rejects_bad_input(stack):
     assert [n for n in os.listdir(stack.root) if "lamina-squash" in n] == []
 
 
+def test_squash_rejects_duplicate_layer(lamina_stack):
+    """A layer given twice is rejected, as the mount rejects it, also
+    when the two spellings differ."""
+    stack = lamina_stack
+    top, bottom = (os.path.realpath(p) for p in stack.lowers)
+    helpers.write_file(os.path.join(top, "file"), "top")
+    link = os.path.join(stack.root, "link")
+    os.symlink(top, link)
+    new = os.path.join(stack.root, "new")
+
+    for lowers in ([top, top], [top, bottom, top + "/"], [top, link]):
+        options = "lowerdir=" + ":".join(lowers)
+        assert_rejected(stack, ["squash", "-o", options, new],
+                        [f"lamina: squash: lowerdir {top} is given twice; "
+                         "list each layer once"])
+        assert not os.path.exists(new), options
+
+    assert [n for n in os.listdir(stack.root) if "lamina-squash" in n] == []
+
+
 def test_squash_rejects_invalid_redirect(stack):
     layers = Layers(stack)
     os.makedirs(os.path.join(layers.c, "bad"))
