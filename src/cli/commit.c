@@ -148,6 +148,29 @@ static int commit_run(struct commit *c)
 	return err;
 }
 
+/* Print why a commit step failed. Running the command again finishes the
+ * commit, but after a lack of space only once space has been freed. */
+static void report_failure(const struct commit *c, int err)
+{
+	const char *slash = strrchr(c->nl.path, '/');
+	int parent_len = slash == c->nl.path ? 1 : (int)(slash - c->nl.path);
+
+	if (err != -ENOSPC && err != -EDQUOT) {
+		fprintf(
+		    stderr,
+		    "lamina: commit of %s to %s failed: %s; run the same command again to finish it\n",
+		    c->upper, c->nl.path, strerror(-err));
+		return;
+	}
+	/* NOTE: a commit to another filesystem also makes the new empty
+	 * upper beside the upper. When the upper's filesystem is the full
+	 * one, this message names the wrong one. */
+	fprintf(
+	    stderr,
+	    "lamina: commit of %s to %s failed: %s; free space on the filesystem that contains %.*s, then run the same command again to finish it\n",
+	    c->upper, c->nl.path, strerror(-err), parent_len, c->nl.path);
+}
+
 int cmd_commit(int argc, char **argv)
 {
 	struct commit c = {.upper_parent_fd = -1, .work_fd = -1};
@@ -160,10 +183,7 @@ int cmd_commit(int argc, char **argv)
 	if (!rc) {
 		rc = commit_run(&c);
 		if (rc < 0) {
-			fprintf(
-			    stderr,
-			    "lamina: commit of %s to %s failed: %s; run the same command again to finish it\n",
-			    c.upper, c.nl.path, strerror(-rc));
+			report_failure(&c, rc);
 			rc = EXIT_USAGE;
 		}
 	}

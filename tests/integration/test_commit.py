@@ -17,7 +17,7 @@ import time
 import pytest
 
 import helpers
-from conftest import LAMINA, make_tempdir, run, run_lamina
+from conftest import LAMINA, make_tempdir, run, run_lamina, scratch_mount
 
 READERS = ("kernel", "lamina")
 
@@ -370,6 +370,35 @@ def test_commit_rejects_mounted_upper(stack):
                     ["unmount it first"])
     assert not os.path.exists(new)
     assert os.path.exists(stack.u("busy"))
+
+
+def test_commit_out_of_space(lamina_stack):
+    """A commit that runs out of space asks for space to be freed before
+    the rerun, and the rerun finishes it once there is space."""
+    stack = lamina_stack
+    helpers.write_file(stack.u("big"), os.urandom(2 << 20))
+    with scratch_mount("lamina-small.", "tmpfs", "size=1m") as small:
+        newlayer = os.path.join(small, "layer1")
+        args = ["commit", "-o", stack.options(), newlayer]
+
+        code, out, err = run_lamina(args, stack.root)
+
+        assert code == 1, out
+        assert out == ""
+        assert err.endswith(
+            f"No space left on device; free space on the filesystem that "
+            f"contains {small}, then run the same command again to finish "
+            "it\n"), err
+        assert os.listdir(stack.upper) == ["big"]
+
+        run(["mount", "-o", "remount,size=8m", small])
+        code, out, err = run_lamina(args, stack.root)
+
+        assert code == 0, err
+        assert "finishing the interrupted commit" in err
+        check_committed(stack, newlayer, out.strip())
+        assert os.path.getsize(os.path.join(newlayer, "big")) == 2 << 20
+        shutil.rmtree(newlayer)
 
 
 # Interrupted commits -----------------------------------------------------
