@@ -73,6 +73,7 @@ static void table_add(struct ovl_fs *fs, struct ovl_node *node)
 	struct ovl_node **b = bucket_of(fs, node->ino);
 
 	node->link.file.aliases = NULL;
+	node->link.file.last = node;
 	node->link.file.next = *b;
 	*b = node;
 	atomic_fetch_or(&node->flags, OVL_N_PRIMARY);
@@ -101,7 +102,11 @@ static void alias_add(struct ovl_node *primary, struct ovl_node *node)
 
 static void alias_del(struct ovl_node *node)
 {
-	struct ovl_node **pp = &node->link.alias.primary->link.file.aliases;
+	struct ovl_node *p = node->link.alias.primary;
+	struct ovl_node **pp = &p->link.file.aliases;
+
+	if (p->link.file.last == node)
+		p->link.file.last = p;
 
 	for (; *pp; pp = &(*pp)->link.alias.next) {
 		if (*pp == node) {
@@ -142,20 +147,25 @@ struct ovl_node *ovl_link_join(struct ovl_fs *fs, struct ovl_node *node,
 		/* The alias keeps only its hold; the count goes on. */
 		moved = true;
 		p = node->link.alias.primary;
-		if (ovl_node_lookup_if_alive(fs, p, true))
+		if (ovl_node_lookup_if_alive(fs, p, true)) {
+			p->link.file.last = node;
 			to = p;
-		else
+		} else {
 			alias_leave(fs, node);
+		}
 	} else if (!ovl_node_has(node, OVL_N_PRIMARY)) {
 		p = table_find(fs, node);
 		if (p && fresh && ovl_node_lookup_if_alive(fs, p, true)) {
 			alias_add(p, node);
+			p->link.file.last = node;
 			to = p;
 		} else if (!p || !ovl_node_lookup_if_alive(fs, p, false)) {
 			table_add(fs, node);
 		}
 		/* Else another node stands for the file already: the two
 		 * names stay two kernel inodes. */
+	} else {
+		node->link.file.last = node;
 	}
 	pthread_mutex_unlock(&fs->links.lock);
 	if (moved)
@@ -193,28 +203,71 @@ struct ovl_node *ovl_link_add(struct ovl_fs *fs, struct ovl_node *kernel_node,
 	return to;
 }
 
+static bool live(const struct ovl_node *node)
+{
+	return !ovl_node_has(node, OVL_N_DELETED);
+}
+
 /*
- * The node that requests on node's id act on: node itself, or, once its
- * own name is gone, a name of its file that is still there.
+ * The node that requests on node's id act on. FUSE names no name in a
+ * request on an inode, so for a hard-linked file the choice follows
+ * overlayfs as far as it can: a name already copied up, whose copy the
+ * other names share through the index; else the name that the kernel
+ * looked up last, which a path walk has just passed, since such names
+ * are not cached (see ovl_link_entry_timeout()); else any name still
+ * there.
  */
 struct ovl_node *ovl_link_resolve(struct ovl_fs *fs, struct ovl_node *node)
 {
-	struct ovl_node *a, *live = node;
+	struct ovl_node *a, *pick = NULL;
 
-	if (!ovl_node_has(node, OVL_N_PRIMARY) ||
-	    !ovl_node_has(node, OVL_N_DELETED))
+	if (!ovl_node_has(node, OVL_N_PRIMARY))
 		return node;
 	pthread_mutex_lock(&fs->links.lock);
 	if (ovl_node_has(node, OVL_N_PRIMARY)) {
-		for (a = node->link.file.aliases; a; a = a->link.alias.next) {
-			if (!ovl_node_has(a, OVL_N_DELETED)) {
-				live = a;
-				break;
-			}
-		}
+		if (live(node) && ovl_node_has(node, OVL_N_UPPER))
+			pick = node;
+		for (a = node->link.file.aliases; a && !pick;
+		     a = a->link.alias.next)
+			if (live(a) && ovl_node_has(a, OVL_N_UPPER))
+				pick = a;
+		if (!pick && live(node->link.file.last))
+			pick = node->link.file.last;
+		for (a = node->link.file.aliases; a && !pick;
+		     a = a->link.alias.next)
+			if (live(a))
+				pick = a;
 	}
 	pthread_mutex_unlock(&fs->links.lock);
-	return live;
+	return pick ? pick : node;
+}
+
+/*
+ * The node that holds the kernel inode's state, such as its passthrough
+ * backing file, which the kernel allows only one of per inode: the
+ * primary of an alias.
+ */
+struct ovl_node *ovl_link_inode_node(struct ovl_node *node)
+{
+	struct ovl_node *p = NULL;
+
+	if (ovl_node_has(node, OVL_N_ALIAS))
+		p = node->link.alias.primary;
+	return p ? p : node;
+}
+
+/*
+ * How long the kernel may keep a name of node's file without asking:
+ * names of a hard-linked file that no copy-up has reached yet are asked
+ * for at every path walk, so that lamina knows which name a request on
+ * the inode comes through.
+ */
+double ovl_link_entry_timeout(struct ovl_fs *fs, struct ovl_node *node)
+{
+	if (ovl_node_has(node, OVL_N_PRIMARY) &&
+	    !ovl_node_has(node, OVL_N_UPPER | OVL_N_INDEX | OVL_N_RETIRED))
+		return 0;
+	return fs->timeout;
 }
 
 /*

@@ -128,6 +128,7 @@ struct ovl_node {
 		} alias; /* OVL_N_ALIAS */
 		struct {
 			struct ovl_node *aliases, *next;
+			struct ovl_node *last; /* name looked up last */
 		} file; /* OVL_N_PRIMARY */
 	} link;
 };
@@ -345,6 +346,8 @@ struct ovl_node *ovl_link_join(struct ovl_fs *fs, struct ovl_node *node,
 struct ovl_node *ovl_link_add(struct ovl_fs *fs, struct ovl_node *kernel_node,
 			      struct ovl_node *linked);
 struct ovl_node *ovl_link_resolve(struct ovl_fs *fs, struct ovl_node *node);
+struct ovl_node *ovl_link_inode_node(struct ovl_node *node);
+double ovl_link_entry_timeout(struct ovl_fs *fs, struct ovl_node *node);
 void ovl_link_forget(struct ovl_fs *fs, struct ovl_node *node);
 void ovl_link_retire(struct ovl_fs *fs, struct ovl_node *node);
 
