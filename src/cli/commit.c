@@ -5,6 +5,7 @@
  */
 #include "commit.h"
 #include "cli.h"
+#include "common/fdlimit.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -178,6 +179,8 @@ int cmd_commit(int argc, char **argv)
 	    layer_cmd_parse(argc, argv, "commit", COMMIT_USAGE, false, &c.args);
 
 	c.nl.parent_fd = -1;
+	/* A copy to another filesystem keeps a descriptor per level. */
+	fdlimit_raise(NULL);
 	if (!rc)
 		rc = commit_check(&c);
 	if (!rc) {

@@ -12,6 +12,7 @@
  *   R  renamed: a directory with a redirect, from its old path
  */
 #include "cli.h"
+#include "common/fdlimit.h"
 #include "diff.h"
 #include "stack.h"
 
@@ -438,6 +439,8 @@ int cmd_diff(int argc, char **argv)
 	bool json = false;
 	int rc = diff_parse(argc, argv, &json, &options);
 
+	/* The walk over the layers keeps a descriptor per level. */
+	fdlimit_raise(NULL);
 	if (!rc) {
 		target = optind < argc ? argv[optind] : NULL;
 		rc = options ? stack_of_options(target, options, &s)

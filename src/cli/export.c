@@ -6,6 +6,7 @@
  * partial tar behind.
  */
 #include "cli.h"
+#include "common/fdlimit.h"
 #include "layer/oci.h"
 #include "ovl/ovl.h"
 
@@ -291,6 +292,8 @@ int cmd_export(int argc, char **argv)
 
 	for (i = 0; i <= OVL_MAX_LAYERS; i++)
 		fds[i] = -1;
+	/* The walk over the layers keeps a descriptor per level. */
+	fdlimit_raise(NULL);
 	/* Names that are UTF-8 go into pax headers as they are; other bytes
 	 * make libarchive mark that one header hdrcharset=BINARY. */
 	setlocale(LC_CTYPE, "C.UTF-8");

@@ -5,6 +5,7 @@
  * point as soon as it exits.
  */
 #include "cli.h"
+#include "common/fdlimit.h"
 #include "common/log.h"
 #include "fuse/transport.h"
 #include "ovl/ovl.h"
@@ -169,19 +170,12 @@ static void on_serve_exit(void *arg)
  */
 static void prepare_fd_table(void)
 {
-	struct rlimit rl;
-	int fd;
+	struct rlimit rl = {0, 0};
+	int fd, err = fdlimit_raise(&rl);
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-		return;
-	if (rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-			log_warn("raising the open file limit to %llu failed: %s",
-				 (unsigned long long)rl.rlim_max,
-				 strerror(errno));
-		getrlimit(RLIMIT_NOFILE, &rl);
-	}
+	if (err)
+		log_warn("raising the open file limit to %llu failed: %s",
+			 (unsigned long long)rl.rlim_max, strerror(-err));
 	fd = rl.rlim_cur < FD_TABLE_START ? (int)rl.rlim_cur - 1
 					   : FD_TABLE_START - 1;
 	if (fd > 2 && dup2(2, fd) == fd)

@@ -8,6 +8,7 @@
  * is unmounted, reset and mounted again with the same options.
  */
 #include "cli.h"
+#include "common/fdlimit.h"
 #include "ovl/ovl.h"
 #include "reset.h"
 #include "stack.h"
@@ -539,6 +540,8 @@ int cmd_reset(int argc, char **argv)
 		m = cli_mounts_find(mounts, count, real);
 	if (!m && a.remount)
 		m = mount_of_upper(a.target, mounts, count);
+	/* Deleting the old tree keeps a descriptor per level. */
+	fdlimit_raise(NULL);
 	rc = m ? reset_mount(m, &a) : reset_upper(a.target, a.workdir, NULL);
 	cli_mounts_free(mounts, count);
 	free(a.workdir);

@@ -6,6 +6,7 @@
  * leaves no NEWLAYER, and the next run removes the staging directory.
  */
 #include "cli.h"
+#include "common/fdlimit.h"
 #include "layer/copy.h"
 #include "layer_cmd.h"
 
@@ -186,6 +187,8 @@ int cmd_squash(int argc, char **argv)
 	int i, rc;
 
 	s.nl.parent_fd = -1;
+	/* The walk over the layers keeps a descriptor per level. */
+	fdlimit_raise(NULL);
 	rc = layer_cmd_parse(argc, argv, "squash", SQUASH_USAGE, true, &s.args);
 	if (!rc)
 		rc = squash_check(&s);
