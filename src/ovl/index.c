@@ -140,6 +140,7 @@ static int index_auto(struct ovl_fs *fs, struct ovl_error *e)
 
 int ovl_index_setup(struct ovl_fs *fs, struct ovl_error *e)
 {
+	char advice[512];
 	int err;
 
 	fs->index_fd = -1;
@@ -158,8 +159,9 @@ int ovl_index_setup(struct ovl_fs *fs, struct ovl_error *e)
 	}
 	if (mkdirat(fs->workdir_fd, "index", 0700) < 0 && errno != EEXIST) {
 		err = -errno;
-		ovl_error_set(e, "index=on: cannot create %s/index: %s",
-			      fs->config.workdir, strerror(-err));
+		ovl_space_advice(fs, err, advice, sizeof(advice));
+		ovl_error_set(e, "index=on: cannot create %s/index: %s%s",
+			      fs->config.workdir, strerror(-err), advice);
 		return err;
 	}
 	fs->index_fd = openat(fs->workdir_fd, "index",

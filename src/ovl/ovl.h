@@ -268,6 +268,12 @@ int ovl_check_lowers_distinct(const char *const *lowers, int nlower,
 /* ---- super.c ---- */
 int ovl_fs_setup(struct ovl_fs *fs, struct ovl_error *e);
 void ovl_fs_teardown(struct ovl_fs *fs);
+/*
+ * Write into buf the fix for err from creating an entry on the upper's
+ * filesystem: "; " and advice for ENOSPC and EDQUOT, "" for any other
+ * error. Returns whether there was advice.
+ */
+bool ovl_space_advice(struct ovl_fs *fs, int err, char *buf, size_t size);
 
 /* ---- check.c: findings beyond the errors that stop a mount ---- */
 enum ovl_check_level { OVL_CHECK_INFO, OVL_CHECK_WARN };

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/magic.h>
+#include <sys/statvfs.h>
 #include <sys/vfs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -436,9 +437,35 @@ static int check_volatile_marker(struct ovl_fs *fs, struct ovl_error *e)
 	return -EINVAL;
 }
 
+bool ovl_space_advice(struct ovl_fs *fs, int err, char *buf, size_t size)
+{
+	const char *upper = fs->upper->path;
+	struct statvfs st;
+
+	buf[0] = '\0';
+	if (err == -EDQUOT)
+		snprintf(
+		    buf, size,
+		    "; the disk quota on the filesystem of upperdir %s is used up, so raise it or delete files there",
+		    upper);
+	else if (err == -ENOSPC && fstatvfs(fs->upper->fd, &st) == 0 &&
+		 st.f_files > 0 && st.f_favail == 0)
+		snprintf(
+		    buf, size,
+		    "; the filesystem of upperdir %s has no free inodes, so delete files there or move the upper and work directories to a filesystem with more inodes",
+		    upper);
+	else if (err == -ENOSPC)
+		snprintf(
+		    buf, size,
+		    "; the filesystem of upperdir %s is full, so delete files there or move the upper and work directories to a larger filesystem",
+		    upper);
+	return buf[0] != '\0';
+}
+
 /* Recreate workdir/work empty, removing what a crash left in it. */
 static int reset_work(struct ovl_fs *fs, struct ovl_error *e)
 {
+	char advice[512];
 	int err = ovl_remove_tree(fs->workdir_fd, "work");
 
 	if (!err && mkdirat(fs->workdir_fd, "work", 0700) < 0)
@@ -450,10 +477,12 @@ static int reset_work(struct ovl_fs *fs, struct ovl_error *e)
 		if (fs->work_fd < 0)
 			err = -errno;
 	}
-	if (err)
-		ovl_error_set(e, "workdir %s: cannot prepare %s/work: %s",
+	if (err) {
+		ovl_space_advice(fs, err, advice, sizeof(advice));
+		ovl_error_set(e, "workdir %s: cannot prepare %s/work: %s%s",
 			      fs->config.workdir, fs->config.workdir,
-			      strerror(-err));
+			      strerror(-err), advice);
+	}
 	return err;
 }
 
@@ -463,6 +492,7 @@ static int reset_work(struct ovl_fs *fs, struct ovl_error *e)
  */
 static int make_check_dir(struct ovl_fs *fs, struct ovl_error *e)
 {
+	char advice[512];
 	int err = 0;
 
 	snprintf(fs->work_name, sizeof(fs->work_name), "#lamina-check.%d",
@@ -476,23 +506,48 @@ static int make_check_dir(struct ovl_fs *fs, struct ovl_error *e)
 		if (fs->work_fd < 0)
 			err = -errno;
 	}
-	if (err)
-		ovl_error_set(e, "workdir %s: cannot create a test directory in it: %s",
-			      fs->config.workdir, strerror(-err));
+	if (err) {
+		ovl_space_advice(fs, err, advice, sizeof(advice));
+		ovl_error_set(
+		    e, "workdir %s: cannot create a test directory in it: %s%s",
+		    fs->config.workdir, strerror(-err), advice);
+	}
 	return err;
 }
 
 static int mark_volatile(struct ovl_fs *fs, struct ovl_error *e)
 {
+	char advice[512];
+
 	if (mkdirat(fs->work_fd, "incompat", 0700) < 0 ||
 	    mkdirat(fs->work_fd, "incompat/volatile", 0700) < 0) {
 		int err = -errno;
 
-		ovl_error_set(e, "workdir %s: cannot create the volatile marker: %s",
-			      fs->config.workdir, strerror(-err));
+		ovl_space_advice(fs, err, advice, sizeof(advice));
+		ovl_error_set(
+		    e, "workdir %s: cannot create the volatile marker: %s%s",
+		    fs->config.workdir, strerror(-err), advice);
 		return err;
 	}
 	return 0;
+}
+
+static bool is_no_space(int err)
+{
+	return err == -ENOSPC || err == -EDQUOT;
+}
+
+/* Report that check_upper_fs() could not create a test entry. */
+static int report_test_entry(struct ovl_fs *fs, int err, struct ovl_error *e)
+{
+	char advice[512];
+
+	ovl_space_advice(fs, err, advice, sizeof(advice));
+	ovl_error_set(e,
+		      "workdir %s: cannot create a test entry in %s/%s: %s%s",
+		      fs->config.workdir, fs->config.workdir, fs->work_name,
+		      strerror(-err), advice);
+	return err;
 }
 
 static int check_upper_fs(struct ovl_fs *fs, struct ovl_error *e)
@@ -510,10 +565,13 @@ static int check_upper_fs(struct ovl_fs *fs, struct ovl_error *e)
 	}
 	ovl_tmpname(fs, tmp, sizeof(tmp));
 	if (mkdirat(fs->work_fd, tmp, 0700) < 0)
-		return -errno;
+		return report_test_entry(fs, -errno, e);
 	ovl_xattr_name(fs, attr, sizeof(attr), "opaque");
 	err = ovl_do_setxattr(fs->work_fd, tmp, attr, "y", 1, 0);
 	unlinkat(fs->work_fd, tmp, AT_REMOVEDIR);
+	/* Without space for the xattr, the features are still unknown. */
+	if (is_no_space(err))
+		return report_test_entry(fs, err, e);
 	if (err) {
 		ovl_error_set(e, "upperdir %s: cannot set %s xattrs (%s); use a filesystem with xattr support%s",
 			      upper, fs->xattr_prefix, strerror(-err),
@@ -524,6 +582,8 @@ static int check_upper_fs(struct ovl_fs *fs, struct ovl_error *e)
 	}
 	if (mknodat(fs->work_fd, tmp, S_IFCHR, makedev(0, 0)) < 0) {
 		err = -errno;
+		if (is_no_space(err))
+			return report_test_entry(fs, err, e);
 		if (!fs->config.userxattr) {
 			ovl_error_set(e, "upperdir %s: cannot create whiteouts, character devices 0/0 (%s); run lamina as root or with CAP_MKNOD, or mount with -o userxattr to use xattr whiteouts",
 				      upper, strerror(-err));
@@ -538,12 +598,16 @@ static int check_upper_fs(struct ovl_fs *fs, struct ovl_error *e)
 	/* RENAME_WHITEOUT makes the whiteout left by a rename atomic. */
 	ovl_tmpname(fs, tmp, sizeof(tmp));
 	ovl_tmpname(fs, tmp2, sizeof(tmp2));
-	err = mknodat(fs->work_fd, tmp, S_IFREG | 0600, 0);
-	if (!err && !ovl_do_rename(fs->work_fd, tmp, fs->work_fd, tmp2,
-				   RENAME_WHITEOUT))
-		fs->rename_whiteout = true;
+	err = mknodat(fs->work_fd, tmp, S_IFREG | 0600, 0) < 0 ? -errno : 0;
+	/* The whiteout that the rename leaves takes an inode too. */
+	if (!err)
+		err = ovl_do_rename(fs->work_fd, tmp, fs->work_fd, tmp2,
+				    RENAME_WHITEOUT);
+	fs->rename_whiteout = !err;
 	unlinkat(fs->work_fd, tmp, 0);
 	unlinkat(fs->work_fd, tmp2, 0);
+	if (is_no_space(err))
+		return report_test_entry(fs, err, e);
 	return 0;
 }
 

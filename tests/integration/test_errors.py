@@ -6,6 +6,7 @@ starting with "lamina: " and naming the bad path or option, and no mount
 on MERGED afterwards. The message text beyond that is not fixed here.
 """
 
+import errno
 import os
 import shutil
 import stat
@@ -47,11 +48,12 @@ class Layout:
                          f"upperdir={upper or self.upper}",
                          f"workdir={work or self.work}"])
 
-    def mount_scratch(self, fstype, name):
+    def mount_scratch(self, fstype, name, options=None):
         """Mount an empty fstype (tmpfs, ramfs) at a dir under the root."""
         target = self.path(name)
         os.mkdir(target)
-        run(["mount", "-t", fstype, fstype, target])
+        run(["mount", "-t", fstype, *(["-o", options] if options else []),
+             fstype, target])
         self.mounts.append(target)
         return target
 
@@ -286,6 +288,50 @@ def test_foreground_rejects(layout, case):
     """The -f form rejects bad input the same way."""
     options, names = CASES[case](layout)
     expect_rejected(layout, options, names, extra_args=["-f"])
+
+
+@pytest.mark.parametrize("work_left", [False, True],
+                         ids=["first-mount", "remount"])
+def test_upper_without_free_inodes(layout, work_left):
+    """mount and check name the upper, the workdir and the fix.
+
+    With work_left, workdir/work of an earlier mount is there, so
+    recreating it frees and takes the same inode and a later test entry
+    fails instead.
+    """
+    fs = layout.mount_scratch("tmpfs", "full", "nr_inodes=16")
+    upper = os.path.join(fs, "upper")
+    work = os.path.join(fs, "work")
+    os.mkdir(upper)
+    os.mkdir(work)
+    if work_left:
+        os.mkdir(os.path.join(work, "work"))
+    for i in range(16):
+        try:
+            os.mkdir(os.path.join(upper, f"d{i}"))
+        except OSError as e:
+            assert e.errno == errno.ENOSPC, e
+            break
+    options = layout.options(upper=upper, work=work)
+
+    code, _out, err = run_lamina(["mount", "-o", options, layout.merged],
+                                 layout.root)
+    left_mounted = find_mount(layout.merged) is not None
+    if left_mounted:
+        force_unmount(layout.merged)
+    lines = [line for line in err.splitlines() if line.strip()]
+
+    assert code == 32, err
+    assert not left_mounted
+    assert len(lines) == 1, err
+    assert f"workdir {work}:" in lines[0]
+    assert f"filesystem of upperdir {upper} has no free inodes" in lines[0]
+    assert "delete files there" in lines[0]
+
+    code, _out, err = run_lamina(["check", "-o", options], layout.root)
+
+    assert code == 3, err
+    assert f"upperdir {upper} has no free inodes" in err
 
 
 def test_rejects_missing_mountpoint(layout):
