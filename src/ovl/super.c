@@ -7,12 +7,14 @@
 #include "ovl.h"
 #include "../common/log.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/fs.h>
 #include <linux/mount.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -342,21 +344,86 @@ static int check_overlap(struct ovl_fs *fs, const char *work,
 	return err;
 }
 
-/* Only overlayfs's own "work" and "index" may be in the work directory. */
-static int check_workdir_empty(int fd, const char *work, struct ovl_error *e)
+/* lamina check names its test directory with this prefix and its pid. */
+#define CHECK_DIR_PREFIX "#lamina-check."
+
+/* The pid in the name of a test directory of lamina check, or 0. */
+static pid_t check_dir_pid(const char *name)
+{
+	size_t n = strlen(CHECK_DIR_PREFIX);
+	char *end;
+	long pid;
+
+	if (strncmp(name, CHECK_DIR_PREFIX, n) ||
+	    !isdigit((unsigned char)name[n]))
+		return 0;
+	errno = 0;
+	pid = strtol(name + n, &end, 10);
+	if (errno || *end || pid <= 0 || pid > INT_MAX)
+		return 0;
+	return (pid_t)pid;
+}
+
+/*
+ * Remove the test directory of a lamina check that was killed before it
+ * could remove it. A running check holds the workdir lock, unless a mount
+ * held it when the check started, so the directory is stale when the
+ * caller holds the lock and no process has the check's pid. Our own pid
+ * is stale too, because this process has not made its directory yet.
+ */
+static bool remove_stale_check_dir(int fd, const char *work, const char *name,
+				   bool locked)
+{
+	pid_t pid = check_dir_pid(name);
+	int err;
+
+	if (!pid || !locked)
+		return false;
+	if (pid != getpid() && (kill(pid, 0) == 0 || errno != ESRCH))
+		return false;
+	err = ovl_remove_tree(fd, name);
+	if (err) {
+		log_warn(
+		    "workdir %s: removing %s, which a lamina check that did not finish left behind, failed: %s",
+		    work, name, strerror(-err));
+		return false;
+	}
+	log_info(
+	    "workdir %s: removed %s, which a lamina check that did not finish left behind",
+	    work, name);
+	return true;
+}
+
+/*
+ * Only overlayfs's own "work" and "index" may be in the work directory.
+ * locked is true when this process holds the workdir lock.
+ */
+static int check_workdir_empty(int fd, const char *work, bool locked,
+			       struct ovl_error *e)
 {
 	DIR *dir = ovl_opendir_at(fd);
 	struct dirent *d;
+	pid_t pid;
 	int err = 0;
 
 	if (!dir)
 		return -errno;
 	while (!err && (d = readdir(dir))) {
 		if (!strcmp(d->d_name, ".") || !strcmp(d->d_name, "..") ||
-		    !strcmp(d->d_name, "work") || !strcmp(d->d_name, "index"))
+		    !strcmp(d->d_name, "work") || !strcmp(d->d_name, "index") ||
+		    remove_stale_check_dir(fd, work, d->d_name, locked))
 			continue;
-		ovl_error_set(e, "workdir %s is not empty: it holds '%s'; give an empty directory on the upper's filesystem",
-			      work, d->d_name);
+		pid = check_dir_pid(d->d_name);
+		if (pid)
+			ovl_error_set(
+			    e,
+			    "workdir %s is not empty: it holds '%s', the test directory of lamina check pid %d; unless that check is still running, delete %s/%s",
+			    work, d->d_name, (int)pid, work, d->d_name);
+		else
+			ovl_error_set(
+			    e,
+			    "workdir %s is not empty: it holds '%s'; give an empty directory on the upper's filesystem",
+			    work, d->d_name);
 		err = -ENOTEMPTY;
 	}
 	closedir(dir);
@@ -395,6 +462,7 @@ static int open_workdir(struct ovl_fs *fs, struct ovl_error *e)
 {
 	const char *work = fs->workdir_path;
 	char *base = common_dir(fs->upper->path, work);
+	bool locked = false;
 	int err;
 
 	if (!base)
@@ -409,14 +477,19 @@ static int open_workdir(struct ovl_fs *fs, struct ovl_error *e)
 		}
 	}
 	free(base);
-	if (!err && lock_workdir(fs->workdir_fd) < 0) {
-		ovl_error_set(e, "workdir %s is in use by another lamina mount; give each mount its own workdir",
-			      work);
-		err = ovl_error_continue(e, -EBUSY);
+	if (!err) {
+		locked = lock_workdir(fs->workdir_fd) == 0;
+		if (!locked) {
+			ovl_error_set(
+			    e,
+			    "workdir %s is in use by another lamina mount; give each mount its own workdir",
+			    work);
+			err = ovl_error_continue(e, -EBUSY);
+		}
 	}
 	if (!err)
 		err = ovl_error_continue(
-		    e, check_workdir_empty(fs->workdir_fd, work, e));
+		    e, check_workdir_empty(fs->workdir_fd, work, locked, e));
 	return err;
 }
 
@@ -495,7 +568,7 @@ static int make_check_dir(struct ovl_fs *fs, struct ovl_error *e)
 	char advice[512];
 	int err = 0;
 
-	snprintf(fs->work_name, sizeof(fs->work_name), "#lamina-check.%d",
+	snprintf(fs->work_name, sizeof(fs->work_name), CHECK_DIR_PREFIX "%d",
 		 (int)getpid());
 	if (mkdirat(fs->workdir_fd, fs->work_name, 0700) < 0)
 		err = -errno;

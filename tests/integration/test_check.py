@@ -1,6 +1,7 @@
 """lamina check: the findings about a layer stack, without mounting."""
 
 import os
+import subprocess
 
 from conftest import run_lamina
 from helpers import find_mount, write_file
@@ -132,3 +133,58 @@ def test_check_lower_on_fuse(any_stack):
         assert available == [
             "lamina: passthrough: available, except for the files of the "
             "1 layer on FUSE or overlayfs warned about above"], out
+
+
+def dead_pid():
+    """Return the pid of a child process that has exited and been reaped."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def make_check_dir(stack, pid):
+    """Make the test directory that a killed lamina check with pid leaves,
+    with an entry inside as its tests make."""
+    path = os.path.join(stack.work, f"#lamina-check.{pid}")
+    os.makedirs(os.path.join(path, "#0.1"))
+    return path
+
+
+def test_mount_removes_killed_check_dir(lamina_stack):
+    """A killed check's directory does not stop the next mount."""
+    stack = lamina_stack
+    leftover = make_check_dir(stack, dead_pid())
+
+    stack.mount()
+
+    assert not os.path.exists(leftover)
+    assert find_mount(stack.merged) is not None
+
+
+def test_check_removes_killed_check_dir(lamina_stack):
+    """A killed check's directory does not stop the next check."""
+    stack = lamina_stack
+    leftover = make_check_dir(stack, dead_pid())
+
+    code, out, err = check(stack)
+
+    assert code == 0, err
+    assert "the layers can be mounted" in out
+    assert f"removed {os.path.basename(leftover)}" in err
+    assert os.listdir(stack.work) == []
+
+
+def test_mount_keeps_running_check_dir(lamina_stack):
+    """A check directory whose pid is alive stays, and the message
+    explains how to remove it."""
+    stack = lamina_stack
+    leftover = make_check_dir(stack, os.getpid())
+
+    code, _out, err = run_lamina(["mount", "-o", stack.options(),
+                                  stack.merged], stack.root)
+
+    assert code == 32, err
+    assert find_mount(stack.merged) is None
+    assert os.path.isdir(leftover)
+    assert f"lamina check pid {os.getpid()}" in err
+    assert f"delete {stack.work}/#lamina-check.{os.getpid()}" in err
