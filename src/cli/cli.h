@@ -41,6 +41,7 @@ int cli_mount_id(int dirfd, const char *name, uint64_t *id);
 
 /* daemon_link.c */
 int daemon_link_listen(const char *mountpoint);
+void daemon_link_adopt(int fd);
 int daemon_link_connect(const char *mountpoint);
 void daemon_link_wait(int fd, const char *mountpoint);
 

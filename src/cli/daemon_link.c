@@ -11,6 +11,7 @@
 #include "stack.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <stddef.h>
@@ -22,6 +23,11 @@
 
 /* Seconds lamina umount waits for the daemon to finish. */
 #define DAEMON_EXIT_WAIT 30
+/* Milliseconds between two checks of the state of a daemon that has not
+ * finished yet. */
+#define DAEMON_STATE_INTERVAL 200
+/* Connections that may wait for the daemon to accept them */
+#define DAEMON_LINK_BACKLOG 16
 /* Seconds a query waits for the daemon's whole reply. */
 #define DAEMON_QUERY_WAIT 5
 /* Largest reply accepted: 500 lower layers of PATH_MAX bytes and more. */
@@ -52,11 +58,24 @@ int daemon_link_listen(const char *mountpoint)
 
 	if (fd < 0)
 		return -1;
-	if (bind(fd, (struct sockaddr *)&a, len) < 0 || listen(fd, 16) < 0) {
+	if (bind(fd, (struct sockaddr *)&a, len) < 0 ||
+	    listen(fd, DAEMON_LINK_BACKLOG) < 0) {
 		close(fd);
 		return -1;
 	}
 	return fd;
+}
+
+/*
+ * Daemon side, in the child that serves after the mount command forked:
+ * listen again. A client's SO_PEERCRED then names this process instead
+ * of the parent that exited, because the kernel records the credentials
+ * of the process that last called listen() (see unix(7)).
+ */
+void daemon_link_adopt(int fd)
+{
+	if (fd >= 0)
+		listen(fd, DAEMON_LINK_BACKLOG);
 }
 
 /* lamina umount side: connect before unmounting; -1 if no daemon. */
@@ -75,15 +94,84 @@ int daemon_link_connect(const char *mountpoint)
 	return fd;
 }
 
-/* Wait until the daemon has closed its end, that is, has exited. */
+/*
+ * The state of process pid, the letter after its name in /proc/PID/stat
+ * ('S' sleeping, 'T' stopped by a signal, 't' stopped by a tracer, ...),
+ * or 0 when it cannot be read.
+ */
+static char process_state(pid_t pid)
+{
+	char path[64], stat[512], *name_end;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, stat, sizeof(stat) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	stat[n] = '\0';
+	/* The name is in parentheses and may itself contain ')'. */
+	name_end = strrchr(stat, ')');
+	if (!name_end || name_end[1] != ' ')
+		return 0;
+	return name_end[2];
+}
+
+/*
+ * Report a stopped daemon, which cannot finish until it is resumed, and
+ * return true. Returns false when pid is not stopped.
+ */
+static bool report_stopped(pid_t pid, const char *mountpoint)
+{
+	char state = pid > 0 ? process_state(pid) : 0;
+
+	if (state == 'T')
+		fprintf(
+		    stderr,
+		    "lamina: warning: %s is unmounted, but its daemon, pid %d, is stopped (state T), so it cannot finish and still holds the upper and work directories; resume it with kill -CONT %d\n",
+		    mountpoint, (int)pid, (int)pid);
+	else if (state == 't')
+		fprintf(
+		    stderr,
+		    "lamina: warning: %s is unmounted, but its daemon, pid %d, is stopped by a debugger or tracer (state t), so it cannot finish and still holds the upper and work directories; let the tracer resume or detach from it\n",
+		    mountpoint, (int)pid);
+	return state == 'T' || state == 't';
+}
+
+/*
+ * Wait until the daemon has closed its end, that is, has exited. A
+ * daemon that is stopped is reported at once instead of at the end of
+ * the wait.
+ */
 void daemon_link_wait(int fd, const char *mountpoint)
 {
 	struct pollfd p = {.fd = fd, .events = POLLIN};
+	struct ucred peer;
+	socklen_t len = sizeof(peer);
+	pid_t pid = 0;
+	int waited, ready = 0;
 	char byte;
 
 	if (fd < 0)
 		return;
-	if (poll(&p, 1, DAEMON_EXIT_WAIT * 1000) <= 0)
+	/* 0 when the daemon is in a pid namespace that this one cannot see */
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) == 0)
+		pid = peer.pid;
+	for (waited = 0; waited < DAEMON_EXIT_WAIT * 1000;
+	     waited += DAEMON_STATE_INTERVAL) {
+		ready = poll(&p, 1, DAEMON_STATE_INTERVAL);
+		if (ready != 0 && !(ready < 0 && errno == EINTR))
+			break;
+		if (report_stopped(pid, mountpoint)) {
+			close(fd);
+			return;
+		}
+	}
+	if (ready <= 0)
 		fprintf(
 		    stderr,
 		    "lamina: warning: the daemon of %s is still running after %d seconds; another mount of the same filesystem, such as a copy in another mount namespace, keeps it serving\n",

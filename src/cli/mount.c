@@ -291,6 +291,7 @@ static int serve_background(struct ovl_fs *fs, int link)
 		_exit(rc);
 	}
 	close(pipefd[0]);
+	daemon_link_adopt(link);
 	setsid();
 	if (chdir("/") < 0)
 		log_warn("chdir / failed: %s", strerror(errno));

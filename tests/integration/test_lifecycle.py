@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 from conftest import (
     EXIT_TIMEOUT,
@@ -111,6 +112,37 @@ def test_lamina_umount(lamina_stack):
         assert find_mount(stack.merged) is None
         assert wait_for(lambda: not pid_alive(pids[0]), EXIT_TIMEOUT), (
             "daemon still running after lamina umount")
+    finally:
+        stop_leftover_daemons(stack.merged)
+
+
+def test_lamina_umount_stopped_daemon(lamina_stack):
+    """lamina umount names a stopped daemon at once, with the fix."""
+    stack = lamina_stack
+    try:
+        code, _out, err = run_lamina(["mount", "-o", stack.options(),
+                                      stack.merged], stack.root)
+        assert code == 0, err
+        pids = daemon_pids(stack.merged)
+        assert len(pids) == 1, f"expected one daemon, found {pids}"
+        pid = pids[0]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            code, _out, err = run_lamina(["umount", stack.merged],
+                                         stack.root, timeout=20)
+            elapsed = time.monotonic() - start
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+        assert code == 0, err
+        assert find_mount(stack.merged) is None
+        assert f"its daemon, pid {pid}, is stopped (state T)" in err
+        assert f"kill -CONT {pid}" in err
+        # The full wait for a daemon that does not finish is 30 seconds.
+        assert elapsed < 10, f"lamina umount took {elapsed:.1f} s"
+        assert wait_for(lambda: not pid_alive(pid), EXIT_TIMEOUT), (
+            "daemon still running after SIGCONT")
     finally:
         stop_leftover_daemons(stack.merged)
 
