@@ -167,6 +167,7 @@ struct ovl_fs {
 	struct ovl_layer *upper;
 	int upper_mnt_fd;   /* detached mount holding upperdir and workdir */
 	int upper_lock_fd;  /* upperdir, flock-ed against a second mount */
+	bool upper_busy;    /* another lamina mount holds that lock */
 	char *workdir_path; /* canonical */
 	int workdir_fd;	    /* workdir itself, kept locked with flock */
 	int work_fd;	    /* workdir/work: copy-up and whiteout staging */

@@ -184,21 +184,38 @@ static char *common_dir(const char *a, const char *b)
 }
 
 /*
- * Two mounts on one upper directory give undefined results, which
- * overlayfs only warns about; so does lamina. The daemon of a mount that
- * umount(8) has just removed holds the lock until it has exited, some
- * milliseconds later, so a held lock is tried again for up to a second.
+ * Lock the upper directory, or note in upper_busy that another lamina
+ * mount holds it. The daemon of a mount that umount(8) has just removed
+ * holds the lock until it has exited, some milliseconds later, so a held
+ * lock is tried again for up to a second.
  */
-static void warn_upper_shared(struct ovl_fs *fs)
+static void lock_upper(struct ovl_fs *fs)
 {
 	fs->upper_lock_fd = openat(fs->upper->fd, ".",
 				   O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fs->upper_lock_fd < 0 ||
-	    ovl_flock_wait(fs->upper_lock_fd, 1000) != -EWOULDBLOCK)
-		return;
-	log_warn(
-	    "upperdir %s is in use by another lamina mount; changing files through both gives undefined results",
+	fs->upper_busy =
+	    fs->upper_lock_fd >= 0 &&
+	    ovl_flock_wait(fs->upper_lock_fd, 1000) == -EWOULDBLOCK;
+}
+
+/*
+ * Two mounts of one upper directory, each with its own workdir, give
+ * undefined results. With the index on they also break hard links: each
+ * mount copies a hard-linked lower file into its own index, so its names
+ * end up as one inode with different contents. overlayfs (Linux 6.18)
+ * rejects a second mount of an upper with index=on (EBUSY) and only
+ * warns with index=off. lamina does the same, and ovl_check_report()
+ * prints the warning.
+ */
+static int check_upper_shared(struct ovl_fs *fs, struct ovl_error *e)
+{
+	if (!fs->upper_busy || !fs->config.index)
+		return 0;
+	ovl_error_set(
+	    e,
+	    "upperdir %s is in use by another lamina mount, and with the index on, two mounts of one upper break its hard links; give this mount its own upperdir, or mount with -o index=off to share it anyway",
 	    fs->upper->path);
+	return ovl_error_continue(e, -EBUSY);
 }
 
 /*
@@ -244,7 +261,7 @@ static int open_upper(struct ovl_fs *fs, struct ovl_error *e)
 	upper->dev = st.st_dev;
 	layer_read_uuid(upper);
 	layer_read_fstype(upper);
-	warn_upper_shared(fs);
+	lock_upper(fs);
 	return err;
 }
 
@@ -718,6 +735,9 @@ static int setup_upper(struct ovl_fs *fs, struct ovl_error *e)
 		err = check_upper_fs(fs, e);
 	if (!err)
 		err = ovl_error_continue(e, ovl_index_setup(fs, e));
+	/* After the index setup, which decides whether the index is on. */
+	if (!err)
+		err = check_upper_shared(fs, e);
 	if (!err && fs->config.volatile_mount && !fs->check_only)
 		err = mark_volatile(fs, e);
 	return err;
