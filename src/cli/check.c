@@ -149,6 +149,7 @@ int cmd_check(int argc, char **argv)
 		return rc;
 	}
 	fs->check_only = true;
+	cli_note_kernel_overlays(fs);
 	e.more = print_error;
 	if (merged)
 		e.count = check_mountpoint(merged, &fs->config);

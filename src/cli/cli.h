@@ -35,7 +35,16 @@ int cmd_export(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 
 /* in_use.c */
+struct ovl_fs;
 int cli_upper_in_use(const char *upperdir, char *why, size_t size);
+/*
+ * Store in fs->upper_kernel_mount and fs->work_kernel_mount the mount
+ * points of kernel overlay mounts whose upperdir or workdir is the
+ * upperdir or workdir in fs->config, for ovl_fs_setup() to check.
+ * NOTE: mounts of other mount namespaces are not in mountinfo, so they
+ * go unnoticed.
+ */
+void cli_note_kernel_overlays(struct ovl_fs *fs);
 void cli_unescape_octal(char *s);
 int cli_mount_id(int dirfd, const char *name, uint64_t *id);
 

@@ -37,26 +37,28 @@ void cli_unescape_octal(char *s)
 }
 
 /*
- * Whether the upperdir an overlay mount was given is the directory st.
- * mountinfo shows the value as given, so a relative one is taken
- * relative to the mount point's parent, where mount(8) usually ran.
- * NOTE: a relative upperdir given from anywhere else is not found.
+ * Whether a directory that an overlay mount was given, dir, is the
+ * directory st. mountinfo shows the value as given, so a relative one is
+ * taken relative to the mount point's parent, where mount(8) usually ran.
+ * NOTE: a relative path given from anywhere else is not found.
  */
-static bool same_upper(const char *mountpoint, const char *upper,
-		       const struct stat *st)
+static bool same_dir(const char *mountpoint, const char *dir,
+		     const struct stat *st)
 {
 	char path[PATH_MAX];
 	const char *slash = strrchr(mountpoint, '/');
-	struct stat ust;
+	struct stat dst;
 
-	if (upper[0] == '/')
-		snprintf(path, sizeof(path), "%s", upper);
+	if (!dir)
+		return false;
+	if (dir[0] == '/')
+		snprintf(path, sizeof(path), "%s", dir);
 	else
 		snprintf(path, sizeof(path), "%.*s/%s",
 			 (int)(slash ? slash - mountpoint : 0), mountpoint,
-			 upper);
-	return stat(path, &ust) == 0 && ust.st_dev == st->st_dev &&
-	       ust.st_ino == st->st_ino;
+			 dir);
+	return stat(path, &dst) == 0 && dst.st_dev == st->st_dev &&
+	       dst.st_ino == st->st_ino;
 }
 
 /* A kernel overlay mount whose upperdir is st: its mount point. */
@@ -74,8 +76,7 @@ static bool kernel_overlay_uses(const struct stat *st, char *mnt, size_t size)
 		if (strcmp(mounts[i].fstype, "overlay") ||
 		    cli_stack_from_mount(&mounts[i], &stack, err, sizeof(err)))
 			continue;
-		found = stack.upper &&
-			same_upper(mounts[i].mountpoint, stack.upper, st);
+		found = same_dir(mounts[i].mountpoint, stack.upper, st);
 		if (found)
 			snprintf(mnt, size, "%s", mounts[i].mountpoint);
 		cli_stack_free(&stack);
@@ -111,6 +112,45 @@ int cli_upper_in_use(const char *upperdir, char *why, size_t size)
 	if (busy)
 		snprintf(why, size, "a lamina mount uses %s", real);
 	return busy;
+}
+
+/* Store in *slot a copy of mountpoint when *slot is still NULL. */
+static void note_mount(char **slot, const char *mountpoint)
+{
+	if (!*slot)
+		*slot = strdup(mountpoint);
+}
+
+void cli_note_kernel_overlays(struct ovl_fs *fs)
+{
+	const struct ovl_config *cfg = &fs->config;
+	struct stat upper, work;
+	struct cli_mount *mounts;
+	struct cli_stack stack;
+	bool has_upper, has_work;
+	char err[1200];
+	size_t count, i;
+
+	if (!cfg->upperdir || !cfg->workdir)
+		return;
+	/* Setup reports a missing directory. */
+	has_upper = stat(cfg->upperdir, &upper) == 0;
+	has_work = stat(cfg->workdir, &work) == 0;
+	if ((!has_upper && !has_work) || cli_mounts_read(&mounts, &count))
+		return;
+	for (i = 0; i < count; i++) {
+		const char *mountpoint = mounts[i].mountpoint;
+
+		if (strcmp(mounts[i].fstype, "overlay") ||
+		    cli_stack_from_mount(&mounts[i], &stack, err, sizeof(err)))
+			continue;
+		if (has_upper && same_dir(mountpoint, stack.upper, &upper))
+			note_mount(&fs->upper_kernel_mount, mountpoint);
+		if (has_work && same_dir(mountpoint, stack.work, &work))
+			note_mount(&fs->work_kernel_mount, mountpoint);
+		cli_stack_free(&stack);
+	}
+	cli_mounts_free(mounts, count);
 }
 
 /* The id of the mount that dirfd/name is on ("" for dirfd itself). */

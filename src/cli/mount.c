@@ -328,6 +328,7 @@ int cmd_mount(struct mount_args *args)
 	}
 	log_set_debug(args->debug);
 	umask(0);
+	cli_note_kernel_overlays(fs);
 	if (ovl_fs_setup(fs, &e)) {
 		fprintf(stderr, "lamina: %s\n", e.msg);
 		rc = EXIT_MOUNT_FAIL;

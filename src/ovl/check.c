@@ -157,11 +157,17 @@ int ovl_check_report(struct ovl_fs *fs, ovl_check_fn report, void *arg)
 	struct check_ctx c = {.report = report, .arg = arg};
 
 	if (fs->upper) {
+		const char *kernel = ovl_upper_kernel_mount(fs);
+
 		/* With the index on, setup rejects a shared upper. */
 		if (fs->upper_busy)
 			say(&c, OVL_CHECK_WARN,
 			    "upperdir %s is in use by another lamina mount too; changing files through both gives undefined results",
 			    fs->upper->path);
+		if (kernel)
+			say(&c, OVL_CHECK_WARN,
+			    "upperdir %s is in use by the overlay mount on %s too; changing files through both gives undefined results",
+			    fs->upper->path, kernel);
 		if (!fs->rename_whiteout)
 			say(&c, OVL_CHECK_WARN,
 			    "upperdir %s: no RENAME_WHITEOUT, so a rename that leaves a whiteout makes it in a second step, which a crash can interrupt",

@@ -168,6 +168,10 @@ struct ovl_fs {
 	int upper_mnt_fd;   /* detached mount holding upperdir and workdir */
 	int upper_lock_fd;  /* upperdir, flock-ed against a second mount */
 	bool upper_busy;    /* another lamina mount holds that lock */
+	/* Mount points of kernel overlay mounts that use upperdir or workdir
+	 * as theirs, or NULL. The caller sets them, and teardown frees them. */
+	char *upper_kernel_mount;
+	char *work_kernel_mount;
 	char *workdir_path; /* canonical */
 	int workdir_fd;	    /* workdir itself, kept locked with flock */
 	int work_fd;	    /* workdir/work: copy-up and whiteout staging */
@@ -275,6 +279,9 @@ void ovl_fs_teardown(struct ovl_fs *fs);
  * error. Returns whether there was advice.
  */
 bool ovl_space_advice(struct ovl_fs *fs, int err, char *buf, size_t size);
+/* Return the mount point of the kernel overlay mount that uses the upper,
+ * or NULL when none does or when the error about its workdir names it. */
+const char *ovl_upper_kernel_mount(const struct ovl_fs *fs);
 
 /* ---- check.c: findings beyond the errors that stop a mount ---- */
 enum ovl_check_level { OVL_CHECK_INFO, OVL_CHECK_WARN };

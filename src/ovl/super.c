@@ -209,13 +209,31 @@ static void lock_upper(struct ovl_fs *fs)
  */
 static int check_upper_shared(struct ovl_fs *fs, struct ovl_error *e)
 {
-	if (!fs->upper_busy || !fs->config.index)
+	const char *kernel = ovl_upper_kernel_mount(fs);
+
+	if ((!fs->upper_busy && !kernel) || !fs->config.index)
 		return 0;
-	ovl_error_set(
-	    e,
-	    "upperdir %s is in use by another lamina mount, and with the index on, two mounts of one upper break its hard links; give this mount its own upperdir, or mount with -o index=off to share it anyway",
-	    fs->upper->path);
+	if (kernel)
+		ovl_error_set(
+		    e,
+		    "upperdir %s is in use by the overlay mount on %s, and with the index on, two mounts of one upper break its hard links; unmount %s first, give this mount its own upperdir, or mount with -o index=off to share it anyway",
+		    fs->upper->path, kernel, kernel);
+	else
+		ovl_error_set(
+		    e,
+		    "upperdir %s is in use by another lamina mount, and with the index on, two mounts of one upper break its hard links; give this mount its own upperdir, or mount with -o index=off to share it anyway",
+		    fs->upper->path);
 	return ovl_error_continue(e, -EBUSY);
+}
+
+const char *ovl_upper_kernel_mount(const struct ovl_fs *fs)
+{
+	const char *kernel = fs->upper_kernel_mount;
+
+	if (kernel && fs->work_kernel_mount &&
+	    !strcmp(kernel, fs->work_kernel_mount))
+		return NULL;
+	return kernel;
 }
 
 /*
@@ -503,6 +521,17 @@ static int open_workdir(struct ovl_fs *fs, struct ovl_error *e)
 			    work);
 			err = ovl_error_continue(e, -EBUSY);
 		}
+	}
+	/*
+	 * The mount would remove workdir/work, where the kernel mount makes
+	 * its copy-ups, and every copy-up through that mount would then fail.
+	 */
+	if (!err && fs->work_kernel_mount) {
+		ovl_error_set(
+		    e,
+		    "workdir %s is in use by the overlay mount on %s, whose copy-ups would fail once this mount replaced %s/work; unmount %s first, or give this mount its own workdir",
+		    work, fs->work_kernel_mount, work, fs->work_kernel_mount);
+		err = ovl_error_continue(e, -EBUSY);
 	}
 	if (!err)
 		err = ovl_error_continue(
@@ -817,6 +846,8 @@ void ovl_fs_teardown(struct ovl_fs *fs)
 		close(fs->upper_mnt_fd);
 	if (fs->upper_lock_fd >= 0)
 		close(fs->upper_lock_fd);
+	free(fs->upper_kernel_mount);
+	free(fs->work_kernel_mount);
 	free(fs->workdir_path);
 	ovl_config_free(&fs->config);
 }
