@@ -60,7 +60,7 @@ def test_descriptors_close_when_kernel_forgets(lamina_stack):
     pid = stack.daemon.pid
 
     read_all(stack, DIRS)
-    # The prefetch thread may hold one more for a moment.
+    # A background thread may hold one more for a moment.
     assert wait_for(lambda: dir_fds(pid) == DIRS, 5)
 
     run(["sh", "-c", "sync; echo 2 > /proc/sys/vm/drop_caches"])
@@ -92,7 +92,8 @@ def test_tiny_limit_keeps_no_descriptors_and_opens_files(lamina_stack):
     pid = stack.daemon.pid
 
     read_all(stack, 50)
-    assert dir_fds(pid) == 0
+    # A background thread may hold one for a moment, but keeps none.
+    assert wait_for(lambda: dir_fds(pid) == 0, 5)
     read_all_open_at_once(stack, 8)
     assert "kept directory descriptors" in read_log(stack.daemon.log_path)
 
