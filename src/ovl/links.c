@@ -4,7 +4,7 @@
  * overlayfs, so locks, inotify watches and cached attributes are shared
  * by the names. Each name keeps its own node, reached by name, but the
  * kernel gets the node id of one of them, the primary, for every name.
- * The other names are the primary's aliases. An alias holds one lookup
+ * The other names are the primary's aliases. An alias has one lookup
  * count of its own from when it joins until the kernel forgets the
  * primary, so it stays in the name hash as long as the kernel inode.
  *
@@ -117,7 +117,7 @@ static void alias_del(struct ovl_node *node)
 	atomic_fetch_and(&node->flags, ~(unsigned int)OVL_N_ALIAS);
 }
 
-/* A name of a file whose kernel inode is gone: it stands alone now. */
+/* A name of a file whose kernel inode is gone: an inode of its own now. */
 static void alias_leave(struct ovl_fs *fs, struct ovl_node *node)
 {
 	struct ovl_node *p;
@@ -131,7 +131,7 @@ static void alias_leave(struct ovl_fs *fs, struct ovl_node *node)
 /*
  * Return the node whose id the kernel gets for node, which a lookup just
  * gave one more lookup count, and move that count there. fresh: node is
- * new, so the kernel knows nothing of it yet.
+ * new, so the kernel has no inode for it yet.
  */
 struct ovl_node *ovl_link_join(struct ovl_fs *fs, struct ovl_node *node,
 			       const struct stat *st, bool fresh)
@@ -162,8 +162,8 @@ struct ovl_node *ovl_link_join(struct ovl_fs *fs, struct ovl_node *node,
 		} else if (!p || !ovl_node_lookup_if_alive(fs, p, false)) {
 			table_add(fs, node);
 		}
-		/* Else another node stands for the file already: the two
-		 * names stay two kernel inodes. */
+		/* Else the kernel has another node for the file already:
+		 * the two names stay two kernel inodes. */
 	} else {
 		node->link.file.last = node;
 	}
@@ -211,11 +211,10 @@ static bool live(const struct ovl_node *node)
 /*
  * The node that requests on node's id act on. FUSE names no name in a
  * request on an inode, so for a hard-linked file the choice follows
- * overlayfs as far as it can: a name already copied up, whose copy the
- * other names share through the index; else the name that the kernel
- * looked up last, which a path walk has just passed, since such names
- * are not cached (see ovl_link_entry_timeout()); else any name still
- * there.
+ * overlayfs as far as it can. First a name already copied up, whose copy
+ * the other names share through the index. Else the name that the kernel
+ * looked up last: such names are not cached (ovl_link_entry_timeout()),
+ * so a path walk has just passed it. Else any name still there.
  */
 struct ovl_node *ovl_link_resolve(struct ovl_fs *fs, struct ovl_node *node)
 {
@@ -243,7 +242,7 @@ struct ovl_node *ovl_link_resolve(struct ovl_fs *fs, struct ovl_node *node)
 }
 
 /*
- * The node that holds the kernel inode's state, such as its passthrough
+ * The node with the kernel inode's state, such as its passthrough
  * backing file, which the kernel allows only one of per inode: the
  * primary of an alias.
  */
@@ -259,7 +258,7 @@ struct ovl_node *ovl_link_inode_node(struct ovl_node *node)
 /*
  * How long the kernel may keep a name of node's file without asking:
  * names of a hard-linked file that no copy-up has reached yet are asked
- * for at every path walk, so that lamina knows which name a request on
+ * for at every path walk, so that lamina learns which name a request on
  * the inode comes through.
  */
 double ovl_link_entry_timeout(struct ovl_fs *fs, struct ovl_node *node)
@@ -301,7 +300,7 @@ void ovl_link_forget(struct ovl_fs *fs, struct ovl_node *node)
  * names must reach a new inode once it is copied up (see ovl_op_open).
  * The file's primary leaves the table, and its names leave the name
  * hash, so that the next lookup of any of them makes a new node, which
- * the kernel sees under a new id. The aliases keep their holds until
+ * the kernel gets under a new id. The aliases keep their holds until
  * the kernel forgets the old primary, since requests on its id may still
  * act on them.
  */
