@@ -98,6 +98,32 @@ static int place_error(const char *what, const char *path, int err)
 	return EXIT_USAGE;
 }
 
+/* The path of aside, which lies beside the upper, in its parent. */
+static void aside_path(const struct reset_place *upper, const char *aside,
+		       char *buf, size_t size)
+{
+	size_t len = strlen(upper->path);
+
+	while (len > 1 && upper->path[len - 1] == '/')
+		len--;
+	while (len > 0 && upper->path[len - 1] != '/')
+		len--;
+	if (len == 0)
+		snprintf(buf, size, "%s", aside);
+	else
+		snprintf(buf, size, "%.*s%s", (int)len, upper->path, aside);
+}
+
+/* The " at PATH" of a failed deletion, or "" when it failed at the top. */
+static const char *failed_at(const struct reset_count *count, char *buf,
+			     size_t size)
+{
+	if (!count->failed[0])
+		return "";
+	snprintf(buf, size, " at %s", count->failed);
+	return buf;
+}
+
 /* Delete the old upper that an interrupted reset may have left aside. */
 static int remove_leftover(struct reset_place *upper, const char *aside)
 {
@@ -111,11 +137,15 @@ static int remove_leftover(struct reset_place *upper, const char *aside)
 	    "lamina: reset: removing %s, left beside %s by an interrupted reset\n",
 	    aside, upper->path);
 	err = reset_delete(upper->parentfd, aside, &count, NULL);
-	if (err)
+	if (err) {
+		char path[PATH_MAX], at[PATH_MAX + 8];
+
+		aside_path(upper, aside, path, sizeof(path));
 		fprintf(
 		    stderr,
-		    "lamina: reset: removing %s/%s failed at %s: %s; remove it by hand\n",
-		    upper->path, aside, count.failed, strerror(-err));
+		    "lamina: reset: removing %s failed%s: %s; remove it by hand\n",
+		    path, failed_at(&count, at, sizeof(at)), strerror(-err));
+	}
 	return err;
 }
 
@@ -270,10 +300,13 @@ static int delete_aside(struct reset_place *upper, const char *aside)
 
 	progress_end(p);
 	if (err) {
+		char path[PATH_MAX], at[PATH_MAX + 8];
+
+		aside_path(upper, aside, path, sizeof(path));
 		fprintf(
 		    stderr,
-		    "lamina: reset: deleting the old upper %s/%s failed at %s: %s; the next lamina reset of %s removes it\n",
-		    upper->path, aside, count.failed, strerror(-err),
+		    "lamina: reset: deleting the old upper %s failed%s: %s; the next lamina reset of %s removes it\n",
+		    path, failed_at(&count, at, sizeof(at)), strerror(-err),
 		    upper->path);
 		return EXIT_USAGE;
 	}

@@ -1,5 +1,6 @@
 """lamina reset: an upper directory made empty again, safely."""
 
+import glob
 import json
 import os
 import stat
@@ -7,7 +8,7 @@ import stat
 import pytest
 
 from conftest import (LAMINA, escape_layer, kernel_overlay, make_tempdir,
-                      remove_tree, run_lamina)
+                      remove_tree, run, run_lamina)
 from helpers import (find_mount, get_xattr, make_whiteout, read_file,
                      write_file)
 
@@ -407,3 +408,22 @@ def test_reset_remount_keeps_options(lamina_stack):
         assert features["index"] is False
     finally:
         run_lamina(["umount", stack.merged], stack.root)
+
+
+def test_reset_names_the_old_upper_it_could_not_delete(lamina_stack):
+    """A file that cannot be deleted stops the deletion of the old upper;
+    the message gives the old upper's path beside the upper and the file."""
+    stack = lamina_stack
+    write_file(os.path.join(stack.upper, "f"), b"f")
+    run(["chattr", "+i", os.path.join(stack.upper, "f")])
+    try:
+        code, _out, err = run_lamina(["reset", stack.upper], stack.root)
+        aside = [n for n in os.listdir(stack.root)
+                 if n.startswith(".lamina-reset.")]
+        assert code != 0
+        assert len(aside) == 1, os.listdir(stack.root)
+        assert f"{os.path.join(stack.root, aside[0])} failed at f:" in err
+        assert os.listdir(stack.upper) == []
+    finally:
+        for path in glob.glob(os.path.join(stack.root, ".lamina-reset.*", "f")):
+            run(["chattr", "-i", path])
