@@ -323,11 +323,10 @@ static bool has_origin(struct ovl_fs *fs, const struct ovl_path *path)
 }
 
 /*
- * The new name gets its own node, which joins the source's kernel inode
- * (links.c). The kernel still caches the source's old link count, so
- * its attributes are invalidated before the reply: after it, a stat
- * could come first. Only the attributes are dropped, which takes no lock
- * that the pending link holds.
+ * The new name gets its own node. The kernel still caches the source's
+ * old link count, so its attributes are invalidated before the reply:
+ * after it, a stat could come first. Only the attributes are dropped,
+ * which takes no lock that the pending link holds.
  */
 void ovl_op_link(struct fuse_req *req, uint64_t nodeid, uint64_t newparent,
 		 const char *newname)
@@ -367,7 +366,6 @@ void ovl_op_link(struct fuse_req *req, uint64_t nodeid, uint64_t newparent,
 	}
 	if (origin)
 		link_mark_impure(fs, ovl_req_node(req, newparent));
-	linked = ovl_link_add(fs, ovl_node_from_id(fs, nodeid), linked);
 	fuse_notify_inval_inode(fs->se, nodeid, -1, 0);
 	ovl_reply_entry(req, linked, &st);
 }

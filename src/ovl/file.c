@@ -55,8 +55,7 @@ static void passthrough_disable(struct ovl_fs *fs, int err)
 static void file_passthrough(struct ovl_fs *fs, struct ovl_file *file,
 			     bool upper, struct fuse_file_info *fi)
 {
-	/* All names of a hard-linked file share the kernel inode's. */
-	struct ovl_node *node = ovl_link_inode_node(file->node);
+	struct ovl_node *node = file->node;
 	int fd, id;
 
 	pthread_mutex_lock(&node->lock);
@@ -70,7 +69,7 @@ static void file_passthrough(struct ovl_fs *fs, struct ovl_file *file,
 		int mode = fcntl(file->fd, F_GETFL) & O_ACCMODE;
 		bool reuse = upper ? mode == O_RDWR : mode == O_RDONLY;
 
-		fd = reuse ? file->fd : backing_fd(fs, file->node, upper);
+		fd = reuse ? file->fd : backing_fd(fs, node, upper);
 		id = fd < 0 ? fd : fuse_backing_open(fs->se, fd);
 		if (fd >= 0 && !reuse)
 			close(fd);
@@ -293,8 +292,7 @@ void ovl_op_open(struct fuse_req *req, uint64_t nodeid,
 		err = ovl_copy_up(fs, node,
 				  (fi->flags & O_TRUNC) ? OVL_COPY_UP_NO_DATA
 							: 0);
-	if (!err && data_upper(node) &&
-	    lower_backed(ovl_link_inode_node(node))) {
+	if (!err && data_upper(node) && lower_backed(node)) {
 		/*
 		 * The kernel binds this inode to the lower file while it is
 		 * open, and would write there too. So the name gets a new
@@ -303,7 +301,6 @@ void ovl_op_open(struct fuse_req *req, uint64_t nodeid,
 		 * the lower file.
 		 */
 		ovl_node_unhash_keep(fs, node);
-		ovl_link_retire(fs, node);
 		err = -ESTALE;
 	}
 	if (err) {
@@ -488,19 +485,14 @@ void ovl_op_release(struct fuse_req *req, uint64_t nodeid,
 	struct ovl_fs *fs = ovl_req_fs(req);
 	struct ovl_file *file = file_of(fi);
 	struct ovl_node *node = file->node;
-	struct ovl_node *inode = ovl_link_inode_node(node);
 	struct ovl_file **pp;
 
 	(void)nodeid;
-	if (file->backing) {
-		pthread_mutex_lock(&inode->lock);
-		if (--inode->backing_refs == 0) {
-			fuse_backing_close(fs->se, inode->backing_id);
-			inode->backing_id = 0;
-		}
-		pthread_mutex_unlock(&inode->lock);
-	}
 	pthread_mutex_lock(&node->lock);
+	if (file->backing && --node->backing_refs == 0) {
+		fuse_backing_close(fs->se, node->backing_id);
+		node->backing_id = 0;
+	}
 	for (pp = &node->files; *pp; pp = &(*pp)->next) {
 		if (*pp == file) {
 			*pp = file->next;

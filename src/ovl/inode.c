@@ -18,10 +18,10 @@ void ovl_reply_status(struct fuse_req *req, int err)
 }
 
 /*
- * Some names of a hard-linked file stay kernel inodes of their own (see
- * links.c), and a change made through one of them (mode, size, link
- * count) is not seen through the others until they ask again: their
- * attributes are not cached.
+ * Each name of a hard-linked file is its own node and kernel inode, so a
+ * change made through one name (mode, size, link count) is not seen
+ * through the others until they ask again: their attributes are not
+ * cached.
  */
 static double attr_timeout(struct ovl_fs *fs, const struct stat *st)
 {
@@ -36,7 +36,7 @@ void ovl_fill_entry(struct ovl_fs *fs, struct fuse_entry *e,
 	memset(e, 0, sizeof(*e));
 	e->nodeid = ovl_node_id(fs, node);
 	e->attr = *st;
-	e->entry_timeout = ovl_link_entry_timeout(fs, node);
+	e->entry_timeout = fs->timeout;
 	e->attr_timeout = attr_timeout(fs, st);
 }
 
@@ -285,27 +285,11 @@ static int setattr_target_do(struct ovl_fs *fs, struct fuse_req *req,
 	return err;
 }
 
-/*
- * The node a SETATTR acts on. Through an open file, the name that file
- * was opened by, while it is there: that is the name overlayfs copies
- * up for a hard-linked file.
- */
-static struct ovl_node *setattr_node(struct fuse_req *req, uint64_t nodeid,
-				     const struct fuse_setattr *attr)
-{
-	struct ovl_file *file = (struct ovl_file *)(uintptr_t)attr->fh;
-
-	if ((attr->valid & FUSE_SET_ATTR_FH) && file &&
-	    !ovl_node_has(file->node, OVL_N_DELETED))
-		return file->node;
-	return ovl_req_node(req, nodeid);
-}
-
 void ovl_op_setattr(struct fuse_req *req, uint64_t nodeid,
 		    const struct fuse_setattr *attr)
 {
 	struct ovl_fs *fs = ovl_req_fs(req);
-	struct ovl_node *node = setattr_node(req, nodeid, attr);
+	struct ovl_node *node = ovl_req_node(req, nodeid);
 	unsigned int flags = 0;
 	struct stat st;
 	int err;

@@ -666,14 +666,13 @@ int ovl_lookup_node(struct ovl_fs *fs, struct ovl_node *parent,
 {
 	struct ovl_lookup res;
 	struct ovl_node *node;
-	bool fresh;
 	int err;
 
 	node = ovl_node_find(fs, parent, name);
 	if (node) {
 		err = ovl_node_stat(fs, node, st);
 		if (!err) {
-			*out = ovl_link_join(fs, node, st, false);
+			*out = node;
 			return 0;
 		}
 		/* The layers changed under the mount: look again. */
@@ -693,22 +692,18 @@ int ovl_lookup_node(struct ovl_fs *fs, struct ovl_node *parent,
 	}
 	ovl_node_fill(node, &res);
 	*out = ovl_node_insert(fs, node);
-	fresh = *out == node;
-	if (fresh)
+	if (*out == node)
 		ovl_prefetch_dir(fs, node);
 	/* A hard link under index=on may be in the index already. */
 	if (fs->index_fd >= 0 && S_ISREG(res.st.st_mode) &&
 	    res.st.st_nlink > 1) {
 		err = ovl_node_stat(fs, *out, st);
-		if (err) {
+		if (err)
 			ovl_node_forget(fs, *out, 1);
-			return err;
-		}
-	} else {
-		*st = res.st;
-		ovl_node_fix_stat(*out, st);
-		ovl_metacopy_fix_blocks(fs, *out, st);
+		return err;
 	}
-	*out = ovl_link_join(fs, *out, st, fresh);
+	*st = res.st;
+	ovl_node_fix_stat(*out, st);
+	ovl_metacopy_fix_blocks(fs, *out, st);
 	return 0;
 }

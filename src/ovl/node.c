@@ -151,9 +151,6 @@ uint64_t ovl_node_id(struct ovl_fs *fs, struct ovl_node *node)
 {
 	if (node == fs->root)
 		return FUSE_ROOT_NODEID;
-	/* A further name of a hard-linked file: see links.c. */
-	if (ovl_node_has(node, OVL_N_ALIAS) && node->link.alias.primary)
-		return (uintptr_t)node->link.alias.primary;
 	return (uintptr_t)node;
 }
 
@@ -537,31 +534,8 @@ void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *node, uint64_t nlookup)
 		unhash_locked(s, node, h);
 	pthread_mutex_unlock(&s->lock);
 	pthread_rwlock_unlock(&fs->rename_lock);
-	if (last) {
-		ovl_link_forget(fs, node);
+	if (last)
 		ovl_node_put(fs, node);
-	}
-}
-
-/*
- * Whether the kernel still has node: its lookup count is above 0. With
- * take, also add one to the count then.
- */
-bool ovl_node_lookup_if_alive(struct ovl_fs *fs, struct ovl_node *node,
-			      bool take)
-{
-	struct ovl_hash_shard *s;
-	bool alive;
-
-	pthread_rwlock_rdlock(&fs->rename_lock);
-	s = shard_of(fs, name_hash(node->parent, node->name));
-	pthread_mutex_lock(&s->lock);
-	alive = node->nlookup > 0;
-	if (alive && take)
-		node->nlookup++;
-	pthread_mutex_unlock(&s->lock);
-	pthread_rwlock_unlock(&fs->rename_lock);
-	return alive;
 }
 
 /*

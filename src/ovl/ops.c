@@ -45,10 +45,9 @@ void ovl_op_init(void *arg, struct fuse_conn *conn)
 	 * small writes (64 MiB in 4 KiB writes: 72 ms instead of 0.21 s).
 	 * The kernel then takes no size or mtime of a regular file from
 	 * lamina and writes back what it caches, which needs one kernel
-	 * inode per file. Names of a hard link share one now (links.c), but
-	 * not with xino=off over several filesystems, nor after a copy-up
-	 * while the lower file is open. O_TMPFILE files and uncached opens
-	 * lost their mtime too.
+	 * inode per file. lamina gives each name of a hard link its own, so
+	 * a write through a name with a stale cache undid a write through
+	 * another. O_TMPFILE files and uncached opens lost their mtime too.
 	 */
 	fs->dont_mask = conn->kernel_flags & FUSE_DONT_MASK;
 	fs->no_opendir = conn->kernel_flags & FUSE_NO_OPENDIR_SUPPORT;

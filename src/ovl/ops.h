@@ -17,9 +17,7 @@ static inline struct ovl_fs *ovl_req_fs(struct fuse_req *req)
 static inline struct ovl_node *ovl_req_node(struct fuse_req *req,
 					    uint64_t nodeid)
 {
-	struct ovl_fs *fs = ovl_req_fs(req);
-
-	return ovl_link_resolve(fs, ovl_node_from_id(fs, nodeid));
+	return ovl_node_from_id(ovl_req_fs(req), nodeid);
 }
 
 /* Reply with an entry for node, whose lookup count the caller raised. */

@@ -77,9 +77,6 @@ struct ovl_layer {
 #define OVL_N_NOCAPS 0x100 /* created here, no security.capability since */
 #define OVL_N_RA_SEEN 0x200   /* a name in it was looked up: readahead.c */
 #define OVL_N_RA_QUEUED 0x400 /* listed ahead, or queued for it */
-#define OVL_N_ALIAS 0x800     /* a further name of a primary's file */
-#define OVL_N_PRIMARY 0x1000  /* the kernel inode of a hard-linked file */
-#define OVL_N_RETIRED 0x2000  /* a primary out of the table: links.c */
 
 /*
  * A moved directory's path in the lower layers from one layer down: an
@@ -122,15 +119,6 @@ struct ovl_node {
 	    *listing; /* merged listing without OPENDIR, under lock */
 	struct ovl_redirect *redirect; /* a moved directory: see redirect.c */
 	struct ovl_dirfds *_Atomic dirfds; /* see dirfd.c */
-	union { /* hard links, under fs->links.lock: see links.c */
-		struct {
-			struct ovl_node *primary, *next;
-		} alias; /* OVL_N_ALIAS */
-		struct {
-			struct ovl_node *aliases, *next;
-			struct ovl_node *last; /* name looked up last */
-		} file; /* OVL_N_PRIMARY */
-	} link;
 };
 
 #define OVL_HASH_SHARDS 64
@@ -143,13 +131,6 @@ struct ovl_hash_shard {
 };
 
 #define OVL_ALL_SHARDS 16
-
-/* The hard-linked files that the kernel knows, by st_ino: see links.c. */
-struct ovl_links {
-	pthread_mutex_t lock;
-	struct ovl_node **buckets;
-	size_t nbuckets;
-};
 
 /* A list of live nodes; the shard is chosen by the node's address. */
 struct ovl_node_list {
@@ -188,8 +169,6 @@ struct ovl_fs {
 	struct ovl_node *root;
 	struct ovl_hash_shard shards[OVL_HASH_SHARDS];
 	struct ovl_node_list all[OVL_ALL_SHARDS];
-	struct ovl_links links;
-	bool ino_unique; /* no two files show one st_ino: xino, or one fs */
 	pthread_rwlock_t rename_lock; /* held for writing while names move */
 	atomic_uint_fast64_t tmp_counter;
 	atomic_bool passthrough_ok;
@@ -345,25 +324,10 @@ void ovl_node_detach(struct ovl_node *node);
 void ovl_node_put(struct ovl_fs *fs, struct ovl_node *node);
 void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *node,
 		     uint64_t nlookup);
-bool ovl_node_lookup_if_alive(struct ovl_fs *fs, struct ovl_node *node,
-			      bool take);
 int ovl_node_path(struct ovl_fs *fs, struct ovl_node *node, char *buf,
 		  size_t size);
 int ovl_node_lower_path(struct ovl_fs *fs, struct ovl_node *node, int layer,
 			char *buf, size_t size);
-
-/* ---- links.c ---- */
-int ovl_links_init(struct ovl_fs *fs);
-void ovl_links_destroy(struct ovl_fs *fs);
-struct ovl_node *ovl_link_join(struct ovl_fs *fs, struct ovl_node *node,
-			       const struct stat *st, bool fresh);
-struct ovl_node *ovl_link_add(struct ovl_fs *fs, struct ovl_node *kernel_node,
-			      struct ovl_node *linked);
-struct ovl_node *ovl_link_resolve(struct ovl_fs *fs, struct ovl_node *node);
-struct ovl_node *ovl_link_inode_node(struct ovl_node *node);
-double ovl_link_entry_timeout(struct ovl_fs *fs, struct ovl_node *node);
-void ovl_link_forget(struct ovl_fs *fs, struct ovl_node *node);
-void ovl_link_retire(struct ovl_fs *fs, struct ovl_node *node);
 
 /* ---- index.c ---- */
 int ovl_index_setup(struct ovl_fs *fs, struct ovl_error *e);

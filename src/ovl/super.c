@@ -300,7 +300,6 @@ static void setup_xino(struct ovl_fs *fs)
 			devs[numfs++] = fs->layers[i].dev;
 		fs->layers[i].fsid = j;
 	}
-	fs->ino_unique = numfs < 2 || !fs->config.xino_off;
 	if (numfs < 2 || fs->config.xino_off)
 		return;
 	while ((1 << bits) < numfs)
@@ -792,8 +791,6 @@ int ovl_fs_setup(struct ovl_fs *fs, struct ovl_error *e)
 		     fs->config.passthrough && geteuid() == 0);
 	err = ovl_nodes_init(fs);
 	if (!err)
-		err = ovl_links_init(fs);
-	if (!err)
 		err = open_layers(fs, e);
 	/* lamina check goes on past errors, but not past a missing upper. */
 	if (!err && fs->upper && fs->upper->fd >= 0)
@@ -824,7 +821,6 @@ void ovl_fs_teardown(struct ovl_fs *fs)
 	ovl_noxattr_free(fs);
 	fs->root = NULL;
 	ovl_nodes_destroy(fs);
-	ovl_links_destroy(fs);
 	for (i = 0; i < fs->nlayers; i++) {
 		free(fs->layers[i].path);
 		if (fs->layers[i].fd >= 0)

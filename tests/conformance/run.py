@@ -502,45 +502,6 @@ def probe_hardlink(ctx):
                         f"({b_remount} after remount)"}
 
 
-@probe("hardlink_inode", [("hardlink_inode", "Hard links",
-                           "Lower file with two names a and b: flock(2) through b "
-                           "while a holds it; then, with both closed, an inotify "
-                           "watch on b while a is appended to (copy-up)")],
-       {"kernel": [[], ["index=on"]], "lamina": [[], ["index=off"]]})
-def probe_hardlink_inode(ctx):
-    s = ctx.stack()
-    write_file(s.lo("a"), OLD)
-    os.link(s.lo("a"), s.lo("b"))
-    s.mount()
-    fa, fb = os.open(s.m("a"), os.O_RDONLY), os.open(s.m("b"), os.O_RDONLY)
-    try:
-        fcntl.flock(fa, fcntl.LOCK_EX)
-        try:
-            fcntl.flock(fb, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            lock = "granted"
-        except BlockingIOError:
-            lock = "conflict"
-    finally:
-        os.close(fb)
-        os.close(fa)
-    # No descriptor stays open across the copy-up: see the inotify row.
-    ifd = check_libc(LIBC.inotify_init1(IN_NONBLOCK))
-    try:
-        check_libc(LIBC.inotify_add_watch(ifd, s.m("b").encode(), IN_MODIFY))
-        with open(s.m("a"), "ab") as f:
-            f.write(b"x")
-        time.sleep(0.05)
-        try:
-            events = os.read(ifd, 4096)
-        except BlockingIOError:
-            events = b""
-        watch = "event" if count_events(events, IN_MODIFY) else "no event"
-    finally:
-        os.close(ifd)
-        s.umount()
-    return {"hardlink_inode": f"lock: {lock}; watch: {watch}"}
-
-
 @probe("link_lower", [("link_lower", "Hard links",
                        "link(2) to a lower file, then st_nlink of both names")])
 def probe_link_lower(ctx):
