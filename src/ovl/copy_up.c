@@ -30,6 +30,7 @@ struct copy_up_ctx {
 	bool meta;    /* copy the metadata alone and mark it metacopy */
 	bool indexed; /* a hard-linked lower file, kept in workdir/index */
 	bool index_meta; /* linked to an index entry without its data */
+	bool index_lost; /* another name's copy-up made the entry first */
 };
 
 /*
@@ -383,19 +384,24 @@ static int index_new(struct copy_up_ctx *c, const char *name)
 /* Build the copy in the work directory and move it into place. */
 static int copy_up_new(struct copy_up_ctx *c, const char *index_name)
 {
+	bool indexed = false;
 	int err;
 
 	ovl_tmpname(c->fs, c->tmp, sizeof(c->tmp));
 	err = copy_up_create(c);
 	if (!err)
 		err = copy_up_attrs(c);
-	if (!err && index_name)
+	if (!err && index_name) {
 		err = index_new(c, index_name);
+		indexed = !err;
+		c->index_lost = err == -EEXIST;
+	}
 	if (!err)
 		err = ovl_do_rename(c->fs->work_fd, c->tmp, c->dst.dirfd,
 				    c->dst.name, RENAME_NOREPLACE);
 	if (err) {
-		if (index_name)
+		/* Only an entry of this copy-up: another name's stays. */
+		if (indexed)
 			unlinkat(c->fs->index_fd, index_name, 0);
 		ovl_remove_tree(c->fs->work_fd, c->tmp);
 	}
@@ -450,6 +456,13 @@ static int copy_up_one(struct copy_up_ctx *c)
 		err = link_up(c, &index);
 	else if (!err)
 		err = copy_up_new(c, c->indexed ? index.name : NULL);
+	/* A copy-up through another name won the race: take its copy. */
+	if (c->index_lost) {
+		ovl_path_close(&index);
+		err = ovl_index_find(c->fs, &c->src, &index, &ist);
+		if (!err)
+			err = link_up(c, &index);
+	}
 	ovl_path_close(&index);
 	if (err)
 		return err;

@@ -7,6 +7,7 @@ plain filesystem, and the kernel's on-disk index in workdir/index.
 """
 
 import os
+import threading
 
 import pytest
 
@@ -203,3 +204,42 @@ def test_link_count_after_removing_a_name(stack, removal):
     stack.unmount()
     stack.mount(impl=stack.other_impl(), extra=INDEX)
     assert nlinks(stack, "b", "c/q") == [2, 2]
+
+
+def test_parallel_copy_up_through_two_names(stack):
+    """Two processes that open two names of one lower file for writing at
+    once both succeed, and every name then shows both writes."""
+    names = ("a", "b", "c")
+    linked_lower(stack, names)
+    stack.mount(extra=INDEX)
+    for name in names:
+        os.stat(stack.m(name))
+
+    def append(name, tag):
+        fd = os.open(stack.m(name), os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, tag)
+        finally:
+            os.close(fd)
+
+    start = threading.Barrier(2)
+    errors = []
+
+    def worker(name, tag):
+        start.wait()
+        try:
+            append(name, tag)
+        except OSError as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=("a", b"A")),
+               threading.Thread(target=worker, args=("b", b"B"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    data = {read_file(stack.m(n)) for n in names}
+    assert len(data) == 1
+    assert sorted(data.pop()[4:]) == [ord("A"), ord("B")]
