@@ -93,6 +93,16 @@ void ovl_op_forget(void *arg, uint64_t nodeid, uint64_t nlookup)
 		malloc_trim(0);
 }
 
+/* Take the link count of node's name, when its file has one. */
+static void named_nlink(struct ovl_fs *fs, struct ovl_node *node,
+			struct stat *st)
+{
+	struct stat named;
+
+	if (!ovl_node_stat(fs, node, &named))
+		st->st_nlink = named.st_nlink;
+}
+
 void ovl_op_getattr(struct fuse_req *req, uint64_t nodeid, uint64_t fh,
 		    bool has_fh)
 {
@@ -110,6 +120,11 @@ void ovl_op_getattr(struct fuse_req *req, uint64_t nodeid, uint64_t fh,
 
 		err = fstat(fd, &st) < 0 ? -errno : 0;
 		st.st_ino = node->ino;
+		/* The index keeps the link count users see apart. */
+		if (!err && fs->index_fd >= 0 &&
+		    (st.st_nlink > 1 ||
+		     ovl_node_has(node, OVL_N_INDEX | OVL_N_LINKED)))
+			named_nlink(fs, node, &st);
 	} else {
 		err = ovl_node_stat(fs, node, &st);
 	}

@@ -243,3 +243,20 @@ def test_parallel_copy_up_through_two_names(stack):
     data = {read_file(stack.m(n)) for n in names}
     assert len(data) == 1
     assert sorted(data.pop()[4:]) == [ord("A"), ord("B")]
+
+
+def test_link_count_after_unlink_and_read(stack):
+    """After one of four names of a lower file goes, reading through
+    another leaves every name at three links."""
+    names = ("d1/f", "d2/g", "d3/h", "d4/i")
+    write_file(stack.lo(1, names[0]), "data")
+    for name in names[1:]:
+        os.makedirs(os.path.dirname(stack.lo(1, name)), exist_ok=True)
+        os.link(stack.lo(1, names[0]), stack.lo(1, name))
+    stack.mount(extra=INDEX)
+
+    os.unlink(stack.m("d4/i"))
+    assert nlinks(stack, "d1/f") == [3]
+    read_file(stack.m("d1/f"))
+
+    assert nlinks(stack, "d1/f", "d2/g", "d3/h") == [3, 3, 3]
