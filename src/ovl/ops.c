@@ -48,6 +48,9 @@ void ovl_op_init(void *arg, struct fuse_conn *conn)
 	 * inode per file. lamina gives each name of a hard link its own, so
 	 * a write through a name with a stale cache undid a write through
 	 * another. O_TMPFILE files and uncached opens lost their mtime too.
+	 * One inode for all names needs requests on it to reach the file
+	 * without a name, since FUSE gives none: a trial that picked one of
+	 * the names acted on names that were gone or named another file.
 	 */
 	fs->dont_mask = conn->kernel_flags & FUSE_DONT_MASK;
 	fs->no_opendir = conn->kernel_flags & FUSE_NO_OPENDIR_SUPPORT;
