@@ -96,21 +96,27 @@ def test_background_mount_ready(lamina_stack):
     assert leftover == [], "daemon still running after umount"
 
 
+def background_mount(stack):
+    """Mount stack in the background; return the daemon's pid."""
+    code, _out, err = run_lamina(["mount", "-o", stack.options(),
+                                  stack.merged], stack.root)
+    assert code == 0, err
+    pids = daemon_pids(stack.merged)
+    assert len(pids) == 1, f"expected one daemon, found {pids}"
+    return pids[0]
+
+
 def test_lamina_umount(lamina_stack):
     """lamina umount removes a background mount and the daemon exits."""
     stack = lamina_stack
     try:
-        code, _out, err = run_lamina(["mount", "-o", stack.options(),
-                                      stack.merged], stack.root)
-        assert code == 0, err
-        pids = daemon_pids(stack.merged)
-        assert len(pids) == 1, f"expected one daemon, found {pids}"
+        pid = background_mount(stack)
 
         code, _out, err = run_lamina(["umount", stack.merged], stack.root)
 
         assert code == 0, err
         assert find_mount(stack.merged) is None
-        assert wait_for(lambda: not pid_alive(pids[0]), EXIT_TIMEOUT), (
+        assert wait_for(lambda: not pid_alive(pid), EXIT_TIMEOUT), (
             "daemon still running after lamina umount")
     finally:
         stop_leftover_daemons(stack.merged)
@@ -120,12 +126,7 @@ def test_lamina_umount_stopped_daemon(lamina_stack):
     """lamina umount names a stopped daemon at once, with the fix."""
     stack = lamina_stack
     try:
-        code, _out, err = run_lamina(["mount", "-o", stack.options(),
-                                      stack.merged], stack.root)
-        assert code == 0, err
-        pids = daemon_pids(stack.merged)
-        assert len(pids) == 1, f"expected one daemon, found {pids}"
-        pid = pids[0]
+        pid = background_mount(stack)
         os.kill(pid, signal.SIGSTOP)
         try:
             start = time.monotonic()
