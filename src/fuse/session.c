@@ -185,33 +185,28 @@ static int mount_fusermount(struct fuse_session *se, const char *mnt,
 #endif
 
 /*
- * The device number and mount ID of the mount at path. A device number
- * of an unmounted FUSE or tmpfs filesystem goes to the next such mount,
- * so only both together identify a mount. The mount ID is the unique
- * one where the kernel has it, else 0.
+ * Get the device number and mount ID of the mount at dirfd/path. A
+ * device number of an unmounted FUSE or tmpfs filesystem goes to the
+ * next such mount, so only both together identify a mount. The ID is the
+ * unique one where the kernel has it, else 0; id may be NULL.
  */
-static int mount_ident(const char *path, dev_t *dev, uint64_t *id)
-{
-	struct statx stx;
-
-	if (statx(AT_FDCWD, path, AT_STATX_DONT_SYNC | AT_NO_AUTOMOUNT,
-		  STATX_TYPE | STATX_MNT_ID_UNIQUE, &stx) < 0)
-		return -errno;
-	*dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
-	*id = stx.stx_mask & STATX_MNT_ID_UNIQUE ? stx.stx_mnt_id : 0;
-	return 0;
-}
-
-int fuse_mount_dev(int dirfd, const char *path, dev_t *dev)
+static int mount_ident(int dirfd, const char *path, dev_t *dev, uint64_t *id)
 {
 	struct statx stx;
 
 	if (statx(dirfd, path,
 		  AT_EMPTY_PATH | AT_STATX_DONT_SYNC | AT_NO_AUTOMOUNT,
-		  STATX_TYPE, &stx) < 0)
+		  STATX_TYPE | STATX_MNT_ID_UNIQUE, &stx) < 0)
 		return -errno;
 	*dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
+	if (id)
+		*id = stx.stx_mask & STATX_MNT_ID_UNIQUE ? stx.stx_mnt_id : 0;
 	return 0;
+}
+
+int fuse_mount_dev(int dirfd, const char *path, dev_t *dev)
+{
+	return mount_ident(dirfd, path, dev, NULL);
 }
 
 int fuse_session_mount(struct fuse_session *se, const char *mountpoint,
@@ -234,7 +229,7 @@ int fuse_session_mount(struct fuse_session *se, const char *mountpoint,
 		return -ENOMEM;
 	}
 	/* Right after mounting the mount point surely leads to this mount. */
-	if (mount_ident(mountpoint, &se->mount_dev, &se->mount_id)) {
+	if (mount_ident(AT_FDCWD, mountpoint, &se->mount_dev, &se->mount_id)) {
 		se->mount_dev = 0;
 		se->mount_id = 0;
 	}
@@ -268,8 +263,8 @@ static bool fuse_line_of(const char *line, dev_t dev)
 
 /*
  * Whether a FUSE mount with device number dev is in this mount
- * namespace. The type tells it from a later tmpfs, say, that got the
- * same number.
+ * namespace. The type check excludes a later mount of another type,
+ * such as tmpfs, that got the same number.
  */
 int fuse_dev_mounted(dev_t dev)
 {
@@ -306,7 +301,8 @@ void fuse_session_unmount(struct fuse_session *se)
 
 	if (!se->mountpoint)
 		return;
-	if (se->mount_dev && mount_ident(se->mountpoint, &dev, &id) == 0 &&
+	if (se->mount_dev &&
+	    mount_ident(AT_FDCWD, se->mountpoint, &dev, &id) == 0 &&
 	    (dev != se->mount_dev || id != se->mount_id)) {
 		/* Not when unmounted already, as by umount(8). An unreadable
 		 * table counts as still mounted. */

@@ -313,15 +313,6 @@ static void link_mark_impure(struct ovl_fs *fs, struct ovl_node *dir)
 			    strerror(-err));
 }
 
-/* Whether the upper file at path records the lower file it came from. */
-static bool has_origin(struct ovl_fs *fs, const struct ovl_path *path)
-{
-	char attr[64];
-
-	ovl_xattr_name(fs, attr, sizeof(attr), "origin");
-	return ovl_do_getxattr(path->dirfd, path->name, attr, NULL, 0) >= 0;
-}
-
 /*
  * The new name gets its own node. The kernel still caches the source's
  * old link count, so its attributes are invalidated before the reply:
@@ -339,7 +330,8 @@ void ovl_op_link(struct fuse_req *req, uint64_t nodeid, uint64_t newparent,
 	bool broken, origin;
 	int err;
 
-	/* Without the index overlayfs keeps no origin of a lower hard link. */
+	/* Without the index, overlayfs records no origin for a lower hard
+	 * link. */
 	broken = fs->index_fd < 0 && !ovl_node_has(node, OVL_N_UPPER) &&
 		 ovl_node_has(node, OVL_N_LINKED);
 	/* Full data: a second name could not find a metacopy's data. */
@@ -356,7 +348,7 @@ void ovl_op_link(struct fuse_req *req, uint64_t nodeid, uint64_t newparent,
 	/* Read after the copy-up, which renumbers a hard link without index. */
 	c.ino = node->ino;
 	c.link_src = &src;
-	origin = !broken && has_origin(fs, &src);
+	origin = !broken && ovl_has_origin(fs, src.dirfd, src.name);
 	err = ovl_create_object(req, ovl_req_node(req, newparent), newname, &c,
 				&linked, &st);
 	ovl_path_close(&src);

@@ -94,7 +94,8 @@ static int origin_open(struct ovl_fs *fs, int layer,
 	return fd;
 }
 
-/* The origin handle of an upper entry into buf: its length, or -1. */
+/* Read the origin handle of an upper entry into buf; return its length,
+ * or -1. */
 static int origin_read(struct ovl_fs *fs, int dirfd, const char *name,
 		       uint8_t *buf, size_t size, int *layer)
 {
@@ -111,7 +112,7 @@ static int origin_read(struct ovl_fs *fs, int dirfd, const char *name,
 	return *layer < 0 ? -1 : n;
 }
 
-/* The origin's attributes, from its file in its layer. */
+/* Stat the origin's file in its layer. */
 static int origin_stat(struct ovl_fs *fs, int layer, const uint8_t *buf,
 		       int len, struct stat *st)
 {
@@ -126,24 +127,18 @@ static int origin_stat(struct ovl_fs *fs, int layer, const uint8_t *buf,
 }
 
 /*
- * Return the inode number recorded in the origin file handle of an
- * upper entry, so that st_ino stays what it was before copy-up. Handles
- * whose fid layout is not known give the fallback.
+ * Decode the inode number from an origin handle of layer, read into buf
+ * (n bytes). Handles whose fid layout is not known give the fallback.
  */
-ino_t ovl_origin_ino(struct ovl_fs *fs, int dirfd, const char *name,
-		     ino_t fallback)
+static ino_t origin_handle_ino(struct ovl_fs *fs, int layer, const uint8_t *buf,
+			       int n, ino_t fallback)
 {
-	uint8_t buf[256];
 	const uint8_t *fid = buf + sizeof(struct ovl_fb_header);
 	const struct ovl_fb_header *fb = (const void *)buf;
 	struct stat st;
 	uint32_t ino32;
 	uint64_t ino64;
-	int n, layer;
 
-	n = origin_read(fs, dirfd, name, buf, sizeof(buf), &layer);
-	if (n < 0)
-		return fallback;
 	if (!fs->layers[layer].fid_has_ino)
 		return origin_stat(fs, layer, buf, n, &st) || !st.st_ino
 			   ? fallback
@@ -164,10 +159,28 @@ ino_t ovl_origin_ino(struct ovl_fs *fs, int dirfd, const char *name,
 }
 
 /*
- * The st_ino of an upper non-directory st at dirfd/name. Without the
- * index overlayfs shows the origin's only where the origin has a single
- * link: names of a lower hard link may have been copied up to different
- * files, as an upper written with the index shows once mounted without.
+ * Return the inode number recorded in the origin file handle of an
+ * upper entry, so that st_ino stays what it was before copy-up. Without
+ * a handle that names a layer, return the fallback.
+ */
+ino_t ovl_origin_ino(struct ovl_fs *fs, int dirfd, const char *name,
+		     ino_t fallback)
+{
+	uint8_t buf[256];
+	int n, layer;
+
+	n = origin_read(fs, dirfd, name, buf, sizeof(buf), &layer);
+	if (n < 0)
+		return fallback;
+	return origin_handle_ino(fs, layer, buf, n, fallback);
+}
+
+/*
+ * Return the st_ino of the upper non-directory st at dirfd/name. Without
+ * the index, overlayfs shows the origin's only where the origin has one
+ * link, because names of a lower hard link may have been copied up to
+ * different files. An upper written with the index and then mounted
+ * without it has such names.
  */
 ino_t ovl_upper_file_ino(struct ovl_fs *fs, int dirfd, const char *name,
 			 const struct stat *st)
@@ -182,7 +195,7 @@ ino_t ovl_upper_file_ino(struct ovl_fs *fs, int dirfd, const char *name,
 	if (n < 0 || origin_stat(fs, layer, buf, n, &origin) ||
 	    origin.st_nlink != 1)
 		return st->st_ino;
-	return ovl_origin_ino(fs, dirfd, name, st->st_ino);
+	return origin_handle_ino(fs, layer, buf, n, st->st_ino);
 }
 
 static void lookup_init(struct ovl_lookup *res)

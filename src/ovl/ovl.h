@@ -288,6 +288,7 @@ bool ovl_is_whiteout(const struct stat *st);
 void ovl_xattr_name(const struct ovl_fs *fs, char *buf, size_t size,
 		    const char *suffix);
 bool ovl_check_opaque(struct ovl_fs *fs, int dirfd, const char *name);
+bool ovl_has_origin(struct ovl_fs *fs, int dirfd, const char *name);
 int ovl_set_impure(struct ovl_fs *fs, int dirfd);
 bool ovl_check_xwhiteout_dir(struct ovl_fs *fs, int dirfd, const char *name);
 bool ovl_check_xwhiteout(struct ovl_fs *fs, int dirfd, const char *name,

@@ -294,10 +294,7 @@ static int rename_move(struct rename_ctx *c, bool old_lower)
  */
 static void mark_impure(struct rename_ctx *c, int dirfd, const char *name)
 {
-	char origin[64];
-
-	ovl_xattr_name(c->fs, origin, sizeof(origin), "origin");
-	if (ovl_do_getxattr(dirfd, name, origin, NULL, 0) < 0)
+	if (!ovl_has_origin(c->fs, dirfd, name))
 		return;
 	if (ovl_set_impure(c->fs, dirfd))
 		log_warn_rl("marking the directory of %s impure failed", name);

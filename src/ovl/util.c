@@ -334,6 +334,15 @@ bool ovl_check_opaque(struct ovl_fs *fs, int dirfd, const char *name)
 	return opaque_value(fs, dirfd, name) == 'y';
 }
 
+/* Whether the upper entry dirfd/name records the lower file it came from. */
+bool ovl_has_origin(struct ovl_fs *fs, int dirfd, const char *name)
+{
+	char attr[64];
+
+	ovl_xattr_name(fs, attr, sizeof(attr), "origin");
+	return ovl_do_getxattr(dirfd, name, attr, NULL, 0) >= 0;
+}
+
 /* opaque="x" marks a directory that may hold xattr whiteouts. */
 bool ovl_check_xwhiteout_dir(struct ovl_fs *fs, int dirfd, const char *name)
 {
