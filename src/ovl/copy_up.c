@@ -30,7 +30,7 @@ struct copy_up_ctx {
 	bool meta;    /* copy the metadata alone and mark it metacopy */
 	bool indexed; /* a hard-linked lower file, kept in workdir/index */
 	bool index_meta; /* linked to an index entry without its data */
-	bool index_lost; /* another name's copy-up made the entry first */
+	bool index_lost; /* another copy-up made the index entry first */
 };
 
 /*
@@ -400,7 +400,7 @@ static int copy_up_new(struct copy_up_ctx *c, const char *index_name)
 		err = ovl_do_rename(c->fs->work_fd, c->tmp, c->dst.dirfd,
 				    c->dst.name, RENAME_NOREPLACE);
 	if (err) {
-		/* Only an entry of this copy-up: another name's stays. */
+		/* Remove the index entry only if this copy-up made it. */
 		if (indexed)
 			unlinkat(c->fs->index_fd, index_name, 0);
 		ovl_remove_tree(c->fs->work_fd, c->tmp);
@@ -456,7 +456,7 @@ static int copy_up_one(struct copy_up_ctx *c)
 		err = link_up(c, &index);
 	else if (!err)
 		err = copy_up_new(c, c->indexed ? index.name : NULL);
-	/* A copy-up through another name won the race: take its copy. */
+	/* Another name's copy-up made the index entry first: link it. */
 	if (c->index_lost) {
 		ovl_path_close(&index);
 		err = ovl_index_find(c->fs, &c->src, &index, &ist);

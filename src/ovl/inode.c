@@ -93,7 +93,7 @@ void ovl_op_forget(void *arg, uint64_t nodeid, uint64_t nlookup)
 		malloc_trim(0);
 }
 
-/* Take the link count of node's name, when its file has one. */
+/* Set st's link count to the one users see for node's name, if found. */
 static void named_nlink(struct ovl_fs *fs, struct ovl_node *node,
 			struct stat *st)
 {
@@ -120,7 +120,8 @@ void ovl_op_getattr(struct fuse_req *req, uint64_t nodeid, uint64_t fh,
 
 		err = fstat(fd, &st) < 0 ? -errno : 0;
 		st.st_ino = node->ino;
-		/* The index keeps the link count users see apart. */
+		/* With the index, users see a link count that can differ
+		 * from the open file's own. */
 		if (!err && fs->index_fd >= 0 &&
 		    (st.st_nlink > 1 ||
 		     ovl_node_has(node, OVL_N_INDEX | OVL_N_LINKED)))

@@ -373,8 +373,8 @@ def test_commit_rejects_mounted_upper(stack):
 
 
 def test_commit_out_of_space(lamina_stack):
-    """A commit that runs out of space asks for space to be freed before
-    the rerun, and the rerun finishes it once there is space."""
+    """A commit that runs out of space tells the user to free space before
+    the rerun, and the rerun finishes once there is space."""
     stack = lamina_stack
     helpers.write_file(stack.u("big"), os.urandom(2 << 20))
     with scratch_mount("lamina-small.", "tmpfs", "size=1m") as small:

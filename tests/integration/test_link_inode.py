@@ -103,7 +103,7 @@ def test_write_while_both_names_read(stack):
         os.close(fa)
 
 
-def test_new_link_keeps_lower_ino_without_index(stack):
+def test_new_link_keeps_lower_ino(stack):
     """Without the index, a lower file with one link that gets a second
     name through the mount shows the lower st_ino on both, also after a
     remount and in readdir."""

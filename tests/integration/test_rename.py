@@ -248,9 +248,9 @@ def test_redirect_same_dir_relative(stack):
     ((("a",), ("c", "a2"), ("c", "a3")), b"/a"),
 ])
 def test_redirect_kept_or_rewritten(stack, moves, expected):
-    """A redirect stays through a rename in its directory, and an
-    absolute one through any rename; a plain name leaving its directory
-    becomes an absolute path."""
+    """A redirect stays through a rename within its directory, and an
+    absolute one stays through any rename. A plain name that leaves its
+    directory becomes an absolute path."""
     lower_tree(stack)
     stack.mount(extra=["redirect_dir=on"])
 

@@ -410,9 +410,10 @@ def test_reset_remount_keeps_options(lamina_stack):
         run_lamina(["umount", stack.merged], stack.root)
 
 
-def test_reset_names_the_old_upper_it_could_not_delete(lamina_stack):
-    """A file that cannot be deleted stops the deletion of the old upper;
-    the message gives the old upper's path beside the upper and the file."""
+def test_reset_undeletable_old_upper(lamina_stack):
+    """A file that cannot be deleted stops the deletion of the old upper.
+    The message gives the old upper's path beside the upper, and the
+    file."""
     stack = lamina_stack
     write_file(os.path.join(stack.upper, "f"), b"f")
     run(["chattr", "+i", os.path.join(stack.upper, "f")])
