@@ -351,15 +351,22 @@ static void restore_parent_times(struct copy_up_ctx *c, const struct stat *ps)
 /*
  * Another name of this lower file was copied up already: link its index
  * entry here. The upper file gains a link that users already counted.
+ * Two names linked at once would each lower the same old delta.
  */
 static int link_up(struct copy_up_ctx *c, struct ovl_path *index)
 {
-	int delta = ovl_index_get_nlink(c->fs, index->dirfd, index->name);
+	int delta, err = 0;
 
 	c->index_meta = ovl_has_metacopy(c->fs, index->dirfd, index->name);
+	pthread_mutex_lock(&c->fs->index_nlink_lock);
+	delta = ovl_index_get_nlink(c->fs, index->dirfd, index->name);
 	if (linkat(index->dirfd, index->name, c->dst.dirfd, c->dst.name, 0) < 0)
-		return -errno;
-	return ovl_index_set_nlink(c->fs, index->dirfd, index->name, delta - 1);
+		err = -errno;
+	if (!err)
+		err = ovl_index_set_nlink(c->fs, index->dirfd, index->name,
+					  delta - 1);
+	pthread_mutex_unlock(&c->fs->index_nlink_lock);
+	return err;
 }
 
 /*

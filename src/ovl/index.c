@@ -349,18 +349,25 @@ int ovl_index_get_nlink(struct ovl_fs *fs, int dirfd, const char *name)
 /*
  * The link count users see for an upper file that may be indexed, or for
  * an index entry itself (entry), which is the only link of its file once
- * every upper name of it is gone.
+ * every upper name of it is gone. The count and the delta are read
+ * together, since a copy-up that links a name changes both.
  */
 void ovl_index_fix_nlink(struct ovl_fs *fs, const struct ovl_path *path,
 			 struct stat *st, bool entry)
 {
+	struct stat now;
 	long nlink;
 
 	if (fs->index_fd < 0 || !S_ISREG(st->st_mode) ||
 	    (st->st_nlink < 2 && !entry))
 		return;
+	pthread_mutex_lock(&fs->index_nlink_lock);
+	if (ovl_do_fstatat(path->dirfd, path->name, &now) == 0 &&
+	    now.st_ino == st->st_ino && now.st_dev == st->st_dev)
+		st->st_nlink = now.st_nlink;
 	nlink = (long)st->st_nlink +
 		ovl_index_get_nlink(fs, path->dirfd, path->name);
+	pthread_mutex_unlock(&fs->index_nlink_lock);
 	if (nlink >= 1)
 		st->st_nlink = (nlink_t)nlink;
 }

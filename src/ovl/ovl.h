@@ -157,6 +157,7 @@ struct ovl_fs {
 	int workdir_fd;	    /* workdir itself, kept locked with flock */
 	int work_fd;	    /* workdir/work: copy-up and whiteout staging */
 	int index_fd;	    /* workdir/index with index=on, or -1 */
+	pthread_mutex_t index_nlink_lock; /* overlay.nlink read and rewritten */
 	atomic_bool index_claimed; /* the upper root names its lowers */
 	const char *xattr_prefix;  /* "trusted.overlay." or "user.overlay." */
 	size_t xattr_prefix_len;

@@ -260,3 +260,44 @@ def test_link_count_after_unlink_and_read(stack):
     read_file(stack.m("d1/f"))
 
     assert nlinks(stack, "d1/f", "d2/g", "d3/h") == [3, 3, 3]
+
+
+def test_parallel_link_ups_keep_the_count(stack):
+    """Many names of a lower file whose first name is copied up already,
+    changed at once from as many threads, all link the one index entry
+    and keep the lower file's link count, before and after a remount."""
+    rounds, per_round = 4, 10
+    for r in range(rounds):
+        first = stack.lo(1, f"r{r}d0", "f")
+        os.makedirs(os.path.dirname(first))
+        write_file(first, "data")
+        for i in range(1, per_round):
+            os.makedirs(stack.lo(1, f"r{r}d{i}"))
+            os.link(first, stack.lo(1, f"r{r}d{i}", "f"))
+    stack.mount(extra=INDEX)
+    for r in range(rounds):
+        names = [f"r{r}d{i}/f" for i in range(per_round)]
+        os.chmod(stack.m(names[0]), 0o600)
+        start = threading.Barrier(per_round - 1)
+        errors = []
+
+        def worker(name):
+            start.wait()
+            try:
+                os.chmod(stack.m(name), 0o640)
+            except OSError as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker, args=(n,))
+                   for n in names[1:]]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert set(nlinks(stack, *names)) == {per_round}
+    stack.unmount()
+    stack.mount(impl=stack.other_impl(), extra=INDEX)
+    for r in range(rounds):
+        names = [f"r{r}d{i}/f" for i in range(per_round)]
+        assert set(nlinks(stack, *names)) == {per_round}
