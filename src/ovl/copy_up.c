@@ -562,7 +562,7 @@ int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node, unsigned int flags)
 		if (node->data_layer < 0 || (flags & OVL_COPY_UP_META))
 			return 0;
 		pthread_mutex_lock(&node->lock);
-		if (node->data_layer >= 0)
+		if (ovl_metacopy_pending(fs, node))
 			err = ovl_metacopy_finish(fs, node, flags);
 		pthread_mutex_unlock(&node->lock);
 		return err;

@@ -236,7 +236,9 @@ int ovl_create_object(struct fuse_req *req, struct ovl_node *parent,
 		close(dirfd);
 	if (!err && c->ino)
 		st->st_ino = c->ino;
-	if (!err)
+	if (!err && c->lookup)
+		err = ovl_lookup_node(fs, parent, name, out, st);
+	else if (!err)
 		err = new_upper_node(fs, parent, name, st, opaque, out);
 	if (err && c->fd >= 0) {
 		close(c->fd);
@@ -314,6 +316,58 @@ static void link_mark_impure(struct ovl_fs *fs, struct ovl_node *dir)
 }
 
 /*
+ * Mark the upper copy of a metacopy file with the absolute path of its
+ * data, as overlayfs does before a link: the new name, in another
+ * directory perhaps, finds the data by it. An absolute redirect stays.
+ */
+static int link_redirect(struct ovl_fs *fs, struct ovl_node *node)
+{
+	char attr[64], value[OVL_PATH_MAX + 1];
+	struct ovl_path up;
+	ssize_t len;
+	int err;
+
+	err = ovl_node_open_parent(fs, node, 0, &up);
+	if (err)
+		return err;
+	ovl_xattr_name(fs, attr, sizeof(attr), "redirect");
+	len = ovl_do_getxattr(up.dirfd, up.name, attr, value, OVL_PATH_MAX);
+	if (len <= 0 || value[0] != '/') {
+		value[0] = '/';
+		err = ovl_node_lower_path(fs, node, node->data_layer, value + 1,
+					  sizeof(value) - 1);
+		if (!err && strlen(value) > OVL_REDIRECT_MAX)
+			err = -ENAMETOOLONG;
+		if (!err)
+			err = ovl_do_setxattr(up.dirfd, up.name, attr, value,
+					      strlen(value), 0);
+	}
+	ovl_path_close(&up);
+	return err;
+}
+
+/*
+ * Copy up what a link needs: with metacopy=on the metadata alone and a
+ * redirect to the data, else everything. Where the redirect cannot be
+ * written, the data comes up too. Returns 1 for a metacopy file.
+ */
+static int link_copy_up(struct ovl_fs *fs, struct ovl_node *node)
+{
+	char name[NAME_MAX + 1];
+	int err = ovl_copy_up(fs, node, OVL_COPY_UP_META);
+
+	if (err || !ovl_metacopy_pending(fs, node))
+		return err;
+	err = link_redirect(fs, node);
+	if (!err)
+		return 1;
+	log_warn_rl("no redirect for a link of %s (%s): copying its data up",
+		    ovl_node_name_try_copy(fs, node, name, sizeof(name)),
+		    strerror(-err));
+	return ovl_copy_up(fs, node, 0);
+}
+
+/*
  * The new name gets its own node. The kernel still caches the source's
  * old link count, so its attributes are invalidated before the reply:
  * after it, a stat could come first. Only the attributes are dropped,
@@ -334,9 +388,9 @@ void ovl_op_link(struct fuse_req *req, uint64_t nodeid, uint64_t newparent,
 	 * link. */
 	broken = fs->index_fd < 0 && !ovl_node_has(node, OVL_N_UPPER) &&
 		 ovl_node_has(node, OVL_N_LINKED);
-	/* Full data: a second name could not find a metacopy's data. */
-	err = ovl_copy_up(fs, node, 0);
-	if (!err)
+	err = link_copy_up(fs, node);
+	c.lookup = err == 1;
+	if (err >= 0)
 		err = ovl_node_open_parent(fs, node, 0, &src);
 	if (err) {
 		ovl_reply_status(req, err);

@@ -236,8 +236,11 @@ static bool data_upper(const struct ovl_node *node)
 static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
 {
 	struct ovl_path path;
-	bool upper = data_upper(node);
+	bool upper;
 	int fd, err, requested;
+
+	ovl_metacopy_pending(fs, node);
+	upper = data_upper(node);
 
 	flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_DIRECT | O_TMPFILE);
 	flags |= O_NOFOLLOW | O_CLOEXEC | (upper ? 0 : O_NOATIME);

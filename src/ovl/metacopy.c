@@ -57,6 +57,28 @@ int ovl_node_data_layer(const struct ovl_node *node)
 				     : ovl_node_real_layer(node);
 }
 
+/*
+ * Whether node's data still lies below. Another name of the same upper
+ * file, which is another node, may have brought the data up since this
+ * node was looked up; the upper file has no mark then.
+ */
+bool ovl_metacopy_pending(struct ovl_fs *fs, struct ovl_node *node)
+{
+	struct ovl_path path;
+	bool marked = true;
+
+	if (node->data_layer < 0)
+		return false;
+	if (!ovl_node_has(node, OVL_N_UPPER) ||
+	    ovl_node_open_parent(fs, node, 0, &path))
+		return true;
+	marked = ovl_has_metacopy(fs, path.dirfd, path.name);
+	ovl_path_close(&path);
+	if (!marked)
+		node->data_layer = -1;
+	return marked;
+}
+
 /* A metacopy file has no blocks of its own; du counts the data's. */
 void ovl_metacopy_fix_blocks(struct ovl_fs *fs, struct ovl_node *node,
 			     struct stat *st)
@@ -64,7 +86,7 @@ void ovl_metacopy_fix_blocks(struct ovl_fs *fs, struct ovl_node *node,
 	struct ovl_path path;
 	struct stat data;
 
-	if (node->data_layer < 0 ||
+	if (!ovl_metacopy_pending(fs, node) ||
 	    ovl_node_open_parent(fs, node, node->data_layer, &path))
 		return;
 	if (!ovl_do_fstatat(path.dirfd, path.name, &data))

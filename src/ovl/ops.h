@@ -36,6 +36,7 @@ struct ovl_create {
 	struct ovl_path *link_src; /* hard link source in the upper layer */
 	int open_flags;		  /* regular files: open(2) flags */
 	ino_t ino;		  /* st_ino to show, 0 for the new inode's */
+	bool lookup; /* build the node by a lookup: a link to a metacopy */
 	int fd;			  /* out: the open file, or -1 */
 };
 int ovl_create_object(struct fuse_req *req, struct ovl_node *parent,

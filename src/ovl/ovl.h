@@ -214,6 +214,8 @@ struct ovl_path {
 
 #define OVL_PATH_MAX 4096
 #define OVL_MAX_LAYERS 501 /* 500 lowers, as in overlayfs, and the upper */
+/* overlayfs's redirect_max: no redirect written is longer. */
+#define OVL_REDIRECT_MAX 256
 
 /* ---- params.c ---- */
 struct ovl_error {
@@ -349,6 +351,7 @@ void ovl_index_fix_nlink(struct ovl_fs *fs, const struct ovl_path *path,
 
 /* ---- metacopy.c ---- */
 bool ovl_has_metacopy(struct ovl_fs *fs, int dirfd, const char *name);
+bool ovl_metacopy_pending(struct ovl_fs *fs, struct ovl_node *node);
 int ovl_metacopy_check(struct ovl_fs *fs, int dirfd, const char *name,
 		       const struct stat *st);
 int ovl_metacopy_finish(struct ovl_fs *fs, struct ovl_node *node,

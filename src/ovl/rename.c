@@ -31,9 +31,6 @@ struct rename_ctx {
 	char new_redirect[OVL_PATH_MAX]; /* the same for the exchanged one */
 };
 
-/* overlayfs's redirect_max: a longer redirect makes the rename fail. */
-#define OVL_REDIRECT_MAX 256
-
 static bool may_move(struct rename_ctx *c, const struct ovl_lookup *res)
 {
 	if (!S_ISDIR(res->st.st_mode) || (res->upper && res->lower < 0))

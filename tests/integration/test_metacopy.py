@@ -211,3 +211,72 @@ def test_metacopy_file_without_data(stack):
     with pytest.raises(OSError) as failure:
         os.stat(stack.m("f"))
     assert failure.value.errno == errno.EIO
+
+
+def test_new_link_keeps_the_data_below(stack):
+    """A new hard link to a lower file copies up its metadata alone and
+    marks it with the absolute path of the data, as overlayfs does, so
+    that the name in another directory finds the data too."""
+    data = big_file(stack.lo(1, "d", "f"))
+    os.makedirs(stack.lo(1, "e"))
+    stack.mount(extra=META)
+
+    os.link(stack.m("d", "f"), stack.m("e", "g"))
+
+    for name in (("d", "f"), ("e", "g")):
+        assert has_metacopy(stack.u(*name))
+        assert get_xattr(stack.u(*name), "trusted.overlay.redirect") == b"/d/f"
+        assert read_file(stack.m(*name)) == data
+    assert used_bytes(stack.u("d", "f")) < MIB
+    assert os.stat(stack.m("e", "g")).st_nlink == 2
+    stack.remount(impl=stack.other_impl(), extra=META)
+    assert read_file(stack.m("e", "g")) == data
+    assert os.stat(stack.m("d", "f")).st_ino == os.stat(stack.m("e", "g")).st_ino
+
+
+def test_link_of_renamed_metacopy_file(stack):
+    """A metacopy file renamed in its directory has a relative redirect;
+    a link to it replaces that with the absolute path."""
+    data = big_file(stack.lo(1, "d", "f"))
+    os.makedirs(stack.lo(1, "e"))
+    stack.mount(extra=META)
+    os.rename(stack.m("d", "f"), stack.m("d", "h"))
+
+    os.link(stack.m("d", "h"), stack.m("e", "g"))
+
+    assert get_xattr(stack.u("e", "g"), "trusted.overlay.redirect") == b"/d/f"
+    assert read_file(stack.m("e", "g")) == data
+    stack.remount(impl=stack.other_impl(), extra=META)
+    assert read_file(stack.m("d", "h")) == data
+    assert read_file(stack.m("e", "g")) == data
+
+
+@pytest.mark.parametrize("linker", ["same", "other"])
+@pytest.mark.parametrize("order", ["read-first", "write-first"])
+def test_data_brought_up_through_another_name(stack, order, linker):
+    """Two names of one metacopy file, linked by this implementation or
+    by the other one: once a write through one brings the data up, the
+    other reads it from the upper file and a write through it keeps the
+    first write."""
+    data = big_file(stack.lo(1, "d", "f"))
+    os.makedirs(stack.lo(1, "e"))
+    if linker == "other":
+        stack.mount(impl=stack.other_impl(), extra=META)
+        os.link(stack.m("d", "f"), stack.m("e", "g"))
+        stack.unmount()
+    stack.mount(extra=META)
+    if linker == "same":
+        os.link(stack.m("d", "f"), stack.m("e", "g"))
+    if order == "read-first":
+        assert read_file(stack.m("d", "f")) == data
+
+    with open(stack.m("e", "g"), "r+b") as f:
+        f.write(b"one")
+    expect = b"one" + data[3:]
+    assert read_file(stack.m("d", "f")) == expect
+    with open(stack.m("d", "f"), "ab") as f:
+        f.write(b"two")
+
+    assert read_file(stack.m("d", "f")) == expect + b"two"
+    assert read_file(stack.m("e", "g")) == expect + b"two"
+    assert not has_metacopy(stack.u("d", "f"))
