@@ -274,13 +274,16 @@ static int xattr_change(struct fuse_req *req, uint64_t nodeid,
 	int err;
 
 	err = xattr_real_name(fs, name, real, sizeof(real));
+	ovl_index_refresh(fs, node);
 	/* As in overlayfs, removing an xattr that a lower file lacks fails
 	 * without a copy-up. */
-	if (!err && remove && !ovl_node_has(node, OVL_N_UPPER))
+	if (!err && remove && !ovl_node_has(node, OVL_N_UPPER | OVL_N_INDEX))
 		err = xattr_present(fs, node, name, real);
 	/* Before the change, so that no reader gets the old result. */
 	atomic_fetch_and(&node->flags, ~(unsigned int)OVL_N_NOCAPS);
-	if (!err)
+	/* A lower name of a file in the index changes the index entry in
+	 * place, as in overlayfs, where all names share that inode. */
+	if (!err && !ovl_node_has(node, OVL_N_INDEX))
 		err = ovl_copy_up(fs, node, OVL_COPY_UP_META);
 	if (!err)
 		err = ovl_node_open_parent(fs, node, 0, &path);

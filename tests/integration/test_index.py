@@ -301,3 +301,32 @@ def test_parallel_link_ups_keep_the_count(stack):
     for r in range(rounds):
         names = [f"r{r}d{i}/f" for i in range(per_round)]
         assert set(nlinks(stack, *names)) == {per_round}
+
+
+@pytest.mark.parametrize("change", ["set", "remove"])
+def test_xattr_of_a_name_not_copied_up(stack, change):
+    """An xattr change through a lower name of a file that another name
+    brought into the index changes the index entry, which every name
+    shows, and copies up no name."""
+    os.makedirs(stack.lo(1, "d"))
+    linked_lower(stack, ("a", "d/b"))
+    os.setxattr(stack.lo(1, "a"), "user.old", b"1")
+    stack.mount(extra=INDEX)
+    with open(stack.m("a"), "ab") as f:
+        f.write(b"+")
+
+    if change == "set":
+        os.setxattr(stack.m("d", "b"), "user.new", b"2")
+    else:
+        os.removexattr(stack.m("d", "b"), "user.old")
+
+    assert not os.path.lexists(stack.u("d"))
+    for name in ("a", "d/b"):
+        assert get_xattr(stack.m(name), "user.new") == (
+            b"2" if change == "set" else None)
+        assert get_xattr(stack.m(name), "user.old") == (
+            b"1" if change == "set" else None)
+    stack.remount(impl=stack.other_impl(), extra=INDEX)
+    assert get_xattr(stack.m("d", "b"), "user.new") == (
+        b"2" if change == "set" else None)
+    assert read_file(stack.m("d", "b")) == b"data+"
