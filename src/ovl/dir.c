@@ -317,8 +317,8 @@ static void link_mark_impure(struct ovl_fs *fs, struct ovl_node *dir)
 
 /*
  * Mark the upper copy of a metacopy file with the absolute path of its
- * data, as overlayfs does before a link: the new name, in another
- * directory perhaps, finds the data by it. An absolute redirect stays.
+ * data, as overlayfs does before a link, so that the new name finds the
+ * data from any directory. An absolute redirect stays as it is.
  */
 static int link_redirect(struct ovl_fs *fs, struct ovl_node *node)
 {
@@ -347,9 +347,9 @@ static int link_redirect(struct ovl_fs *fs, struct ovl_node *node)
 }
 
 /*
- * Copy up what a link needs: with metacopy=on the metadata alone and a
- * redirect to the data, else everything. Where the redirect cannot be
- * written, the data comes up too. Returns 1 for a metacopy file.
+ * Copy up what a link needs. With metacopy=on that is the metadata and a
+ * redirect to the data, else the whole file, which also serves where the
+ * redirect cannot be written. Return 1 for a metacopy file.
  */
 static int link_copy_up(struct ovl_fs *fs, struct ovl_node *node)
 {
@@ -361,7 +361,8 @@ static int link_copy_up(struct ovl_fs *fs, struct ovl_node *node)
 	err = link_redirect(fs, node);
 	if (!err)
 		return 1;
-	log_warn_rl("no redirect for a link of %s (%s): copying its data up",
+	log_warn_rl("writing the redirect of %s for a link failed: %s; "
+		    "copying its data up",
 		    ovl_node_name_try_copy(fs, node, name, sizeof(name)),
 		    strerror(-err));
 	return ovl_copy_up(fs, node, 0);

@@ -58,9 +58,8 @@ int ovl_node_data_layer(const struct ovl_node *node)
 }
 
 /*
- * Whether node's data still lies below. Another name of the same upper
- * file, which is another node, may have brought the data up since this
- * node was looked up; the upper file has no mark then.
+ * Return whether node's data still lies below. Another name of the upper
+ * file is another node, which may have brought the data up since.
  */
 bool ovl_metacopy_pending(struct ovl_fs *fs, struct ovl_node *node)
 {

@@ -235,8 +235,8 @@ def test_new_link_keeps_the_data_below(stack):
 
 
 def test_link_of_renamed_metacopy_file(stack):
-    """A metacopy file renamed in its directory has a relative redirect;
-    a link to it replaces that with the absolute path."""
+    """A metacopy file renamed in its directory has a relative redirect.
+    A link to it replaces that with the absolute path."""
     data = big_file(stack.lo(1, "d", "f"))
     os.makedirs(stack.lo(1, "e"))
     stack.mount(extra=META)
@@ -254,9 +254,9 @@ def test_link_of_renamed_metacopy_file(stack):
 @pytest.mark.parametrize("linker", ["same", "other"])
 @pytest.mark.parametrize("order", ["read-first", "write-first"])
 def test_data_brought_up_through_another_name(stack, order, linker):
-    """Two names of one metacopy file, linked by this implementation or
-    by the other one: once a write through one brings the data up, the
-    other reads it from the upper file and a write through it keeps the
+    """Two names of one metacopy file, linked here or by the other
+    implementation. Once a write through one brings the data up, the
+    other reads it from the upper file, and a write through it keeps the
     first write."""
     data = big_file(stack.lo(1, "d", "f"))
     os.makedirs(stack.lo(1, "e"))
