@@ -68,7 +68,7 @@ bool ovl_metacopy_pending(struct ovl_fs *fs, struct ovl_node *node)
 
 	if (node->data_layer < 0)
 		return false;
-	if (!ovl_node_has(node, OVL_N_UPPER) ||
+	if (!ovl_node_has(node, OVL_N_UPPER | OVL_N_INDEX) ||
 	    ovl_node_open_parent(fs, node, 0, &path))
 		return true;
 	marked = ovl_has_metacopy(fs, path.dirfd, path.name);

@@ -280,3 +280,22 @@ def test_data_brought_up_through_another_name(stack, order, linker):
     assert read_file(stack.m("d", "f")) == expect + b"two"
     assert read_file(stack.m("e", "g")) == expect + b"two"
     assert not has_metacopy(stack.u("d", "f"))
+
+
+def test_index_entry_data_brought_up_later(stack):
+    """A lower name that reads a metacopy index entry made by the other
+    implementation reads the new data once a write through another name
+    brought the data up."""
+    data = big_file(stack.lo(1, "a"))
+    os.link(stack.lo(1, "a"), stack.lo(1, "b"))
+    stack.mount(impl=stack.other_impl(), extra=META + ["index=on"])
+    os.chmod(stack.m("a"), 0o600)
+    stack.unmount()
+    stack.mount(extra=META + ["index=on"])
+    assert read_file(stack.m("b")) == data
+
+    with open(stack.m("a"), "r+b") as f:
+        f.write(b"new")
+
+    assert read_file(stack.m("b")) == b"new" + data[3:]
+    assert not os.path.lexists(stack.u("b"))
