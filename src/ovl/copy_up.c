@@ -455,7 +455,6 @@ static int copy_up_one(struct copy_up_ctx *c)
 	if (ovl_index_wanted(c->fs, &c->st)) {
 		err = ovl_index_find(c->fs, &c->src, &index, &ist);
 		c->indexed = err == 0 || err == -ENOENT;
-		c->meta = c->meta && !c->indexed;
 	}
 	/* As overlayfs does, before the entry with its origin appears. */
 	err = ovl_set_impure(c->fs, c->dst.dirfd);

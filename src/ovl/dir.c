@@ -502,7 +502,7 @@ static int remove_found(struct ovl_fs *fs, struct ovl_node *parent,
 	/* index=on counts the links of a hard-linked lower file, which it
 	 * can only do for a copy in the index. */
 	if (!res->upper && ovl_index_wanted(fs, &res->st)) {
-		err = ovl_copy_up_name(fs, parent, name, res, 0);
+		err = ovl_copy_up_name(fs, parent, name, res, OVL_COPY_UP_META);
 		if (err)
 			return err;
 		res->upper = true;

@@ -165,13 +165,25 @@ static bool redirect_relative(const struct ovl_lookup *res)
 	return res->chain && res->chain->layer == 1 && res->chain->relative;
 }
 
+/* Whether the lower file at path in layer has other names. */
+static bool lower_linked(struct ovl_fs *fs, int layer, const char *path)
+{
+	struct stat st;
+
+	if (fstatat(fs->layers[layer].fd, path, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return false;
+	return S_ISREG(st.st_mode) && st.st_nlink > 1;
+}
+
 /*
  * Write the redirect of an entry with a lower part that moves from
- * (parent, name) to dest, as overlayfs chooses it. An entry that has a
- * redirect keeps it when it stays in its directory or the redirect is
- * an absolute path. Else the redirect is the old name when the entry
- * stays in its directory, and the absolute path of its lower part when
- * it leaves. resolved receives that path, found from layer down.
+ * (parent, name) to dest, as overlayfs chooses it. The redirect is the
+ * old name when the entry stays in its directory, and the absolute path
+ * of its lower part when it leaves. A file whose lower part has other
+ * names gets the absolute path always, since its upper names may end up
+ * in other directories. An entry keeps its redirect unless that is a
+ * name and an absolute path is needed. resolved receives the lower path,
+ * found from layer down.
  */
 static int write_redirect(struct rename_ctx *c, int dirfd, const char *name,
 			  const struct ovl_lookup *res, int layer,
@@ -179,13 +191,12 @@ static int write_redirect(struct rename_ctx *c, int dirfd, const char *name,
 			  char *resolved)
 {
 	char attr[64], value[OVL_PATH_MAX + 1];
+	bool absolute;
 	size_t len;
 	int err;
 
 	if (res->redirect[0]) {
 		strcpy(resolved, res->redirect);
-		if (parent == dest || !redirect_relative(res))
-			return 0;
 	} else {
 		err = ovl_node_lower_path(c->fs, parent, layer, resolved,
 					  OVL_PATH_MAX);
@@ -195,7 +206,11 @@ static int write_redirect(struct rename_ctx *c, int dirfd, const char *name,
 		snprintf(resolved + len, OVL_PATH_MAX - len, "%s%s",
 			 len ? "/" : "", name);
 	}
-	if (parent == dest)
+	absolute = parent != dest || (S_ISREG(res->st.st_mode) &&
+				      lower_linked(c->fs, layer, resolved));
+	if (res->redirect[0] && (!absolute || !redirect_relative(res)))
+		return 0;
+	if (!absolute)
 		snprintf(value, sizeof(value), "%s", name);
 	else
 		snprintf(value, sizeof(value), "/%s", resolved);
@@ -203,6 +218,22 @@ static int write_redirect(struct rename_ctx *c, int dirfd, const char *name,
 		return -EXDEV;
 	ovl_xattr_name(c->fs, attr, sizeof(attr), "redirect");
 	return ovl_do_setxattr(dirfd, name, attr, value, strlen(value), 0);
+}
+
+/* Whether dirfd/name has an absolute redirect; resolved gets its path. */
+static bool kept_absolute(struct ovl_fs *fs, int dirfd, const char *name,
+			  char *resolved)
+{
+	char attr[64], value[OVL_PATH_MAX + 1];
+	ssize_t len;
+
+	ovl_xattr_name(fs, attr, sizeof(attr), "redirect");
+	len = ovl_do_getxattr(dirfd, name, attr, value, OVL_PATH_MAX);
+	if (len < 2 || value[0] != '/')
+		return false;
+	value[len] = '\0';
+	snprintf(resolved, OVL_PATH_MAX, "%s", value + 1);
+	return true;
 }
 
 /*
@@ -217,9 +248,14 @@ static int set_redirect(struct rename_ctx *c, int dirfd, const char *name,
 {
 	resolved[0] = '\0';
 	if (S_ISREG(res->st.st_mode) && res->lower >= 0 &&
-	    ovl_has_metacopy(c->fs, dirfd, name))
+	    ovl_has_metacopy(c->fs, dirfd, name)) {
+		/* An upper file linked up from the index may carry another
+		 * name's absolute redirect already, which stays. */
+		if (kept_absolute(c->fs, dirfd, name, resolved))
+			return 0;
 		return write_redirect(c, dirfd, name, res, res->lower, parent,
 				      dest, resolved);
+	}
 	if (!S_ISDIR(res->st.st_mode) || res->lower < 0)
 		return 0;
 	return write_redirect(c, dirfd, name, res, c->fs->first_lower, parent,
@@ -308,7 +344,8 @@ static int copy_up_replaced_link(struct rename_ctx *c)
 	if (!c->new_exists || c->new.upper ||
 	    !ovl_index_wanted(c->fs, &c->new.st))
 		return 0;
-	err = ovl_copy_up_name(c->fs, c->newparent, c->newname, &c->new, 0);
+	err = ovl_copy_up_name(c->fs, c->newparent, c->newname, &c->new,
+			       OVL_COPY_UP_META);
 	if (!err)
 		c->new.upper = true;
 	return err;

@@ -299,3 +299,41 @@ def test_index_entry_data_brought_up_later(stack):
 
     assert read_file(stack.m("b")) == b"new" + data[3:]
     assert not os.path.lexists(stack.u("b"))
+
+
+def test_index_entry_is_a_metacopy_file(stack):
+    """With the index, removing one name of a hard-linked lower file
+    copies the file into the index as a metacopy file, and the other
+    name still reads the data below."""
+    data = big_file(stack.lo(1, "a"))
+    os.link(stack.lo(1, "a"), stack.lo(1, "b"))
+    stack.mount(extra=META + ["index=on"])
+
+    os.unlink(stack.m("a"))
+
+    index = os.path.join(stack.work, "index")
+    entries = [e for e in os.listdir(index) if not e.startswith("#")]
+    assert len(entries) == 1
+    assert has_metacopy(os.path.join(index, entries[0]))
+    assert used_bytes(os.path.join(index, entries[0])) < MIB
+    assert read_file(stack.m("b")) == data
+    assert os.stat(stack.m("b")).st_nlink == 1
+
+
+def test_rename_of_linked_file_in_its_directory(stack):
+    """A metacopy file whose lower file has other names gets an absolute
+    redirect even in its own directory, and a second name moved later
+    keeps the first one's."""
+    data = big_file(stack.lo(1, "d", "f"))
+    os.makedirs(stack.lo(1, "e"))
+    os.link(stack.lo(1, "d", "f"), stack.lo(1, "e", "g"))
+    stack.mount(extra=META + ["index=on"])
+
+    os.rename(stack.m("d", "f"), stack.m("d", "h"))
+    os.rename(stack.m("e", "g"), stack.m("h2"))
+
+    for name in (("d", "h"), ("h2",)):
+        assert get_xattr(stack.u(*name), "trusted.overlay.redirect") == b"/d/f"
+        assert read_file(stack.m(*name)) == data
+    stack.remount(impl=stack.other_impl(), extra=META + ["index=on"])
+    assert read_file(stack.m("h2")) == data
