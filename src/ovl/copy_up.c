@@ -561,8 +561,7 @@ int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node, unsigned int flags)
 		if (node->data_layer < 0 || (flags & OVL_COPY_UP_META))
 			return 0;
 		pthread_mutex_lock(&node->lock);
-		if (ovl_metacopy_pending(fs, node))
-			err = ovl_metacopy_finish(fs, node, flags);
+		err = ovl_metacopy_bring_up(fs, node, flags);
 		pthread_mutex_unlock(&node->lock);
 		return err;
 	}
@@ -576,7 +575,7 @@ int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node, unsigned int flags)
 		err = copy_up_locked(fs, node, flags);
 	/* A metacopy index entry that the copy-up linked gets its data. */
 	if (!err && node->data_layer >= 0 && !(flags & OVL_COPY_UP_META))
-		err = ovl_metacopy_finish(fs, node, flags);
+		err = ovl_metacopy_bring_up(fs, node, flags);
 	pthread_mutex_unlock(&node->lock);
 	return err;
 }

@@ -316,9 +316,11 @@ static void link_mark_impure(struct ovl_fs *fs, struct ovl_node *dir)
 }
 
 /*
- * Mark the upper copy of a metacopy file with the absolute path of its
- * data, as overlayfs does before a link, so that the new name finds the
- * data from any directory. An absolute redirect stays as it is.
+ * Mark the upper copy of a metacopy file with its absolute path from the
+ * top lower layer, as overlayfs does before a link, so that the new name
+ * finds the file and its data from any directory. That is not the path
+ * of the data, which a redirect in a lower layer may move elsewhere. An
+ * absolute redirect stays as it is.
  */
 static int link_redirect(struct ovl_fs *fs, struct ovl_node *node)
 {
@@ -334,7 +336,7 @@ static int link_redirect(struct ovl_fs *fs, struct ovl_node *node)
 	len = ovl_do_getxattr(up.dirfd, up.name, attr, value, OVL_PATH_MAX);
 	if (len <= 0 || value[0] != '/') {
 		value[0] = '/';
-		err = ovl_node_lower_path(fs, node, node->data_layer, value + 1,
+		err = ovl_node_lower_path(fs, node, fs->first_lower, value + 1,
 					  sizeof(value) - 1);
 		if (!err && strlen(value) > OVL_REDIRECT_MAX)
 			err = -ENAMETOOLONG;

@@ -78,6 +78,23 @@ bool ovl_metacopy_pending(struct ovl_fs *fs, struct ovl_node *node)
 	return marked;
 }
 
+/*
+ * Give node its data unless it is up already. The names of one upper file
+ * are separate nodes, so one lock over every such copy-up keeps two names
+ * from copying the data at once, or after the other's write.
+ */
+int ovl_metacopy_bring_up(struct ovl_fs *fs, struct ovl_node *node,
+			  unsigned int flags)
+{
+	int err = 0;
+
+	pthread_mutex_lock(&fs->data_up_lock);
+	if (ovl_metacopy_pending(fs, node))
+		err = ovl_metacopy_finish(fs, node, flags);
+	pthread_mutex_unlock(&fs->data_up_lock);
+	return err;
+}
+
 /* A metacopy file has no blocks of its own; du counts the data's. */
 void ovl_metacopy_fix_blocks(struct ovl_fs *fs, struct ovl_node *node,
 			     struct stat *st)

@@ -158,6 +158,7 @@ struct ovl_fs {
 	int work_fd;	    /* workdir/work: copy-up and whiteout staging */
 	int index_fd;	    /* workdir/index with index=on, or -1 */
 	pthread_mutex_t index_nlink_lock; /* overlay.nlink read and rewritten */
+	pthread_mutex_t data_up_lock; /* metacopy data copy-up: metacopy.c */
 	atomic_bool index_claimed; /* the upper root names its lowers */
 	const char *xattr_prefix;  /* "trusted.overlay." or "user.overlay." */
 	size_t xattr_prefix_len;
@@ -352,6 +353,8 @@ void ovl_index_fix_nlink(struct ovl_fs *fs, const struct ovl_path *path,
 /* ---- metacopy.c ---- */
 bool ovl_has_metacopy(struct ovl_fs *fs, int dirfd, const char *name);
 bool ovl_metacopy_pending(struct ovl_fs *fs, struct ovl_node *node);
+int ovl_metacopy_bring_up(struct ovl_fs *fs, struct ovl_node *node,
+			  unsigned int flags);
 int ovl_metacopy_check(struct ovl_fs *fs, int dirfd, const char *name,
 		       const struct stat *st);
 int ovl_metacopy_finish(struct ovl_fs *fs, struct ovl_node *node,

@@ -8,6 +8,7 @@ for writing.
 
 import errno
 import os
+import threading
 
 import pytest
 
@@ -337,3 +338,72 @@ def test_rename_of_linked_file_in_its_directory(stack):
         assert read_file(stack.m(*name)) == data
     stack.remount(impl=stack.other_impl(), extra=META + ["index=on"])
     assert read_file(stack.m("h2")) == data
+
+
+def lower_metacopy(stack, path, target, data_len):
+    """Make stack.lo(0, path) a metacopy file whose data is at target."""
+    write_file(stack.lo(0, *path), b"")
+    os.truncate(stack.lo(0, *path), data_len)
+    os.setxattr(stack.lo(0, *path), METACOPY, b"")
+    os.setxattr(stack.lo(0, *path), "trusted.overlay.redirect", target)
+
+
+@pytest.mark.parametrize("data_only", [False, True])
+def test_link_redirect_names_the_file(stack, data_only):
+    """A link to a file whose lower metacopy finds its data elsewhere
+    gets the file's own path as redirect, not the data's: the data's
+    path may name another file in the top layer."""
+    data = big_file(stack.lo(1, "old", "f"))
+    lower_metacopy(stack, ("d", "f"), b"/old/f", len(data))
+    os.makedirs(stack.lo(0, "e"))
+    if not data_only:
+        write_file(stack.lo(0, "old", "f"), b"other file\n")
+    lowers = ([stack.lowers[0], "", stack.lowers[1]] if data_only
+              else stack.lowers)
+    options = dict(lowers=lowers, extra=META)
+    stack.mount(**options)
+
+    os.link(stack.m("d", "f"), stack.m("e", "g"))
+
+    assert get_xattr(stack.u("e", "g"), "trusted.overlay.redirect") == b"/d/f"
+    assert read_file(stack.m("e", "g")) == data
+    with open(stack.m("e", "g"), "ab") as f:
+        f.write(b"X")
+    stack.unmount()
+    stack.mount(impl=stack.other_impl(), **options)
+    assert read_file(stack.m("d", "f")) == data + b"X"
+
+
+def test_two_names_bring_data_up_at_once(stack):
+    """A write through one name of a metacopy file and a truncating open
+    through another, at the same time, leave one of the two results."""
+    rounds = 4
+    for r in range(rounds):
+        big_file(stack.lo(1, f"d{r}", "f"), size=32 * MIB)
+        os.makedirs(stack.lo(1, f"e{r}"))
+    stack.mount(extra=META)
+    for r in range(rounds):
+        first, second = stack.m(f"d{r}", "f"), stack.m(f"e{r}", "g")
+        os.link(first, second)
+        start = threading.Barrier(2)
+
+        def write_first():
+            start.wait()
+            fd = os.open(first, os.O_RDWR)
+            os.pwrite(fd, b"Y", 0)
+            os.close(fd)
+
+        def truncate_second():
+            start.wait()
+            fd = os.open(second, os.O_WRONLY | os.O_TRUNC)
+            os.write(fd, b"NEW")
+            os.close(fd)
+
+        threads = [threading.Thread(target=write_first),
+                   threading.Thread(target=truncate_second)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert read_file(first) in (b"NEW", b"YEW")
+        assert read_file(second) == read_file(first)
