@@ -884,6 +884,29 @@ def probe_metacopy_open(ctx):
                              f"after the open: {text(after_open)}"}
 
 
+@probe("metacopy_link", [("metacopy_link", "Copy-up",
+                          "metacopy=on (fuse-overlayfs: no option): link(2) of a 1 MiB "
+                          "lower file d/f to e/g: what the upper file holds")],
+       {"kernel": [["metacopy=on"]], "lamina": [["metacopy=on"]]})
+def probe_metacopy_link(ctx):
+    s = ctx.stack()
+    os.makedirs(s.lo("e"))
+    write_file(s.lo("d", "f"), b"x" * (1 << 20))
+    s.mount()
+    os.link(s.m("d", "f"), s.m("e", "g"))
+    same = read_file(s.m("e", "g")) == read_file(s.lo("d", "f"))
+    s.umount()
+    up = s.u("e", "g")
+    marks = [name.split(".")[-1] for name in os.listxattr(up)
+             if name in ("trusted.overlay.metacopy", "trusted.overlay.redirect")]
+    text = f"{os.lstat(up).st_blocks // 2} KiB allocated"
+    if "redirect" in marks:
+        text += ", redirect " + os.getxattr(up, "trusted.overlay.redirect").decode()
+    if "metacopy" in marks:
+        text += ", trusted.overlay.metacopy"
+    return {"metacopy_link": text + ("" if same else "; e/g reads other data")}
+
+
 @probe("unlink_open", [("unlink_open", "Data and open files",
                         "unlink(2) of an open lower file: read and fstat st_nlink on the fd "
                         "(plain fs: 0)")])
