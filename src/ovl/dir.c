@@ -316,11 +316,9 @@ static void link_mark_impure(struct ovl_fs *fs, struct ovl_node *dir)
 }
 
 /*
- * Mark the upper copy of a metacopy file with its absolute path from the
- * top lower layer, as overlayfs does before a link, so that the new name
- * finds the file and its data from any directory. That is not the path
- * of the data, which a redirect in a lower layer may move elsewhere. An
- * absolute redirect stays as it is.
+ * Mark the upper copy of a metacopy file with its own absolute path from
+ * the top lower layer, as overlayfs does before a link, so that a name in
+ * any directory finds the file below. An absolute redirect stays.
  */
 static int link_redirect(struct ovl_fs *fs, struct ovl_node *node)
 {
@@ -349,8 +347,8 @@ static int link_redirect(struct ovl_fs *fs, struct ovl_node *node)
 }
 
 /*
- * Copy up what a link needs. With metacopy=on that is the metadata and a
- * redirect to the data, else the whole file, which also serves where the
+ * Copy up what a link needs. With metacopy=on that is the metadata and an
+ * absolute redirect, else the whole file, which also serves where the
  * redirect cannot be written. Return 1 for a metacopy file.
  */
 static int link_copy_up(struct ovl_fs *fs, struct ovl_node *node)

@@ -165,7 +165,7 @@ static bool redirect_relative(const struct ovl_lookup *res)
 	return res->chain && res->chain->layer == 1 && res->chain->relative;
 }
 
-/* Whether the lower file at path in layer has other names. */
+/* Return whether the lower file at path in layer has other names. */
 static bool lower_linked(struct ovl_fs *fs, int layer, const char *path)
 {
 	struct stat st;
@@ -220,7 +220,7 @@ static int write_redirect(struct rename_ctx *c, int dirfd, const char *name,
 	return ovl_do_setxattr(dirfd, name, attr, value, strlen(value), 0);
 }
 
-/* Whether dirfd/name has an absolute redirect; resolved gets its path. */
+/* Return whether dirfd/name has an absolute redirect, copied to resolved. */
 static bool kept_absolute(struct ovl_fs *fs, int dirfd, const char *name,
 			  char *resolved)
 {

@@ -216,8 +216,8 @@ def test_metacopy_file_without_data(stack):
 
 def test_new_link_keeps_the_data_below(stack):
     """A new hard link to a lower file copies up its metadata alone and
-    marks it with the absolute path of the data, as overlayfs does, so
-    that the name in another directory finds the data too."""
+    marks it with its absolute path, as overlayfs does, so that the name
+    in another directory finds the data too."""
     data = big_file(stack.lo(1, "d", "f"))
     os.makedirs(stack.lo(1, "e"))
     stack.mount(extra=META)
