@@ -493,7 +493,11 @@ static int remove_found(struct ovl_fs *fs, struct ovl_node *parent,
 		if (err <= 0)
 			return err ? err : -ENOTEMPTY;
 	}
-	lower = res->lower >= 0 ? 1 : ovl_lower_positive(fs, parent, name);
+	/* A redirect finds a lower part under another name, which needs no
+	 * whiteout here. */
+	lower = res->lower >= 0 && !res->redirect[0]
+		    ? 1
+		    : ovl_lower_positive(fs, parent, name);
 	if (lower < 0)
 		return lower;
 	err = ovl_copy_up(fs, parent, 0);

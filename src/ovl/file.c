@@ -437,6 +437,7 @@ int ovl_file_read_fd(struct ovl_fs *fs, struct ovl_file *file)
 	if (!file->lower)
 		return file->fd;
 	ovl_index_refresh(fs, file->node);
+	ovl_metacopy_pending(fs, file->node);
 	if (!data_upper(file->node))
 		return file->fd;
 	pthread_mutex_lock(&file->lock);

@@ -249,7 +249,10 @@ void ovl_index_refresh(struct ovl_fs *fs, struct ovl_node *node)
 	if (!ovl_do_fstatat(lower.dirfd, lower.name, &st) &&
 	    ovl_index_wanted(fs, &st) &&
 	    !ovl_index_find(fs, &lower, &index, &st)) {
-		if (ovl_has_metacopy(fs, fs->index_fd, index.name))
+		/* A lower metacopy file keeps the data layer it found. */
+		if (!ovl_has_metacopy(fs, fs->index_fd, index.name))
+			node->data_layer = -1;
+		else if (node->data_layer < 0)
 			node->data_layer = node->lower;
 		atomic_fetch_or(&node->flags, OVL_N_INDEX);
 		ovl_path_close(&index);

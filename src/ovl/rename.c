@@ -351,6 +351,30 @@ static int copy_up_replaced_link(struct rename_ctx *c)
 	return err;
 }
 
+/*
+ * Both names are links to one file, which rename(2) leaves as they are.
+ * The kernel sees two inodes, though, and moves its entry of the old name
+ * over the new one, so the node table follows it. A name only in the
+ * lower layer is linked up first, so that either node finds an upper file
+ * at either name.
+ */
+static int rename_same_file(struct rename_ctx *c)
+{
+	const struct ovl_rename_redirects none = {0};
+	int err = 0;
+
+	if (c->old.upper && !c->new.upper)
+		err = ovl_copy_up_name(c->fs, c->newparent, c->newname, &c->new,
+				       OVL_COPY_UP_META);
+	else if (!c->old.upper && c->new.upper)
+		err = ovl_copy_up_name(c->fs, c->oldparent, c->oldname, &c->old,
+				       OVL_COPY_UP_META);
+	if (err)
+		return err;
+	return ovl_node_rename(c->fs, c->oldparent, c->oldname, c->newparent,
+			       c->newname, c->flags & RENAME_EXCHANGE, &none);
+}
+
 static int do_rename(struct rename_ctx *c)
 {
 	bool exchange = c->flags & RENAME_EXCHANGE;
@@ -360,7 +384,7 @@ static int do_rename(struct rename_ctx *c)
 
 	err = rename_check(c);
 	if (err == 1)
-		return 0;
+		return rename_same_file(c);
 	if (!err)
 		err = check_target_empty(c);
 	if (!err)

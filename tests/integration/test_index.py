@@ -330,3 +330,21 @@ def test_xattr_of_a_name_not_copied_up(stack, change):
     assert get_xattr(stack.m("d", "b"), "user.new") == (
         b"2" if change == "set" else None)
     assert read_file(stack.m("d", "b")) == b"data+"
+
+
+def test_reader_follows_metacopy_data_up(lamina_stack):
+    """Without passthrough a reader of one name of a metacopy file reads
+    the data that a write through another name brought up."""
+    stack = lamina_stack
+    os.makedirs(stack.lo(1, "d"))
+    linked_lower(stack, ("f", "d/g"))
+    stack.mount(extra=INDEX + ["metacopy=on", "redirect_dir=on",
+                               "passthrough=off"])
+    os.chmod(stack.m("f"), 0o600)
+    os.chmod(stack.m("d", "g"), 0o600)
+
+    with open(stack.m("d", "g"), "rb") as reader:
+        assert reader.read() == b"data"
+        with open(stack.m("f"), "r+b") as writer:
+            writer.write(b"NEW")
+        assert os.pread(reader.fileno(), 10, 0) == b"NEWa"

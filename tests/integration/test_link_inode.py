@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from helpers import read_file, write_file
+from helpers import RENAME_EXCHANGE, read_file, renameat2, write_file
 
 INDEX = ["index=on"]
 
@@ -118,3 +118,27 @@ def test_new_link_keeps_lower_ino(stack):
         assert os.stat(stack.m(name)).st_ino == lower_ino
         entry = next(e for e in os.scandir(stack.merged) if e.name == name)
         assert entry.inode() == lower_ino
+
+
+@pytest.mark.parametrize("flags", ["move", "exchange"])
+def test_rename_between_names_of_one_file(stack, flags):
+    """A rename from one name of a file to another name of it changes
+    nothing: both names stay, and each can be removed on its own."""
+    write_file(stack.lo(0, "a"), "data")
+    stack.mount()
+    for name in ("x", "y"):
+        os.link(stack.m("a"), stack.m(name))
+
+    if flags == "move":
+        os.rename(stack.m("x"), stack.m("y"))
+    else:
+        renameat2(stack.m("x"), stack.m("y"), RENAME_EXCHANGE)
+
+    assert os.stat(stack.m("x")).st_nlink == 3
+    assert os.stat(stack.m("y")).st_nlink == 3
+    os.unlink(stack.m("x"))
+    assert read_file(stack.m("y")) == b"data"
+    assert os.stat(stack.m("y")).st_nlink == 2
+    os.rename(stack.m("y"), stack.m("a"))
+    assert sorted(os.listdir(stack.merged)) == ["a", "y"]
+    assert read_file(stack.m("a")) == b"data"

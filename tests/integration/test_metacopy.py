@@ -407,3 +407,22 @@ def test_two_names_bring_data_up_at_once(stack):
             t.join()
         assert read_file(first) in (b"NEW", b"YEW")
         assert read_file(second) == read_file(first)
+
+
+def test_linked_lower_metacopy_keeps_its_data_layer(stack):
+    """Two names of a metacopy file in a lower layer find their data
+    through its redirect. Once one name is in the index, the other still
+    reads the data there, and a write through it copies that data up."""
+    data = big_file(stack.lo(1, "blobs", "x"))
+    lower_metacopy(stack, ("d", "f"), b"/blobs/x", len(data))
+    os.link(stack.lo(0, "d", "f"), stack.lo(0, "d", "g"))
+    stack.mount(extra=META + ["index=on"])
+
+    os.chmod(stack.m("d", "f"), 0o600)
+    assert read_file(stack.m("d", "g")) == data
+    with open(stack.m("d", "g"), "ab") as f:
+        f.write(b"X")
+
+    assert read_file(stack.m("d", "f")) == data + b"X"
+    stack.remount(impl=stack.other_impl(), extra=META + ["index=on"])
+    assert read_file(stack.m("d", "g")) == data + b"X"
