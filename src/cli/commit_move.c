@@ -192,8 +192,14 @@ int commit_move(struct commit *c)
 	return err;
 }
 
-/* workdir/work and workdir/index belong to the old upper; a mount
- * makes them again. */
+/*
+ * workdir/work and workdir/index belong to the old upper; a mount makes
+ * them again.
+ * NOTE: a name of a hard-linked lower file that was never copied up reads
+ * the index entry until now and the lower file after the commit, without
+ * the changes made through the file's other names. Linking such names up
+ * first needs a walk of the lower layers for each entry's other names.
+ */
 int commit_clear_workdir(struct commit *c)
 {
 	int err = ovl_remove_tree(c->work_fd, "work");
