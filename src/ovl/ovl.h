@@ -159,6 +159,7 @@ struct ovl_fs {
 	int index_fd;	    /* workdir/index with index=on, or -1 */
 	pthread_mutex_t index_nlink_lock; /* overlay.nlink read and rewritten */
 	pthread_mutex_t data_up_lock; /* metacopy data copy-up: metacopy.c */
+	pthread_mutex_t xattr_up_lock; /* xattr change of a lower hard link */
 	atomic_bool index_claimed; /* the upper root names its lowers */
 	const char *xattr_prefix;  /* "trusted.overlay." or "user.overlay." */
 	size_t xattr_prefix_len;

@@ -780,6 +780,7 @@ int ovl_fs_setup(struct ovl_fs *fs, struct ovl_error *e)
 	fs->index_fd = -1;
 	pthread_mutex_init(&fs->index_nlink_lock, NULL);
 	pthread_mutex_init(&fs->data_up_lock, NULL);
+	pthread_mutex_init(&fs->xattr_up_lock, NULL);
 	strcpy(fs->work_name, "work");
 	fs->upper_mnt_fd = -1;
 	fs->upper_lock_fd = -1;
@@ -838,6 +839,7 @@ void ovl_fs_teardown(struct ovl_fs *fs)
 		close(fs->index_fd);
 	pthread_mutex_destroy(&fs->index_nlink_lock);
 	pthread_mutex_destroy(&fs->data_up_lock);
+	pthread_mutex_destroy(&fs->xattr_up_lock);
 	if (fs->check_only && fs->workdir_fd >= 0 && fs->work_fd >= 0)
 		ovl_remove_tree(fs->workdir_fd, fs->work_name);
 	if (fs->workdir_fd >= 0)

@@ -263,6 +263,29 @@ static int xattr_present(struct ovl_fs *fs, struct ovl_node *node,
 	return n < 0 ? n : 0;
 }
 
+/*
+ * Copy node up for an xattr change, unless it is a lower name of a file
+ * in the index: the entry takes the change in place, as in overlayfs,
+ * where all names share that inode. Names of one hard-linked lower file
+ * take turns, so that only the first of several changed at once is
+ * copied up.
+ */
+static int xattr_copy_up(struct ovl_fs *fs, struct ovl_node *node)
+{
+	bool linked = fs->index_fd >= 0 && ovl_node_has(node, OVL_N_LINKED) &&
+		      !ovl_node_has(node, OVL_N_UPPER | OVL_N_INDEX);
+	int err = 0;
+
+	if (linked)
+		pthread_mutex_lock(&fs->xattr_up_lock);
+	ovl_index_refresh(fs, node);
+	if (!ovl_node_has(node, OVL_N_INDEX))
+		err = ovl_copy_up(fs, node, OVL_COPY_UP_META);
+	if (linked)
+		pthread_mutex_unlock(&fs->xattr_up_lock);
+	return err;
+}
+
 static int xattr_change(struct fuse_req *req, uint64_t nodeid,
 			const char *name, const void *value, size_t size,
 			int flags, bool remove)
@@ -281,10 +304,8 @@ static int xattr_change(struct fuse_req *req, uint64_t nodeid,
 		err = xattr_present(fs, node, name, real);
 	/* Before the change, so that no reader gets the old result. */
 	atomic_fetch_and(&node->flags, ~(unsigned int)OVL_N_NOCAPS);
-	/* A lower name of a file in the index changes the index entry in
-	 * place, as in overlayfs, where all names share that inode. */
-	if (!err && !ovl_node_has(node, OVL_N_INDEX))
-		err = ovl_copy_up(fs, node, OVL_COPY_UP_META);
+	if (!err)
+		err = xattr_copy_up(fs, node);
 	if (!err)
 		err = ovl_node_open_parent(fs, node, 0, &path);
 	if (err)

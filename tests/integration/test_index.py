@@ -348,3 +348,31 @@ def test_reader_follows_metacopy_data_up(lamina_stack):
         with open(stack.m("f"), "r+b") as writer:
             writer.write(b"NEW")
         assert os.pread(reader.fileno(), 10, 0) == b"NEWa"
+
+
+def test_parallel_xattr_changes_copy_up_one_name(stack):
+    """Xattrs set at once through many names of a lower file copy up one
+    name, and the others change the index entry it made."""
+    names = [f"d{i}/f" for i in range(8)]
+    write_file(stack.lo(1, names[0]), "data")
+    for name in names[1:]:
+        os.makedirs(os.path.dirname(stack.lo(1, name)))
+        os.link(stack.lo(1, names[0]), stack.lo(1, name))
+    stack.mount(extra=INDEX)
+    start = threading.Barrier(len(names))
+
+    def worker(i):
+        start.wait()
+        os.setxattr(stack.m(names[i]), f"user.n{i}", b"1")
+
+    threads = [threading.Thread(target=worker, args=(i,))
+               for i in range(len(names))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    copied = [n for n in names if os.path.lexists(stack.u(n))]
+    assert len(copied) == 1
+    for name in names:
+        assert len(os.listxattr(stack.m(name))) == len(names)
