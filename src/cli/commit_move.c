@@ -196,9 +196,8 @@ int commit_move(struct commit *c)
  * workdir/work and workdir/index belong to the old upper; a mount makes
  * them again.
  * NOTE: a name of a hard-linked lower file that was never copied up reads
- * the index entry until now and the lower file after the commit, without
- * the changes made through the file's other names. Linking such names up
- * first needs a walk of the lower layers for each entry's other names.
+ * the index entry until now, and the lower file after the commit. Linking
+ * such names up first needs a walk of the lower layers for the names.
  */
 int commit_clear_workdir(struct commit *c)
 {

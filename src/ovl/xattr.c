@@ -265,9 +265,9 @@ static int xattr_present(struct ovl_fs *fs, struct ovl_node *node,
 
 /*
  * Copy node up for an xattr change, unless it is a lower name of a file
- * in the index: the entry takes the change in place, as in overlayfs,
- * where all names share that inode. Names of one hard-linked lower file
- * take turns, so that only the first of several changed at once is
+ * in the index. That entry takes the change in place, as in overlayfs,
+ * where all names share one inode. Names of one hard-linked lower file
+ * take turns, so that of several changed at once only the first is
  * copied up.
  */
 static int xattr_copy_up(struct ovl_fs *fs, struct ovl_node *node)
