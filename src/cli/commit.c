@@ -133,9 +133,25 @@ static int commit_check(struct commit *c)
 	return 0;
 }
 
+/* Whether an earlier run of this commit left its record. */
+static bool commit_started(const struct commit *c)
+{
+	struct stat st;
+
+	return fstatat(c->nl.parent_fd, c->nl.staging, &st,
+		       AT_SYMLINK_NOFOLLOW) == 0;
+}
+
 static int commit_run(struct commit *c)
 {
-	int err = commit_state_begin(c);
+	int err = 0;
+
+	/* Before the record: a failed or killed run does it again. */
+	if (!commit_started(c))
+		err = commit_link_index_names(c);
+	if (err)
+		return err == -EINVAL ? EXIT_USAGE : err;
+	err = commit_state_begin(c);
 
 	if (err == COMMIT_FINISHED)
 		return 0;

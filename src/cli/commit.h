@@ -29,6 +29,9 @@ struct commit {
 int commit_state_begin(struct commit *c);
 int commit_state_end(struct commit *c);
 
+/* commit_links.c: link the names of indexed files into the upper. */
+int commit_link_index_names(struct commit *c);
+
 /* commit_move.c: the moves themselves. */
 int commit_move(struct commit *c);
 int commit_clear_workdir(struct commit *c);

@@ -192,13 +192,9 @@ int commit_move(struct commit *c)
 	return err;
 }
 
-/*
- * workdir/work and workdir/index belong to the old upper; a mount makes
- * them again.
- * NOTE: a name of a hard-linked lower file that was never copied up reads
- * the index entry until now, and the lower file after the commit. Linking
- * such names up first needs a walk of the lower layers for the names.
- */
+/* workdir/work and workdir/index belong to the old upper; a mount
+ * makes them again. commit_links.c linked every name of an indexed file
+ * into the upper before. */
 int commit_clear_workdir(struct commit *c)
 {
 	int err = ovl_remove_tree(c->work_fd, "work");

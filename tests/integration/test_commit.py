@@ -531,3 +531,27 @@ def test_commit_killed_at_step(any_stack, tmpfs, where, call, when):
     check_committed(stack, newlayer, out.strip())
     for reader in READERS:
         assert_same_tree(before, read_back(stack, newlayer, reader))
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_commit_links_names_from_the_index(stack, reader):
+    """With the index, a change through one name of a hard-linked lower
+    file reaches its other names through the index entry. Commit links
+    those names into the upper first, so the committed tree keeps it."""
+    bottom = stack.lowers[1]
+    helpers.write_file(os.path.join(bottom, "hl", "a"), "original")
+    os.makedirs(os.path.join(bottom, "other"))
+    for name in (("hl", "b"), ("other", "c")):
+        os.link(os.path.join(bottom, "hl", "a"), os.path.join(bottom, *name))
+    stack.mount(extra=("index=on",))
+    helpers.write_file(stack.m("hl", "a"), "changed")
+    os.chmod(stack.m("hl", "a"), 0o600)
+    before = tree(stack.merged)
+    stack.unmount()
+    assert not os.path.exists(os.path.join(stack.upper, "other"))
+
+    newlayer = os.path.join(stack.root, "layer1")
+    check_committed(stack, newlayer, commit(stack, newlayer))
+
+    assert_same_tree(before, read_back(stack, newlayer, reader,
+                                       ("index=on",)))
