@@ -159,19 +159,6 @@ static ino_t origin_handle_ino(struct ovl_fs *fs, int layer, const uint8_t *buf,
 }
 
 /*
- * Find the file that the origin handle of an upper entry names: its
- * layer and attributes. Returns 0 or -errno.
- */
-int ovl_origin_stat(struct ovl_fs *fs, int dirfd, const char *name, int *layer,
-		    struct stat *st)
-{
-	uint8_t buf[256];
-	int n = origin_read(fs, dirfd, name, buf, sizeof(buf), layer);
-
-	return n < 0 ? -ENODATA : origin_stat(fs, *layer, buf, n, st);
-}
-
-/*
  * Return the inode number recorded in the origin file handle of an
  * upper entry, so that st_ino stays what it was before copy-up. Without
  * a handle that names a layer, return the fallback.

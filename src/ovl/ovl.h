@@ -423,8 +423,6 @@ int ovl_lower_positive(struct ovl_fs *fs, struct ovl_node *parent,
 		       const char *name);
 ino_t ovl_origin_ino(struct ovl_fs *fs, int dirfd, const char *name,
 		     ino_t fallback);
-int ovl_origin_stat(struct ovl_fs *fs, int dirfd, const char *name, int *layer,
-		    struct stat *st);
 ino_t ovl_upper_file_ino(struct ovl_fs *fs, int dirfd, const char *name,
 			 const struct stat *st);
 ino_t ovl_xino(struct ovl_fs *fs, int layer, ino_t ino);

@@ -540,12 +540,16 @@ def test_commit_links_names_from_the_index(stack, reader):
     those names into the upper first, so the committed tree keeps it."""
     bottom = stack.lowers[1]
     helpers.write_file(os.path.join(bottom, "hl", "a"), "original")
-    os.makedirs(os.path.join(bottom, "other"))
-    for name in (("hl", "b"), ("other", "c")):
+    for name in (("hl", "b"), ("other", "c"), ("moved", "deep", "d"),
+                 ("gone", "e")):
+        os.makedirs(os.path.join(bottom, *name[:-1]), exist_ok=True)
         os.link(os.path.join(bottom, "hl", "a"), os.path.join(bottom, *name))
-    stack.mount(extra=("index=on",))
+    options = ("index=on", "redirect_dir=on")
+    stack.mount(extra=options)
     helpers.write_file(stack.m("hl", "a"), "changed")
     os.chmod(stack.m("hl", "a"), 0o600)
+    os.rename(stack.m("moved"), stack.m("moved2"))
+    os.unlink(stack.m("gone", "e"))
     before = tree(stack.merged)
     stack.unmount()
     assert not os.path.exists(os.path.join(stack.upper, "other"))
@@ -553,5 +557,4 @@ def test_commit_links_names_from_the_index(stack, reader):
     newlayer = os.path.join(stack.root, "layer1")
     check_committed(stack, newlayer, commit(stack, newlayer))
 
-    assert_same_tree(before, read_back(stack, newlayer, reader,
-                                       ("index=on",)))
+    assert_same_tree(before, read_back(stack, newlayer, reader, options))
