@@ -146,11 +146,12 @@ static int commit_run(struct commit *c)
 {
 	int err = 0;
 
-	/* Before the record: a failed or killed run does it again. */
+	/* Before the record: a killed run does it again. A failure has
+	 * been reported and changed nothing that a mount would show. */
 	if (!commit_started(c))
 		err = commit_link_index_names(c);
 	if (err)
-		return err == -EINVAL ? EXIT_USAGE : err;
+		return EXIT_USAGE;
 	err = commit_state_begin(c);
 
 	if (err == COMMIT_FINISHED)

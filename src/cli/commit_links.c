@@ -8,7 +8,7 @@
  *
  * The names are found by a walk of the merged tree, as a mount shows it,
  * so that names under moved directories are found and hidden ones left
- * alone. Only directories with a lower part are walked.
+ * alone. Entries too deep for a mount to reach are left alone too.
  */
 #include "commit.h"
 #include "cli.h"
@@ -25,7 +25,7 @@
 
 struct link_walk {
 	struct ovl_fs *fs;
-	char path[OVL_PATH_MAX]; /* of the entry, in the merged tree */
+	char path[OVL_PATH_MAX + 2]; /* of the entry, in the merged tree */
 };
 
 /* Return whether the index contains an entry of a file. */
@@ -77,8 +77,9 @@ static int walk_entry(struct link_walk *w, struct ovl_node *dirnode,
 		return 0;
 	err = ovl_lookup_node(w->fs, dirnode, d->name, &node, &st);
 	if (err)
-		return err == -ENOENT ? 0 : err;
-	if (S_ISDIR(st.st_mode) && node->lower >= 0)
+		return err == -ENOENT || err == -ENAMETOOLONG ? 0 : err;
+	/* A directory without a lower part may contain a moved one. */
+	if (S_ISDIR(st.st_mode))
 		err = walk_dir(w, node, len);
 	else if (S_ISREG(st.st_mode))
 		err = link_if_indexed(w->fs, node);
@@ -96,17 +97,16 @@ static int walk_dir(struct link_walk *w, struct ovl_node *dirnode, size_t len)
 	if (!dir)
 		return -ENOMEM;
 	err = ovl_dir_load(w->fs, dirnode, dir, true);
+	if (err == -ENAMETOOLONG)
+		err = 0;
 	for (i = 0; !err && i < dir->count; i++) {
 		const struct ovl_dirent *d = &dir->entries[i];
 
 		if (!strcmp(d->name, ".") || !strcmp(d->name, ".."))
 			continue;
-		end = len + 1 + strlen(d->name);
-		if (end >= sizeof(w->path)) {
-			err = -ENAMETOOLONG;
-			break;
-		}
+		/* The path is for messages; a deeper one is cut short. */
 		snprintf(w->path + len, sizeof(w->path) - len, "/%s", d->name);
+		end = strlen(w->path);
 		err = walk_entry(w, dirnode, d, end);
 	}
 	if (!err)
@@ -123,7 +123,10 @@ static int link_with_engine(struct commit *c, struct ovl_fs *fs)
 	int err;
 
 	if (ovl_fs_setup(fs, &e)) {
-		fprintf(stderr, "lamina: commit: %s\n", e.msg);
+		fprintf(
+		    stderr,
+		    "lamina: commit: %s; commit needs the index of %s to keep the names of hard-linked files, so give the layers that the upper was made with\n",
+		    e.msg, c->args.cfg.workdir);
 		return -EINVAL;
 	}
 	if (fs->index_fd < 0 || !index_has_entries(fs))
@@ -141,6 +144,7 @@ static int link_with_engine(struct commit *c, struct ovl_fs *fs)
 int commit_link_index_names(struct commit *c)
 {
 	bool index = c->args.cfg.index, index_set = c->args.cfg.index_set;
+	bool metacopy = c->args.cfg.metacopy;
 	struct ovl_fs *fs;
 	struct stat st;
 	int err;
@@ -154,10 +158,14 @@ int commit_link_index_names(struct commit *c)
 	fs->config = c->args.cfg;
 	fs->config.index = true;
 	fs->config.index_set = true;
+	/* Metacopy files in the upper find their data as in a mount. */
+	fs->config.metacopy =
+	    !fs->config.userxattr && fs->config.redirect == OVL_REDIRECT_ON;
 	err = link_with_engine(c, fs);
 	c->args.cfg = fs->config;
 	c->args.cfg.index = index;
 	c->args.cfg.index_set = index_set;
+	c->args.cfg.metacopy = metacopy;
 	memset(&fs->config, 0, sizeof(fs->config));
 	ovl_fs_teardown(fs);
 	free(fs);

@@ -533,8 +533,9 @@ def test_commit_killed_at_step(any_stack, tmpfs, where, call, when):
         assert_same_tree(before, read_back(stack, newlayer, reader))
 
 
+@pytest.mark.parametrize("metacopy", [False, True])
 @pytest.mark.parametrize("reader", READERS)
-def test_commit_links_names_from_the_index(stack, reader):
+def test_commit_links_names_from_the_index(stack, reader, metacopy):
     """With the index, a change through one name of a hard-linked lower
     file reaches its other names through the index entry. Commit links
     those names into the upper first, so the committed tree keeps it."""
@@ -544,15 +545,20 @@ def test_commit_links_names_from_the_index(stack, reader):
                  ("gone", "e")):
         os.makedirs(os.path.join(bottom, *name[:-1]), exist_ok=True)
         os.link(os.path.join(bottom, "hl", "a"), os.path.join(bottom, *name))
-    options = ("index=on", "redirect_dir=on")
+    helpers.write_file(os.path.join(bottom, "meta"), "metadata only")
+    options = ("index=on", "redirect_dir=on") + (
+        ("metacopy=on",) if metacopy else ())
     stack.mount(extra=options)
+    os.chmod(stack.m("meta"), 0o600)
     helpers.write_file(stack.m("hl", "a"), "changed")
     os.chmod(stack.m("hl", "a"), 0o600)
     os.rename(stack.m("moved"), stack.m("moved2"))
+    os.mkdir(stack.m("new"))
+    os.rename(stack.m("other"), stack.m("new", "other2"))
     os.unlink(stack.m("gone", "e"))
     before = tree(stack.merged)
     stack.unmount()
-    assert not os.path.exists(os.path.join(stack.upper, "other"))
+    assert not os.path.exists(os.path.join(stack.upper, "moved2", "deep"))
 
     newlayer = os.path.join(stack.root, "layer1")
     check_committed(stack, newlayer, commit(stack, newlayer))
