@@ -324,15 +324,15 @@ static int link_redirect(struct ovl_fs *fs, struct ovl_node *node)
 {
 	char attr[64], value[OVL_PATH_MAX + 1];
 	struct ovl_path up;
-	ssize_t len;
 	int err;
 
 	err = ovl_node_open_parent(fs, node, 0, &up);
 	if (err)
 		return err;
 	ovl_xattr_name(fs, attr, sizeof(attr), "redirect");
-	len = ovl_do_getxattr(up.dirfd, up.name, attr, value, OVL_PATH_MAX);
-	if (len <= 0 || value[0] != '/') {
+	if (ovl_redirect_read(fs, up.dirfd, up.name, value, sizeof(value)) <=
+		0 ||
+	    value[0] != '/') {
 		value[0] = '/';
 		err = ovl_node_lower_path(fs, node, fs->first_lower, value + 1,
 					  sizeof(value) - 1);

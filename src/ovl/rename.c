@@ -224,14 +224,11 @@ static int write_redirect(struct rename_ctx *c, int dirfd, const char *name,
 static bool kept_absolute(struct ovl_fs *fs, int dirfd, const char *name,
 			  char *resolved)
 {
-	char attr[64], value[OVL_PATH_MAX + 1];
-	ssize_t len;
+	char value[OVL_PATH_MAX + 1];
 
-	ovl_xattr_name(fs, attr, sizeof(attr), "redirect");
-	len = ovl_do_getxattr(dirfd, name, attr, value, OVL_PATH_MAX);
-	if (len < 2 || value[0] != '/')
+	if (ovl_redirect_read(fs, dirfd, name, value, sizeof(value)) < 2 ||
+	    value[0] != '/')
 		return false;
-	value[len] = '\0';
 	snprintf(resolved, OVL_PATH_MAX, "%s", value + 1);
 	return true;
 }
@@ -353,8 +350,8 @@ static int copy_up_replaced_link(struct rename_ctx *c)
 
 /*
  * Both names are links to one file, which rename(2) leaves as they are.
- * The kernel sees two inodes, though, and moves its entry of the old name
- * over the new one, so the node table follows it. A name only in the
+ * The kernel has two inodes for them, though, and moves its entry of the
+ * old name over the new one, so the node table follows it. A name only in the
  * lower layer is linked up first, so that either node finds an upper file
  * at either name.
  */
