@@ -5,7 +5,8 @@
  * that was itself moved (it carries a redirect) moves the rest of the
  * path for the layers below, so "/p2/q" through a "p2" redirected to
  * "p" is "/p/q" further down. An opaque directory on the way ends the
- * search after this layer.
+ * search after this layer, unless a directory below it on the way
+ * carries an absolute redirect.
  */
 #include "ovl.h"
 #include "../common/log.h"
@@ -43,8 +44,11 @@ static int check_component(struct ovl_fs *fs, struct ovl_lookup *res, int layer,
 	int err;
 
 	snprintf(comp, sizeof(comp), "%.*s", (int)(end - start), path + start);
-	if (ovl_check_opaque(fs, dirfd, comp))
+	if (ovl_check_opaque(fs, dirfd, comp)) {
+		/* Its redirect, if any, is not followed. */
 		res->stop_below = true;
+		return 0;
+	}
 	if (layer + 1 >= fs->nlayers ||
 	    fs->config.redirect == OVL_REDIRECT_NOFOLLOW)
 		return 0;
@@ -54,6 +58,9 @@ static int check_component(struct ovl_fs *fs, struct ovl_lookup *res, int layer,
 		log_warn_rl("invalid redirect '%s' on %s ignored", value, comp);
 		return 0;
 	}
+	/* An absolute redirect goes on past an opaque directory above. */
+	if (value[0] == '/')
+		res->stop_below = false;
 	err = moved_path(path, start, end, value, moved, sizeof(moved));
 	if (!err)
 		err = ovl_redirect_add(&res->chain, layer + 1, moved, false);

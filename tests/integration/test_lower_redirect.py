@@ -76,6 +76,26 @@ def test_chained_redirects(make_stack):
     assert read_file(stack.m("c", "y", "b", "f")) == b"f"
 
 
+def test_absolute_redirect_past_opaque_parent(make_stack):
+    """A path that leads through an opaque directory and then through a
+    directory with an absolute redirect goes on below at the redirect."""
+    stack = make_stack(nlower=3)
+    write_file(stack.lo(2, "t", "u", "f"), "f")
+    write_file(stack.lo(2, "t", "u", "g"), "g")
+    os.makedirs(stack.lo(1, "r"))
+    os.setxattr(stack.lo(1, "r"), "trusted.overlay.opaque", b"y")
+    moved_dir(stack.lo(1, "r", "t2"), "/t")
+    whiteout(stack.lo(1, "t"))
+    moved_dir(stack.lo(0, "ua"), "/r/t2/u")
+    write_file(stack.lo(0, "ua", "top"), "top")
+    whiteout(stack.lo(0, "r", "t2", "u"))
+    stack.mount(extra=["redirect_dir=on"])
+
+    assert sorted(os.listdir(stack.m("ua"))) == ["f", "g", "top"]
+    assert read_file(stack.m("ua", "g")) == b"g"
+    assert sorted(os.listdir(stack.m("r", "t2"))) == []
+
+
 @pytest.mark.parametrize("blocker", ["whiteout", "file"])
 def test_redirect_stops_at_hidden_path(make_stack, blocker):
     """A whiteout or a file on a redirect's path in a middle layer hides
