@@ -183,35 +183,91 @@ static int lookup_step(const struct squash_layers *sl, struct squash_lookup *lk,
 }
 
 /*
+ * A directory on the way that was moved itself (it carries a redirect)
+ * moves the rest of the path for the layers below, as in overlayfs: an
+ * absolute redirect takes the place of the path up to it, a relative one
+ * the place of its own name. moved is the path for the layers below, and
+ * the component is the comp_len bytes before rest in it.
+ */
+static int move_rest(const struct squash_layers *sl, struct squash_lookup *lk,
+		     char *moved, size_t comp_len, const char *rest,
+		     const char *redirect, bool *opaque_above,
+		     const char *where)
+{
+	size_t start = strlen(moved) - strlen(rest) - comp_len;
+	char buf[PATH_MAX];
+	int n;
+
+	if (!ovl_redirect_valid(redirect)) {
+		snprintf(
+		    sl->error, sl->error_size,
+		    "%s: invalid overlay.redirect \"%s\" on the way; overlayfs fails to look this entry up as well",
+		    where, redirect);
+		return -EINVAL;
+	}
+	if (redirect[0] == '/') {
+		/* It goes on past an opaque directory above it. */
+		lk->absolute_redirects++;
+		*opaque_above = false;
+		n = snprintf(buf, sizeof(buf), "%s%s", redirect, rest);
+	} else {
+		n = snprintf(buf, sizeof(buf), "%.*s%s%s", (int)start, moved,
+			     redirect, rest);
+	}
+	if (n >= (int)sizeof(buf))
+		return -ENAMETOOLONG;
+	memcpy(moved, buf, (size_t)n + 1);
+	return 0;
+}
+
+/*
+ * One directory on the way to the parent of the absolute lk->path: a
+ * whiteout or a non-directory ends the lookup, an opaque directory ends
+ * it after this layer, and a moved one moves the path below.
+ */
+static int walk_component(const struct squash_layers *sl,
+			  struct squash_lookup *lk, int fd, const char *comp,
+			  char *moved, const char *rest, bool *opaque_above,
+			  const char *where)
+{
+	struct layer_entry e = {.name = comp};
+	int err;
+
+	if (fstatat(fd, comp, &e.st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 1 : -errno;
+	err = layer_classify(fd, comp, sl->fmt, &e);
+	if (!err && (e.whiteout || !S_ISDIR(e.st.st_mode)))
+		lk->stop = true;
+	else if (!err && e.opaque)
+		*opaque_above = true;
+	else if (!err && e.redirect)
+		err = move_rest(sl, lk, moved, strlen(comp), rest, e.redirect,
+				opaque_above, where);
+	layer_entry_release(&e);
+	return err;
+}
+
+/*
  * Walk to the parent of the absolute lk->path in one layer: *parent is
  * its descriptor (to close unless it is rootfd), or -1 when the layer
- * lacks a component. A whiteout or a non-directory on the way ends the
- * lookup; an opaque directory on the way ends it after this layer.
+ * lacks a component. The path that the layers below search replaces
+ * lk->path when the walk ends, and *last is its last component.
  */
 static int walk_to_parent(const struct squash_layers *sl,
 			  struct squash_lookup *lk, int rootfd, int *parent,
-			  const char **last, bool *opaque_above)
+			  const char **last, bool *opaque_above,
+			  const char *where)
 {
-	char comp[NAME_MAX + 1];
+	char comp[NAME_MAX + 1], moved[PATH_MAX];
 	const char *s = lk->path + 1, *next;
-	struct layer_entry e = {0};
 	int fd = rootfd, child, err = 0;
 
 	*parent = -1;
+	memcpy(moved, lk->path, sizeof(moved));
 	for (; (next = strchr(s, '/')); s = next + 1) {
 		snprintf(comp, sizeof(comp), "%.*s", (int)(next - s), s);
-		e.name = comp;
-		if (fstatat(fd, comp, &e.st, AT_SYMLINK_NOFOLLOW) < 0) {
-			err = errno == ENOENT ? 0 : -errno;
-			break;
-		}
-		err = layer_classify(fd, comp, sl->fmt, &e);
-		if (!err && (e.whiteout || !S_ISDIR(e.st.st_mode)))
-			lk->stop = true;
-		*opaque_above |= e.opaque;
-		/* NOTE: overlayfs also follows a redirect found on the way;
-		 * such nested moves are not followed here. */
-		layer_entry_release(&e);
+		err = walk_component(sl, lk, fd, comp, moved, next,
+				     opaque_above, where);
 		if (err || lk->stop)
 			break;
 		child = openat(fd, comp,
@@ -223,14 +279,15 @@ static int walk_to_parent(const struct squash_layers *sl,
 		if (err)
 			return err;
 	}
+	memcpy(lk->path, moved, sizeof(lk->path));
+	*last = strrchr(lk->path, '/') + 1;
 	if (!next) {
-		*last = s;
 		*parent = fd;
 		return 0;
 	}
 	if (fd != rootfd)
 		close(fd);
-	return err;
+	return err > 0 ? 0 : err;
 }
 
 /* After an absolute redirect in layer `from`, search the path from the
@@ -247,7 +304,7 @@ static int lookup_absolute(const struct squash_layers *sl,
 	for (layer = from + 1; !err && !lk->stop && layer < sl->n; layer++) {
 		opaque_above = false;
 		err = walk_to_parent(sl, lk, sl->root_fds[layer], &fd, &last,
-				     &opaque_above);
+				     &opaque_above, where);
 		if (!err && fd >= 0) {
 			redirects = lk->absolute_redirects;
 			err = lookup_step(sl, lk, layer, fd, last, where);

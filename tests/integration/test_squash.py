@@ -243,6 +243,45 @@ def test_squash_renamed_directories(stack, reader):
     assert_same_tree(before, layers.view(reader, [squashed, layers.d]))
 
 
+def move_parents_b(merged):
+    m = lambda *p: os.path.join(merged, *p)  # noqa: E731
+    os.rename(m("p"), m("p2"))
+    os.mkdir(m("r"))
+    os.rename(m("t"), m("r", "t2"))
+
+
+def move_parents_a(merged):
+    m = lambda *p: os.path.join(merged, *p)  # noqa: E731
+    os.rename(m("p2", "q"), m("qa"))
+    os.rename(m("r", "t2", "u"), m("ua"))
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_squash_follows_moved_parents(stack, reader):
+    """A directory moved out of a directory that an upper layer had moved
+    already: its absolute redirect names the parent's new path, which
+    the layers below reach only through the parent's own redirect, and
+    past a new (opaque) directory when that redirect is absolute."""
+    layers = Layers(stack)
+    for layer in (layers.c, layers.d):
+        tag = os.path.basename(layer)
+        helpers.write_file(os.path.join(layer, "p", "q", "in_" + tag), tag)
+        helpers.write_file(os.path.join(layer, "t", "u", "in_" + tag), tag)
+    layers.change("B", [layers.c, layers.d], move_parents_b)
+    layers.change("A", [layers.b, layers.c, layers.d], move_parents_a)
+    assert helpers.get_xattr(os.path.join(layers.a, "qa"),
+                             REDIRECT) == b"/p2/q"
+    assert helpers.get_xattr(os.path.join(layers.b, "r", "t2"),
+                             REDIRECT) == b"/t"
+    before = layers.view(reader, [layers.a, layers.b, layers.c, layers.d])
+    for name in ("qa/in_lower0", "qa/in_lower1", "ua/in_lower0",
+                 "ua/in_lower1"):
+        assert name in before
+    squashed = layers.path("S")
+    layers.squash([layers.a, layers.b, layers.c], squashed)
+    assert_same_tree(before, layers.view(reader, [squashed, layers.d]))
+
+
 @pytest.mark.parametrize("reader", READERS)
 def test_squash_userxattr(stack, reader):
     layers = Layers(stack, extra=("userxattr",))
