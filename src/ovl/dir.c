@@ -425,7 +425,7 @@ static void drop_name(struct ovl_fs *fs, struct ovl_node *parent,
 
 	if (node) {
 		ovl_node_unhash(fs, node);
-		ovl_node_detach(node);
+		ovl_node_detach(fs, node);
 		ovl_node_put(fs, node);
 	}
 }

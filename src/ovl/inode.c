@@ -21,11 +21,13 @@ void ovl_reply_status(struct fuse_req *req, int err)
  * Each name of a hard-linked file is its own node and kernel inode, so a
  * change made through one name (mode, size, link count) is not seen
  * through the others until they ask again: their attributes are not
- * cached.
+ * cached. That holds for a file open through a removed name too.
  */
 static double attr_timeout(struct ovl_fs *fs, const struct stat *st)
 {
-	if (!S_ISDIR(st->st_mode) && st->st_nlink > 1)
+	if (S_ISDIR(st->st_mode))
+		return fs->timeout;
+	if (st->st_nlink > 1 || ovl_node_ino_orphaned(fs, st->st_ino))
 		return 0;
 	return fs->timeout;
 }

@@ -43,6 +43,7 @@ int ovl_nodes_init(struct ovl_fs *fs)
 {
 	int i;
 
+	pthread_mutex_init(&fs->open_orphans_lock, NULL);
 	for (i = 0; i < OVL_HASH_SHARDS; i++) {
 		struct ovl_hash_shard *s = &fs->shards[i];
 
@@ -107,9 +108,13 @@ static void free_open_files(struct ovl_node *node)
 	node->files = NULL;
 }
 
+static void orphan_forget(struct ovl_fs *fs, struct ovl_node *node);
+
 static void node_free(struct ovl_fs *fs, struct ovl_node *node)
 {
 	list_del(fs, node);
+	if (ovl_node_has(node, OVL_N_OPEN_ORPHAN))
+		orphan_forget(fs, node);
 	free_open_files(node);
 	if (node->anon_fd >= 0)
 		close(node->anon_fd);
@@ -138,6 +143,8 @@ void ovl_nodes_destroy(struct ovl_fs *fs)
 		pthread_mutex_destroy(&fs->shards[i].lock);
 	}
 	pthread_rwlock_destroy(&fs->rename_lock);
+	pthread_mutex_destroy(&fs->open_orphans_lock);
+	free(fs->open_orphans);
 }
 
 struct ovl_node *ovl_node_from_id(struct ovl_fs *fs, uint64_t nodeid)
@@ -476,7 +483,7 @@ int ovl_node_rename(struct ovl_fs *fs, struct ovl_node *oldparent,
 		free(to_old);
 		if (b) {
 			atomic_fetch_or(&b->flags, OVL_N_DELETED);
-			ovl_node_detach(b);
+			ovl_node_detach(fs, b);
 		}
 	}
 	pthread_rwlock_unlock(&fs->rename_lock);
@@ -488,15 +495,91 @@ int ovl_node_rename(struct ovl_fs *fs, struct ovl_node *oldparent,
 }
 
 /*
+ * Record the st_ino of a node that lost its name while open, if its file
+ * may still have other names: a lower hard link, or an upper file with
+ * links left.
+ */
+static void orphan_note(struct ovl_fs *fs, struct ovl_node *node)
+{
+	struct stat st;
+	ino_t *grown;
+	size_t cap;
+
+	if (fstat(node->anon_fd, &st) < 0 ||
+	    st.st_nlink <= (node->anon_lower ? 1u : 0u))
+		return;
+	pthread_mutex_lock(&fs->open_orphans_lock);
+	if (fs->nopen_orphans == fs->open_orphans_cap) {
+		cap = fs->open_orphans_cap ? 2 * fs->open_orphans_cap : 8;
+		grown = realloc(fs->open_orphans, cap * sizeof(*grown));
+		if (!grown) {
+			pthread_mutex_unlock(&fs->open_orphans_lock);
+			return;
+		}
+		fs->open_orphans = grown;
+		fs->open_orphans_cap = cap;
+	}
+	fs->open_orphans[fs->nopen_orphans++] = node->ino;
+	atomic_store(&fs->open_orphans_count, fs->nopen_orphans);
+	atomic_fetch_or(&node->flags, OVL_N_OPEN_ORPHAN);
+	pthread_mutex_unlock(&fs->open_orphans_lock);
+}
+
+static void orphan_forget(struct ovl_fs *fs, struct ovl_node *node)
+{
+	size_t i;
+
+	pthread_mutex_lock(&fs->open_orphans_lock);
+	for (i = 0; i < fs->nopen_orphans; i++) {
+		if (fs->open_orphans[i] == node->ino) {
+			fs->open_orphans[i] =
+			    fs->open_orphans[--fs->nopen_orphans];
+			break;
+		}
+	}
+	atomic_store(&fs->open_orphans_count, fs->nopen_orphans);
+	pthread_mutex_unlock(&fs->open_orphans_lock);
+}
+
+/*
  * The node lost its name (unlink, rmdir, or a rename over it). Its path
  * now leads elsewhere or nowhere, so an open file keeps it reachable.
  */
-void ovl_node_detach(struct ovl_node *node)
+void ovl_node_detach(struct ovl_fs *fs, struct ovl_node *node)
 {
+	struct ovl_file *file;
+
 	pthread_mutex_lock(&node->lock);
-	if (node->anon_fd < 0 && node->files)
-		node->anon_fd = fcntl(node->files->fd, F_DUPFD_CLOEXEC, 0);
+	file = node->files;
+	if (node->anon_fd < 0 && file) {
+		pthread_mutex_lock(&file->lock);
+		node->anon_fd = fcntl(file->fd, F_DUPFD_CLOEXEC, 0);
+		node->anon_lower = file->lower;
+		pthread_mutex_unlock(&file->lock);
+	}
 	pthread_mutex_unlock(&node->lock);
+	if (node->type == S_IFREG && node->anon_fd >= 0)
+		orphan_note(fs, node);
+}
+
+/*
+ * Whether ino is the st_ino of a file open through a node whose name is
+ * gone. Each name is its own kernel inode, and a change through that open
+ * file (a passthrough write, for one) does not update the attributes that
+ * the kernel caches for the other names, so they must not be cached.
+ */
+bool ovl_node_ino_orphaned(struct ovl_fs *fs, ino_t ino)
+{
+	bool found = false;
+	size_t i;
+
+	if (atomic_load(&fs->open_orphans_count) == 0)
+		return false;
+	pthread_mutex_lock(&fs->open_orphans_lock);
+	for (i = 0; i < fs->nopen_orphans && !found; i++)
+		found = fs->open_orphans[i] == ino;
+	pthread_mutex_unlock(&fs->open_orphans_lock);
+	return found;
 }
 
 /* Drop one reference; the last one frees the node and releases its parent. */

@@ -77,6 +77,7 @@ struct ovl_layer {
 #define OVL_N_NOCAPS 0x100 /* created here, no security.capability since */
 #define OVL_N_RA_SEEN 0x200   /* a name in it was looked up: readahead.c */
 #define OVL_N_RA_QUEUED 0x400 /* listed ahead, or queued for it */
+#define OVL_N_OPEN_ORPHAN 0x800 /* st_ino noted in fs->open_orphans */
 
 /*
  * A moved directory's path in the lower layers from one layer down: an
@@ -114,6 +115,7 @@ struct ovl_node {
 	unsigned int backing_refs;
 	bool backing_upper; /* backing file is the upper file */
 	int anon_fd; /* a file with no name: O_TMPFILE or unlinked, or -1 */
+	bool anon_lower; /* anon_fd is the lower file, opened before copy-up */
 	struct ovl_file *files; /* open files, under lock */
 	struct ovl_dir
 	    *listing; /* merged listing without OPENDIR, under lock */
@@ -191,6 +193,12 @@ struct ovl_fs {
 	int dirfd_max;
 	atomic_uint moves_started;  /* see moves.c */
 	atomic_uint moves_finished; /* see moves.c */
+	/* st_ino of the regular files that are open through a node whose
+	 * name is gone while other names may be left: see node.c. */
+	pthread_mutex_t open_orphans_lock;
+	ino_t *open_orphans;
+	size_t nopen_orphans, open_orphans_cap;
+	atomic_size_t open_orphans_count; /* nopen_orphans, read unlocked */
 };
 
 /* An open regular file. */
@@ -326,7 +334,8 @@ void ovl_node_name_copy(struct ovl_fs *fs, struct ovl_node *node, char *buf,
 			size_t size);
 const char *ovl_node_name_try_copy(struct ovl_fs *fs, struct ovl_node *node,
 				   char *buf, size_t size);
-void ovl_node_detach(struct ovl_node *node);
+void ovl_node_detach(struct ovl_fs *fs, struct ovl_node *node);
+bool ovl_node_ino_orphaned(struct ovl_fs *fs, ino_t ino);
 void ovl_node_put(struct ovl_fs *fs, struct ovl_node *node);
 void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *node,
 		     uint64_t nlookup);

@@ -376,3 +376,36 @@ def test_parallel_xattr_changes_copy_up_one_name(stack):
     assert len(copied) == 1
     for name in names:
         assert len(os.listxattr(stack.m(name))) == len(names)
+
+
+@pytest.mark.parametrize("first", ["lower", "copied-up"])
+def test_truncate_through_removed_name(stack, first):
+    """A truncate and a write through a file whose name was removed show
+    at once in the size and data of the file's other name."""
+    write_file(stack.lo(1, "a"), "0123456789")
+    os.link(stack.lo(1, "a"), stack.lo(1, "b"))
+    stack.mount(extra=INDEX)
+    if first == "copied-up":
+        with open(stack.m("b"), "ab") as f:
+            f.write(b"!")
+    size = os.stat(stack.m("b")).st_size
+
+    fd = os.open(stack.m("a"), os.O_RDWR)
+    try:
+        os.unlink(stack.m("a"))
+        assert os.stat(stack.m("b")).st_size == size
+        assert os.stat(stack.m("b")).st_nlink == 1
+
+        os.ftruncate(fd, 4)
+        assert os.stat(stack.m("b")).st_size == 4
+        os.pwrite(fd, b"WXYZ", 6)
+        assert os.stat(stack.m("b")).st_size == 10
+        assert read_file(stack.m("b")) == b"0123\0\0WXYZ"
+        os.ftruncate(fd, 12)
+        assert os.stat(stack.m("b")).st_size == 12
+        assert os.fstat(fd).st_size == 12
+    finally:
+        os.close(fd)
+    stack.remount(extra=INDEX)
+    assert read_file(stack.m("b")) == b"0123\0\0WXYZ\0\0"
+
