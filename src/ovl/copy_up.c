@@ -261,7 +261,9 @@ int ovl_encode_fh(struct ovl_fs *fs, int dirfd, const char *name, uint8_t *fb,
 		if (fs->layers[i].dev == st.st_dev && fs->layers[i].has_uuid)
 			layer = &fs->layers[i];
 	h.fh.handle_bytes = MAX_HANDLE_SZ;
-	if (!layer || name_to_handle_at(dirfd, name, &h.fh, &mount_id, 0) < 0)
+	/* An empty name stands for dirfd itself, which may be a file. */
+	if (!layer || name_to_handle_at(dirfd, name, &h.fh, &mount_id,
+					name[0] ? 0 : AT_EMPTY_PATH) < 0)
 		return 0;
 	if (5 + 16 + h.fh.handle_bytes > OVL_FH_MAX)
 		return 0;

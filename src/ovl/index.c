@@ -374,3 +374,61 @@ void ovl_index_fix_nlink(struct ovl_fs *fs, const struct ovl_path *path,
 	if (nlink >= 1)
 		st->st_nlink = (nlink_t)nlink;
 }
+
+/* The link count users see for the lower file open as fd, read from its
+ * index entry: 0 once the entry was removed with the last name, or -errno. */
+static long index_nlink_of_lower(struct ovl_fs *fs, int fd)
+{
+	struct ovl_path lower = {.dirfd = fd}, index;
+	struct stat st;
+	long nlink;
+	int err;
+
+	err = ovl_index_find(fs, &lower, &index, &st);
+	if (err)
+		return err == -ENOENT ? 0 : err;
+	pthread_mutex_lock(&fs->index_nlink_lock);
+	if (ovl_do_fstatat(index.dirfd, index.name, &st) == 0)
+		nlink = (long)st.st_nlink +
+			ovl_index_get_nlink(fs, index.dirfd, index.name);
+	else
+		nlink = 0;
+	pthread_mutex_unlock(&fs->index_nlink_lock);
+	ovl_path_close(&index);
+	return nlink;
+}
+
+/*
+ * Set st's link count for fd, a file open through a name that is gone, to
+ * the number of names it has left, as overlayfs counts them. That is 0
+ * after the last one, although the upper file may still have its index
+ * entry and the lower file keeps all its links. fd is the lower file when
+ * lower is true, else the upper or index file.
+ */
+void ovl_index_fix_nlink_fd(struct ovl_fs *fs, int fd, bool lower,
+			    struct stat *st)
+{
+	char proc[32];
+	struct stat now;
+	long nlink;
+
+	if (fs->index_fd < 0 || !S_ISREG(st->st_mode))
+		return;
+	if (lower) {
+		/* A lower file with one name never goes into the index. */
+		if (st->st_nlink < 2)
+			return;
+		nlink = index_nlink_of_lower(fs, fd);
+		if (nlink < 0)
+			return;
+	} else {
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+		pthread_mutex_lock(&fs->index_nlink_lock);
+		if (fstat(fd, &now) == 0)
+			st->st_nlink = now.st_nlink;
+		nlink = (long)st->st_nlink +
+			ovl_index_get_nlink(fs, AT_FDCWD, proc);
+		pthread_mutex_unlock(&fs->index_nlink_lock);
+	}
+	st->st_nlink = nlink > 0 ? (nlink_t)nlink : 0;
+}

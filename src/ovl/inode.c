@@ -123,9 +123,9 @@ void ovl_op_getattr(struct fuse_req *req, uint64_t nodeid, uint64_t fh,
 		err = fstat(fd, &st) < 0 ? -errno : 0;
 		st.st_ino = node->ino;
 		/* With the index, users see a link count that can differ
-		 * from the open file's own. */
+		 * from the open file's own, also once its name is gone. */
 		if (!err && fs->index_fd >= 0 &&
-		    (st.st_nlink > 1 ||
+		    (st.st_nlink > 1 || node->anon_fd >= 0 ||
 		     ovl_node_has(node, OVL_N_INDEX | OVL_N_LINKED)))
 			named_nlink(fs, node, &st);
 	} else {

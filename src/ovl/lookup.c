@@ -639,6 +639,7 @@ int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 	if (node->anon_fd >= 0) {
 		if (fstat(node->anon_fd, st) < 0)
 			return -errno;
+		ovl_index_fix_nlink_fd(fs, node->anon_fd, node->anon_lower, st);
 		ovl_node_fix_stat(node, st);
 		return 0;
 	}

@@ -359,6 +359,8 @@ int ovl_index_set_nlink(struct ovl_fs *fs, int dirfd, const char *name,
 int ovl_index_get_nlink(struct ovl_fs *fs, int dirfd, const char *name);
 void ovl_index_fix_nlink(struct ovl_fs *fs, const struct ovl_path *path,
 			 struct stat *st, bool entry);
+void ovl_index_fix_nlink_fd(struct ovl_fs *fs, int fd, bool lower,
+			    struct stat *st);
 
 /* ---- metacopy.c ---- */
 bool ovl_has_metacopy(struct ovl_fs *fs, int dirfd, const char *name);

@@ -409,3 +409,31 @@ def test_truncate_through_removed_name(stack, first):
     stack.remount(extra=INDEX)
     assert read_file(stack.m("b")) == b"0123\0\0WXYZ\0\0"
 
+
+METACOPY = INDEX + ["metacopy=on", "redirect_dir=on"]
+
+
+@pytest.mark.parametrize("extra", [INDEX, METACOPY],
+                         ids=["index", "metacopy"])
+@pytest.mark.parametrize("mode", ["read", "write"])
+@pytest.mark.parametrize("copied_up", [False, True],
+                         ids=["lower", "copied-up"])
+def test_fstat_counts_names_left(stack, extra, mode, copied_up):
+    """fstat of a file open through one of three names of a lower file
+    counts the names left as they are removed, down to 0."""
+    linked_lower(stack)
+    stack.mount(extra=extra)
+    if copied_up:
+        os.chmod(stack.m("b"), 0o640)
+    flags = os.O_RDONLY if mode == "read" else os.O_RDWR
+
+    fd = os.open(stack.m("a"), flags)
+    try:
+        counts = [os.fstat(fd).st_nlink]
+        for name in ("a", "b", "c"):
+            os.unlink(stack.m(name))
+            counts.append(os.fstat(fd).st_nlink)
+        assert counts == [3, 2, 1, 0]
+        assert os.pread(fd, 10, 0) == b"data"
+    finally:
+        os.close(fd)
