@@ -437,3 +437,28 @@ def test_fstat_counts_names_left(stack, extra, mode, copied_up):
         assert os.pread(fd, 10, 0) == b"data"
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("extra", [INDEX, METACOPY],
+                         ids=["index", "metacopy"])
+def test_link_count_through_each_step(stack, extra):
+    """Each name of a lower file with three names shows the number of
+    names left after a write, an unlink, a link and a rename, and after
+    a remount."""
+    linked_lower(stack)
+    stack.mount(extra=extra)
+
+    with open(stack.m("a"), "a") as f:
+        f.write("+")
+    assert nlinks(stack, "a", "b", "c") == [3, 3, 3]
+    os.unlink(stack.m("b"))
+    assert nlinks(stack, "a", "c") == [2, 2]
+    os.link(stack.m("a"), stack.m("d"))
+    assert nlinks(stack, "a", "c", "d") == [3, 3, 3]
+    os.rename(stack.m("c"), stack.m("e"))
+    assert nlinks(stack, "a", "d", "e") == [3, 3, 3]
+    assert sorted(os.listdir(stack.merged)) == ["a", "d", "e"]
+
+    stack.remount(extra=extra)
+    assert nlinks(stack, "a", "d", "e") == [3, 3, 3]
+    assert read_file(stack.m("e")) == b"data+"
