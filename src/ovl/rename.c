@@ -175,6 +175,28 @@ static bool lower_linked(struct ovl_fs *fs, int layer, const char *path)
 	return S_ISREG(st.st_mode) && st.st_nlink > 1;
 }
 
+/* Write into resolved (OVL_PATH_MAX bytes) the path in layer of the lower
+ * part of the entry res at (parent, name). */
+static int resolve_lower(struct rename_ctx *c, struct ovl_node *parent,
+			 const char *name, const struct ovl_lookup *res,
+			 int layer, char *resolved)
+{
+	size_t len;
+	int err;
+
+	if (res->redirect[0]) {
+		strcpy(resolved, res->redirect);
+		return 0;
+	}
+	err = ovl_node_lower_path(c->fs, parent, layer, resolved, OVL_PATH_MAX);
+	len = strlen(resolved);
+	if (err || len + strlen(name) + 2 > OVL_PATH_MAX)
+		return -EXDEV;
+	snprintf(resolved + len, OVL_PATH_MAX - len, "%s%s", len ? "/" : "",
+		 name);
+	return 0;
+}
+
 /*
  * Write the redirect of an entry with a lower part that moves from
  * (parent, name) to dest, as overlayfs chooses it. The redirect is the
@@ -192,20 +214,11 @@ static int write_redirect(struct rename_ctx *c, int dirfd, const char *name,
 {
 	char attr[64], value[OVL_PATH_MAX + 1];
 	bool absolute;
-	size_t len;
 	int err;
 
-	if (res->redirect[0]) {
-		strcpy(resolved, res->redirect);
-	} else {
-		err = ovl_node_lower_path(c->fs, parent, layer, resolved,
-					  OVL_PATH_MAX);
-		len = strlen(resolved);
-		if (err || len + strlen(name) + 2 > OVL_PATH_MAX)
-			return -EXDEV;
-		snprintf(resolved + len, OVL_PATH_MAX - len, "%s%s",
-			 len ? "/" : "", name);
-	}
+	err = resolve_lower(c, parent, name, res, layer, resolved);
+	if (err)
+		return err;
 	absolute = parent != dest || (S_ISREG(res->st.st_mode) &&
 				      lower_linked(c->fs, layer, resolved));
 	if (res->redirect[0] && (!absolute || !redirect_relative(res)))
@@ -357,9 +370,17 @@ static int copy_up_replaced_link(struct rename_ctx *c)
  */
 static int rename_same_file(struct rename_ctx *c)
 {
-	const struct ovl_rename_redirects none = {0};
+	struct ovl_rename_redirects redirects = {0};
 	int err = 0;
 
+	if (c->old.lower >= 0 &&
+	    !resolve_lower(c, c->oldparent, c->oldname, &c->old, c->old.lower,
+			   c->old_redirect))
+		redirects.old = c->old_redirect;
+	if (c->new.lower >= 0 &&
+	    !resolve_lower(c, c->newparent, c->newname, &c->new, c->new.lower,
+			   c->new_redirect))
+		redirects.new = c->new_redirect;
 	if (c->old.upper && !c->new.upper)
 		err = ovl_copy_up_name(c->fs, c->newparent, c->newname, &c->new,
 				       OVL_COPY_UP_META);
@@ -368,8 +389,11 @@ static int rename_same_file(struct rename_ctx *c)
 				       OVL_COPY_UP_META);
 	if (err)
 		return err;
+	/* A node keeps its lower part, where a metacopy file reads its
+	 * data, across the move of its name. */
 	return ovl_node_rename(c->fs, c->oldparent, c->oldname, c->newparent,
-			       c->newname, c->flags & RENAME_EXCHANGE, &none);
+			       c->newname, c->flags & RENAME_EXCHANGE,
+			       &redirects);
 }
 
 static int do_rename(struct rename_ctx *c)

@@ -142,3 +142,35 @@ def test_rename_between_names_of_one_file(stack, flags):
     os.rename(stack.m("y"), stack.m("a"))
     assert sorted(os.listdir(stack.merged)) == ["a", "y"]
     assert read_file(stack.m("a")) == b"data"
+
+
+@pytest.mark.parametrize("flags", ["move", "exchange"])
+def test_rename_onto_other_name_metacopy(stack, flags):
+    """With metacopy, a rename from a lower name of an indexed file onto
+    a name of it that moved before changes nothing. The moved name still
+    opens and reads the lower data, and a write through it shows through
+    every name."""
+    write_file(stack.lo(1, "a"), "data")
+    for name in ("b", "c"):
+        os.link(stack.lo(1, "a"), stack.lo(1, name))
+    extra = INDEX + ["metacopy=on", "redirect_dir=on"]
+    stack.mount(extra=extra)
+    os.rename(stack.m("a"), stack.m("n"))
+    for name in ("b", "c", "n"):
+        assert read_file(stack.m(name)) == b"data"
+
+    if flags == "move":
+        os.rename(stack.m("c"), stack.m("n"))
+    else:
+        renameat2(stack.m("c"), stack.m("n"), RENAME_EXCHANGE)
+
+    assert sorted(os.listdir(stack.merged)) == ["b", "c", "n"]
+    assert read_file(stack.m("n")) == b"data"
+    assert read_file(stack.m("c")) == b"data"
+    with open(stack.m("n"), "ab") as f:
+        f.write(b"+")
+    for name in ("b", "c", "n"):
+        assert read_file(stack.m(name)) == b"data+"
+        assert os.stat(stack.m(name)).st_nlink == 3
+    stack.remount(extra=extra)
+    assert read_file(stack.m("c")) == b"data+"
