@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
  * index=on: hard links of a lower file stay one file across copy-up, in
- * overlayfs's format. The first name to be copied up is copied into
- * workdir/index, under the hex of the lower file's handle, and linked
+ * overlayfs's format. As in overlayfs, this holds for every non-directory,
+ * not only for regular files. The first name to be copied up is copied
+ * into workdir/index, under the hex of the lower file's handle, and linked
  * from there into the upper layer. Every later name is linked to that
  * same index entry. Until then a lower name whose index entry exists
  * reads and stats the index entry, so all names see one file.
@@ -199,10 +200,20 @@ int ovl_index_claim_upper(struct ovl_fs *fs)
 	return err;
 }
 
+/*
+ * Whether st is a hard link that index=on keeps together. As
+ * ovl_need_index() in the kernel's fs/overlayfs/util.c decides, that is
+ * any non-directory with more than one name, a symlink or device node too.
+ */
+bool ovl_is_hard_link(const struct stat *st)
+{
+	return !S_ISDIR(st->st_mode) && st->st_nlink > 1;
+}
+
 /* Whether a copy-up of the lower file st goes through the index. */
 bool ovl_index_wanted(struct ovl_fs *fs, const struct stat *st)
 {
-	return fs->index_fd >= 0 && S_ISREG(st->st_mode) && st->st_nlink > 1;
+	return fs->index_fd >= 0 && ovl_is_hard_link(st);
 }
 
 /*
@@ -281,7 +292,7 @@ static bool index_orphan(struct ovl_fs *fs, int dirfd, const char *name)
 	struct stat st;
 
 	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-	    !S_ISREG(st.st_mode))
+	    S_ISDIR(st.st_mode))
 		return false;
 	return (long)st.st_nlink + ovl_index_get_nlink(fs, dirfd, name) <= 0;
 }
@@ -361,7 +372,7 @@ void ovl_index_fix_nlink(struct ovl_fs *fs, const struct ovl_path *path,
 	struct stat now;
 	long nlink;
 
-	if (fs->index_fd < 0 || !S_ISREG(st->st_mode) ||
+	if (fs->index_fd < 0 || S_ISDIR(st->st_mode) ||
 	    (st->st_nlink < 2 && !entry))
 		return;
 	pthread_mutex_lock(&fs->index_nlink_lock);

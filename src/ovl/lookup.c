@@ -577,15 +577,9 @@ void ovl_node_fill(struct ovl_node *node, struct ovl_lookup *res)
 		res->chain = NULL;
 	}
 	ovl_lookup_release(res);
-	/*
-	 * NOTE: only regular files are joined through the index. overlayfs
-	 * indexes every hard-linked non-directory, so after a copy-up of one
-	 * name of a linked lower symlink or device node, its other names
-	 * there show the copy's xattrs and link count, and here the lower's.
-	 */
 	if (res->upper)
 		flags |= OVL_N_UPPER;
-	else if (S_ISREG(res->st.st_mode) && res->st.st_nlink > 1)
+	else if (ovl_is_hard_link(&res->st))
 		flags |= OVL_N_LINKED;
 	if (!res->upper && res->noxattr && !res->metacopy)
 		flags |= OVL_N_NOXATTR;
@@ -709,8 +703,7 @@ int ovl_lookup_node(struct ovl_fs *fs, struct ovl_node *parent,
 	if (*out == node)
 		ovl_prefetch_dir(fs, node);
 	/* A hard link under index=on may be in the index already. */
-	if (fs->index_fd >= 0 && S_ISREG(res.st.st_mode) &&
-	    res.st.st_nlink > 1) {
+	if (ovl_index_wanted(fs, &res.st)) {
 		err = ovl_node_stat(fs, *out, st);
 		if (err)
 			ovl_node_forget(fs, *out, 1);

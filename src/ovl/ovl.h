@@ -72,7 +72,7 @@ struct ovl_layer {
 #define OVL_N_HASHED 0x08  /* reachable from the name hash */
 #define OVL_N_IMPURE 0x10  /* upper dir may hold entries with an origin */
 #define OVL_N_INDEX 0x20   /* lower name of a file in workdir/index */
-#define OVL_N_LINKED 0x40  /* lower regular file with more than one name */
+#define OVL_N_LINKED 0x40  /* lower non-directory with more than one name */
 #define OVL_N_NOXATTR 0x80 /* its lower file has no xattrs: see noxattr.c */
 #define OVL_N_NOCAPS 0x100 /* created here, no security.capability since */
 #define OVL_N_RA_SEEN 0x200   /* a name in it was looked up: readahead.c */
@@ -348,6 +348,7 @@ int ovl_node_lower_path(struct ovl_fs *fs, struct ovl_node *node, int layer,
 int ovl_index_setup(struct ovl_fs *fs, struct ovl_error *e);
 int ovl_index_claim_upper(struct ovl_fs *fs);
 void ovl_index_drop_orphan(struct ovl_fs *fs, const struct ovl_path *lower);
+bool ovl_is_hard_link(const struct stat *st);
 bool ovl_index_wanted(struct ovl_fs *fs, const struct stat *st);
 int ovl_index_find(struct ovl_fs *fs, const struct ovl_path *lower,
 		   struct ovl_path *path, struct stat *st);
