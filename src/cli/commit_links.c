@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
  * Before a commit, every name of a hard-linked lower file in the index
- * gets a link in the upper. While the index exists, a name that was
- * never copied up reads the index entry. A commit removes the index, and
- * such a name would then read the lower file again, without the changes
- * made through the file's other names.
+ * gets a link in the upper, symlinks, device nodes, FIFOs and sockets
+ * included. While the index exists, a name that was never copied up
+ * reads the index entry. A commit removes the index, and such a name
+ * would then read the lower file again, without the changes made through
+ * the file's other names.
  *
  * The names are found by a walk of the merged tree, as a mount shows it,
  * so that names under moved directories are found and hidden ones left
@@ -54,7 +55,7 @@ static bool index_has_entries(struct ovl_fs *fs)
  * it to the entry. */
 static int link_if_indexed(struct ovl_fs *fs, struct ovl_node *node)
 {
-	if (node->type != S_IFREG || ovl_node_has(node, OVL_N_UPPER) ||
+	if (node->type == S_IFDIR || ovl_node_has(node, OVL_N_UPPER) ||
 	    !ovl_node_has(node, OVL_N_LINKED))
 		return 0;
 	ovl_index_refresh(fs, node);
@@ -73,15 +74,13 @@ static int walk_entry(struct link_walk *w, struct ovl_node *dirnode,
 	struct stat st;
 	int err;
 
-	if (d->type != DT_DIR && d->type != DT_REG)
-		return 0;
 	err = ovl_lookup_node(w->fs, dirnode, d->name, &node, &st);
 	if (err)
 		return err == -ENOENT || err == -ENAMETOOLONG ? 0 : err;
 	/* A directory without a lower part may contain a moved one. */
 	if (S_ISDIR(st.st_mode))
 		err = walk_dir(w, node, len);
-	else if (S_ISREG(st.st_mode))
+	else
 		err = link_if_indexed(w->fs, node);
 	ovl_node_forget(w->fs, node, 1);
 	return err;

@@ -564,3 +564,32 @@ def test_commit_links_names_from_the_index(stack, reader, metacopy):
     check_committed(stack, newlayer, commit(stack, newlayer))
 
     assert_same_tree(before, read_back(stack, newlayer, reader, options))
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_commit_links_special_files_from_the_index(stack, reader):
+    """As for regular files, commit links into the upper the names of
+    hard-linked symlinks, FIFOs and device nodes that show a change
+    only through the index."""
+    bottom = stack.lowers[1]
+    os.symlink("target", os.path.join(bottom, "s1"))
+    os.mkfifo(os.path.join(bottom, "f1"), 0o644)
+    os.mknod(os.path.join(bottom, "c1"), stat.S_IFCHR | 0o644,
+             os.makedev(1, 3))
+    for kind in ("s", "f", "c"):
+        os.link(os.path.join(bottom, kind + "1"),
+                os.path.join(bottom, kind + "2"), follow_symlinks=False)
+    options = ("index=on",)
+    stack.mount(extra=options)
+    for kind in ("s", "f", "c"):
+        os.chown(stack.m(kind + "1"), 1000, 1000, follow_symlinks=False)
+        os.setxattr(stack.m(kind + "1"), "trusted.note", b"changed",
+                    follow_symlinks=False)
+    before = tree(stack.merged)
+    stack.unmount()
+    assert not os.path.lexists(os.path.join(stack.upper, "s2"))
+
+    newlayer = os.path.join(stack.root, "layer1")
+    check_committed(stack, newlayer, commit(stack, newlayer))
+
+    assert_same_tree(before, read_back(stack, newlayer, reader, options))
