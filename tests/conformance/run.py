@@ -502,6 +502,24 @@ def probe_hardlink(ctx):
                         f"({b_remount} after remount)"}
 
 
+@probe("hardlink_symlink", [("hardlink_symlink", "Hard links",
+                             "Lower symlink with two names s and t (one inode): "
+                             "lchown(2) of s, then the owner and st_ino of t")],
+       {"kernel": [[], ["index=on"]], "lamina": [[], ["index=off"]]})
+def probe_hardlink_symlink(ctx):
+    s = ctx.stack()
+    os.symlink("target", s.lo("s"))
+    os.link(s.lo("s"), s.lo("t"), follow_symlinks=False)
+    s.mount()
+    os.chown(s.m("s"), 1000, 1000, follow_symlinks=False)
+    ls, lt = os.lstat(s.m("s")), os.lstat(s.m("t"))
+    s.umount()
+    owner = "changed" if (lt.st_uid, lt.st_gid) == (1000, 1000) else "old"
+    same = "same st_ino" if ls.st_ino == lt.st_ino else "different st_ino"
+    return {"hardlink_symlink": f"t shows the {owner} owner, {same}, "
+                                f"nlink {ls.st_nlink}/{lt.st_nlink}"}
+
+
 @probe("link_lower", [("link_lower", "Hard links",
                        "link(2) to a lower file, then st_nlink of both names")])
 def probe_link_lower(ctx):
