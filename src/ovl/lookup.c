@@ -237,9 +237,10 @@ static int read_redirect(struct ovl_fs *fs, struct ovl_node *parent, int layer,
 		    name);
 		return -EPERM;
 	}
+	/* As overlayfs, fail the lookup. */
 	if (!ovl_redirect_valid(value)) {
-		log_warn_rl("invalid redirect '%s' on %s ignored", value, name);
-		return 0;
+		log_warn_rl("invalid redirect '%s' on %s", value, name);
+		return -EINVAL;
 	}
 	if (ovl_redirect_add(&res->chain, layer + 1,
 			     absolute ? value + 1 : value, !absolute))

@@ -55,8 +55,8 @@ static int check_component(struct ovl_fs *fs, struct ovl_lookup *res, int layer,
 	if (ovl_redirect_read(fs, dirfd, comp, value, sizeof(value)) <= 0)
 		return 0;
 	if (!ovl_redirect_valid(value)) {
-		log_warn_rl("invalid redirect '%s' on %s ignored", value, comp);
-		return 0;
+		log_warn_rl("invalid redirect '%s' on %s", value, comp);
+		return -EINVAL;
 	}
 	/* An absolute redirect goes on past an opaque directory above. */
 	if (value[0] == '/')

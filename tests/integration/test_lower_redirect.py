@@ -6,6 +6,7 @@ layer, the kernel follows such redirects into the layers below; these
 tests build such layers by hand and compare both implementations.
 """
 
+import errno
 import os
 import shutil
 import stat
@@ -94,6 +95,28 @@ def test_absolute_redirect_past_opaque_parent(make_stack):
     assert sorted(os.listdir(stack.m("ua"))) == ["f", "g", "top"]
     assert read_file(stack.m("ua", "g")) == b"g"
     assert sorted(os.listdir(stack.m("r", "t2"))) == []
+
+
+@pytest.mark.parametrize("where", ["entry", "on the way"])
+def test_invalid_redirect_fails_lookup(make_stack, where):
+    """A redirect that is neither one name nor an absolute path makes the
+    lookup fail with EINVAL, on the entry itself and on a directory that
+    an absolute redirect leads through."""
+    stack = make_stack(nlower=3)
+    write_file(stack.lo(2, "a", "b", "f"), "f")
+    moved_dir(stack.lo(1, "x"), "a/b")
+    if where == "entry":
+        name = "x"
+    else:
+        write_file(stack.lo(1, "x", "b", "g"), "g")
+        moved_dir(stack.lo(0, "y"), "/x/b")
+        whiteout(stack.lo(0, "x"))
+        name = "y"
+    stack.mount(extra=["redirect_dir=on"])
+
+    with pytest.raises(OSError) as info:
+        os.stat(stack.m(name))
+    assert info.value.errno == errno.EINVAL
 
 
 @pytest.mark.parametrize("blocker", ["whiteout", "file"])
