@@ -62,19 +62,27 @@ int squash_dir_append(struct squash_dir *d, int layer, int dirfd,
 	return 0;
 }
 
+/* 0 for a redirect that overlayfs follows, or -EINVAL with a message. */
+static int check_redirect(const struct squash_layers *sl, const char *redirect,
+			  const char *where)
+{
+	if (ovl_redirect_valid(redirect))
+		return 0;
+	snprintf(
+	    sl->error, sl->error_size,
+	    "%s: invalid overlay.redirect \"%s\" on its path; overlayfs fails to look it up as well",
+	    where, redirect);
+	return -EINVAL;
+}
+
 static int apply_redirect(const struct squash_layers *sl,
 			  struct squash_lookup *lk, const char *redirect,
 			  const char *where)
 {
 	char *slash;
 
-	if (!ovl_redirect_valid(redirect)) {
-		snprintf(
-		    sl->error, sl->error_size,
-		    "%s: invalid overlay.redirect \"%s\"; overlayfs fails to look this directory up as well",
-		    where, redirect);
+	if (check_redirect(sl, redirect, where))
 		return -EINVAL;
-	}
 	if (redirect[0] == '/') {
 		lk->absolute = true;
 		lk->absolute_redirects++;
@@ -198,13 +206,8 @@ static int move_rest(const struct squash_layers *sl, struct squash_lookup *lk,
 	char buf[PATH_MAX];
 	int n;
 
-	if (!ovl_redirect_valid(redirect)) {
-		snprintf(
-		    sl->error, sl->error_size,
-		    "%s: invalid overlay.redirect \"%s\" on the way; overlayfs fails to look this entry up as well",
-		    where, redirect);
+	if (check_redirect(sl, redirect, where))
 		return -EINVAL;
-	}
 	if (redirect[0] == '/') {
 		/* It goes on past an opaque directory above it. */
 		lk->absolute_redirects++;
