@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -208,6 +209,51 @@ static void lookup_init(struct ovl_lookup *res)
 }
 
 /*
+ * A relative redirect found in layer renames the entry. Where the entry
+ * was found by name below its parent, the layers below search the new
+ * name there too. Where it was found at an absolute path, as overlayfs
+ * does, they search that path with its last component renamed.
+ */
+static int add_relative(struct ovl_fs *fs, struct ovl_node *parent, int layer,
+			const char *value, const char *name,
+			struct ovl_lookup *res)
+{
+	const struct ovl_redirect *r = ovl_redirect_at(res->chain, layer);
+	char path[OVL_PATH_MAX];
+	const char *slash;
+	size_t len;
+
+	if (r && !r->relative) {
+		slash = strrchr(r->path, '/');
+		len = slash ? (size_t)(slash + 1 - r->path) : 0;
+		if (len + strlen(value) >= sizeof(path))
+			return -ENAMETOOLONG;
+		snprintf(path, sizeof(path), "%.*s%s", (int)len, r->path,
+			 value);
+		return ovl_redirect_add(&res->chain, layer + 1, path, false);
+	}
+	if (ovl_redirect_add(&res->chain, layer + 1, value, true))
+		return -ENOMEM;
+	if (layer != 0 || !fs->upper)
+		return 0;
+	/* An upper directory's redirect, resolved in the top lower layer. */
+	if (ovl_node_lower_path(fs, parent, fs->first_lower, res->redirect,
+				sizeof(res->redirect)))
+		goto too_long;
+	len = strlen(res->redirect);
+	if (len + !!len + strlen(value) + 1 > sizeof(res->redirect))
+		goto too_long;
+	if (len)
+		res->redirect[len++] = '/';
+	strcpy(res->redirect + len, value);
+	return 0;
+too_long:
+	res->redirect[0] = '\0';
+	log_warn_rl("redirect of directory %s is too long", name);
+	return 0;
+}
+
+/*
  * overlay.redirect on a moved directory found in layer: an absolute path
  * from the layer roots, or a new name in the parent's directory. It
  * applies to the layers below layer, so it joins res->chain from there.
@@ -219,7 +265,6 @@ static int read_redirect(struct ovl_fs *fs, struct ovl_node *parent, int layer,
 {
 	char value[OVL_PATH_MAX];
 	bool absolute;
-	size_t len;
 
 	if (layer + 1 >= fs->nlayers ||
 	    ovl_redirect_read(fs, dirfd, name, value, sizeof(value)) <= 0)
@@ -242,28 +287,12 @@ static int read_redirect(struct ovl_fs *fs, struct ovl_node *parent, int layer,
 		log_warn_rl("invalid redirect '%s' on %s", value, name);
 		return -EINVAL;
 	}
-	if (ovl_redirect_add(&res->chain, layer + 1,
-			     absolute ? value + 1 : value, !absolute))
+	if (!absolute)
+		return add_relative(fs, parent, layer, value, name, res);
+	if (ovl_redirect_add(&res->chain, layer + 1, value + 1, false))
 		return -ENOMEM;
-	if (layer != 0 || !fs->upper)
-		return 0;
-	if (absolute) {
+	if (layer == 0 && fs->upper)
 		strcpy(res->redirect, value + 1);
-		return 0;
-	}
-	if (ovl_node_lower_path(fs, parent, fs->first_lower, res->redirect,
-				sizeof(res->redirect)))
-		goto too_long;
-	len = strlen(res->redirect);
-	if (len + !!len + strlen(value) + 1 > sizeof(res->redirect))
-		goto too_long;
-	if (len)
-		res->redirect[len++] = '/';
-	strcpy(res->redirect + len, value);
-	return 0;
-too_long:
-	res->redirect[0] = '\0';
-	log_warn_rl("redirect of directory %s is too long", name);
 	return 0;
 }
 

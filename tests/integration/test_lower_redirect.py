@@ -97,6 +97,27 @@ def test_absolute_redirect_past_opaque_parent(make_stack):
     assert sorted(os.listdir(stack.m("r", "t2"))) == []
 
 
+def test_relative_redirect_below_absolute(make_stack):
+    """A directory found at the path of an absolute redirect and renamed
+    before: its relative redirect renames the last component of that
+    path, not the name in the merged parent."""
+    stack = make_stack(nlower=3)
+    write_file(stack.lo(2, "b", "f"), "right")
+    write_file(stack.lo(2, "c", "b", "wrong"), "wrong")
+    moved_dir(stack.lo(1, "a"), "b")
+    whiteout(stack.lo(1, "b"))
+    moved_dir(stack.lo(0, "c", "x"), "/a")
+    whiteout(stack.lo(0, "a"))
+    stack.mount(extra=["redirect_dir=on"])
+
+    assert sorted(os.listdir(stack.m("c", "x"))) == ["f"]
+    assert read_file(stack.m("c", "x", "f")) == b"right"
+    os.rename(stack.m("c", "x"), stack.m("y"))
+    stack.remount()
+    assert sorted(os.listdir(stack.m("y"))) == ["f"]
+    assert read_file(stack.m("y", "f")) == b"right"
+
+
 @pytest.mark.parametrize("where", ["entry", "on the way"])
 def test_invalid_redirect_fails_lookup(make_stack, where):
     """A redirect that is neither one name nor an absolute path makes the
