@@ -103,13 +103,26 @@ static int merged_names(const struct squash_dir *md, char ***out, size_t *count)
 	return 0;
 }
 
+/* A long marker value that the filesystem has no room for. */
+#define MARKER_LONG 1024
+
 static int set_marker(struct squash *sq, int dirfd, const char *name,
 		      const char *suffix, const char *value)
 {
+	size_t len = strlen(value);
 	char attr[64];
+	int err;
 
 	snprintf(attr, sizeof(attr), "%s%s", sq->o->fmt->xattr_prefix, suffix);
-	return ovl_do_setxattr(dirfd, name, attr, value, strlen(value), 0);
+	err = ovl_do_setxattr(dirfd, name, attr, value, len, 0);
+	if ((err == -ENOSPC || err == -E2BIG) && len >= MARKER_LONG &&
+	    !*sq->o->error)
+		snprintf(
+		    sq->o->error, sizeof(sq->o->error),
+		    "%s: writing %s of %zu bytes failed: %s; ext4 without the ea_inode feature keeps at most about 4 KB of xattrs per file, so make the new layer on XFS or on ext4 with ea_inode, or free space if its filesystem is full",
+		    *sq->path ? sq->path : "the layers' root", attr, len,
+		    strerror(-err));
+	return err;
 }
 
 /*

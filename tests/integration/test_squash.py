@@ -666,3 +666,39 @@ def test_squash_rejects_invalid_redirect(stack):
                     ["invalid overlay.redirect", "bad"])
     assert not os.path.exists(new)
     assert [n for n in os.listdir(stack.root) if "lamina-squash" in n] == []
+
+
+def make_deep(root, parts):
+    """Make root/parts[0]/parts[1]/..., which may be longer than PATH_MAX."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    for part in parts:
+        os.mkdir(part, dir_fd=fd)
+        child = os.open(part, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    os.close(fd)
+
+
+def test_squash_names_a_redirect_too_long_for_the_layer(stack):
+    """A squashed redirect longer than ext4 keeps for one file fails the
+    squash with a message that names the xattr and the way out."""
+    if subprocess.run(["stat", "-f", "-c", "%T", stack.root],
+                      capture_output=True, text=True).stdout.strip() \
+            != "ext2/ext3":
+        pytest.skip("the limit checked here is ext4's")
+    layers = Layers(stack)
+    # The path is in no layer: only the squashed redirect must name it.
+    deep = ["d%d" % i + "x" * 240 for i in range(15)]
+    tail = ["t" * 220, "u" * 220]
+    os.makedirs(os.path.join(layers.c, "s"))
+    os.setxattr(os.path.join(layers.c, "s"), "trusted.overlay.redirect",
+                ("/" + "/".join(deep)).encode())
+    make_deep(os.path.join(layers.c, "s"), tail)
+    os.makedirs(os.path.join(layers.b, "x"))
+    os.setxattr(os.path.join(layers.b, "x"), "trusted.overlay.redirect",
+                ("/s/" + "/".join(tail)).encode())
+    new = layers.path("new")
+    assert_rejected(stack, ["squash", "-o",
+                            f"lowerdir={layers.b}:{layers.c}", new],
+                    ["writing trusted.overlay.redirect of", "ea_inode"])
+    assert not os.path.exists(new)
