@@ -76,7 +76,8 @@ int layer_classify(int dirfd, const char *name, const struct layer_format *fmt,
 	if (S_ISDIR(e->st.st_mode))
 		e->opaque = xattr_is(dirfd, name, fmt, "opaque", "y");
 	n = layer_getxattr(dirfd, name, fmt, "redirect", buf, sizeof(buf) - 1);
-	if (n > 0) {
+	/* An empty value is invalid too, as overlayfs has it. */
+	if (n >= 0) {
 		buf[n] = '\0';
 		if (!ovl_redirect_valid(buf)) {
 			fprintf(

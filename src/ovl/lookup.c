@@ -265,10 +265,15 @@ static int read_redirect(struct ovl_fs *fs, struct ovl_node *parent, int layer,
 {
 	char value[OVL_PATH_MAX];
 	bool absolute;
+	int n;
 
-	if (layer + 1 >= fs->nlayers ||
-	    ovl_redirect_read(fs, dirfd, name, value, sizeof(value)) <= 0)
+	if (layer + 1 >= fs->nlayers)
 		return 0;
+	n = ovl_redirect_read(fs, dirfd, name, value, sizeof(value));
+	if (n < 0)
+		return 0;
+	if (n == 0)
+		value[0] = '\0'; /* invalid, as overlayfs has it */
 	absolute = value[0] == '/';
 	/*
 	 * As overlayfs: a redirect that may not be followed is an error,

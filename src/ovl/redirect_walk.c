@@ -41,7 +41,7 @@ static int check_component(struct ovl_fs *fs, struct ovl_lookup *res, int layer,
 			   size_t end)
 {
 	char comp[256], value[OVL_PATH_MAX], moved[OVL_PATH_MAX];
-	int err;
+	int n, err;
 
 	snprintf(comp, sizeof(comp), "%.*s", (int)(end - start), path + start);
 	if (ovl_check_opaque(fs, dirfd, comp)) {
@@ -52,8 +52,11 @@ static int check_component(struct ovl_fs *fs, struct ovl_lookup *res, int layer,
 	if (layer + 1 >= fs->nlayers ||
 	    fs->config.redirect == OVL_REDIRECT_NOFOLLOW)
 		return 0;
-	if (ovl_redirect_read(fs, dirfd, comp, value, sizeof(value)) <= 0)
+	n = ovl_redirect_read(fs, dirfd, comp, value, sizeof(value));
+	if (n < 0)
 		return 0;
+	if (n == 0)
+		value[0] = '\0'; /* invalid, as overlayfs has it */
 	if (!ovl_redirect_valid(value)) {
 		log_warn_rl("invalid redirect '%s' on %s", value, comp);
 		return -EINVAL;

@@ -118,14 +118,15 @@ def test_relative_redirect_below_absolute(make_stack):
     assert read_file(stack.m("y", "f")) == b"right"
 
 
+@pytest.mark.parametrize("value", ["a/b", ""])
 @pytest.mark.parametrize("where", ["entry", "on the way"])
-def test_invalid_redirect_fails_lookup(make_stack, where):
+def test_invalid_redirect_fails_lookup(make_stack, where, value):
     """A redirect that is neither one name nor an absolute path makes the
     lookup fail with EINVAL, on the entry itself and on a directory that
     an absolute redirect leads through."""
     stack = make_stack(nlower=3)
     write_file(stack.lo(2, "a", "b", "f"), "f")
-    moved_dir(stack.lo(1, "x"), "a/b")
+    moved_dir(stack.lo(1, "x"), value)
     if where == "entry":
         name = "x"
     else:

@@ -654,11 +654,12 @@ def test_squash_rejects_duplicate_layer(lamina_stack):
     assert [n for n in os.listdir(stack.root) if "lamina-squash" in n] == []
 
 
-def test_squash_rejects_invalid_redirect(stack):
+@pytest.mark.parametrize("value", [b"a/b", b""])
+def test_squash_rejects_invalid_redirect(stack, value):
     layers = Layers(stack)
     os.makedirs(os.path.join(layers.c, "bad"))
     os.setxattr(os.path.join(layers.c, "bad"), "trusted.overlay.redirect",
-                b"a/b")
+                value)
     helpers.write_file(os.path.join(layers.d, "bad", "d"), "d")
     new = layers.path("new")
     assert_rejected(stack, ["squash", "-o",
