@@ -417,16 +417,19 @@ void ovl_op_link(struct fuse_req *req, uint64_t nodeid, uint64_t newparent,
 	ovl_reply_entry(req, linked, &st);
 }
 
-/* Forget the name below parent in the node table, if it is there. */
+/* Forget the name below parent in the node table, if it is there. The
+ * node takes over meta_fd (see ovl_node_detach). */
 static void drop_name(struct ovl_fs *fs, struct ovl_node *parent,
-		      const char *name)
+		      const char *name, int meta_fd)
 {
 	struct ovl_node *node = ovl_node_peek(fs, parent, name);
 
 	if (node) {
 		ovl_node_unhash(fs, node);
-		ovl_node_detach(fs, node);
+		ovl_node_detach(fs, node, meta_fd);
 		ovl_node_put(fs, node);
+	} else if (meta_fd >= 0) {
+		close(meta_fd);
 	}
 }
 
@@ -484,7 +487,7 @@ static void drop_index_orphan(struct ovl_fs *fs, struct ovl_node *parent,
 static int remove_found(struct ovl_fs *fs, struct ovl_node *parent,
 			const char *name, bool is_dir, struct ovl_lookup *res)
 {
-	int dirfd, lower, err;
+	int dirfd, lower, err, meta = -1;
 
 	if (is_dir != S_ISDIR(res->st.st_mode))
 		return is_dir ? -ENOTDIR : -EISDIR;
@@ -514,6 +517,9 @@ static int remove_found(struct ovl_fs *fs, struct ovl_node *parent,
 	dirfd = ovl_node_open_dir(fs, parent, 0, O_PATH);
 	if (dirfd < 0)
 		return dirfd;
+	/* An open metacopy file keeps its metadata in the upper file. */
+	if (res->upper && res->metacopy)
+		meta = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	if (is_dir)
 		ovl_moves_begin(fs);
 	if (res->upper && lower)
@@ -524,7 +530,9 @@ static int remove_found(struct ovl_fs *fs, struct ovl_node *parent,
 		err = ovl_whiteout_create(fs, dirfd, name);
 	close(dirfd);
 	if (!err)
-		drop_name(fs, parent, name);
+		drop_name(fs, parent, name, meta);
+	else if (meta >= 0)
+		close(meta);
 	if (is_dir)
 		ovl_moves_end(fs);
 	if (!err && res->upper && ovl_index_wanted(fs, &res->st))

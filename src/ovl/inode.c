@@ -113,7 +113,8 @@ void ovl_op_getattr(struct fuse_req *req, uint64_t nodeid, uint64_t fh,
 	struct stat st;
 	int err;
 
-	if (has_fh && fh) {
+	/* The open file of a removed metacopy file is its lower data. */
+	if (has_fh && fh && node->anon_meta_fd < 0) {
 		struct ovl_file *file = (struct ovl_file *)(uintptr_t)fh;
 		/* A file opened in the lower layer and copied up since reads
 		 * the copy when lamina serves its reads, so stat the copy. A

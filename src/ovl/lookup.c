@@ -665,6 +665,14 @@ int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 	struct ovl_path path;
 	int err;
 
+	if (node->anon_meta_fd >= 0) {
+		if (fstat(node->anon_meta_fd, st) < 0)
+			return -errno;
+		ovl_index_fix_nlink_fd(fs, node->anon_meta_fd, false, st);
+		ovl_node_fix_stat(node, st);
+		ovl_metacopy_fix_blocks(fs, node, st);
+		return 0;
+	}
 	if (node->anon_fd >= 0) {
 		if (fstat(node->anon_fd, st) < 0)
 			return -errno;

@@ -118,6 +118,8 @@ static void node_free(struct ovl_fs *fs, struct ovl_node *node)
 	free_open_files(node);
 	if (node->anon_fd >= 0)
 		close(node->anon_fd);
+	if (node->anon_meta_fd >= 0)
+		close(node->anon_meta_fd);
 	ovl_dir_put(node->listing);
 	ovl_redirect_free(node->redirect);
 	ovl_dirfd_free(fs, node);
@@ -181,6 +183,7 @@ struct ovl_node *ovl_node_new(struct ovl_fs *fs, struct ovl_node *parent,
 	node->lower_last = -1;
 	node->data_layer = -1;
 	node->anon_fd = -1;
+	node->anon_meta_fd = -1;
 	if (parent)
 		ovl_node_get(parent);
 	atomic_fetch_add(&fs->nodes, 1);
@@ -483,7 +486,7 @@ int ovl_node_rename(struct ovl_fs *fs, struct ovl_node *oldparent,
 		free(to_old);
 		if (b) {
 			atomic_fetch_or(&b->flags, OVL_N_DELETED);
-			ovl_node_detach(fs, b);
+			ovl_node_detach(fs, b, -1);
 		}
 	}
 	pthread_rwlock_unlock(&fs->rename_lock);
@@ -544,8 +547,10 @@ static void orphan_forget(struct ovl_fs *fs, struct ovl_node *node)
 /*
  * The node lost its name (unlink, rmdir, or a rename over it). Its path
  * now leads elsewhere or nowhere, so an open file keeps it reachable.
+ * meta_fd, taken over, is the removed upper file of a metacopy node: its
+ * open files read the lower data, and meta_fd keeps the metadata.
  */
-void ovl_node_detach(struct ovl_fs *fs, struct ovl_node *node)
+void ovl_node_detach(struct ovl_fs *fs, struct ovl_node *node, int meta_fd)
 {
 	struct ovl_file *file;
 
@@ -557,7 +562,14 @@ void ovl_node_detach(struct ovl_fs *fs, struct ovl_node *node)
 		node->anon_lower = file->lower;
 		pthread_mutex_unlock(&file->lock);
 	}
+	if (meta_fd >= 0 && node->anon_fd >= 0 && node->anon_lower &&
+	    node->anon_meta_fd < 0) {
+		node->anon_meta_fd = meta_fd;
+		meta_fd = -1;
+	}
 	pthread_mutex_unlock(&node->lock);
+	if (meta_fd >= 0)
+		close(meta_fd);
 	if (node->type == S_IFREG && node->anon_fd >= 0)
 		orphan_note(fs, node);
 }

@@ -116,6 +116,8 @@ struct ovl_node {
 	bool backing_upper; /* backing file is the upper file */
 	int anon_fd; /* a file with no name: O_TMPFILE or unlinked, or -1 */
 	bool anon_lower; /* anon_fd is the lower file, opened before copy-up */
+	int anon_meta_fd; /* with a lower anon_fd, the unlinked upper metacopy
+			     file that holds the metadata, or -1 */
 	struct ovl_file *files; /* open files, under lock */
 	struct ovl_dir
 	    *listing; /* merged listing without OPENDIR, under lock */
@@ -334,7 +336,7 @@ void ovl_node_name_copy(struct ovl_fs *fs, struct ovl_node *node, char *buf,
 			size_t size);
 const char *ovl_node_name_try_copy(struct ovl_fs *fs, struct ovl_node *node,
 				   char *buf, size_t size);
-void ovl_node_detach(struct ovl_fs *fs, struct ovl_node *node);
+void ovl_node_detach(struct ovl_fs *fs, struct ovl_node *node, int meta_fd);
 bool ovl_node_ino_orphaned(struct ovl_fs *fs, ino_t ino);
 void ovl_node_put(struct ovl_fs *fs, struct ovl_node *node);
 void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *node,

@@ -62,7 +62,9 @@ int ovl_node_open_parent(struct ovl_fs *fs, struct ovl_node *node, int layer,
 	if (node->anon_fd >= 0) {
 		path->dirfd = AT_FDCWD;
 		snprintf(path->name, sizeof(path->name), "/proc/self/fd/%d",
-			 node->anon_fd);
+			 layer == 0 && node->anon_meta_fd >= 0
+			     ? node->anon_meta_fd
+			     : node->anon_fd);
 		return 0;
 	}
 	if (layer == 0 && ovl_node_has(node, OVL_N_INDEX) &&

@@ -426,3 +426,28 @@ def test_linked_lower_metacopy_keeps_its_data_layer(stack):
     assert read_file(stack.m("d", "f")) == data + b"X"
     stack.remount(impl=stack.other_impl(), extra=META + ["index=on"])
     assert read_file(stack.m("d", "g")) == data + b"X"
+
+
+def test_removed_metacopy_file_keeps_its_metadata(stack):
+    """A metacopy file open for reading and then removed: the descriptor
+    shows and changes the upper file's metadata, and reads the data."""
+    data = big_file(stack.lo(0, "f"))
+    stack.mount(extra=META)
+    os.chmod(stack.m("f"), 0o640)
+    os.chown(stack.m("f"), 1234, 5678)
+    fd = os.open(stack.m("f"), os.O_RDONLY)
+    try:
+        os.unlink(stack.m("f"))
+        st = os.fstat(fd)
+        assert (oct(st.st_mode), st.st_uid, st.st_gid, st.st_nlink) == \
+            (oct(0o100640), 1234, 5678, 0)
+        assert st.st_size == len(data)
+        os.fchmod(fd, 0o600)
+        os.fchown(fd, 42, 43)
+        st = os.fstat(fd)
+        assert (oct(st.st_mode), st.st_uid, st.st_gid) == \
+            (oct(0o100600), 42, 43)
+        assert os.pread(fd, len(data), 0) == data
+    finally:
+        os.close(fd)
+    assert os.lstat(stack.lo(0, "f")).st_mode == 0o100644
