@@ -38,6 +38,18 @@ int cmd_import(int argc, char **argv);
 struct ovl_fs;
 int cli_upper_in_use(const char *upperdir, char *why, size_t size);
 /*
+ * Lock upperdir for lamina commit until *lock_fd is closed: with the
+ * flock that a lamina mount holds, and with a mark that tells a running
+ * commit from a mount. Returns 0, CLI_UPPER_MOUNTED with a sentence that
+ * names the mount in why, CLI_UPPER_COMMITTING when another commit holds
+ * the lock, or a negative errno. cli_upper_lock_dir() does the same for
+ * fd, a directory that is about to become the upper.
+ */
+#define CLI_UPPER_MOUNTED 1
+#define CLI_UPPER_COMMITTING 2
+int cli_upper_lock(const char *upperdir, int *lock_fd, char *why, size_t size);
+int cli_upper_lock_dir(int fd);
+/*
  * Store in fs->upper_kernel_mount and fs->work_kernel_mount the mount
  * points of kernel overlay mounts whose upperdir or workdir is the
  * upperdir or workdir in fs->config, for ovl_fs_setup() to check.

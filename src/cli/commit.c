@@ -120,9 +120,16 @@ static int commit_check(struct commit *c)
 		rc = open_workdir(c);
 	if (rc)
 		return rc;
-	rc = cli_upper_in_use(c->upper, why, sizeof(why));
-	if (rc > 0) {
+	rc = cli_upper_lock(c->upper, &c->upper_lock_fd, why, sizeof(why));
+	if (rc == CLI_UPPER_MOUNTED) {
 		fprintf(stderr, "lamina: commit: %s; unmount it first\n", why);
+		return EXIT_USAGE;
+	}
+	if (rc == CLI_UPPER_COMMITTING) {
+		fprintf(
+		    stderr,
+		    "lamina: commit: another commit of upperdir %s is running; wait for it to end\n",
+		    c->upper);
 		return EXIT_USAGE;
 	}
 	if (rc < 0) {
@@ -133,22 +140,16 @@ static int commit_check(struct commit *c)
 	return 0;
 }
 
-/* Whether an earlier run of this commit left its record. */
-static bool commit_started(const struct commit *c)
-{
-	struct stat st;
-
-	return fstatat(c->nl.parent_fd, c->nl.staging, &st,
-		       AT_SYMLINK_NOFOLLOW) == 0;
-}
-
 static int commit_run(struct commit *c)
 {
+	int started = commit_state_lock(c);
 	int err = 0;
 
+	if (started < 0)
+		return EXIT_USAGE;
 	/* Before the record: a killed run does it again. A failure has
 	 * been reported and changed nothing that a mount would show. */
-	if (!commit_started(c))
+	if (!started)
 		err = commit_link_index_names(c);
 	if (err)
 		return EXIT_USAGE;
@@ -156,8 +157,10 @@ static int commit_run(struct commit *c)
 
 	if (err == COMMIT_FINISHED)
 		return 0;
+	if (err == -EEXIST || err == -EINVAL || err == -EBUSY)
+		return EXIT_USAGE;
 	if (err)
-		return err == -EEXIST || err == -EINVAL ? EXIT_USAGE : err;
+		return err;
 	err = commit_move(c);
 	if (!err)
 		err = commit_clear_workdir(c);
@@ -191,11 +194,15 @@ static void report_failure(const struct commit *c, int err)
 
 int cmd_commit(int argc, char **argv)
 {
-	struct commit c = {.upper_parent_fd = -1, .work_fd = -1};
+	struct commit c = {.upper_parent_fd = -1,
+			   .work_fd = -1,
+			   .upper_lock_fd = -1,
+			   .fresh_lock_fd = -1};
 	int rc =
 	    layer_cmd_parse(argc, argv, "commit", COMMIT_USAGE, false, &c.args);
 
 	c.nl.parent_fd = -1;
+	c.nl.staging_fd = -1;
 	/* A copy to another filesystem keeps a descriptor per level. */
 	fdlimit_raise(NULL);
 	if (!rc)
@@ -214,6 +221,11 @@ int cmd_commit(int argc, char **argv)
 		close(c.upper_parent_fd);
 	if (c.work_fd >= 0)
 		close(c.work_fd);
+	/* Closing them drops the locks. */
+	if (c.upper_lock_fd >= 0)
+		close(c.upper_lock_fd);
+	if (c.fresh_lock_fd >= 0)
+		close(c.fresh_lock_fd);
 	ovl_config_free(&c.args.cfg);
 	return rc;
 }

@@ -17,15 +17,20 @@ struct commit {
 	char fresh_name[NAME_MAX + 1]; /* the new empty upper, beside it */
 	int upper_parent_fd;
 	int work_fd;
+	int upper_lock_fd; /* the upper, locked by cli_upper_lock() */
+	int fresh_lock_fd; /* the new empty upper, locked the same way */
 	ino_t upper_ino; /* inode of the upper being committed */
 	bool by_rename;	 /* NEWLAYER is on the upper's mount */
 	bool resumed;	 /* an interrupted run left nl.staging */
 };
 
 /* commit_state.c: the staging directory that records a commit.
- * commit_state_begin() returns COMMIT_FINISHED when an interrupted run
- * had already finished the commit. */
+ * commit_state_lock() locks the record of an earlier run, if there is
+ * one, and returns whether there is. commit_state_begin() returns
+ * COMMIT_FINISHED when an interrupted run had already finished the
+ * commit. */
 #define COMMIT_FINISHED 2
+int commit_state_lock(struct commit *c);
 int commit_state_begin(struct commit *c);
 int commit_state_end(struct commit *c);
 

@@ -160,6 +160,8 @@ int commit_link_index_names(struct commit *c)
 	/* Metacopy files in the upper find their data as in a mount. */
 	fs->config.metacopy =
 	    !fs->config.userxattr && fs->config.redirect == OVL_REDIRECT_ON;
+	/* cli_upper_lock() took the lock that a mount would take. */
+	fs->upper_locked = true;
 	err = link_with_engine(c, fs);
 	c->args.cfg = fs->config;
 	c->args.cfg.index = index;

@@ -57,6 +57,23 @@ static int dir_is_empty(int dirfd, const char *name)
 	return empty;
 }
 
+/* Lock dirfd/name as the upper is locked, so that once the exchange
+ * makes it the upper, neither a mount nor another commit can use it
+ * before this commit ends. */
+static int lock_fresh_upper(struct commit *c, int dirfd, const char *name)
+{
+	int err;
+
+	if (c->fresh_lock_fd >= 0)
+		close(c->fresh_lock_fd);
+	c->fresh_lock_fd = openat(
+	    dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (c->fresh_lock_fd < 0)
+		return -errno;
+	err = cli_upper_lock_dir(c->fresh_lock_fd);
+	return err > 0 ? -EBUSY : err;
+}
+
 /*
  * Make dirfd/name the new upper: an empty directory with the owner,
  * mode, times and xattrs of the old upper's root, which the merged root
@@ -70,7 +87,9 @@ static int make_fresh_upper(struct commit *c, int dirfd, const char *name)
 
 	if (mkdirat(dirfd, name, 0700) < 0 && errno != EEXIST)
 		return -errno;
-	err = dir_is_empty(dirfd, name);
+	err = lock_fresh_upper(c, dirfd, name);
+	if (!err)
+		err = dir_is_empty(dirfd, name);
 	if (err == 0) {
 		fprintf(
 		    stderr,

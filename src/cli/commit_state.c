@@ -5,7 +5,9 @@
  * upper's inode number, how the layer is made, and the upper's path.
  * The inode number tells a later run whether the old upper has already
  * been swapped with the new empty one, so that run can finish the
- * commit without doing any step twice.
+ * commit without doing any step twice. The run holds a flock on the
+ * staging directory until it exits, so a later run finishes only the
+ * commit of a run that is gone.
  */
 #include "commit.h"
 #include "cli.h"
@@ -101,16 +103,13 @@ static int resume_without_record(struct commit *c)
 static int resume(struct commit *c)
 {
 	char upper[PATH_MAX];
-	int tfd, err;
+	int err;
 
-	tfd = openat(c->nl.parent_fd, c->nl.staging,
-		     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (tfd < 0 && errno == ENOENT)
+	/* Only a record that commit_state_lock() locked is left by a run
+	 * that is gone. */
+	if (c->nl.staging_fd < 0)
 		return 1;
-	if (tfd < 0)
-		return -errno;
-	err = read_state(c, tfd, upper, sizeof(upper));
-	close(tfd);
+	err = read_state(c, c->nl.staging_fd, upper, sizeof(upper));
 	if (err == -ENOENT)
 		return resume_without_record(c);
 	if (err) {
@@ -135,12 +134,35 @@ static int resume(struct commit *c)
 	return 0;
 }
 
+static void report_busy(const struct commit *c)
+{
+	fprintf(
+	    stderr,
+	    "lamina: commit: another commit to %s is running and holds %s; wait for it to end\n",
+	    c->nl.path, c->nl.staging_path);
+}
+
+/* Returns 1 when an earlier run left its record, which is now locked, 0
+ * when there is none, or a negative errno after printing why. */
+int commit_state_lock(struct commit *c)
+{
+	int err = new_layer_lock_staging(&c->nl);
+
+	if (err == -EBUSY)
+		report_busy(c);
+	else if (err < 0)
+		fprintf(stderr, "lamina: commit: %s: %s\n", c->nl.staging_path,
+			strerror(-err));
+	return err;
+}
+
 /* Returns 0 when the commit is to be made or finished, COMMIT_FINISHED
- * when an interrupted run had already finished it, or a negative errno. */
+ * when an interrupted run had already finished it, or a negative errno.
+ * -EBUSY, -EEXIST and -EINVAL come after a message. */
 int commit_state_begin(struct commit *c)
 {
 	struct stat st;
-	int tfd, err = resume(c);
+	int err = resume(c);
 
 	if (err <= 0 || err == COMMIT_FINISHED)
 		return err;
@@ -156,14 +178,11 @@ int commit_state_begin(struct commit *c)
 		    AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
 	c->upper_ino = st.st_ino;
-	if (mkdirat(c->nl.parent_fd, c->nl.staging, 0700) < 0)
-		return -errno;
-	tfd = openat(c->nl.parent_fd, c->nl.staging,
-		     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (tfd < 0)
-		return -errno;
-	err = write_state(c, tfd);
-	close(tfd);
+	err = new_layer_make_staging(&c->nl);
+	if (err == -EBUSY)
+		report_busy(c);
+	if (!err)
+		err = write_state(c, c->nl.staging_fd);
 	if (!err)
 		err = layer_cmd_fsync_dir(c->nl.parent_fd, ".");
 	return err;

@@ -3,6 +3,9 @@
  * Whether a live mount uses an upper directory: a lamina daemon holds a
  * flock on it, and a kernel overlay mount names it in mountinfo. The
  * layer commands refuse to change an upper that a mount is using.
+ * lamina commit holds the same flock while it runs, and marks the upper
+ * with an OFD read lock as well, which no mount takes, so that a second
+ * commit can tell it from a mount.
  */
 #include "cli.h"
 #include "stack.h"
@@ -112,6 +115,77 @@ int cli_upper_in_use(const char *upperdir, char *why, size_t size)
 	if (busy)
 		snprintf(why, size, "a lamina mount uses %s", real);
 	return busy;
+}
+
+/* Mark fd, an upper that this process has flock-ed, as being committed.
+ * NOTE: where the filesystem has no OFD locks, there is no mark, and a
+ * second commit takes the running one for a mount. */
+static void mark_commit(int fd)
+{
+	struct flock mark = {.l_type = F_RDLCK, .l_whence = SEEK_SET};
+
+	fcntl(fd, F_OFD_SETLK, &mark);
+}
+
+/* Whether another process marked the upper fd with mark_commit(). */
+static bool commit_marked(int fd)
+{
+	struct flock probe = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+
+	return fcntl(fd, F_OFD_GETLK, &probe) == 0 && probe.l_type == F_RDLCK;
+}
+
+/*
+ * Take the flock on fd without waiting, then mark it. When the flock is
+ * held by a process without the mark, wait up to a second, as
+ * cli_upper_in_use() does for a daemon that is exiting.
+ */
+int cli_upper_lock_dir(int fd)
+{
+	int err = 0;
+
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno != EWOULDBLOCK)
+			return -errno;
+		if (commit_marked(fd))
+			return CLI_UPPER_COMMITTING;
+		err = ovl_flock_wait(fd, 1000);
+	}
+	/* A commit that took the flock marks it at once. */
+	if (err == -EWOULDBLOCK)
+		return commit_marked(fd) ? CLI_UPPER_COMMITTING
+					 : CLI_UPPER_MOUNTED;
+	if (err)
+		return err;
+	mark_commit(fd);
+	return 0;
+}
+
+int cli_upper_lock(const char *upperdir, int *lock_fd, char *why, size_t size)
+{
+	char real[PATH_MAX], mnt[PATH_MAX];
+	struct stat st;
+	int fd, rc;
+
+	if (!realpath(upperdir, real) || stat(real, &st) < 0)
+		return -errno;
+	if (kernel_overlay_uses(&st, mnt, sizeof(mnt))) {
+		snprintf(why, size, "the overlay mount on %s uses %s", mnt,
+			 real);
+		return CLI_UPPER_MOUNTED;
+	}
+	fd = open(real, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	rc = cli_upper_lock_dir(fd);
+	if (rc == CLI_UPPER_MOUNTED)
+		snprintf(why, size, "a lamina mount uses %s", real);
+	if (rc) {
+		close(fd);
+		return rc;
+	}
+	*lock_fd = fd;
+	return 0;
 }
 
 /* Store in *slot a copy of mountpoint when *slot is still NULL. */

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -118,6 +119,7 @@ int new_layer_open(struct new_layer *nl, const char *arg, const char *cmd)
 	char parent[PATH_MAX], real[PATH_MAX];
 
 	nl->parent_fd = -1;
+	nl->staging_fd = -1;
 	if (split_path(arg, parent, sizeof(parent), nl->name)) {
 		fprintf(
 		    stderr,
@@ -163,6 +165,79 @@ void new_layer_close(struct new_layer *nl)
 	if (nl->parent_fd >= 0)
 		close(nl->parent_fd);
 	nl->parent_fd = -1;
+	if (nl->staging_fd >= 0)
+		close(nl->staging_fd); /* drops the lock */
+	nl->staging_fd = -1;
+}
+
+/* Take the lock on fd, an open staging directory, without waiting. */
+static int lock_staging_fd(int fd)
+{
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+		return 0;
+	return errno == EWOULDBLOCK ? -EBUSY : -errno;
+}
+
+/* Whether fd is still the directory that the staging name refers to. */
+static bool is_staging(const struct new_layer *nl, int fd)
+{
+	struct stat held, named;
+
+	return fstat(fd, &held) == 0 &&
+	       fstatat(nl->parent_fd, nl->staging, &named,
+		       AT_SYMLINK_NOFOLLOW) == 0 &&
+	       held.st_dev == named.st_dev && held.st_ino == named.st_ino;
+}
+
+static void keep_staging_fd(struct new_layer *nl, int fd)
+{
+	if (nl->staging_fd >= 0)
+		close(nl->staging_fd);
+	nl->staging_fd = fd;
+}
+
+int new_layer_lock_staging(struct new_layer *nl)
+{
+	int tries, fd, err;
+
+	/* A run that held the lock may have removed or renamed the
+	 * directory before it let go, so the name is looked up again. */
+	for (tries = 0; tries < 10; tries++) {
+		fd = openat(nl->parent_fd, nl->staging,
+			    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			return errno == ENOENT ? 0 : -errno;
+		err = lock_staging_fd(fd);
+		if (!err && is_staging(nl, fd)) {
+			keep_staging_fd(nl, fd);
+			return 1;
+		}
+		close(fd);
+		if (err)
+			return err;
+	}
+	return -EBUSY;
+}
+
+int new_layer_make_staging(struct new_layer *nl)
+{
+	int fd, err;
+
+	if (mkdirat(nl->parent_fd, nl->staging, 0700) < 0)
+		return errno == EEXIST ? -EBUSY : -errno;
+	fd = openat(nl->parent_fd, nl->staging,
+		    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	/* Another run may have found the new directory and locked it first;
+	 * that run goes on and this one stops. */
+	err = lock_staging_fd(fd);
+	if (err) {
+		close(fd);
+		return err;
+	}
+	keep_staging_fd(nl, fd);
+	return 0;
 }
 
 int layer_cmd_check_apart(const struct new_layer *nl, const char *dir,

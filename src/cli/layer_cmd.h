@@ -30,12 +30,26 @@ struct new_layer {
 	char staging[NAME_MAX + 1];  /* ".NAME.lamina-<cmd>" in the parent */
 	char staging_path[PATH_MAX]; /* the same as an absolute path */
 	int parent_fd;
+	int staging_fd; /* the staging directory, flock-ed, or -1 */
 };
 
 /* Resolve NEWLAYER's parent and open it. Returns 0 or EXIT_USAGE after
  * printing why. */
 int new_layer_open(struct new_layer *nl, const char *arg, const char *cmd);
 void new_layer_close(struct new_layer *nl);
+
+/*
+ * The staging directory is flock-ed for the whole run, so a second run
+ * on the same NEWLAYER can tell a live run from one that was killed,
+ * whose lock the kernel dropped. new_layer_lock_staging() opens and locks
+ * an existing staging directory: it returns 1 when it locked one, 0 when
+ * there is none, and -EBUSY when another run holds it.
+ * new_layer_make_staging() creates the staging directory and locks it:
+ * it returns 0, or -EBUSY when another run created or locked it first.
+ * Both keep the lock in nl->staging_fd, which new_layer_close() drops.
+ */
+int new_layer_lock_staging(struct new_layer *nl);
+int new_layer_make_staging(struct new_layer *nl);
 
 /* Reject a new layer inside dir, a directory the command reads or
  * changes; what names dir in the message. Returns 0 or EXIT_USAGE. */

@@ -187,6 +187,7 @@ int cmd_squash(int argc, char **argv)
 	int i, rc;
 
 	s.nl.parent_fd = -1;
+	s.nl.staging_fd = -1;
 	/* The walk over the layers keeps a descriptor per level. */
 	fdlimit_raise(NULL);
 	rc = layer_cmd_parse(argc, argv, "squash", SQUASH_USAGE, true, &s.args);

@@ -184,6 +184,7 @@ struct ovl_fs {
 	atomic_uint_fast64_t nodes; /* live nodes, for the memory figures */
 	atomic_uint_fast64_t freed; /* nodes freed since memory was trimmed */
 	bool check_only;    /* lamina check: set up, test, change nothing */
+	bool upper_locked;  /* the caller holds upperdir's flock already */
 	char work_name[64]; /* staging directory in workdir: "work" */
 	bool dont_mask;	    /* the kernel leaves the umask to us */
 	bool no_opendir;    /* the kernel opens directories without asking */

@@ -187,10 +187,13 @@ static char *common_dir(const char *a, const char *b)
  * Lock the upper directory, or note in upper_busy that another lamina
  * mount holds it. The daemon of a mount that umount(8) has just removed
  * holds the lock until it has exited, some milliseconds later, so a held
- * lock is tried again for up to a second.
+ * lock is tried again for up to a second. lamina commit, which sets up
+ * the engine while it holds the lock itself, sets upper_locked.
  */
 static void lock_upper(struct ovl_fs *fs)
 {
+	if (fs->upper_locked)
+		return;
 	fs->upper_lock_fd = openat(fs->upper->fd, ".",
 				   O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	fs->upper_busy =

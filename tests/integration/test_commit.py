@@ -7,11 +7,13 @@ lowers, with the new empty upper. The merged tree must be the same,
 entry by entry.
 """
 
+import contextlib
 import os
 import shutil
 import signal
 import stat
 import subprocess
+import sys
 import time
 
 import pytest
@@ -479,6 +481,113 @@ def test_commit_rerun_after_kill_at_the_end(stack):
     assert "left after it had finished" in err
     check_committed(stack, newlayer, out.strip())
     assert helpers.read_file(os.path.join(newlayer, "new")) == b"new"
+
+
+# Concurrent runs -----------------------------------------------------------
+
+# A process that takes the locks of a running commit or squash: an
+# exclusive flock on each directory given. With "mark" it also takes the
+# OFD read lock with which a commit marks its upper, which tells a commit
+# from a mount. It prints "locked" once it has the locks and keeps them
+# until it is killed.
+LOCK_HOLDER = r"""
+import fcntl, os, struct, sys
+
+fds = []
+for path in sys.argv[2:]:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    if sys.argv[1] == "mark":
+        lock = struct.pack("hhqqi4x", fcntl.F_RDLCK, os.SEEK_SET, 0, 0, 0)
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, lock)
+    fds.append(fd)
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def held_locks(paths, mark=False):
+    """Run LOCK_HOLDER on paths until the block ends, then SIGKILL it, as
+    a run killed in the middle ends, and wait for it to exit."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, "mark" if mark else "plain",
+         *paths], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "locked\n"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdin.close()
+        proc.stdout.close()
+
+
+@pytest.mark.parametrize("mark,expected", [
+    (True, "lamina: commit: another commit of upperdir {} is running; "
+     "wait for it to end"),
+    (False, "lamina: commit: a lamina mount uses {}; unmount it first"),
+])
+def test_commit_stops_while_upper_is_locked(lamina_stack, mark, expected):
+    """A running commit holds the upper's flock and marks the upper; a
+    mount holds the flock alone. A second commit reports which of the two
+    it found, changes nothing, and commits once the holder is gone."""
+    stack = lamina_stack
+    upper = os.path.realpath(stack.upper)
+    helpers.write_file(stack.u("file"), "kept")
+    before = helpers.snapshot_tree(upper, with_ino=True)
+    newlayer = os.path.join(stack.root, "layer1")
+    args = ["commit", "-o", stack.options(), newlayer]
+
+    with held_locks([upper], mark=mark):
+        assert_rejected(stack, args, [expected.format(upper)])
+
+        assert not os.path.exists(newlayer)
+        assert helpers.snapshot_tree(upper, with_ino=True) == before
+        assert [n for n in os.listdir(stack.root)
+                if "lamina-commit" in n] == []
+
+    printed = commit(stack, newlayer)
+    check_committed(stack, newlayer, printed)
+    assert helpers.read_file(os.path.join(newlayer, "file")) == b"kept"
+
+
+def test_commit_stops_while_newlayer_is_locked(lamina_stack):
+    """A commit to another filesystem that ran out of space left its
+    record and a partial copy in the staging directory. While a process
+    holds the staging directory's lock, as a running commit to the same
+    NEWLAYER does, a rerun stops without touching either. Once that
+    process is killed, the rerun finishes the commit."""
+    stack = lamina_stack
+    helpers.write_file(stack.u("big"), os.urandom(2 << 20))
+    with scratch_mount("lamina-small.", "tmpfs", "size=1m") as small:
+        newlayer = os.path.join(small, "layer1")
+        staging = os.path.join(small, ".layer1.lamina-commit")
+        args = ["commit", "-o", stack.options(), newlayer]
+        code, _, err = run_lamina(args, stack.root)
+        assert code == 1, err
+        assert os.path.exists(os.path.join(staging, "state"))
+        assert os.path.exists(os.path.join(staging, "layer"))
+        run(["mount", "-o", "remount,size=8m", small])
+        left = helpers.snapshot_tree(staging, with_ino=True)
+        upper_before = helpers.snapshot_tree(stack.upper, with_ino=True)
+
+        with held_locks([staging]):
+            assert_rejected(stack, args, [
+                f"lamina: commit: another commit to {newlayer} is running "
+                f"and holds {staging}; wait for it to end"])
+
+            assert helpers.snapshot_tree(staging, with_ino=True) == left
+            assert helpers.snapshot_tree(stack.upper,
+                                         with_ino=True) == upper_before
+            assert not os.path.exists(newlayer)
+
+        code, out, err = run_lamina(args, stack.root)
+        assert code == 0, err
+        assert "finishing the interrupted commit" in err
+        check_committed(stack, newlayer, out.strip())
+        assert os.path.getsize(os.path.join(newlayer, "big")) == 2 << 20
+        shutil.rmtree(newlayer)
 
 
 # Points at which strace kills a commit: (where NEWLAYER is, system
