@@ -4,6 +4,8 @@
  * layer is built in a staging directory beside NEWLAYER and renamed to
  * NEWLAYER once it is complete and on disk, so an interrupted run
  * leaves no NEWLAYER, and the next run removes the staging directory.
+ * The run holds a flock on the staging directory until it exits, so a
+ * second run to the same NEWLAYER stops instead of removing it.
  */
 #include "cli.h"
 #include "common/fdlimit.h"
@@ -27,9 +29,22 @@ struct squash_cmd {
 	int *layer_fds;
 };
 
-static int squash_check(struct squash_cmd *s)
+/* Whether NEWLAYER exists already; if it does, print so. */
+static bool newlayer_exists(const struct squash_cmd *s)
 {
 	struct stat st;
+
+	if (fstatat(s->nl.parent_fd, s->nl.name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return false;
+	fprintf(
+	    stderr,
+	    "lamina: squash: NEWLAYER %s already exists; give the path of a new directory\n",
+	    s->nl.path);
+	return true;
+}
+
+static int squash_check(struct squash_cmd *s)
+{
 	int i, rc;
 
 	s->fmt.xattr_prefix =
@@ -40,17 +55,9 @@ static int squash_check(struct squash_cmd *s)
 					   "lowerdir");
 	if (!rc)
 		rc = layer_cmd_check_layers(&s->args.cfg, "squash");
-	if (rc)
-		return rc;
-	if (fstatat(s->nl.parent_fd, s->nl.name, &st, AT_SYMLINK_NOFOLLOW) ==
-	    0) {
-		fprintf(
-		    stderr,
-		    "lamina: squash: NEWLAYER %s already exists; give the path of a new directory\n",
-		    s->nl.path);
-		return EXIT_USAGE;
-	}
-	return 0;
+	if (!rc && newlayer_exists(s))
+		rc = EXIT_USAGE;
+	return rc;
 }
 
 static int open_layers(struct squash_cmd *s)
@@ -76,26 +83,50 @@ static int open_layers(struct squash_cmd *s)
 	return 0;
 }
 
-/* Remove what an interrupted run left, then make the staging dir. */
-static int make_staging(struct squash_cmd *s)
+/* Remove the staging directory that a killed run left. A live run
+ * holds its lock, and then this run stops. */
+static int remove_leftover(struct squash_cmd *s)
 {
-	int err;
+	int err = new_layer_lock_staging(&s->nl);
 
-	if (faccessat(s->nl.parent_fd, s->nl.staging, F_OK,
-		      AT_SYMLINK_NOFOLLOW) == 0)
+	if (err == 1) {
 		fprintf(
 		    stderr,
 		    "lamina: removing %s, which an interrupted squash left\n",
 		    s->nl.staging_path);
-	err = ovl_remove_tree(s->nl.parent_fd, s->nl.staging);
-	if (!err && mkdirat(s->nl.parent_fd, s->nl.staging, 0700) < 0)
-		err = -errno;
-	if (err)
+		err = ovl_remove_tree(s->nl.parent_fd, s->nl.staging);
+	}
+	return err;
+}
+
+/* Make and lock the staging directory, after removing what an
+ * interrupted run left. */
+static int make_staging(struct squash_cmd *s)
+{
+	int err = remove_leftover(s);
+
+	if (!err)
+		err = new_layer_make_staging(&s->nl);
+	if (err == -EBUSY) {
+		fprintf(
+		    stderr,
+		    "lamina: squash: another squash to %s is running and holds %s; wait for it to end\n",
+		    s->nl.path, s->nl.staging_path);
+		return err;
+	}
+	if (err) {
 		fprintf(
 		    stderr,
 		    "lamina: squash: cannot make the staging directory %s: %s\n",
 		    s->nl.staging_path, strerror(-err));
-	return err;
+		return err;
+	}
+	/* A run that ended meanwhile may have made NEWLAYER. */
+	if (newlayer_exists(s)) {
+		ovl_remove_tree(s->nl.parent_fd, s->nl.staging);
+		return -EEXIST;
+	}
+	return 0;
 }
 
 static struct progress *start_progress(struct squash_cmd *s)

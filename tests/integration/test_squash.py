@@ -21,7 +21,7 @@ import pytest
 
 import helpers
 from conftest import LAMINA, run_lamina
-from test_commit import assert_rejected, assert_same_tree, tree
+from test_commit import assert_rejected, assert_same_tree, held_locks, tree
 
 READERS = ("kernel", "lamina")
 
@@ -538,6 +538,38 @@ def test_squash_killed_and_rerun(any_stack):
             assert_same_tree(expected,
                              layers.view("kernel", [squashed, layers.d]))
             shutil.rmtree(squashed)
+
+
+def test_squash_stops_while_another_runs(stack):
+    """While a process holds the lock on the staging directory, as a
+    running squash to the same NEWLAYER does, a second squash stops
+    without touching what the first has built. Once that process is
+    killed, a rerun removes the leftover and squashes."""
+    layers = Layers(stack)
+    build(layers)
+    inputs = [layers.a, layers.b, layers.c]
+    expected = layers.view("kernel", [*inputs, layers.d])
+    squashed = layers.path("S")
+    staging = layers.path(".S.lamina-squash")
+    args = ["squash", "-o", "lowerdir=" + ":".join(inputs), squashed]
+    helpers.write_file(os.path.join(staging, "partial", "file"), "built")
+    built = helpers.snapshot_tree(staging, with_ino=True)
+
+    with held_locks([staging]):
+        assert_rejected(stack, args, [
+            f"lamina: squash: another squash to {squashed} is running and "
+            f"holds {staging}; wait for it to end"])
+
+        assert helpers.snapshot_tree(staging, with_ino=True) == built
+        assert not os.path.exists(squashed)
+
+    code, out, err = run_lamina(args, stack.root)
+    assert code == 0, err
+    assert out == ""
+    assert err == (f"lamina: removing {staging}, which an interrupted "
+                   "squash left\n")
+    assert not os.path.exists(staging)
+    assert_same_tree(expected, layers.view("kernel", [squashed, layers.d]))
 
 
 # Points at which strace kills a squash: the staging directory, a
