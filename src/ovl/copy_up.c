@@ -352,42 +352,63 @@ static void restore_parent_times(struct copy_up_ctx *c, const struct stat *ps)
 
 /*
  * Another name of this lower file was copied up already: link its index
- * entry here. The upper file gains a link that users already counted.
- * Two names linked at once would each lower the same old delta.
+ * entry here. The upper file gains a link that users already counted, so
+ * overlay.nlink counts from the lower file while the link is made, and a
+ * crash at any point leaves the count right.
  */
 static int link_up(struct copy_up_ctx *c, struct ovl_path *index)
 {
-	int delta, err = 0;
+	int err;
 
 	c->index_meta = ovl_has_metacopy(c->fs, index->dirfd, index->name);
 	pthread_mutex_lock(&c->fs->index_nlink_lock);
-	delta = ovl_index_get_nlink(c->fs, index->dirfd, index->name);
-	if (linkat(index->dirfd, index->name, c->dst.dirfd, c->dst.name, 0) < 0)
+	err = ovl_index_nlink_lower(c->fs, index->dirfd, index->name,
+				    c->st.st_nlink);
+	if (!err &&
+	    linkat(index->dirfd, index->name, c->dst.dirfd, c->dst.name, 0) < 0)
 		err = -errno;
 	if (!err)
-		err = ovl_index_set_nlink(c->fs, index->dirfd, index->name,
-					  delta - 1);
+		err = ovl_index_nlink_upper(c->fs, index->dirfd, index->name);
 	pthread_mutex_unlock(&c->fs->index_nlink_lock);
 	return err;
 }
 
 /*
  * Put the first copied-up name of a hard-linked lower file into the index
- * too. The index entry and the upper name are then two links of the copy,
- * while users count the lower file's links.
+ * too. Users count the lower file's links, and overlay.nlink says so
+ * ("L+0") until the copy has its upper name. A crash after the link
+ * leaves the entry alone in the index once the work directory is
+ * cleaned, with that count, as overlayfs shows it.
  */
 static int index_new(struct copy_up_ctx *c, const char *name)
 {
 	int err = ovl_index_claim_upper(c->fs);
 
 	if (!err)
-		err = ovl_index_set_nlink(c->fs, c->fs->work_fd, c->tmp,
-					  (int)c->st.st_nlink - 2);
-
+		err =
+		    ovl_index_set_nlink(c->fs, c->fs->work_fd, c->tmp, 'L', 0);
 	if (!err &&
 	    linkat(c->fs->work_fd, c->tmp, c->fs->index_fd, name, 0) < 0)
 		err = -errno;
 	return err;
+}
+
+/*
+ * Once the copy has its upper name, overlay.nlink counts from its upper
+ * links, as a removal of an upper name expects. The name is in place, so
+ * a failure only leaves the count relative to the lower file.
+ */
+static void index_new_done(struct copy_up_ctx *c, const char *name)
+{
+	int err;
+
+	pthread_mutex_lock(&c->fs->index_nlink_lock);
+	err = ovl_index_nlink_upper(c->fs, c->fs->index_fd, name);
+	pthread_mutex_unlock(&c->fs->index_nlink_lock);
+	if (err)
+		log_warn_rl(
+		    "setting the link count of index entry %s failed: %s", name,
+		    strerror(-err));
 }
 
 /* Build the copy in the work directory and move it into place. */
@@ -408,6 +429,8 @@ static int copy_up_new(struct copy_up_ctx *c, const char *index_name)
 	if (!err)
 		err = ovl_do_rename(c->fs->work_fd, c->tmp, c->dst.dirfd,
 				    c->dst.name, RENAME_NOREPLACE);
+	if (!err && indexed)
+		index_new_done(c, index_name);
 	if (err) {
 		/* Remove the index entry only if this copy-up made it. */
 		if (indexed)

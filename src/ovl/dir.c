@@ -467,6 +467,28 @@ static int remove_upper(struct ovl_fs *fs, int dirfd, const char *name,
 	return ovl_remove_tree(fs->work_fd, tmp);
 }
 
+/*
+ * Remove the upper name of a file that may be indexed. Its overlay.nlink
+ * must count from the upper links, which the removal lowers, and no
+ * copy-up may link another name meanwhile.
+ */
+static int remove_counted(struct ovl_fs *fs, int dirfd, const char *name,
+			  int lower)
+{
+	int err;
+
+	pthread_mutex_lock(&fs->index_nlink_lock);
+	err = ovl_index_nlink_upper(fs, dirfd, name);
+	if (err)
+		log_warn_rl(
+		    "setting the link count of %s before its removal failed: %s",
+		    name, strerror(-err));
+	err = lower ? ovl_whiteout_replace(fs, dirfd, name)
+		    : remove_upper(fs, dirfd, name, false);
+	pthread_mutex_unlock(&fs->index_nlink_lock);
+	return err;
+}
+
 /* The name of an indexed file went away: maybe its index entry too. */
 static void drop_index_orphan(struct ovl_fs *fs, struct ovl_node *parent,
 			      const char *name, const struct ovl_lookup *res)
@@ -522,7 +544,9 @@ static int remove_found(struct ovl_fs *fs, struct ovl_node *parent,
 		meta = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	if (is_dir)
 		ovl_moves_begin(fs);
-	if (res->upper && lower)
+	if (res->upper && ovl_index_wanted(fs, &res->st))
+		err = remove_counted(fs, dirfd, name, lower);
+	else if (res->upper && lower)
 		err = ovl_whiteout_replace(fs, dirfd, name);
 	else if (res->upper)
 		err = remove_upper(fs, dirfd, name, is_dir);

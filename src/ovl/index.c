@@ -286,15 +286,20 @@ int ovl_index_open(struct ovl_fs *fs, struct ovl_node *node,
 	return err;
 }
 
-/* Whether the index entry at dirfd/name has no name left that users see. */
+/*
+ * Whether the index entry at dirfd/name has no name left that users see.
+ * As ovl_verify_index() in the kernel's fs/overlayfs/namei.c decides, that
+ * is an entry with no upper link whose overlay.nlink counts no name or is
+ * missing. A copy-up that died before it set overlay.nlink leaves such one.
+ */
 static bool index_orphan(struct ovl_fs *fs, int dirfd, const char *name)
 {
 	struct stat st;
 
 	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-	    S_ISDIR(st.st_mode))
+	    S_ISDIR(st.st_mode) || st.st_nlink != 1)
 		return false;
-	return (long)st.st_nlink + ovl_index_get_nlink(fs, dirfd, name) <= 0;
+	return ovl_index_count(fs, dirfd, name, st.st_nlink, 0, 0) <= 0;
 }
 
 /*
@@ -315,19 +320,32 @@ void ovl_index_drop_orphan(struct ovl_fs *fs, const struct ovl_path *lower)
 	ovl_path_close(&index);
 }
 
-/* Remove what earlier mounts left in the index with no name to show. */
+/*
+ * Remove what earlier mounts left in the index with no name to show. An
+ * entry whose overlay.nlink still counts from the lower file, as a crash
+ * in the middle of a copy-up or a removal leaves it, counts from the
+ * upper links again, which later removals of upper names lower.
+ */
 static void index_cleanup(struct ovl_fs *fs)
 {
 	DIR *dir = ovl_opendir_at(fs->index_fd);
 	struct dirent *d;
-	int fd;
+	int fd, err;
 
 	if (!dir)
 		return;
 	fd = dirfd(dir);
 	while ((d = readdir(dir))) {
-		if (d->d_name[0] == '.' || !index_orphan(fs, fd, d->d_name))
+		if (d->d_name[0] == '.')
 			continue;
+		if (!index_orphan(fs, fd, d->d_name)) {
+			err = ovl_index_nlink_upper(fs, fd, d->d_name);
+			if (err)
+				log_warn_rl(
+				    "fixing the link count of index entry %s failed: %s",
+				    d->d_name, strerror(-err));
+			continue;
+		}
 		if (unlinkat(fd, d->d_name, 0) < 0)
 			log_warn_rl("removing index entry %s failed: %s",
 				    d->d_name, strerror(errno));
@@ -335,29 +353,122 @@ static void index_cleanup(struct ovl_fs *fs)
 	closedir(dir);
 }
 
-/* Store overlay.nlink: the count users see is the upper's plus delta. */
+/*
+ * Store overlay.nlink as overlayfs writes it: the count users see is the
+ * upper inode's links plus delta (base 'U'), or the lower file's links
+ * plus delta (base 'L').
+ */
 int ovl_index_set_nlink(struct ovl_fs *fs, int dirfd, const char *name,
-			int delta)
+			char base, long delta)
 {
 	char attr[64], value[32];
 
 	ovl_xattr_name(fs, attr, sizeof(attr), "nlink");
-	snprintf(value, sizeof(value), "U%+d", delta);
+	snprintf(value, sizeof(value), "%c%+ld", base, delta);
 	return ovl_do_setxattr(dirfd, name, attr, value, strlen(value), 0);
 }
 
-/* overlay.nlink's delta ("U+N"), or 0 when there is none. */
-int ovl_index_get_nlink(struct ovl_fs *fs, int dirfd, const char *name)
+/* Parse overlay.nlink into its base and delta: 0, -ENODATA or -EINVAL. */
+static int nlink_read(struct ovl_fs *fs, int dirfd, const char *name,
+		      char *base, long *delta)
 {
-	char attr[64], value[32];
+	char attr[64], value[32], *end;
 	int n;
 
 	ovl_xattr_name(fs, attr, sizeof(attr), "nlink");
 	n = ovl_do_getxattr(dirfd, name, attr, value, sizeof(value) - 1);
-	if (n < 2 || value[0] != 'U')
-		return 0;
+	if (n < 0)
+		return n;
 	value[n] = '\0';
-	return (int)strtol(value + 1, NULL, 10);
+	if (n < 3 || (value[0] != 'U' && value[0] != 'L') ||
+	    (value[1] != '+' && value[1] != '-'))
+		return -EINVAL;
+	errno = 0;
+	*delta = strtol(value + 1, &end, 10);
+	if (*end || errno)
+		return -EINVAL;
+	*base = value[0];
+	return 0;
+}
+
+/*
+ * The link count users see for the indexed file dirfd/name, whose inode
+ * has links links, as ovl_get_nlink() in the kernel's fs/overlayfs/inode.c
+ * computes it. "U+N" counts from those links. "L+N" counts from the lower
+ * file's links, which a crash cannot change, so it is written before a
+ * step that adds or removes an upper link. lower_links is the lower
+ * file's count, or 0 to stat the file that overlay.origin names. Returns
+ * fallback without a valid overlay.nlink; the count may be 0 or less.
+ */
+long ovl_index_count(struct ovl_fs *fs, int dirfd, const char *name,
+		     nlink_t links, nlink_t lower_links, long fallback)
+{
+	struct stat lower;
+	long delta;
+	char base;
+	int err;
+
+	err = nlink_read(fs, dirfd, name, &base, &delta);
+	if (err == -ENODATA)
+		return fallback;
+	if (!err && base == 'L' && !lower_links) {
+		err = ovl_origin_stat(fs, dirfd, name, &lower);
+		lower_links = lower.st_nlink;
+	}
+	if (err) {
+		log_warn_rl(
+		    "reading the link count of index entry %s failed: %s", name,
+		    strerror(-err));
+		return fallback;
+	}
+	return (long)(base == 'L' ? lower_links : links) + delta;
+}
+
+/*
+ * Before a step that adds or removes an upper link of the indexed file
+ * dirfd/name: make overlay.nlink count from the lower file, which has
+ * lower_links links, so that a crash in that step keeps the count right.
+ * overlayfs does the same in ovl_set_nlink_lower(). Call it with
+ * index_nlink_lock held.
+ */
+int ovl_index_nlink_lower(struct ovl_fs *fs, int dirfd, const char *name,
+			  nlink_t lower_links)
+{
+	struct stat st;
+	long count;
+	int err = ovl_do_fstatat(dirfd, name, &st);
+
+	if (err)
+		return err;
+	count = ovl_index_count(fs, dirfd, name, st.st_nlink, lower_links,
+				(long)st.st_nlink);
+	return ovl_index_set_nlink(fs, dirfd, name, 'L',
+				   count - (long)lower_links);
+}
+
+/*
+ * After that step: make overlay.nlink count from the upper links again,
+ * which later removals of upper names lower, as ovl_set_nlink_upper()
+ * does. Leaves a "U" value as it is. Call it with index_nlink_lock held.
+ */
+int ovl_index_nlink_upper(struct ovl_fs *fs, int dirfd, const char *name)
+{
+	struct stat st;
+	long delta, count;
+	char base;
+	int err = nlink_read(fs, dirfd, name, &base, &delta);
+
+	if (err == -ENODATA || (!err && base == 'U'))
+		return 0;
+	if (!err)
+		err = ovl_do_fstatat(dirfd, name, &st);
+	if (err)
+		return err;
+	count = ovl_index_count(fs, dirfd, name, st.st_nlink, 0, -1);
+	if (count < 0)
+		return -EINVAL;
+	return ovl_index_set_nlink(fs, dirfd, name, 'U',
+				   count - (long)st.st_nlink);
 }
 
 /*
@@ -379,8 +490,8 @@ void ovl_index_fix_nlink(struct ovl_fs *fs, const struct ovl_path *path,
 	if (ovl_do_fstatat(path->dirfd, path->name, &now) == 0 &&
 	    now.st_ino == st->st_ino && now.st_dev == st->st_dev)
 		st->st_nlink = now.st_nlink;
-	nlink = (long)st->st_nlink +
-		ovl_index_get_nlink(fs, path->dirfd, path->name);
+	nlink = ovl_index_count(fs, path->dirfd, path->name, st->st_nlink, 0,
+				(long)st->st_nlink);
 	pthread_mutex_unlock(&fs->index_nlink_lock);
 	if (nlink >= 1)
 		st->st_nlink = (nlink_t)nlink;
@@ -388,7 +499,7 @@ void ovl_index_fix_nlink(struct ovl_fs *fs, const struct ovl_path *path,
 
 /* The link count users see for the lower file open as fd, read from its
  * index entry: 0 once the entry was removed with the last name, or -errno. */
-static long index_nlink_of_lower(struct ovl_fs *fs, int fd)
+static long index_nlink_of_lower(struct ovl_fs *fs, int fd, nlink_t lower_links)
 {
 	struct ovl_path lower = {.dirfd = fd}, index;
 	struct stat st;
@@ -400,8 +511,9 @@ static long index_nlink_of_lower(struct ovl_fs *fs, int fd)
 		return err == -ENOENT ? 0 : err;
 	pthread_mutex_lock(&fs->index_nlink_lock);
 	if (ovl_do_fstatat(index.dirfd, index.name, &st) == 0)
-		nlink = (long)st.st_nlink +
-			ovl_index_get_nlink(fs, index.dirfd, index.name);
+		nlink =
+		    ovl_index_count(fs, index.dirfd, index.name, st.st_nlink,
+				    lower_links, (long)st.st_nlink);
 	else
 		nlink = 0;
 	pthread_mutex_unlock(&fs->index_nlink_lock);
@@ -429,7 +541,7 @@ void ovl_index_fix_nlink_fd(struct ovl_fs *fs, int fd, bool lower,
 		/* A lower file with one name never goes into the index. */
 		if (st->st_nlink < 2)
 			return;
-		nlink = index_nlink_of_lower(fs, fd);
+		nlink = index_nlink_of_lower(fs, fd, st->st_nlink);
 		if (nlink < 0)
 			return;
 	} else {
@@ -437,8 +549,8 @@ void ovl_index_fix_nlink_fd(struct ovl_fs *fs, int fd, bool lower,
 		pthread_mutex_lock(&fs->index_nlink_lock);
 		if (fstat(fd, &now) == 0)
 			st->st_nlink = now.st_nlink;
-		nlink = (long)st->st_nlink +
-			ovl_index_get_nlink(fs, AT_FDCWD, proc);
+		nlink = ovl_index_count(fs, AT_FDCWD, proc, st->st_nlink, 0,
+					(long)st->st_nlink);
 		pthread_mutex_unlock(&fs->index_nlink_lock);
 	}
 	st->st_nlink = nlink > 0 ? (nlink_t)nlink : 0;

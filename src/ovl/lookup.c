@@ -159,6 +159,19 @@ static ino_t origin_handle_ino(struct ovl_fs *fs, int layer, const uint8_t *buf,
 	}
 }
 
+/* Stat the lower file that overlay.origin of dirfd/name names. */
+int ovl_origin_stat(struct ovl_fs *fs, int dirfd, const char *name,
+		    struct stat *st)
+{
+	uint8_t buf[256];
+	int n, layer;
+
+	n = origin_read(fs, dirfd, name, buf, sizeof(buf), &layer);
+	if (n < 0)
+		return -ENODATA;
+	return origin_stat(fs, layer, buf, n, st);
+}
+
 /*
  * Return the inode number recorded in the origin file handle of an
  * upper entry, so that st_ino stays what it was before copy-up. Without

@@ -359,8 +359,12 @@ void ovl_index_refresh(struct ovl_fs *fs, struct ovl_node *node);
 int ovl_index_open(struct ovl_fs *fs, struct ovl_node *node,
 		   struct ovl_path *path);
 int ovl_index_set_nlink(struct ovl_fs *fs, int dirfd, const char *name,
-			int delta);
-int ovl_index_get_nlink(struct ovl_fs *fs, int dirfd, const char *name);
+			char base, long delta);
+long ovl_index_count(struct ovl_fs *fs, int dirfd, const char *name,
+		     nlink_t links, nlink_t lower_links, long fallback);
+int ovl_index_nlink_lower(struct ovl_fs *fs, int dirfd, const char *name,
+			  nlink_t lower_links);
+int ovl_index_nlink_upper(struct ovl_fs *fs, int dirfd, const char *name);
 void ovl_index_fix_nlink(struct ovl_fs *fs, const struct ovl_path *path,
 			 struct stat *st, bool entry);
 void ovl_index_fix_nlink_fd(struct ovl_fs *fs, int fd, bool lower,
@@ -436,6 +440,8 @@ void ovl_node_fill(struct ovl_node *node, struct ovl_lookup *res);
 void ovl_node_fix_stat(const struct ovl_node *node, struct stat *st);
 int ovl_lower_positive(struct ovl_fs *fs, struct ovl_node *parent,
 		       const char *name);
+int ovl_origin_stat(struct ovl_fs *fs, int dirfd, const char *name,
+		    struct stat *st);
 ino_t ovl_origin_ino(struct ovl_fs *fs, int dirfd, const char *name,
 		     ino_t fallback);
 ino_t ovl_upper_file_ino(struct ovl_fs *fs, int dirfd, const char *name,

@@ -396,6 +396,30 @@ static int rename_same_file(struct rename_ctx *c)
 			       &redirects);
 }
 
+/*
+ * Move the old name over the new one. A replaced name of an indexed file
+ * loses its upper link, so, as for unlink, its overlay.nlink must count
+ * from the upper links, and no copy-up may link another name meanwhile.
+ */
+static int rename_replace(struct rename_ctx *c, bool old_lower)
+{
+	bool counted =
+	    c->new_exists && c->new.upper &&ovl_index_wanted(c->fs, &c->new.st);
+	int err;
+
+	if (!counted)
+		return rename_move(c, old_lower);
+	pthread_mutex_lock(&c->fs->index_nlink_lock);
+	err = ovl_index_nlink_upper(c->fs, c->newdir, c->newname);
+	if (err)
+		log_warn_rl(
+		    "setting the link count of %s before its replacement failed: %s",
+		    c->newname, strerror(-err));
+	err = rename_move(c, old_lower);
+	pthread_mutex_unlock(&c->fs->index_nlink_lock);
+	return err;
+}
+
 static int do_rename(struct rename_ctx *c)
 {
 	bool exchange = c->flags & RENAME_EXCHANGE;
@@ -431,7 +455,7 @@ static int do_rename(struct rename_ctx *c)
 	moves_dir = S_ISDIR(c->old.st.st_mode) || S_ISDIR(c->new.st.st_mode);
 	if (moves_dir)
 		ovl_moves_begin(c->fs);
-	err = exchange ? rename_exchange(c) : rename_move(c, old_lower);
+	err = exchange ? rename_exchange(c) : rename_replace(c, old_lower);
 	if (!err)
 		mark_impure(c, c->newdir, c->newname);
 	if (!err && exchange)
