@@ -119,6 +119,16 @@ def check_committed(stack, newlayer, printed):
         assert leftovers == []
 
 
+def finish_big_commit(stack, args, newlayer):
+    """Run an interrupted commit of the 2 MiB file "big" again."""
+    code, out, err = run_lamina(args, stack.root)
+    assert code == 0, err
+    assert "finishing the interrupted commit" in err
+    check_committed(stack, newlayer, out.strip())
+    assert os.path.getsize(os.path.join(newlayer, "big")) == 2 << 20
+    shutil.rmtree(newlayer)
+
+
 def tree_of_stack(stack, reader, lowers, extra=()):
     """Mount lowers and the upper with reader and snapshot the tree."""
     stack.mount(reader, extra=extra, lowers=lowers)
@@ -394,13 +404,7 @@ def test_commit_out_of_space(lamina_stack):
         assert os.listdir(stack.upper) == ["big"]
 
         run(["mount", "-o", "remount,size=8m", small])
-        code, out, err = run_lamina(args, stack.root)
-
-        assert code == 0, err
-        assert "finishing the interrupted commit" in err
-        check_committed(stack, newlayer, out.strip())
-        assert os.path.getsize(os.path.join(newlayer, "big")) == 2 << 20
-        shutil.rmtree(newlayer)
+        finish_big_commit(stack, args, newlayer)
 
 
 # Interrupted commits -----------------------------------------------------
@@ -582,12 +586,7 @@ def test_commit_stops_while_newlayer_is_locked(lamina_stack):
                                          with_ino=True) == upper_before
             assert not os.path.exists(newlayer)
 
-        code, out, err = run_lamina(args, stack.root)
-        assert code == 0, err
-        assert "finishing the interrupted commit" in err
-        check_committed(stack, newlayer, out.strip())
-        assert os.path.getsize(os.path.join(newlayer, "big")) == 2 << 20
-        shutil.rmtree(newlayer)
+        finish_big_commit(stack, args, newlayer)
 
 
 # Points at which strace kills a commit: (where NEWLAYER is, system
