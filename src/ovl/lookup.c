@@ -234,15 +234,16 @@ static int add_relative(struct ovl_fs *fs, struct ovl_node *parent, int layer,
 	const struct ovl_redirect *r = ovl_redirect_at(res->chain, layer);
 	char path[OVL_PATH_MAX];
 	const char *slash;
-	size_t len;
+	size_t len, vlen;
 
 	if (r && !r->relative) {
 		slash = strrchr(r->path, '/');
 		len = slash ? (size_t)(slash + 1 - r->path) : 0;
-		if (len + strlen(value) >= sizeof(path))
+		vlen = strlen(value);
+		if (len + vlen >= sizeof(path))
 			return -ENAMETOOLONG;
-		snprintf(path, sizeof(path), "%.*s%s", (int)len, r->path,
-			 value);
+		memcpy(path, r->path, len);
+		memcpy(path + len, value, vlen + 1);
 		return ovl_redirect_add(&res->chain, layer + 1, path, false);
 	}
 	if (ovl_redirect_add(&res->chain, layer + 1, value, true))
