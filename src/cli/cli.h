@@ -36,6 +36,7 @@ int cmd_import(int argc, char **argv);
 
 /* in_use.c */
 struct ovl_fs;
+/* 1: a mount uses upperdir; 2: a lamina commit of it runs (see in_use.c) */
 int cli_upper_in_use(const char *upperdir, char *why, size_t size);
 /*
  * Lock upperdir for lamina commit until *lock_fd is closed: with the

@@ -230,7 +230,7 @@ static void warn_if_in_use(const char *layer)
 {
 	char why[PATH_MAX + 128];
 
-	if (cli_upper_in_use(layer, why, sizeof(why)) == 1)
+	if (cli_upper_in_use(layer, why, sizeof(why)) > 0)
 		fprintf(
 		    stderr,
 		    "lamina: warning: %s; files that change during the export may be inconsistent in the tar\n",

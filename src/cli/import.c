@@ -149,7 +149,7 @@ static int target_open_parent(const char *layer, struct import_target *t)
 static int target_check(const char *layer, struct import_target *t)
 {
 	char why[PATH_MAX + 128];
-	int fd;
+	int fd, rc;
 
 	if (fstatat(t->parentfd, t->name, &t->st, AT_SYMLINK_NOFOLLOW) < 0) {
 		if (errno == ENOENT)
@@ -174,10 +174,11 @@ static int target_check(const char *layer, struct import_target *t)
 		    layer);
 		return EXIT_USAGE;
 	}
-	if (cli_upper_in_use(layer, why, sizeof(why)) == 1) {
-		fprintf(stderr,
-			"lamina: %s; unmount it before importing into %s\n",
-			why, layer);
+	rc = cli_upper_in_use(layer, why, sizeof(why));
+	if (rc > 0) {
+		fprintf(stderr, "lamina: %s; %s before importing into %s\n",
+			why, rc == 2 ? "wait for it to end" : "unmount it",
+			layer);
 		return EXIT_USAGE;
 	}
 	t->exists = true;

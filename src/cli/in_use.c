@@ -88,9 +88,18 @@ static bool kernel_overlay_uses(const struct stat *st, char *mnt, size_t size)
 	return found;
 }
 
+/* Whether another process marked the upper fd with mark_commit(). */
+static bool commit_marked(int fd)
+{
+	struct flock probe = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+
+	return fcntl(fd, F_OFD_GETLK, &probe) == 0 && probe.l_type == F_RDLCK;
+}
+
 /*
- * 1 when a mount uses upperdir, with a sentence that names it in why;
- * 0 when none does; a negative errno when upperdir cannot be opened.
+ * 1 when a mount uses upperdir and 2 when a lamina commit of it runs, with
+ * a sentence that names it in why; 0 when neither does; a negative errno
+ * when upperdir cannot be opened.
  */
 int cli_upper_in_use(const char *upperdir, char *why, size_t size)
 {
@@ -111,8 +120,12 @@ int cli_upper_in_use(const char *upperdir, char *why, size_t size)
 	/* A daemon whose mount umount(8) has just removed keeps the lock
 	 * for some milliseconds while it exits. */
 	busy = ovl_flock_wait(fd, 1000) == -EWOULDBLOCK;
+	if (busy && commit_marked(fd))
+		busy = 2;
 	close(fd); /* also drops the lock if it was taken */
-	if (busy)
+	if (busy == 2)
+		snprintf(why, size, "a lamina commit of %s is running", real);
+	else if (busy)
 		snprintf(why, size, "a lamina mount uses %s", real);
 	return busy;
 }
@@ -125,14 +138,6 @@ static void mark_commit(int fd)
 	struct flock mark = {.l_type = F_RDLCK, .l_whence = SEEK_SET};
 
 	fcntl(fd, F_OFD_SETLK, &mark);
-}
-
-/* Whether another process marked the upper fd with mark_commit(). */
-static bool commit_marked(int fd)
-{
-	struct flock probe = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
-
-	return fcntl(fd, F_OFD_GETLK, &probe) == 0 && probe.l_type == F_RDLCK;
 }
 
 /*

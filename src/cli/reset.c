@@ -358,7 +358,10 @@ static int reset_upper(const char *path, const char *workdir,
 	}
 	err = cli_upper_in_use(path, why, sizeof(why));
 	if (err) {
-		if (err > 0)
+		if (err == 2)
+			fprintf(stderr,
+				"lamina: reset: %s; wait for it to end\n", why);
+		else if (err > 0)
 			fprintf(
 			    stderr,
 			    "lamina: reset: %s; unmount it first, or add --remount for a lamina mount\n",

@@ -556,6 +556,22 @@ def test_commit_stops_while_upper_is_locked(lamina_stack, mark, expected):
     assert helpers.read_file(os.path.join(newlayer, "file")) == b"kept"
 
 
+def test_reset_names_a_running_commit(lamina_stack):
+    """reset of an upper that a commit holds says that a commit runs, not
+    that a mount uses the upper, and changes nothing."""
+    stack = lamina_stack
+    upper = os.path.realpath(stack.upper)
+    helpers.write_file(stack.u("file"), "kept")
+    before = helpers.snapshot_tree(upper, with_ino=True)
+
+    with held_locks([upper], mark=True):
+        assert_rejected(
+            stack, ["reset", upper, "-o", f"workdir={stack.work}"],
+            [f"lamina: reset: a lamina commit of {upper} is running; "
+             "wait for it to end"])
+        assert helpers.snapshot_tree(upper, with_ino=True) == before
+
+
 def test_commit_stops_while_newlayer_is_locked(lamina_stack):
     """A commit to another filesystem that ran out of space left its
     record and a partial copy in the staging directory. While a process
