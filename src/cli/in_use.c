@@ -88,14 +88,6 @@ static bool kernel_overlay_uses(const struct stat *st, char *mnt, size_t size)
 	return found;
 }
 
-/* Whether another process marked the upper fd with mark_commit(). */
-static bool commit_marked(int fd)
-{
-	struct flock probe = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
-
-	return fcntl(fd, F_OFD_GETLK, &probe) == 0 && probe.l_type == F_RDLCK;
-}
-
 /*
  * 1 when a mount uses upperdir and 2 when a lamina commit of it runs, with
  * a sentence that names it in why; 0 when neither does; a negative errno
@@ -120,7 +112,7 @@ int cli_upper_in_use(const char *upperdir, char *why, size_t size)
 	/* A daemon whose mount umount(8) has just removed keeps the lock
 	 * for some milliseconds while it exits. */
 	busy = ovl_flock_wait(fd, 1000) == -EWOULDBLOCK;
-	if (busy && commit_marked(fd))
+	if (busy && ovl_commit_marked(fd))
 		busy = 2;
 	close(fd); /* also drops the lock if it was taken */
 	if (busy == 2)
@@ -152,14 +144,14 @@ int cli_upper_lock_dir(int fd)
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 		if (errno != EWOULDBLOCK)
 			return -errno;
-		if (commit_marked(fd))
+		if (ovl_commit_marked(fd))
 			return CLI_UPPER_COMMITTING;
 		err = ovl_flock_wait(fd, 1000);
 	}
 	/* A commit that took the flock marks it at once. */
 	if (err == -EWOULDBLOCK)
-		return commit_marked(fd) ? CLI_UPPER_COMMITTING
-					 : CLI_UPPER_MOUNTED;
+		return ovl_commit_marked(fd) ? CLI_UPPER_COMMITTING
+					     : CLI_UPPER_MOUNTED;
 	if (err)
 		return err;
 	mark_commit(fd);

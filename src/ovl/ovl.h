@@ -153,6 +153,7 @@ struct ovl_fs {
 	int upper_mnt_fd;   /* detached mount holding upperdir and workdir */
 	int upper_lock_fd;  /* upperdir, flock-ed against a second mount */
 	bool upper_busy;    /* another lamina mount holds that lock */
+	bool upper_committing; /* a lamina commit of the upper holds it */
 	/* Mount points of kernel overlay mounts that use upperdir or workdir
 	 * as theirs, or NULL. The caller sets them, and teardown frees them. */
 	char *upper_kernel_mount;
@@ -289,6 +290,7 @@ int ovl_open_layer_dir(int layer_fd, const char *relpath, int flags);
 DIR *ovl_opendir_at(int dirfd);
 int ovl_reopen_dir(int dirfd, int flags);
 int ovl_flock_wait(int fd, int wait_ms);
+bool ovl_commit_marked(int fd);
 int ovl_do_fstatat(int dirfd, const char *name, struct stat *st);
 int ovl_do_getxattr(int dirfd, const char *name, const char *attr, void *buf,
 		    size_t size);

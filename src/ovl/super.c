@@ -199,6 +199,8 @@ static void lock_upper(struct ovl_fs *fs)
 	fs->upper_busy =
 	    fs->upper_lock_fd >= 0 &&
 	    ovl_flock_wait(fs->upper_lock_fd, 1000) == -EWOULDBLOCK;
+	fs->upper_committing =
+	    fs->upper_busy && ovl_commit_marked(fs->upper_lock_fd);
 }
 
 /*
@@ -214,6 +216,14 @@ static int check_upper_shared(struct ovl_fs *fs, struct ovl_error *e)
 {
 	const char *kernel = ovl_upper_kernel_mount(fs);
 
+	/* The commit swaps the upper for an empty one under any mount. */
+	if (fs->upper_committing) {
+		ovl_error_set(
+		    e,
+		    "upperdir %s is being committed by lamina commit; wait for it to end, then mount with the lowerdir= value that it prints",
+		    fs->upper->path);
+		return ovl_error_continue(e, -EBUSY);
+	}
 	if ((!fs->upper_busy && !kernel) || !fs->config.index)
 		return 0;
 	if (kernel)

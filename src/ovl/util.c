@@ -65,6 +65,17 @@ int ovl_flock_wait(int fd, int wait_ms)
 	}
 }
 
+/*
+ * Whether another process holds an OFD read lock on fd: the mark with
+ * which lamina commit tells its flock on an upper from a mount's.
+ */
+bool ovl_commit_marked(int fd)
+{
+	struct flock probe = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+
+	return fcntl(fd, F_OFD_GETLK, &probe) == 0 && probe.l_type == F_RDLCK;
+}
+
 /* Open the directory that dirfd, maybe an O_PATH descriptor, refers to. */
 int ovl_reopen_dir(int dirfd, int flags)
 {

@@ -19,7 +19,8 @@ import time
 import pytest
 
 import helpers
-from conftest import LAMINA, make_tempdir, run, run_lamina, scratch_mount
+from conftest import (LAMINA, force_unmount, make_tempdir, run, run_lamina,
+                      scratch_mount)
 
 READERS = ("kernel", "lamina")
 
@@ -570,6 +571,27 @@ def test_reset_names_a_running_commit(lamina_stack):
             [f"lamina: reset: a lamina commit of {upper} is running; "
              "wait for it to end"])
         assert helpers.snapshot_tree(upper, with_ino=True) == before
+
+
+@pytest.mark.parametrize("index", ["on", "off"])
+def test_mount_refused_while_commit_runs(lamina_stack, index):
+    """A commit replaces the upper with an empty one, so a mount of the
+    upper while a commit runs fails, with or without the index."""
+    stack = lamina_stack
+    upper = os.path.realpath(stack.upper)
+
+    with held_locks([upper], mark=True):
+        code, _out, err = run_lamina(
+            ["mount", "-o", stack.options(extra=(f"index={index}",)),
+             stack.merged], stack.root)
+        left_mounted = helpers.find_mount(stack.merged) is not None
+        if left_mounted:
+            force_unmount(stack.merged)
+
+    assert code == 32, err
+    assert not left_mounted
+    assert f"upperdir {upper} is being committed by lamina commit; " \
+        "wait for it to end" in err
 
 
 def test_commit_stops_while_newlayer_is_locked(lamina_stack):
