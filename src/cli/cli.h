@@ -36,18 +36,22 @@ int cmd_import(int argc, char **argv);
 
 /* in_use.c */
 struct ovl_fs;
-/* 1: a mount uses upperdir; 2: a lamina commit of it runs (see in_use.c) */
-int cli_upper_in_use(const char *upperdir, char *why, size_t size);
-/*
- * Lock upperdir for lamina commit until *lock_fd is closed: with the
- * flock that a lamina mount holds, and with a mark that tells a running
- * commit from a mount. Returns 0, CLI_UPPER_MOUNTED with a sentence that
- * names the mount in why, CLI_UPPER_COMMITTING when another commit holds
- * the lock, or a negative errno. cli_upper_lock_dir() does the same for
- * fd, a directory that is about to become the upper.
- */
 #define CLI_UPPER_MOUNTED 1
 #define CLI_UPPER_COMMITTING 2
+/*
+ * Check whether a mount uses upperdir (CLI_UPPER_MOUNTED) or a lamina
+ * commit of it runs (CLI_UPPER_COMMITTING), with a sentence in why.
+ * Returns 0 when neither is the case, or a negative errno.
+ */
+int cli_upper_in_use(const char *upperdir, char *why, size_t size);
+/*
+ * Lock upperdir for lamina commit until *lock_fd is closed. The lock is
+ * the flock that a lamina mount takes, plus a mark that distinguishes a
+ * running commit from a mount. Returns 0, CLI_UPPER_MOUNTED with a
+ * sentence in why, CLI_UPPER_COMMITTING when another commit has the
+ * lock, or a negative errno. cli_upper_lock_dir() does the same for fd,
+ * a directory that is about to become the upper.
+ */
 int cli_upper_lock(const char *upperdir, int *lock_fd, char *why, size_t size);
 int cli_upper_lock_dir(int fd);
 /*

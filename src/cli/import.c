@@ -177,7 +177,9 @@ static int target_check(const char *layer, struct import_target *t)
 	rc = cli_upper_in_use(layer, why, sizeof(why));
 	if (rc > 0) {
 		fprintf(stderr, "lamina: %s; %s before importing into %s\n",
-			why, rc == 2 ? "wait for it to end" : "unmount it",
+			why,
+			rc == CLI_UPPER_COMMITTING ? "wait for it to end"
+						   : "unmount it",
 			layer);
 		return EXIT_USAGE;
 	}

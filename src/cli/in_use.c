@@ -89,33 +89,42 @@ static bool kernel_overlay_uses(const struct stat *st, char *mnt, size_t size)
 }
 
 /*
- * 1 when a mount uses upperdir and 2 when a lamina commit of it runs, with
- * a sentence that names it in why; 0 when neither does; a negative errno
- * when upperdir cannot be opened.
+ * Open upperdir, resolved into real (PATH_MAX bytes), as *fd. Returns 0,
+ * CLI_UPPER_MOUNTED with a sentence in why when a kernel overlay mount
+ * uses it, or a negative errno.
  */
-int cli_upper_in_use(const char *upperdir, char *why, size_t size)
+static int open_upper(const char *upperdir, char *real, int *fd, char *why,
+		      size_t size)
 {
-	char real[PATH_MAX], mnt[PATH_MAX];
+	char mnt[PATH_MAX];
 	struct stat st;
-	int fd, busy;
 
 	if (!realpath(upperdir, real) || stat(real, &st) < 0)
 		return -errno;
 	if (kernel_overlay_uses(&st, mnt, sizeof(mnt))) {
 		snprintf(why, size, "the overlay mount on %s uses %s", mnt,
 			 real);
-		return 1;
+		return CLI_UPPER_MOUNTED;
 	}
-	fd = open(real, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
+	*fd = open(real, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	return *fd < 0 ? -errno : 0;
+}
+
+int cli_upper_in_use(const char *upperdir, char *why, size_t size)
+{
+	char real[PATH_MAX];
+	int fd, busy;
+
+	busy = open_upper(upperdir, real, &fd, why, size);
+	if (busy)
+		return busy;
 	/* A daemon whose mount umount(8) has just removed keeps the lock
 	 * for some milliseconds while it exits. */
-	busy = ovl_flock_wait(fd, 1000) == -EWOULDBLOCK;
-	if (busy && ovl_commit_marked(fd))
-		busy = 2;
+	if (ovl_flock_wait(fd, 1000) == -EWOULDBLOCK)
+		busy = ovl_commit_marked(fd) ? CLI_UPPER_COMMITTING
+					     : CLI_UPPER_MOUNTED;
 	close(fd); /* also drops the lock if it was taken */
-	if (busy == 2)
+	if (busy == CLI_UPPER_COMMITTING)
 		snprintf(why, size, "a lamina commit of %s is running", real);
 	else if (busy)
 		snprintf(why, size, "a lamina mount uses %s", real);
@@ -160,20 +169,12 @@ int cli_upper_lock_dir(int fd)
 
 int cli_upper_lock(const char *upperdir, int *lock_fd, char *why, size_t size)
 {
-	char real[PATH_MAX], mnt[PATH_MAX];
-	struct stat st;
+	char real[PATH_MAX];
 	int fd, rc;
 
-	if (!realpath(upperdir, real) || stat(real, &st) < 0)
-		return -errno;
-	if (kernel_overlay_uses(&st, mnt, sizeof(mnt))) {
-		snprintf(why, size, "the overlay mount on %s uses %s", mnt,
-			 real);
-		return CLI_UPPER_MOUNTED;
-	}
-	fd = open(real, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
+	rc = open_upper(upperdir, real, &fd, why, size);
+	if (rc)
+		return rc;
 	rc = cli_upper_lock_dir(fd);
 	if (rc == CLI_UPPER_MOUNTED)
 		snprintf(why, size, "a lamina mount uses %s", real);

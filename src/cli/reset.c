@@ -358,7 +358,7 @@ static int reset_upper(const char *path, const char *workdir,
 	}
 	err = cli_upper_in_use(path, why, sizeof(why));
 	if (err) {
-		if (err == 2)
+		if (err == CLI_UPPER_COMMITTING)
 			fprintf(stderr,
 				"lamina: reset: %s; wait for it to end\n", why);
 		else if (err > 0)

@@ -191,11 +191,10 @@ static int lookup_step(const struct squash_layers *sl, struct squash_lookup *lk,
 }
 
 /*
- * A directory on the way that was moved itself (it carries a redirect)
- * moves the rest of the path for the layers below, as in overlayfs: an
- * absolute redirect takes the place of the path up to it, a relative one
- * the place of its own name. moved is the path for the layers below, and
- * the component is the comp_len bytes before rest in it.
+ * Rewrite moved, the path for the layers below, at a directory on the way
+ * that carries a redirect, as overlayfs does. An absolute redirect
+ * replaces the path up to and including the directory. A relative one
+ * replaces the directory's name, the comp_len bytes before rest in moved.
  */
 static int move_rest(const struct squash_layers *sl, struct squash_lookup *lk,
 		     char *moved, size_t comp_len, const char *rest,

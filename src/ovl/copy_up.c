@@ -375,7 +375,7 @@ static int link_up(struct copy_up_ctx *c, struct ovl_path *index)
 
 /*
  * Put the first copied-up name of a hard-linked lower file into the index
- * too. Users count the lower file's links, and overlay.nlink says so
+ * too. Users count the lower file's links, and overlay.nlink records that
  * ("L+0") until the copy has its upper name. A crash after the link
  * leaves the entry alone in the index once the work directory is
  * cleaned, with that count, as overlayfs shows it.

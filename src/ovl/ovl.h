@@ -153,7 +153,7 @@ struct ovl_fs {
 	int upper_mnt_fd;   /* detached mount holding upperdir and workdir */
 	int upper_lock_fd;  /* upperdir, flock-ed against a second mount */
 	bool upper_busy;    /* another lamina mount holds that lock */
-	bool upper_committing; /* a lamina commit of the upper holds it */
+	bool upper_committing; /* the lock is a lamina commit's */
 	/* Mount points of kernel overlay mounts that use upperdir or workdir
 	 * as theirs, or NULL. The caller sets them, and teardown frees them. */
 	char *upper_kernel_mount;

@@ -66,8 +66,9 @@ int ovl_flock_wait(int fd, int wait_ms)
 }
 
 /*
- * Whether another process holds an OFD read lock on fd: the mark with
- * which lamina commit tells its flock on an upper from a mount's.
+ * Return whether another process has an OFD read lock on fd. lamina
+ * commit sets this mark so that its flock on an upper can be distinguished
+ * from a mount's flock.
  */
 bool ovl_commit_marked(int fd)
 {

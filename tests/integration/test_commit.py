@@ -492,9 +492,9 @@ def test_commit_rerun_after_kill_at_the_end(stack):
 
 # A process that takes the locks of a running commit or squash: an
 # exclusive flock on each directory given. With "mark" it also takes the
-# OFD read lock with which a commit marks its upper, which tells a commit
-# from a mount. It prints "locked" once it has the locks and keeps them
-# until it is killed.
+# OFD read lock with which a commit marks its upper, so that the commit is
+# distinguished from a mount. It prints "locked" once it has the locks and
+# keeps them until it is killed.
 LOCK_HOLDER = r"""
 import fcntl, os, struct, sys
 
@@ -557,9 +557,9 @@ def test_commit_stops_while_upper_is_locked(lamina_stack, mark, expected):
     assert helpers.read_file(os.path.join(newlayer, "file")) == b"kept"
 
 
-def test_reset_names_a_running_commit(lamina_stack):
-    """reset of an upper that a commit holds says that a commit runs, not
-    that a mount uses the upper, and changes nothing."""
+def test_reset_during_commit(lamina_stack):
+    """reset of an upper that a running commit has locked reports the
+    commit, not a mount, and changes nothing."""
     stack = lamina_stack
     upper = os.path.realpath(stack.upper)
     helpers.write_file(stack.u("file"), "kept")
@@ -574,7 +574,7 @@ def test_reset_names_a_running_commit(lamina_stack):
 
 
 @pytest.mark.parametrize("index", ["on", "off"])
-def test_mount_refused_while_commit_runs(lamina_stack, index):
+def test_mount_during_commit(lamina_stack, index):
     """A commit replaces the upper with an empty one, so a mount of the
     upper while a commit runs fails, with or without the index."""
     stack = lamina_stack
@@ -713,7 +713,7 @@ def test_commit_links_names_from_the_index(stack, reader, metacopy):
 
 
 @pytest.mark.parametrize("reader", READERS)
-def test_commit_links_special_files_from_the_index(stack, reader):
+def test_commit_links_special_files(stack, reader):
     """As for regular files, commit links into the upper the names of
     hard-linked symlinks, FIFOs and device nodes that show a change
     only through the index."""

@@ -712,7 +712,7 @@ def make_deep(root, parts):
     os.close(fd)
 
 
-def test_squash_names_a_redirect_too_long_for_the_layer(stack):
+def test_squash_redirect_too_long(stack):
     """A squashed redirect longer than ext4 keeps for one file fails the
     squash with a message that names the xattr and the way out."""
     if subprocess.run(["stat", "-f", "-c", "%T", stack.root],
