@@ -132,8 +132,43 @@ static int mount_config(struct mount_args *args, struct ovl_config *cfg)
 	return cfg->mountpoint ? 0 : EXIT_MOUNT_FAIL;
 }
 
-static void report_mount_error(const char *mnt, int err)
+/* Report a failed mount through fusermount3, with its own reason. */
+static void report_fusermount_error(const char *mnt, struct fuse_session *se)
 {
+	int status = fuse_session_fusermount_status(se);
+	const char *reason = fuse_session_fusermount_error(se);
+	char what[320];
+
+	if (status == 127) {
+		fprintf(
+		    stderr,
+		    "lamina: mounting %s as uid %u needs fusermount3, which is not in PATH; install the fuse3 package, or mount as root\n",
+		    mnt, (unsigned int)getuid());
+		return;
+	}
+	if (reason[0])
+		snprintf(what, sizeof(what), "%s", reason);
+	else
+		snprintf(what, sizeof(what), "exit status %d", status);
+	if (access("/dev/fuse", R_OK | W_OK) < 0 && errno == EACCES)
+		fprintf(
+		    stderr,
+		    "lamina: mounting %s: fusermount3 failed (%s): /dev/fuse is open to root only, so as root run 'chmod 0666 /dev/fuse' to let users mount FUSE filesystems, or mount as root\n",
+		    mnt, what);
+	else
+		fprintf(
+		    stderr,
+		    "lamina: mounting %s: fusermount3 failed (%s); fix what it reports, or mount as root\n",
+		    mnt, what);
+}
+
+static void report_mount_error(const char *mnt, int err,
+			       struct fuse_session *se)
+{
+	if (se && fuse_session_fusermount_status(se) > 0) {
+		report_fusermount_error(mnt, se);
+		return;
+	}
 	switch (-err) {
 	case ENOENT:
 	case ENXIO:
@@ -343,7 +378,7 @@ int cmd_mount(struct mount_args *args)
 	if (!err)
 		err = fuse_session_mount(se, fs->config.mountpoint, &opts);
 	if (err) {
-		report_mount_error(fs->config.mountpoint, err);
+		report_mount_error(fs->config.mountpoint, err, se);
 		rc = EXIT_MOUNT_FAIL;
 		goto out;
 	}

@@ -18,6 +18,11 @@
 struct fuse_session {
 	int fd;		 /* the /dev/fuse descriptor of the mount */
 	char *mountpoint; /* NULL until mounted */
+	/* When fusermount3 mounted or tried to: its exit status (128 plus
+	 * the signal if killed), else -1, and the first line it wrote to
+	 * its standard error. */
+	int fusermount_status;
+	char fusermount_error[256];
 	dev_t mount_dev;  /* the mount's device number, 0 if unknown */
 	uint64_t mount_id; /* the kernel's ID of the mount, 0 if unknown */
 	const struct fuse_ops *ops;

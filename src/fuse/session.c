@@ -23,6 +23,7 @@ int fuse_session_new(const struct fuse_ops *ops, void *fs, bool debug,
 	if (!se)
 		return -ENOMEM;
 	se->fd = -1;
+	se->fusermount_status = -1;
 	se->ops = ops;
 	se->fs = fs;
 	se->debug = debug;
@@ -137,11 +138,61 @@ static void escape_option(char *buf, size_t size, const char *value)
 	buf[n] = '\0';
 }
 
+/*
+ * Read a helper's standard error to the end, keeping its first line
+ * without a "fusermount3: " prefix.
+ */
+static void read_helper_error(int fd, char *buf, size_t size)
+{
+	static const char prefix[] = "fusermount3: ";
+	char chunk[512];
+	size_t len = 0;
+	ssize_t n;
+
+	while ((n = read(fd, chunk, sizeof(chunk))) != 0) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			break;
+		if (len + 1 < size) {
+			size_t take = (size_t)n < size - 1 - len
+					  ? (size_t)n
+					  : size - 1 - len;
+
+			memcpy(buf + len, chunk, take);
+			len += take;
+		}
+	}
+	buf[len] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	if (!strncmp(buf, prefix, sizeof(prefix) - 1))
+		memmove(buf, buf + sizeof(prefix) - 1,
+			strlen(buf) - (sizeof(prefix) - 1) + 1);
+}
+
+/* Start fusermount3 with the socket end and a pipe as standard error. */
+static pid_t start_fusermount(const char *optstr, const char *mnt, int sock,
+			      int err_fd)
+{
+	char commfd[16];
+	pid_t pid = fork();
+
+	if (pid != 0)
+		return pid;
+	fcntl(sock, F_SETFD, 0);
+	dup2(err_fd, STDERR_FILENO);
+	snprintf(commfd, sizeof(commfd), "%d", sock);
+	setenv("_FUSE_COMMFD", commfd, 1);
+	execlp("fusermount3", "fusermount3", "-o", optstr, "--", mnt,
+	       (char *)NULL);
+	_exit(127);
+}
+
 static int mount_fusermount(struct fuse_session *se, const char *mnt,
 			    const struct fuse_mount_opts *opts)
 {
-	char optstr[1024], source[512], commfd[16];
-	int sv[2], status, fd;
+	char optstr[1024], source[512];
+	int sv[2], errpipe[2], status, fd;
 	pid_t pid;
 
 	escape_option(source, sizeof(source), opts->source);
@@ -150,33 +201,38 @@ static int mount_fusermount(struct fuse_session *se, const char *mnt,
 		 opts->allow_other ? ",allow_other" : "",
 		 opts->default_permissions ? ",default_permissions" : "",
 		 (opts->mount_flags & MS_RDONLY) ? ",ro" : "");
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+	if (pipe2(errpipe, O_CLOEXEC) < 0)
 		return -errno;
-	pid = fork();
-	if (pid < 0) {
-		close(sv[0]);
-		close(sv[1]);
-		return -errno;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		fd = -errno;
+		goto out_pipe;
 	}
-	if (pid == 0) {
-		fcntl(sv[0], F_SETFD, 0);
-		snprintf(commfd, sizeof(commfd), "%d", sv[0]);
-		setenv("_FUSE_COMMFD", commfd, 1);
-		execlp("fusermount3", "fusermount3", "-o", optstr, "--", mnt,
-		       (char *)NULL);
-		_exit(127);
-	}
+	pid = start_fusermount(optstr, mnt, sv[0], errpipe[1]);
 	close(sv[0]);
-	fd = receive_fd(sv[1]);
+	close(errpipe[1]);
+	errpipe[1] = -1;
+	fd = pid < 0 ? -errno : receive_fd(sv[1]);
 	close(sv[1]);
-	waitpid(pid, &status, 0);
-	if (fd < 0)
-		return WIFEXITED(status) && WEXITSTATUS(status) == 127
-			       ? -ENOENT
-			       : fd;
-	fcntl(fd, F_SETFD, FD_CLOEXEC);
-	se->fd = fd;
-	return 0;
+	if (pid > 0) {
+		read_helper_error(errpipe[0], se->fusermount_error,
+				  sizeof(se->fusermount_error));
+		waitpid(pid, &status, 0);
+		se->fusermount_status = WIFEXITED(status)
+					    ? WEXITSTATUS(status)
+					    : 128 + WTERMSIG(status);
+	}
+	if (fd >= 0) {
+		if (se->fusermount_error[0])
+			log_warn("fusermount3: %s", se->fusermount_error);
+		fcntl(fd, F_SETFD, FD_CLOEXEC);
+		se->fd = fd;
+		fd = 0;
+	}
+out_pipe:
+	close(errpipe[0]);
+	if (errpipe[1] >= 0)
+		close(errpipe[1]);
+	return fd;
 }
 
 /* Linux 6.8: an ID that no later mount gets again. */
@@ -280,6 +336,16 @@ int fuse_dev_mounted(dev_t dev)
 	free(line);
 	fclose(f);
 	return found;
+}
+
+int fuse_session_fusermount_status(const struct fuse_session *se)
+{
+	return se->fusermount_status;
+}
+
+const char *fuse_session_fusermount_error(const struct fuse_session *se)
+{
+	return se->fusermount_error;
 }
 
 dev_t fuse_session_mount_dev(const struct fuse_session *se)

@@ -164,6 +164,12 @@ int fuse_session_new(const struct fuse_ops *ops, void *fs, bool debug,
 int fuse_session_mount(struct fuse_session *se, const char *mountpoint,
 		       const struct fuse_mount_opts *opts);
 void fuse_session_unmount(struct fuse_session *se);
+/*
+ * When fuse_session_mount() ran fusermount3, its exit status (127: not
+ * found), else -1; and the first line of its error output, "" if none.
+ */
+int fuse_session_fusermount_status(const struct fuse_session *se);
+const char *fuse_session_fusermount_error(const struct fuse_session *se);
 void fuse_session_destroy(struct fuse_session *se);
 int fuse_session_fd(const struct fuse_session *se);
 /* Requests come through FUSE over io_uring. */

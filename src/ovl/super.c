@@ -703,7 +703,16 @@ static int check_upper_fs(struct ovl_fs *fs, struct ovl_error *e)
 	/* Without space for the xattr, the features are still unknown. */
 	if (is_no_space(err))
 		return report_test_entry(fs, err, e);
-	if (err) {
+	if (err == -EPERM && !fs->config.userxattr) {
+		/* trusted.* needs CAP_SYS_ADMIN; the filesystem may be fine. */
+		ovl_error_set(
+		    e,
+		    "upperdir %s: cannot set %s xattrs (%s), which need CAP_SYS_ADMIN; mount as root, or with -o userxattr to keep overlay metadata in user.overlay.* xattrs",
+		    upper, fs->xattr_prefix, strerror(-err));
+		err = ovl_error_continue(e, err);
+		if (err)
+			return err;
+	} else if (err) {
 		ovl_error_set(e, "upperdir %s: cannot set %s xattrs (%s); use a filesystem with xattr support%s",
 			      upper, fs->xattr_prefix, strerror(-err),
 			      fs->config.userxattr ? "" : ", or -o userxattr");

@@ -11,6 +11,7 @@ import json
 import os
 import stat
 import struct
+import subprocess
 import time
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -326,6 +327,18 @@ def diff_trees(left, right):
                 if a != b:
                     problems.append(f"{rel}: {key} {a!r} != {b!r}")
     return problems
+
+
+def shared_libraries(binary):
+    """List the absolute paths of the shared libraries binary loads."""
+    out = subprocess.run(["ldd", binary], capture_output=True, text=True,
+                         check=True).stdout
+    paths = []
+    for line in out.splitlines():
+        for word in line.split():
+            if word.startswith("/"):
+                paths.append(word)
+    return paths
 
 
 def find_mount(mountpoint):

@@ -21,7 +21,7 @@ from conftest import (
     run,
     run_lamina,
 )
-from helpers import find_mount
+from helpers import find_mount, shared_libraries
 
 
 class Layout:
@@ -407,17 +407,6 @@ def test_umount_not_mounted(layout):
     assert len(lines) == 1, err
     assert lines[0].startswith("lamina: "), lines[0]
     assert layout.merged in lines[0]
-
-
-def shared_libraries(binary):
-    """List the absolute paths of the shared libraries binary loads."""
-    out = run(["ldd", binary]).stdout
-    paths = []
-    for line in out.splitlines():
-        for word in line.split():
-            if word.startswith("/"):
-                paths.append(word)
-    return paths
 
 
 def build_chroot(layout, fuse_device):
