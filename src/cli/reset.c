@@ -13,6 +13,7 @@
 #include "reset.h"
 #include "stack.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -176,6 +177,58 @@ static int check_work_entry(int workfd, const char *workdir, const char *name)
 	return EXIT_USAGE;
 }
 
+/* Whether name is one that overlayfs or lamina makes in workdir/work:
+ * a temporary name starting with '#', or the volatile marker's parent. */
+static bool is_work_name(const char *name)
+{
+	return name[0] == '#' || !strcmp(name, "incompat");
+}
+
+/* Whether name is one of an index entry, the hex of a file handle, or a
+ * temporary name or whiteout starting with '#'. */
+static bool is_index_name(const char *name)
+{
+	size_t len = strspn(name, "0123456789abcdef");
+
+	return name[0] == '#' || (len > 0 && len % 2 == 0 && !name[len]);
+}
+
+/*
+ * Reject a workdir whose work or index directory holds a name that no
+ * overlay mount makes there: DIR is then likely not a workdir at all,
+ * and clearing it would delete someone's files.
+ */
+static int check_work_names(int workfd, const char *workdir, const char *sub,
+			    bool (*expected)(const char *))
+{
+	int fd = openat(workfd, sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	const char *odd = NULL;
+	struct dirent *d;
+	DIR *dir;
+	int rc = 0;
+
+	if (fd < 0)
+		return 0; /* missing: check_work_entry() judged the rest */
+	dir = fdopendir(fd);
+	if (!dir) {
+		close(fd);
+		return 0;
+	}
+	while (!odd && (d = readdir(dir)))
+		if (strcmp(d->d_name, ".") && strcmp(d->d_name, "..") &&
+		    !expected(d->d_name))
+			odd = d->d_name;
+	if (odd) {
+		fprintf(
+		    stderr,
+		    "lamina: reset: %s/%s contains '%s', a name that overlay mounts do not make there, so %s is likely not the workdir of this upper; give the workdir it was mounted with, or remove the entry by hand\n",
+		    workdir, sub, odd, workdir);
+		rc = EXIT_USAGE;
+	}
+	closedir(dir);
+	return rc;
+}
+
 /* Reject a workdir that reset could not clear, before the upper is
  * touched. */
 static int check_workdir(const char *workdir)
@@ -197,6 +250,10 @@ static int check_workdir(const char *workdir)
 	rc = check_work_entry(fd, workdir, "work");
 	if (!rc)
 		rc = check_work_entry(fd, workdir, "index");
+	if (!rc)
+		rc = check_work_names(fd, workdir, "work", is_work_name);
+	if (!rc)
+		rc = check_work_names(fd, workdir, "index", is_index_name);
 	close(fd);
 	place_close(&work);
 	return rc;
@@ -207,6 +264,7 @@ static int check_workdir(const char *workdir)
 static int check_apart(const char *upper, const char *workdir)
 {
 	char upper_real[PATH_MAX], work_real[PATH_MAX];
+	struct stat upper_st, work_st;
 	struct ovl_error e = {{0}};
 
 	if (!realpath(upper, upper_real))
@@ -215,6 +273,17 @@ static int check_apart(const char *upper, const char *workdir)
 		return place_error("workdir", workdir, -errno);
 	if (ovl_check_layers_apart(upper_real, work_real, NULL, 0, &e)) {
 		fprintf(stderr, "lamina: reset: %s\n", e.msg);
+		return EXIT_USAGE;
+	}
+	if (stat(upper_real, &upper_st) < 0)
+		return place_error("upper directory", upper, -errno);
+	if (stat(work_real, &work_st) < 0)
+		return place_error("workdir", workdir, -errno);
+	if (upper_st.st_dev != work_st.st_dev) {
+		fprintf(
+		    stderr,
+		    "lamina: reset: workdir %s and upper directory %s are on different filesystems, so no mount used them together; give the workdir the upper was mounted with\n",
+		    workdir, upper);
 		return EXIT_USAGE;
 	}
 	return 0;
@@ -576,6 +645,15 @@ int cmd_reset(int argc, char **argv)
 		m = cli_mounts_find(mounts, count, real);
 	if (!m && a.remount)
 		m = mount_of_upper(a.target, mounts, count);
+	if (!m && a.remount) {
+		fprintf(
+		    stderr,
+		    "lamina: reset: --remount needs a mount point or the upper directory of a mount, and %s is neither; to reset an upper directory that is not mounted, leave out --remount\n",
+		    a.target);
+		cli_mounts_free(mounts, count);
+		free(a.workdir);
+		return EXIT_USAGE;
+	}
 	/* Deleting the old tree keeps a descriptor per level. */
 	fdlimit_raise(NULL);
 	rc = m ? reset_mount(m, &a) : reset_upper(a.target, a.workdir, NULL);

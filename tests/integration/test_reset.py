@@ -33,8 +33,8 @@ def test_reset_plain_upper(lamina_stack):
     """An unmounted upper is emptied, keeping its owner, mode and xattrs."""
     stack = lamina_stack
     fill_upper(stack)
-    os.makedirs(os.path.join(stack.work, "work", "stale"))
-    os.makedirs(os.path.join(stack.work, "index", "entry"))
+    os.makedirs(os.path.join(stack.work, "work", "#1f"))
+    os.makedirs(os.path.join(stack.work, "index", "00fb1d"))
 
     code, out, err = run_lamina(
         ["reset", stack.upper, "-o", f"workdir={stack.work}"], stack.root)
@@ -257,7 +257,7 @@ def test_reset_workdir_with_comma(lamina_stack):
     stack = lamina_stack
     root = os.path.realpath(stack.root)
     workdir = os.path.join(root, "a,b")
-    os.makedirs(os.path.join(workdir, "work", "stale"))
+    os.makedirs(os.path.join(workdir, "work", "#2a.1234"))
     write_file(stack.u("mine"), "m")
 
     code, out, err = run_lamina(
@@ -428,3 +428,84 @@ def test_reset_undeletable_old_upper(lamina_stack):
     finally:
         for path in glob.glob(os.path.join(stack.root, ".lamina-reset.*", "f")):
             run(["chattr", "-i", path])
+
+
+def test_reset_remount_needs_mount(lamina_stack):
+    """--remount on a directory that is neither a mount point nor the
+    upper of a mount deletes nothing."""
+    stack = lamina_stack
+    write_file(stack.m("userfile"), "mine")
+
+    code, out, err = run_lamina(["reset", "--remount", stack.merged],
+                                stack.root)
+
+    assert code == 1, out
+    assert err.startswith("lamina: reset: --remount needs a mount point")
+    assert len(err.splitlines()) == 1, err
+    assert os.listdir(stack.merged) == ["userfile"]
+    assert leftovers(stack) == []
+
+
+@pytest.mark.parametrize("sub,name", [("index", "precious"),
+                                      ("work", "notes.txt")])
+def test_reset_rejects_foreign_workdir(lamina_stack, sub, name):
+    """A workdir whose work or index directory holds a name that no
+    overlay mount makes is likely another directory: nothing is
+    deleted, in it or in the upper."""
+    stack = lamina_stack
+    write_file(stack.u("mine"), "m")
+    other = os.path.join(stack.root, "data")
+    write_file(os.path.join(other, sub, name), "keep")
+    write_file(os.path.join(other, "work", "#3"), "temporary")
+
+    code, out, err = run_lamina(
+        ["reset", stack.upper, "-o", f"workdir={other}"], stack.root)
+
+    assert code == 1, out
+    assert f"'{name}'" in err
+    assert len(err.splitlines()) == 1, err
+    assert read_file(os.path.join(other, sub, name)) == b"keep"
+    assert read_file(os.path.join(other, "work", "#3")) == b"temporary"
+    assert os.listdir(stack.upper) == ["mine"]
+
+
+def test_reset_rejects_workdir_elsewhere(lamina_stack):
+    """A workdir on another filesystem than the upper was never used
+    with it, as the mount rejects such a pair."""
+    stack = lamina_stack
+    write_file(stack.u("mine"), "m")
+    other = os.path.join(stack.root, "tmpfs")
+    os.mkdir(other)
+    run(["mount", "-t", "tmpfs", "tmpfs", other])
+    try:
+        os.makedirs(os.path.join(other, "work", "#4"))
+
+        code, out, err = run_lamina(
+            ["reset", stack.upper, "-o", f"workdir={other}"], stack.root)
+
+        assert code == 1, out
+        assert "different filesystems" in err
+        assert len(err.splitlines()) == 1, err
+        assert os.listdir(os.path.join(other, "work")) == ["#4"]
+        assert os.listdir(stack.upper) == ["mine"]
+    finally:
+        run(["umount", other])
+
+
+def test_reset_kernel_index_workdir(lamina_stack):
+    """The workdir of a kernel mount with index entries is cleared."""
+    stack = lamina_stack
+    write_file(stack.lo(0, "a"), "a")
+    os.link(stack.lo(0, "a"), stack.lo(0, "b"))
+    stack.mount("kernel", extra=["index=on"])
+    with open(stack.m("a"), "a") as f:
+        f.write("more")
+    stack.unmount()
+    assert os.listdir(os.path.join(stack.work, "index")) != []
+
+    code, out, err = run_lamina(
+        ["reset", stack.upper, "-o", f"workdir={stack.work}"], stack.root)
+
+    assert code == 0, err
+    assert os.listdir(stack.upper) == []
+    assert not os.path.exists(os.path.join(stack.work, "index"))
