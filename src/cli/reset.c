@@ -177,15 +177,15 @@ static int check_work_entry(int workfd, const char *workdir, const char *name)
 	return EXIT_USAGE;
 }
 
-/* Whether name is one that overlayfs or lamina makes in workdir/work:
- * a temporary name starting with '#', or the volatile marker's parent. */
+/* Whether overlayfs or lamina makes name in workdir/work: a temporary
+ * name starting with '#', or the parent of the volatile marker. */
 static bool is_work_name(const char *name)
 {
 	return name[0] == '#' || !strcmp(name, "incompat");
 }
 
-/* Whether name is one of an index entry, the hex of a file handle, or a
- * temporary name or whiteout starting with '#'. */
+/* Whether name can be in workdir/index: the lowercase hex of a file
+ * handle, or a temporary name or whiteout starting with '#'. */
 static bool is_index_name(const char *name)
 {
 	size_t len = strspn(name, "0123456789abcdef");
@@ -194,9 +194,9 @@ static bool is_index_name(const char *name)
 }
 
 /*
- * Reject a workdir whose work or index directory holds a name that no
- * overlay mount makes there: DIR is then likely not a workdir at all,
- * and clearing it would delete someone's files.
+ * Reject a workdir whose work or index directory contains a name that no
+ * overlay mount makes there. DIR is then likely not a workdir at all, and
+ * clearing it would delete someone's files.
  */
 static int check_work_names(int workfd, const char *workdir, const char *sub,
 			    bool (*expected)(const char *))
@@ -208,7 +208,7 @@ static int check_work_names(int workfd, const char *workdir, const char *sub,
 	int rc = 0;
 
 	if (fd < 0)
-		return 0; /* missing: check_work_entry() judged the rest */
+		return 0; /* missing, or check_work_entry() reported it */
 	dir = fdopendir(fd);
 	if (!dir) {
 		close(fd);

@@ -201,6 +201,40 @@ static int set_xattrs(struct import_ctx *x, struct archive_entry *entry,
 	return 0;
 }
 
+/*
+ * Remove the ACLs that file got from its directory's default ACL when it
+ * was made, since an entry gets only the ACLs that the tar holds for it.
+ * set_xattrs() writes those kept as xattrs, and the disk writer sets
+ * libarchive's own ACL records, which stay.
+ */
+static void drop_inherited_acls(struct archive_entry *entry, const char *path,
+				const char *file)
+{
+	static const struct {
+		const char *xattr;
+		int type;
+	} acls[] = {
+	    {"system.posix_acl_access", ARCHIVE_ENTRY_ACL_TYPE_ACCESS},
+	    {"system.posix_acl_default", ARCHIVE_ENTRY_ACL_TYPE_DEFAULT},
+	};
+	size_t i;
+
+	if (entry && (archive_entry_filetype(entry) == AE_IFLNK ||
+		      archive_entry_hardlink(entry)))
+		return;
+	for (i = 0; i < sizeof(acls) / sizeof(acls[0]); i++) {
+		if (entry && archive_entry_acl_count(entry, acls[i].type) > 0)
+			continue;
+		if (lremovexattr(file, acls[i].xattr) == 0 ||
+		    errno == ENODATA || errno == EOPNOTSUPP)
+			continue;
+		fprintf(
+		    stderr,
+		    "lamina: warning: tar entry '%s': removing the inherited %s failed: %s\n",
+		    path, acls[i].xattr, strerror(errno));
+	}
+}
+
 /* Unpack one ordinary entry at its clean path ("." for the root). */
 static int write_entry(struct import_ctx *x, struct archive_entry *entry,
 		       const char *path, const char *clean)
@@ -234,6 +268,7 @@ static int write_entry(struct import_ctx *x, struct archive_entry *entry,
 	}
 	if (rc == ARCHIVE_WARN)
 		warn_entry(x->disk, path);
+	drop_inherited_acls(entry, path, clean[0] ? clean : ".");
 	return set_xattrs(x, entry, path, clean);
 }
 
@@ -344,6 +379,8 @@ int oci_import(struct archive *a, const struct oci_import_options *opts,
 	if (!x.disk)
 		return -ENOMEM;
 	x.progress = progress_start("import", opts->in_size);
+	/* The new layer's root may have inherited ACLs from its parent. */
+	drop_inherited_acls(NULL, "./", ".");
 	err = import_entries(&x);
 	/* Before the close: it restores directory times that whiteouts
 	 * created inside them would change. */

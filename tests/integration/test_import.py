@@ -437,3 +437,40 @@ def test_import_target_symlink(tmp_path):
     assert len(err.splitlines()) == 1
     assert os.listdir(tmp_path / "empty") == []
     assert os.path.islink(tmp_path / "link")
+
+
+def acl_xattrs(path):
+    """Return the POSIX ACL xattrs of path, by name."""
+    found = {}
+    for name in ("system.posix_acl_access", "system.posix_acl_default"):
+        value = helpers.get_xattr(path, name)
+        if value is not None:
+            found[name] = value
+    return found
+
+
+def test_import_no_inherited_acls(tmp_path):
+    """Entries below a directory with a default ACL get only the ACLs
+    that the tar holds for them, and the layer's root none from the
+    target's parent."""
+    layer = str(tmp_path / "layer")
+    helpers.write_file(os.path.join(layer, "d", "f"), "f\n")
+    os.makedirs(os.path.join(layer, "d", "sub"))
+    subprocess.run(["setfacl", "-d", "-m", "u:1234:rwx",
+                    os.path.join(layer, "d")], check=True)
+    tar = export_to_file(layer, str(tmp_path / "layer.tar"))
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    subprocess.run(["setfacl", "-d", "-m", "u:4321:rwx", str(parent)],
+                   check=True)
+
+    imported = import_ok(tar, str(parent / "imported"))
+
+    assert acl_xattrs(imported) == {}
+    assert acl_xattrs(os.path.join(imported, "d", "f")) == {}
+    assert acl_xattrs(os.path.join(imported, "d", "sub")) == {}
+    assert (acl_xattrs(os.path.join(imported, "d"))
+            == acl_xattrs(os.path.join(layer, "d")))
+    assert (os.stat(os.path.join(imported, "d", "f")).st_mode
+            == os.stat(os.path.join(layer, "d", "f")).st_mode)
+    assert diff(snapshot(layer), snapshot(imported)) == []

@@ -449,8 +449,8 @@ def test_reset_remount_needs_mount(lamina_stack):
 @pytest.mark.parametrize("sub,name", [("index", "precious"),
                                       ("work", "notes.txt")])
 def test_reset_rejects_foreign_workdir(lamina_stack, sub, name):
-    """A workdir whose work or index directory holds a name that no
-    overlay mount makes is likely another directory: nothing is
+    """A workdir whose work or index directory contains a name that no
+    overlay mount makes is likely another directory, so nothing is
     deleted, in it or in the upper."""
     stack = lamina_stack
     write_file(stack.u("mine"), "m")
