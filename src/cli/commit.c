@@ -88,6 +88,40 @@ static int open_workdir(struct commit *c)
 	return 0;
 }
 
+/*
+ * Check that the commit can write in dirfd, the directory path. A commit
+ * that found out later would stop with the new layer written and the
+ * upper still full, and fail the same way at every new run.
+ */
+static int check_writable(int dirfd, const char *path, const char *what)
+{
+	if (faccessat(dirfd, ".", W_OK, AT_EACCESS) == 0)
+		return 0;
+	if (errno == EROFS)
+		fprintf(
+		    stderr,
+		    "lamina: commit: %s %s is on a read-only filesystem; remount it read-write, then run the commit\n",
+		    what, path);
+	else
+		fprintf(
+		    stderr,
+		    "lamina: commit: cannot write in %s %s: %s; run the commit as a user who may\n",
+		    what, path, strerror(errno));
+	return EXIT_USAGE;
+}
+
+/* Check every directory that the commit changes. */
+static int check_all_writable(struct commit *c)
+{
+	if (check_writable(c->upper_parent_fd, c->upper,
+			   "the directory that contains upperdir"))
+		return EXIT_USAGE;
+	if (check_writable(c->work_fd, c->args.cfg.workdir, "workdir"))
+		return EXIT_USAGE;
+	return check_writable(c->nl.parent_fd, c->nl.path,
+			      "the directory that will contain");
+}
+
 /* Every check that needs no change on disk. */
 static int commit_check(struct commit *c)
 {
@@ -118,6 +152,8 @@ static int commit_check(struct commit *c)
 		rc = open_upper(c);
 	if (!rc)
 		rc = open_workdir(c);
+	if (!rc)
+		rc = check_all_writable(c);
 	if (rc)
 		return rc;
 	rc = cli_upper_lock(c->upper, &c->upper_lock_fd, why, sizeof(why));

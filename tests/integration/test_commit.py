@@ -317,6 +317,36 @@ def test_commit_rejects_bad_input(stack):
     assert [n for n in os.listdir(stack.root) if "lamina-commit" in n] == []
 
 
+def test_commit_rejects_read_only_upper(tmpfs):
+    """An upper and workdir on a read-only filesystem are rejected before
+    the commit writes the new layer."""
+    for name in ("upper", "work"):
+        os.mkdir(os.path.join(tmpfs, name))
+    helpers.write_file(os.path.join(tmpfs, "upper", "u"), "u")
+    root = make_tempdir("lamina-commit-ro.")
+    try:
+        lower = os.path.join(root, "lower")
+        os.mkdir(lower)
+        os.mkdir(os.path.join(root, "out"))
+        run(["mount", "-o", "remount,ro", tmpfs])
+        new = os.path.join(root, "new")
+        options = (f"lowerdir={lower},upperdir={tmpfs}/upper,"
+                   f"workdir={tmpfs}/work")
+
+        code, out, err = run_lamina(["commit", "-o", options, new],
+                                    os.path.join(root, "out"))
+
+        assert code == 1, out
+        assert len(err.splitlines()) == 1, err
+        assert "read-only filesystem" in err
+        assert f"{tmpfs}/upper" in err
+        assert sorted(os.listdir(root)) == ["lower", "out"]
+        assert os.listdir(os.path.join(tmpfs, "upper")) == ["u"]
+    finally:
+        run(["mount", "-o", "remount,rw", tmpfs])
+        shutil.rmtree(root)
+
+
 def test_commit_rejects_overlapping_layers(lamina_stack):
     """A workdir that is or lies in the upper, or a lower that overlaps
     the upper or the workdir, is rejected before anything changes, as
