@@ -3,8 +3,9 @@
 import json
 import os
 import shutil
+import subprocess
 
-from conftest import escape_layer, run_lamina
+from conftest import LAMINA, escape_layer, run_lamina
 from helpers import make_whiteout, write_file
 
 # Every kind of change that build_changes makes, in the upper's name order.
@@ -221,3 +222,24 @@ def test_diff_follows_lower_redirects(make_stack):
     assert code == 0, err
     assert out.splitlines() == ["C  new/a", "D  new/sub/", "C  rel/moved/x",
                                 "C  rel/z2/q"]
+
+
+def test_diff_json_names_not_utf8(lamina_stack):
+    """Names with bytes that are not UTF-8 give valid JSON, from which
+    os.fsencode() gives back the bytes; valid UTF-8 stays as it is."""
+    stack = lamina_stack
+    names = [b"bad\xff\xfe", "caf\u00e9".encode(), b"cut\xc3",
+             b"sur\xed\xa0\x80"]
+    for name in names:
+        write_file(os.fsdecode(os.path.join(os.fsencode(stack.upper), name)),
+                   "x")
+
+    proc = subprocess.run([LAMINA, "diff", "--json", *offline_args(stack)],
+                          capture_output=True, check=False)
+
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout.decode("utf-8")
+    paths = sorted(os.fsencode(change["path"])
+                   for change in json.loads(text)["changes"])
+    assert paths == sorted(names)
+    assert "caf\u00e9" in text
