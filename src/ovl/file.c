@@ -19,8 +19,8 @@ static struct ovl_file *file_of(const struct fuse_file_info *fi)
 	return (struct ovl_file *)(uintptr_t)fi->fh;
 }
 
-/* Open the real file behind a passthrough backing id, read-write if upper. */
-static int backing_fd(struct ovl_fs *fs, struct ovl_node *node, bool upper)
+/* Open the real file behind a passthrough backing id once. */
+static int backing_fd_once(struct ovl_fs *fs, struct ovl_node *node, bool upper)
 {
 	struct ovl_path path;
 	int fd, err;
@@ -37,6 +37,23 @@ static int backing_fd(struct ovl_fs *fs, struct ovl_node *node, bool upper)
 	err = fd < 0 ? -errno : fd;
 	ovl_path_close(&path);
 	return err;
+}
+
+/* Open the real file behind a passthrough backing id, read-write if upper,
+ * again if a rename overlapped the open. */
+static int backing_fd(struct ovl_fs *fs, struct ovl_node *node, bool upper)
+{
+	unsigned int seen;
+	int fd = -1, tries = 0;
+	bool settled;
+
+	do {
+		if (fd >= 0)
+			close(fd);
+		settled = ovl_moves_settle(fs, &seen);
+		fd = backing_fd_once(fs, node, upper);
+	} while (ovl_moves_read_again(fs, settled, seen, &tries));
+	return fd;
 }
 
 static void passthrough_disable(struct ovl_fs *fs, int err)
@@ -233,19 +250,13 @@ static bool data_upper(const struct ovl_node *node)
 	       node->data_layer < 0;
 }
 
-static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
+/* Open the node's real file by path once; returns the descriptor. */
+static int open_real_once(struct ovl_fs *fs, struct ovl_node *node, int flags,
+			  int requested, bool upper)
 {
 	struct ovl_path path;
-	bool upper;
-	int fd, err, requested;
+	int fd, err;
 
-	ovl_metacopy_pending(fs, node);
-	upper = data_upper(node);
-
-	flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_DIRECT | O_TMPFILE);
-	flags |= O_NOFOLLOW | O_CLOEXEC | (upper ? 0 : O_NOATIME);
-	requested = flags;
-	flags = real_flags(fs, flags, upper) | O_NONBLOCK;
 	err = ovl_node_open_parent(fs, node, ovl_node_data_layer(node), &path);
 	if (err)
 		return err;
@@ -264,9 +275,31 @@ static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
 	/* ENXIO: a rename left its whiteout (device 0/0) at the path. */
 	if (fd < 0 && errno == ENXIO)
 		errno = ENOENT;
-	err = fd < 0 ? -errno : check_regular(fd, requested);
+	err = fd < 0 ? -errno : fd;
 	ovl_path_close(&path);
 	return err;
+}
+
+static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
+{
+	unsigned int seen;
+	int fd = -1, requested, tries = 0;
+	bool upper, settled;
+
+	ovl_metacopy_pending(fs, node);
+	upper = data_upper(node);
+
+	flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_DIRECT | O_TMPFILE);
+	flags |= O_NOFOLLOW | O_CLOEXEC | (upper ? 0 : O_NOATIME);
+	requested = flags;
+	flags = real_flags(fs, flags, upper) | O_NONBLOCK;
+	do {
+		if (fd >= 0)
+			close(fd);
+		settled = ovl_moves_settle(fs, &seen);
+		fd = open_real_once(fs, node, flags, requested, upper);
+	} while (ovl_moves_read_again(fs, settled, seen, &tries));
+	return fd < 0 ? fd : check_regular(fd, requested);
 }
 
 /*

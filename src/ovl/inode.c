@@ -331,25 +331,38 @@ void ovl_op_setattr(struct fuse_req *req, uint64_t nodeid,
 	fuse_reply_attr(req, &st, attr_timeout(fs, &st));
 }
 
-void ovl_op_readlink(struct fuse_req *req, uint64_t nodeid)
+/* Read the node's link target by its path; returns its length. */
+static int readlink_by_path(struct ovl_fs *fs, struct ovl_node *node,
+			    char *target, size_t size)
 {
-	struct ovl_fs *fs = ovl_req_fs(req);
-	struct ovl_node *node = ovl_req_node(req, nodeid);
-	char target[OVL_PATH_MAX];
 	struct ovl_path path;
 	ssize_t n;
 	int err;
 
 	err = ovl_node_open_parent(fs, node, ovl_node_real_layer(node), &path);
-	if (err) {
-		ovl_reply_status(req, err);
-		return;
-	}
-	n = readlinkat(path.dirfd, path.name, target, sizeof(target) - 1);
-	err = n < 0 ? -errno : 0;
+	if (err)
+		return err;
+	n = readlinkat(path.dirfd, path.name, target, size - 1);
+	err = n < 0 ? -errno : (int)n;
 	ovl_path_close(&path);
-	if (err) {
-		ovl_reply_status(req, err);
+	return err;
+}
+
+void ovl_op_readlink(struct fuse_req *req, uint64_t nodeid)
+{
+	struct ovl_fs *fs = ovl_req_fs(req);
+	struct ovl_node *node = ovl_req_node(req, nodeid);
+	char target[OVL_PATH_MAX];
+	unsigned int seen;
+	int n, tries = 0;
+	bool settled;
+
+	do {
+		settled = ovl_moves_settle(fs, &seen);
+		n = readlink_by_path(fs, node, target, sizeof(target));
+	} while (ovl_moves_read_again(fs, settled, seen, &tries));
+	if (n < 0) {
+		ovl_reply_status(req, n);
 		return;
 	}
 	target[n] = '\0';

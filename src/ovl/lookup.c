@@ -674,10 +674,29 @@ static bool dir_stat(struct ovl_fs *fs, struct ovl_node *node, int layer,
 	return true;
 }
 
-int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
+/* Stat the node's real file by its path, with the index's link count. */
+static int stat_by_path(struct ovl_fs *fs, struct ovl_node *node,
+			struct stat *st)
 {
 	struct ovl_path path;
 	int err;
+
+	err = ovl_node_open_parent(fs, node, ovl_node_real_layer(node), &path);
+	if (err)
+		return err;
+	err = ovl_do_fstatat(path.dirfd, path.name, st);
+	if (!err && ovl_node_real_layer(node) == 0)
+		ovl_index_fix_nlink(fs, &path, st,
+				    !ovl_node_has(node, OVL_N_UPPER));
+	ovl_path_close(&path);
+	return err;
+}
+
+int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
+{
+	unsigned int seen;
+	int err, tries = 0;
+	bool settled;
 
 	if (node->anon_meta_fd >= 0) {
 		if (fstat(node->anon_meta_fd, st) < 0)
@@ -699,14 +718,10 @@ int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 	    dir_stat(fs, node, ovl_node_real_layer(node), st))
 		return 0;
 	ovl_index_refresh(fs, node);
-	err = ovl_node_open_parent(fs, node, ovl_node_real_layer(node), &path);
-	if (err)
-		return err;
-	err = ovl_do_fstatat(path.dirfd, path.name, st);
-	if (!err && ovl_node_real_layer(node) == 0)
-		ovl_index_fix_nlink(fs, &path, st,
-				    !ovl_node_has(node, OVL_N_UPPER));
-	ovl_path_close(&path);
+	do {
+		settled = ovl_moves_settle(fs, &seen);
+		err = stat_by_path(fs, node, st);
+	} while (ovl_moves_read_again(fs, settled, seen, &tries));
 	if (err)
 		return err;
 	/*

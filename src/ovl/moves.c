@@ -10,6 +10,11 @@
  * opens again if one started meanwhile. A descriptor opened that way
  * belongs to the node's own directory: it stays right when the directory
  * moves later, since it follows the inode, and so it may be kept.
+ *
+ * Every rename counts as a move. The kernel does not lock an inode to
+ * open it, stat it or read its xattrs or link target, so such a request
+ * can reach lamina while a rename of the same name runs: reading by path
+ * works the same way, and reads again when a move overlapped it.
  */
 #include "ovl.h"
 
@@ -17,6 +22,8 @@
 
 /* Yields to wait for a move before opening without that guarantee. */
 #define MOVES_WAIT_YIELDS 10000
+/* Reads by path that a move overlapped, before one result is kept. */
+#define MOVES_READ_TRIES 16
 
 void ovl_moves_begin(struct ovl_fs *fs)
 {
@@ -51,4 +58,16 @@ bool ovl_moves_settle(struct ovl_fs *fs, unsigned int *seen)
 bool ovl_moves_none_since(struct ovl_fs *fs, unsigned int seen)
 {
 	return atomic_load(&fs->moves_started) == seen;
+}
+
+/*
+ * Whether a read by path, which began with ovl_moves_settle() returning
+ * settled and seen, must be done again because a move started meanwhile.
+ * After a few tries the caller keeps what it read.
+ */
+bool ovl_moves_read_again(struct ovl_fs *fs, bool settled, unsigned int seen,
+			  int *tries)
+{
+	return settled && !ovl_moves_none_since(fs, seen) &&
+	       ++*tries < MOVES_READ_TRIES;
 }

@@ -467,6 +467,8 @@ void ovl_moves_begin(struct ovl_fs *fs);
 void ovl_moves_end(struct ovl_fs *fs);
 bool ovl_moves_settle(struct ovl_fs *fs, unsigned int *seen);
 bool ovl_moves_none_since(struct ovl_fs *fs, unsigned int seen);
+bool ovl_moves_read_again(struct ovl_fs *fs, bool settled, unsigned int seen,
+			  int *tries);
 
 /* ---- dirfd.c: kept descriptors of directory nodes ---- */
 void ovl_dirfd_init(struct ovl_fs *fs);

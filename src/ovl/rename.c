@@ -424,7 +424,6 @@ static int do_rename(struct rename_ctx *c)
 {
 	bool exchange = c->flags & RENAME_EXCHANGE;
 	struct ovl_rename_redirects redirects;
-	bool moves_dir;
 	int old_lower, err;
 
 	err = rename_check(c);
@@ -452,9 +451,8 @@ static int do_rename(struct rename_ctx *c)
 	err = open_upper_dirs(c);
 	if (err)
 		return err;
-	moves_dir = S_ISDIR(c->old.st.st_mode) || S_ISDIR(c->new.st.st_mode);
-	if (moves_dir)
-		ovl_moves_begin(c->fs);
+	/* Paths built from the node table are wrong until it follows. */
+	ovl_moves_begin(c->fs);
 	err = exchange ? rename_exchange(c) : rename_replace(c, old_lower);
 	if (!err)
 		mark_impure(c, c->newdir, c->newname);
@@ -466,8 +464,7 @@ static int do_rename(struct rename_ctx *c)
 		err = ovl_node_rename(c->fs, c->oldparent, c->oldname,
 				      c->newparent, c->newname, exchange,
 				      &redirects);
-	if (moves_dir)
-		ovl_moves_end(c->fs);
+	ovl_moves_end(c->fs);
 	return err;
 }
 

@@ -89,15 +89,51 @@ static bool xattr_absent(struct ovl_node *node, const char *name)
 	return xattr_none(node) && ovl_noxattr_name(name);
 }
 
+/* Read an xattr of the node's real file by its path. */
+static int getxattr_by_path(struct ovl_fs *fs, struct ovl_node *node,
+			    const char *real, void *value, size_t size)
+{
+	struct ovl_path path;
+	int n;
+
+	n = ovl_node_open_parent(fs, node, ovl_node_real_layer(node), &path);
+	if (!n)
+		n = ovl_do_getxattr(path.dirfd, path.name, real, value, size);
+	ovl_path_close(&path);
+	return n;
+}
+
+/* List the xattrs of the node's real file by its path into a new *list;
+ * returns the list's size. */
+static int listxattr_by_path(struct ovl_fs *fs, struct ovl_node *node,
+			     char **list)
+{
+	struct ovl_path path;
+	int n;
+
+	n = ovl_node_open_parent(fs, node, ovl_node_real_layer(node), &path);
+	if (n)
+		return n;
+	n = ovl_do_listxattr(path.dirfd, path.name, NULL, 0);
+	if (n > 0) {
+		*list = malloc(n);
+		n = *list ? ovl_do_listxattr(path.dirfd, path.name, *list, n)
+			  : -ENOMEM;
+	}
+	ovl_path_close(&path);
+	return n;
+}
+
 void ovl_op_getxattr(struct fuse_req *req, uint64_t nodeid, const char *name,
 		     size_t size)
 {
 	struct ovl_fs *fs = ovl_req_fs(req);
 	struct ovl_node *node = ovl_req_node(req, nodeid);
 	char real[XATTR_NAME_MAX + 1], *value = NULL;
-	struct ovl_path path = {.dirfd = -1};
 	struct ovl_file *file;
-	int n;
+	unsigned int seen;
+	int n, tries = 0;
+	bool settled;
 
 	ovl_index_refresh(fs, node);
 	n = xattr_real_name(fs, name, real, sizeof(real));
@@ -114,12 +150,10 @@ void ovl_op_getxattr(struct fuse_req *req, uint64_t nodeid, const char *name,
 		n = n < 0 ? -errno : n;
 		ovl_file_put(fs, file);
 	} else if (!n) {
-		n = ovl_node_open_parent(fs, node, ovl_node_real_layer(node),
-					 &path);
-		if (!n)
-			n = ovl_do_getxattr(path.dirfd, path.name, real, value,
-					    size);
-		ovl_path_close(&path);
+		do {
+			settled = ovl_moves_settle(fs, &seen);
+			n = getxattr_by_path(fs, node, real, value, size);
+		} while (ovl_moves_read_again(fs, settled, seen, &tries));
 	}
 	if (n < 0)
 		ovl_reply_status(req, n);
@@ -207,9 +241,10 @@ void ovl_op_listxattr(struct fuse_req *req, uint64_t nodeid, size_t size)
 {
 	struct ovl_fs *fs = ovl_req_fs(req);
 	struct ovl_node *node = ovl_req_node(req, nodeid);
-	struct ovl_path path;
 	char *list = NULL;
-	int n, raw;
+	unsigned int seen;
+	int n, raw, tries = 0;
+	bool settled;
 
 	ovl_index_refresh(fs, node);
 	if (xattr_none(node)) {
@@ -219,17 +254,12 @@ void ovl_op_listxattr(struct fuse_req *req, uint64_t nodeid, size_t size)
 			fuse_reply_buf(req, NULL, 0);
 		return;
 	}
-	n = ovl_node_open_parent(fs, node, ovl_node_real_layer(node), &path);
-	if (!n) {
-		n = ovl_do_listxattr(path.dirfd, path.name, NULL, 0);
-		if (n > 0) {
-			list = malloc(n);
-			n = list ? ovl_do_listxattr(path.dirfd, path.name,
-						    list, n)
-				 : -ENOMEM;
-		}
-		ovl_path_close(&path);
-	}
+	do {
+		free(list);
+		list = NULL;
+		settled = ovl_moves_settle(fs, &seen);
+		n = listxattr_by_path(fs, node, &list);
+	} while (ovl_moves_read_again(fs, settled, seen, &tries));
 	/* As in overlayfs, the size reported and the room needed are those
 	 * of the layer's list before hidden names are dropped. */
 	raw = n;

@@ -471,3 +471,51 @@ def test_exchange_new_dir_with_lower_dir_d_ino(stack):
         assert entry.inode() == os.lstat(stack.m(parent, "y")).st_ino
     assert os.listdir(stack.m("e", "y")) == []
     assert os.listdir(stack.m("c", "y")) == ["p"]
+
+
+def test_exchange_races_readers(stack):
+    """open, stat, listxattr and readlink never fail on names that an
+    exchange swaps again and again, because the names never go away."""
+    write_file(stack.lo(0, "d", "f"), "file")
+    write_file(stack.lo(0, "d", "g"), "other")
+    os.makedirs(stack.lo(0, "d", "s"))
+    os.symlink("target", stack.lo(0, "d", "l"))
+    stack.mount(extra=["redirect_dir=on"])
+    names = [stack.m("d", n) for n in ("f", "g", "s", "l")]
+    done = threading.Event()
+
+    def exchange_loop():
+        try:
+            for _ in range(1500):
+                renameat2(names[0], names[2], RENAME_EXCHANGE)
+                renameat2(names[0], names[1], RENAME_EXCHANGE)
+                renameat2(names[3], names[1], RENAME_EXCHANGE)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=exchange_loop)
+    thread.start()
+    errors = set()
+    contents = set()
+    while not done.is_set():
+        for name in names:
+            try:
+                os.stat(name, follow_symlinks=False)
+                os.listxattr(name, follow_symlinks=False)
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW)
+                try:
+                    if os.path.isfile(f"/proc/self/fd/{fd}"):
+                        contents.add(os.read(fd, 16))
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                if e.errno != errno.ELOOP:
+                    errors.add(errno.errorcode[e.errno])
+            try:
+                os.readlink(name)
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    errors.add(errno.errorcode[e.errno])
+    thread.join()
+    assert errors == set()
+    assert contents <= {b"file", b"other"}
