@@ -413,6 +413,9 @@ void ovl_op_link(struct fuse_req *req, uint64_t nodeid, uint64_t newparent,
 	}
 	if (origin)
 		link_mark_impure(fs, ovl_req_node(req, newparent));
+	/* An O_TMPFILE file, open through its node, now has a name too. */
+	if (node->anon_fd >= 0 && !ovl_node_has(node, OVL_N_OPEN_ORPHAN))
+		ovl_node_orphan_note(fs, node);
 	fuse_notify_inval_inode(fs->se, nodeid, -1, 0);
 	ovl_reply_entry(req, linked, &st);
 }

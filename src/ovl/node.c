@@ -498,11 +498,11 @@ int ovl_node_rename(struct ovl_fs *fs, struct ovl_node *oldparent,
 }
 
 /*
- * Record the st_ino of a node that lost its name while open, if its file
- * may still have other names: a lower hard link, or an upper file with
- * links left.
+ * Record the st_ino of a node without a name that is open, if its file
+ * may have names: a lower hard link, an upper file with links left, or
+ * an O_TMPFILE file linked to a name.
  */
-static void orphan_note(struct ovl_fs *fs, struct ovl_node *node)
+void ovl_node_orphan_note(struct ovl_fs *fs, struct ovl_node *node)
 {
 	struct stat st;
 	ino_t *grown;
@@ -571,7 +571,7 @@ void ovl_node_detach(struct ovl_fs *fs, struct ovl_node *node, int meta_fd)
 	if (meta_fd >= 0)
 		close(meta_fd);
 	if (node->type == S_IFREG && node->anon_fd >= 0)
-		orphan_note(fs, node);
+		ovl_node_orphan_note(fs, node);
 }
 
 /*

@@ -10,16 +10,19 @@
 /*
  * Features asked of the kernel. Layers are static while mounted, so the
  * kernel may cache entries, attributes, symlinks and listings; POSIX
- * ACLs are checked and cached by the kernel too. With HANDLE_KILLPRIV_V2
+ * ACLs are checked and cached by the kernel too. AUTO_INVAL_DATA drops
+ * the pages that the kernel caches for a file whose mtime or size it
+ * finds changed, as after writes through another name of a hard link
+ * without passthrough. With HANDLE_KILLPRIV_V2
  * lamina clears set-ID bits itself, and the kernel stops asking for
  * security.capability before every write once a file is known to have
  * none.
  */
-#define OVL_WANT_FLAGS                                                     \
-	(FUSE_ASYNC_READ | FUSE_ATOMIC_O_TRUNC | FUSE_BIG_WRITES |         \
-	 FUSE_DONT_MASK | FUSE_MAX_PAGES | FUSE_PARALLEL_DIROPS |          \
-	 FUSE_DO_READDIRPLUS | FUSE_CACHE_SYMLINKS | \
-	 FUSE_POSIX_ACL | FUSE_SETXATTR_EXT | FUSE_DIRECT_IO_ALLOW_MMAP |   \
+#define OVL_WANT_FLAGS                                                         \
+	(FUSE_ASYNC_READ | FUSE_ATOMIC_O_TRUNC | FUSE_AUTO_INVAL_DATA |        \
+	 FUSE_BIG_WRITES | FUSE_DONT_MASK | FUSE_MAX_PAGES |                   \
+	 FUSE_PARALLEL_DIROPS | FUSE_DO_READDIRPLUS | FUSE_CACHE_SYMLINKS |    \
+	 FUSE_POSIX_ACL | FUSE_SETXATTR_EXT | FUSE_DIRECT_IO_ALLOW_MMAP |      \
 	 FUSE_NO_OPENDIR_SUPPORT | FUSE_HANDLE_KILLPRIV_V2)
 
 void ovl_op_init(void *arg, struct fuse_conn *conn)

@@ -340,6 +340,7 @@ void ovl_node_name_copy(struct ovl_fs *fs, struct ovl_node *node, char *buf,
 const char *ovl_node_name_try_copy(struct ovl_fs *fs, struct ovl_node *node,
 				   char *buf, size_t size);
 void ovl_node_detach(struct ovl_fs *fs, struct ovl_node *node, int meta_fd);
+void ovl_node_orphan_note(struct ovl_fs *fs, struct ovl_node *node);
 bool ovl_node_ino_orphaned(struct ovl_fs *fs, ino_t ino);
 void ovl_node_put(struct ovl_fs *fs, struct ovl_node *node);
 void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *node,

@@ -208,6 +208,43 @@ def test_tmpfile_linkat(stack):
     assert stat.S_IMODE(os.stat(stack.m("d", "named")).st_mode) == 0o640
 
 
+def test_tmpfile_writes_after_linkat(stack):
+    """Writes and a chmod through the O_TMPFILE descriptor after linkat
+    show through the new name, whose attributes the kernel must not keep
+    from before them."""
+    os.makedirs(stack.lo(1, "d"))
+    stack.mount()
+
+    fd = os.open(stack.m("d"), os.O_TMPFILE | os.O_RDWR, 0o600)
+    try:
+        os.write(fd, b"tmpdata")
+        link_fd(fd, stack.m("d", "named"))
+        assert os.stat(stack.m("d", "named")).st_size == 7
+        os.write(fd, b"more")
+        os.fchmod(fd, 0o755)
+    finally:
+        os.close(fd)
+
+    st = os.stat(stack.m("d", "named"))
+    assert st.st_size == 11
+    assert stat.S_IMODE(st.st_mode) == 0o755
+    assert read_file(stack.m("d", "named")) == b"tmpdatamore"
+
+
+def test_read_after_temporary_link(stack):
+    """A file read, then written through a second name that is removed
+    again, reads the new data through its first name."""
+    stack.mount()
+    write_file(stack.m("a"), "new0")
+    assert read_file(stack.m("a")) == b"new0"
+
+    os.link(stack.m("a"), stack.m("b"))
+    write_file(stack.m("b"), "new1")
+    os.unlink(stack.m("b"))
+
+    assert read_file(stack.m("a")) == b"new1"
+
+
 def test_fallocate_allocates(stack):
     stack.mount()
     write_file(stack.m("f"), "")
