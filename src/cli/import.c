@@ -149,6 +149,7 @@ static int target_open_parent(const char *layer, struct import_target *t)
 static int target_check(const char *layer, struct import_target *t)
 {
 	char why[PATH_MAX + 128];
+	uint64_t parent_mnt, target_mnt;
 	int fd, rc;
 
 	if (fstatat(t->parentfd, t->name, &t->st, AT_SYMLINK_NOFOLLOW) < 0) {
@@ -172,6 +173,16 @@ static int target_check(const char *layer, struct import_target *t)
 		    stderr,
 		    "lamina: layer directory %s already exists and is not an empty directory; give a new or empty directory\n",
 		    layer);
+		return EXIT_USAGE;
+	}
+	/* The import renames the staging directory over the target. */
+	if (cli_mount_id(t->parentfd, "", &parent_mnt) == 0 &&
+	    cli_mount_id(t->parentfd, t->name, &target_mnt) == 0 &&
+	    parent_mnt != target_mnt) {
+		fprintf(
+		    stderr,
+		    "lamina: layer directory %s is a mount point, which import cannot replace; give a new directory inside it, such as %s/layer\n",
+		    layer, layer);
 		return EXIT_USAGE;
 	}
 	rc = cli_upper_in_use(layer, why, sizeof(why));

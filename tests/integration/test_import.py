@@ -474,3 +474,26 @@ def test_import_no_inherited_acls(tmp_path):
     assert (os.stat(os.path.join(imported, "d", "f")).st_mode
             == os.stat(os.path.join(layer, "d", "f")).st_mode)
     assert diff(snapshot(layer), snapshot(imported)) == []
+
+
+def test_import_rejects_mount_point(tmp_path):
+    """An empty directory that is a mount point is rejected before
+    anything is unpacked, since the import renames its result over it."""
+    layer = str(tmp_path / "layer")
+    helpers.write_file(os.path.join(layer, "f"), "f\n")
+    tar = export_to_file(layer, str(tmp_path / "layer.tar"))
+    target = tmp_path / "target"
+    target.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(target)], check=True)
+    try:
+        proc = lamina(["import", tar, str(target)])
+        left = leftovers(str(tmp_path), "target")
+        contents = os.listdir(target)
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+
+    assert proc.returncode != 0
+    assert b"mount point" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert left == []
+    assert contents == []
