@@ -87,6 +87,19 @@ static void do_getattr(struct fuse_req *req, const void *arg, size_t len)
 	ops_of(req)->getattr(req, req->nodeid, has_fh ? in->fh : 0, has_fh);
 }
 
+static void do_statx(struct fuse_req *req, const void *arg, size_t len)
+{
+	const struct lamina_fuse_statx_in *in = arg;
+	bool has_fh;
+
+	if (!ops_of(req)->statx || len < sizeof(*in)) {
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
+	has_fh = in->getattr_flags & FUSE_GETATTR_FH;
+	ops_of(req)->statx(req, req->nodeid, has_fh ? in->fh : 0, has_fh);
+}
+
 static void do_setattr(struct fuse_req *req, const void *arg, size_t len)
 {
 	struct fuse_setattr attr;
@@ -406,45 +419,46 @@ static const struct {
 	const char *name;
 	fuse_handler handler;
 } fuse_op_table[] = {
-	[FUSE_LOOKUP] = {"LOOKUP", do_lookup},
-	[FUSE_FORGET] = {"FORGET", do_forget},
-	[FUSE_GETATTR] = {"GETATTR", do_getattr},
-	[FUSE_SETATTR] = {"SETATTR", do_setattr},
-	[FUSE_READLINK] = {"READLINK", do_readlink},
-	[FUSE_SYMLINK] = {"SYMLINK", do_symlink},
-	[FUSE_MKNOD] = {"MKNOD", do_mknod},
-	[FUSE_MKDIR] = {"MKDIR", do_mkdir},
-	[FUSE_UNLINK] = {"UNLINK", do_unlink},
-	[FUSE_RMDIR] = {"RMDIR", do_rmdir},
-	[FUSE_RENAME] = {"RENAME", do_rename},
-	[FUSE_LINK] = {"LINK", do_link},
-	[FUSE_OPEN] = {"OPEN", do_open},
-	[FUSE_READ] = {"READ", do_read},
-	[FUSE_WRITE] = {"WRITE", do_write},
-	[FUSE_STATFS] = {"STATFS", do_statfs},
-	[FUSE_RELEASE] = {"RELEASE", do_release},
-	[FUSE_FSYNC] = {"FSYNC", do_fsync},
-	[FUSE_SETXATTR] = {"SETXATTR", do_setxattr},
-	[FUSE_GETXATTR] = {"GETXATTR", do_getxattr},
-	[FUSE_LISTXATTR] = {"LISTXATTR", do_listxattr},
-	[FUSE_REMOVEXATTR] = {"REMOVEXATTR", do_removexattr},
-	[FUSE_FLUSH] = {"FLUSH", do_flush},
-	[FUSE_INIT] = {"INIT", fuse_do_init},
-	[FUSE_OPENDIR] = {"OPENDIR", do_open},
-	[FUSE_READDIR] = {"READDIR", do_read},
-	[FUSE_RELEASEDIR] = {"RELEASEDIR", do_release},
-	[FUSE_FSYNCDIR] = {"FSYNCDIR", do_fsync},
-	[FUSE_ACCESS] = {"ACCESS", do_access},
-	[FUSE_CREATE] = {"CREATE", do_create},
-	[FUSE_INTERRUPT] = {"INTERRUPT", do_interrupt},
-	[FUSE_DESTROY] = {"DESTROY", do_destroy},
-	[FUSE_BATCH_FORGET] = {"BATCH_FORGET", do_batch_forget},
-	[FUSE_FALLOCATE] = {"FALLOCATE", do_fallocate},
-	[FUSE_READDIRPLUS] = {"READDIRPLUS", do_read},
-	[FUSE_RENAME2] = {"RENAME2", do_rename2},
-	[FUSE_LSEEK] = {"LSEEK", do_lseek},
-	[FUSE_COPY_FILE_RANGE] = {"COPY_FILE_RANGE", do_copy_file_range},
-	[FUSE_TMPFILE] = {"TMPFILE", do_create},
+    [FUSE_LOOKUP] = {"LOOKUP", do_lookup},
+    [FUSE_FORGET] = {"FORGET", do_forget},
+    [FUSE_GETATTR] = {"GETATTR", do_getattr},
+    [FUSE_SETATTR] = {"SETATTR", do_setattr},
+    [FUSE_READLINK] = {"READLINK", do_readlink},
+    [FUSE_SYMLINK] = {"SYMLINK", do_symlink},
+    [FUSE_MKNOD] = {"MKNOD", do_mknod},
+    [FUSE_MKDIR] = {"MKDIR", do_mkdir},
+    [FUSE_UNLINK] = {"UNLINK", do_unlink},
+    [FUSE_RMDIR] = {"RMDIR", do_rmdir},
+    [FUSE_RENAME] = {"RENAME", do_rename},
+    [FUSE_LINK] = {"LINK", do_link},
+    [FUSE_OPEN] = {"OPEN", do_open},
+    [FUSE_READ] = {"READ", do_read},
+    [FUSE_WRITE] = {"WRITE", do_write},
+    [FUSE_STATFS] = {"STATFS", do_statfs},
+    [FUSE_RELEASE] = {"RELEASE", do_release},
+    [FUSE_FSYNC] = {"FSYNC", do_fsync},
+    [FUSE_SETXATTR] = {"SETXATTR", do_setxattr},
+    [FUSE_GETXATTR] = {"GETXATTR", do_getxattr},
+    [FUSE_LISTXATTR] = {"LISTXATTR", do_listxattr},
+    [FUSE_REMOVEXATTR] = {"REMOVEXATTR", do_removexattr},
+    [FUSE_FLUSH] = {"FLUSH", do_flush},
+    [FUSE_INIT] = {"INIT", fuse_do_init},
+    [FUSE_OPENDIR] = {"OPENDIR", do_open},
+    [FUSE_READDIR] = {"READDIR", do_read},
+    [FUSE_RELEASEDIR] = {"RELEASEDIR", do_release},
+    [FUSE_FSYNCDIR] = {"FSYNCDIR", do_fsync},
+    [FUSE_ACCESS] = {"ACCESS", do_access},
+    [FUSE_CREATE] = {"CREATE", do_create},
+    [FUSE_INTERRUPT] = {"INTERRUPT", do_interrupt},
+    [FUSE_DESTROY] = {"DESTROY", do_destroy},
+    [FUSE_BATCH_FORGET] = {"BATCH_FORGET", do_batch_forget},
+    [FUSE_FALLOCATE] = {"FALLOCATE", do_fallocate},
+    [FUSE_READDIRPLUS] = {"READDIRPLUS", do_read},
+    [FUSE_RENAME2] = {"RENAME2", do_rename2},
+    [FUSE_LSEEK] = {"LSEEK", do_lseek},
+    [FUSE_COPY_FILE_RANGE] = {"COPY_FILE_RANGE", do_copy_file_range},
+    [FUSE_TMPFILE] = {"TMPFILE", do_create},
+    [FUSE_STATX] = {"STATX", do_statx},
 };
 
 #define FUSE_OP_COUNT (sizeof(fuse_op_table) / sizeof(fuse_op_table[0]))

@@ -40,6 +40,58 @@ struct fuse_backing_map {
 #define FUSE_DEV_IOC_CLONE _IOR(229, 0, uint32_t)
 #endif
 
+/* FUSE_STATX (7.39): attributes with the birth time, as statx(2) has them.
+ * The structures carry lamina_ names so that a newer header cannot clash. */
+#ifndef FUSE_STATX
+#define FUSE_STATX 52
+#endif
+
+struct lamina_fuse_sx_time {
+	int64_t tv_sec;
+	uint32_t tv_nsec;
+	int32_t reserved;
+};
+
+struct lamina_fuse_statx {
+	uint32_t mask;
+	uint32_t blksize;
+	uint64_t attributes;
+	uint32_t nlink;
+	uint32_t uid;
+	uint32_t gid;
+	uint16_t mode;
+	uint16_t spare0[1];
+	uint64_t ino;
+	uint64_t size;
+	uint64_t blocks;
+	uint64_t attributes_mask;
+	struct lamina_fuse_sx_time atime;
+	struct lamina_fuse_sx_time btime;
+	struct lamina_fuse_sx_time ctime;
+	struct lamina_fuse_sx_time mtime;
+	uint32_t rdev_major;
+	uint32_t rdev_minor;
+	uint32_t dev_major;
+	uint32_t dev_minor;
+	uint64_t spare2[14];
+};
+
+struct lamina_fuse_statx_in {
+	uint32_t getattr_flags;
+	uint32_t reserved;
+	uint64_t fh;
+	uint32_t sx_flags;
+	uint32_t sx_mask;
+};
+
+struct lamina_fuse_statx_out {
+	uint64_t attr_valid;
+	uint32_t attr_valid_nsec;
+	uint32_t flags;
+	uint64_t spare[2];
+	struct lamina_fuse_statx stat;
+};
+
 /* The 7.45 layout of the INIT reply; 7.38 calls max_stack_depth unused. */
 struct lamina_fuse_init_out {
 	uint32_t major;

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -183,6 +184,44 @@ void fuse_reply_attr(struct fuse_req *req, const struct stat *st,
 	o.attr_valid = timeout_sec(timeout);
 	o.attr_valid_nsec = timeout_nsec(timeout);
 	fill_attr(&o.attr, st);
+	reply_data(req, &o, sizeof(o));
+}
+
+static struct lamina_fuse_sx_time sx_time(const struct timespec *ts)
+{
+	struct lamina_fuse_sx_time t = {.tv_sec = ts->tv_sec,
+					.tv_nsec = (uint32_t)ts->tv_nsec};
+
+	return t;
+}
+
+void fuse_reply_statx(struct fuse_req *req, const struct stat *st,
+		      const struct timespec *btime, double timeout)
+{
+	struct lamina_fuse_statx_out o;
+	struct lamina_fuse_statx *sx = &o.stat;
+
+	memset(&o, 0, sizeof(o));
+	o.attr_valid = timeout_sec(timeout);
+	o.attr_valid_nsec = timeout_nsec(timeout);
+	sx->mask = STATX_BASIC_STATS | (btime ? STATX_BTIME : 0);
+	sx->blksize = (uint32_t)st->st_blksize;
+	sx->nlink = (uint32_t)st->st_nlink;
+	sx->uid = st->st_uid;
+	sx->gid = st->st_gid;
+	sx->mode = (uint16_t)st->st_mode;
+	sx->ino = st->st_ino;
+	sx->size = (uint64_t)st->st_size;
+	sx->blocks = (uint64_t)st->st_blocks;
+	sx->atime = sx_time(&st->st_atim);
+	sx->mtime = sx_time(&st->st_mtim);
+	sx->ctime = sx_time(&st->st_ctim);
+	if (btime)
+		sx->btime = sx_time(btime);
+	sx->rdev_major = major(st->st_rdev);
+	sx->rdev_minor = minor(st->st_rdev);
+	sx->dev_major = major(st->st_dev);
+	sx->dev_minor = minor(st->st_dev);
 	reply_data(req, &o, sizeof(o));
 }
 

@@ -88,6 +88,9 @@ struct fuse_ops {
 	void (*forget)(void *fs, uint64_t nodeid, uint64_t nlookup);
 	void (*getattr)(struct fuse_req *req, uint64_t nodeid, uint64_t fh,
 			bool has_fh);
+	/* Like getattr, with the birth time as well where the file has one. */
+	void (*statx)(struct fuse_req *req, uint64_t nodeid, uint64_t fh,
+		      bool has_fh);
 	void (*setattr)(struct fuse_req *req, uint64_t nodeid,
 			const struct fuse_setattr *attr);
 	void (*readlink)(struct fuse_req *req, uint64_t nodeid);
@@ -243,6 +246,9 @@ void fuse_reply_create(struct fuse_req *req, const struct fuse_entry *e,
 		       const struct fuse_file_info *fi);
 void fuse_reply_attr(struct fuse_req *req, const struct stat *st,
 		     double timeout);
+/* Reply to STATX: st, and the birth time when btime is not NULL. */
+void fuse_reply_statx(struct fuse_req *req, const struct stat *st,
+		      const struct timespec *btime, double timeout);
 void fuse_reply_readlink(struct fuse_req *req, const char *target);
 void fuse_reply_open(struct fuse_req *req, const struct fuse_file_info *fi);
 void fuse_reply_write(struct fuse_req *req, size_t count);

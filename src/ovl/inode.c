@@ -105,6 +105,40 @@ static void named_nlink(struct ovl_fs *fs, struct ovl_node *node,
 		st->st_nlink = named.st_nlink;
 }
 
+/* The descriptor behind the open handle of an attribute request, or -1
+ * to reach the file by the node's name. */
+static int handle_fd(struct ovl_fs *fs, struct ovl_node *node, uint64_t fh,
+		     bool has_fh)
+{
+	struct ovl_file *file = (struct ovl_file *)(uintptr_t)fh;
+
+	/* The open file of a removed metacopy file is its lower data. */
+	if (!has_fh || !fh || node->anon_meta_fd >= 0)
+		return -1;
+	/* A file opened in the lower layer and copied up since reads the
+	 * copy when lamina serves its reads, so stat the copy. A passthrough
+	 * file keeps its lower file. */
+	return file->backing ? file->fd : ovl_file_read_fd(fs, file);
+}
+
+static int getattr_stat(struct ovl_fs *fs, struct ovl_node *node, int fd,
+			struct stat *st)
+{
+	int err;
+
+	if (fd < 0)
+		return ovl_node_stat(fs, node, st);
+	err = fstat(fd, st) < 0 ? -errno : 0;
+	st->st_ino = node->ino;
+	/* With the index, users see a link count that can differ from the
+	 * open file's own, also once its name is gone. */
+	if (!err && fs->index_fd >= 0 &&
+	    (st->st_nlink > 1 || node->anon_fd >= 0 ||
+	     ovl_node_has(node, OVL_N_INDEX | OVL_N_LINKED)))
+		named_nlink(fs, node, st);
+	return err;
+}
+
 void ovl_op_getattr(struct fuse_req *req, uint64_t nodeid, uint64_t fh,
 		    bool has_fh)
 {
@@ -113,30 +147,82 @@ void ovl_op_getattr(struct fuse_req *req, uint64_t nodeid, uint64_t fh,
 	struct stat st;
 	int err;
 
-	/* The open file of a removed metacopy file is its lower data. */
-	if (has_fh && fh && node->anon_meta_fd < 0) {
-		struct ovl_file *file = (struct ovl_file *)(uintptr_t)fh;
-		/* A file opened in the lower layer and copied up since reads
-		 * the copy when lamina serves its reads, so stat the copy. A
-		 * passthrough file keeps its lower file. */
-		int fd = file->backing ? file->fd : ovl_file_read_fd(fs, file);
-
-		err = fstat(fd, &st) < 0 ? -errno : 0;
-		st.st_ino = node->ino;
-		/* With the index, users see a link count that can differ
-		 * from the open file's own, also once its name is gone. */
-		if (!err && fs->index_fd >= 0 &&
-		    (st.st_nlink > 1 || node->anon_fd >= 0 ||
-		     ovl_node_has(node, OVL_N_INDEX | OVL_N_LINKED)))
-			named_nlink(fs, node, &st);
-	} else {
-		err = ovl_node_stat(fs, node, &st);
-	}
+	err = getattr_stat(fs, node, handle_fd(fs, node, fh, has_fh), &st);
 	if (err) {
 		ovl_reply_status(req, err);
 		return;
 	}
 	fuse_reply_attr(req, &st, attr_timeout(fs, &st));
+}
+
+/* Get the birth time of the file with the node's metadata, by path. */
+static int btime_by_path(struct ovl_fs *fs, struct ovl_node *node,
+			 struct statx *stx)
+{
+	struct ovl_path path;
+	int err;
+
+	err = ovl_node_open_parent(fs, node, ovl_node_real_layer(node), &path);
+	if (err)
+		return err;
+	err = statx(path.dirfd, path.name,
+		    path.dirfd == AT_FDCWD ? 0 : AT_SYMLINK_NOFOLLOW,
+		    STATX_BTIME, stx) < 0
+		  ? -errno
+		  : 0;
+	ovl_path_close(&path);
+	return err;
+}
+
+/* Whether the file shown for node has a birth time; store it in *btime. */
+static bool node_btime(struct ovl_fs *fs, struct ovl_node *node, int fd,
+		       struct timespec *btime)
+{
+	struct statx stx = {0};
+	unsigned int seen;
+	int err, tries = 0;
+	bool settled;
+
+	if (fd >= 0) {
+		err = statx(fd, "", AT_EMPTY_PATH, STATX_BTIME, &stx) < 0
+			  ? -errno
+			  : 0;
+	} else {
+		do {
+			settled = ovl_moves_settle(fs, &seen);
+			err = btime_by_path(fs, node, &stx);
+		} while (ovl_moves_read_again(fs, settled, seen, &tries));
+	}
+	if (err || !(stx.stx_mask & STATX_BTIME))
+		return false;
+	btime->tv_sec = stx.stx_btime.tv_sec;
+	btime->tv_nsec = stx.stx_btime.tv_nsec;
+	return true;
+}
+
+/*
+ * Reply to STATX, which the kernel sends when a caller requests the birth
+ * time from statx(2). That is the birth time of the file with the
+ * metadata, the upper file once there is one, as overlayfs reports it.
+ */
+void ovl_op_statx(struct fuse_req *req, uint64_t nodeid, uint64_t fh,
+		  bool has_fh)
+{
+	struct ovl_fs *fs = ovl_req_fs(req);
+	struct ovl_node *node = ovl_req_node(req, nodeid);
+	int fd = handle_fd(fs, node, fh, has_fh);
+	struct timespec btime;
+	struct stat st;
+	int err;
+
+	err = getattr_stat(fs, node, fd, &st);
+	if (err) {
+		ovl_reply_status(req, err);
+		return;
+	}
+	fuse_reply_statx(req, &st,
+			 node_btime(fs, node, fd, &btime) ? &btime : NULL,
+			 attr_timeout(fs, &st));
 }
 
 static int setattr_size(struct ovl_path *path, const struct fuse_setattr *a)
@@ -311,12 +397,14 @@ void ovl_op_setattr(struct fuse_req *req, uint64_t nodeid,
 	struct ovl_node *node = ovl_req_node(req, nodeid);
 	unsigned int flags = 0;
 	struct stat st;
+	bool copied;
 	int err;
 
 	if (!(attr->valid & FUSE_SET_ATTR_SIZE))
 		flags = OVL_COPY_UP_META;
 	else if (attr->st.st_size == 0)
 		flags = OVL_COPY_UP_NO_DATA;
+	copied = !ovl_node_has(node, OVL_N_UPPER | OVL_N_INDEX);
 	err = ovl_copy_up(fs, node, flags);
 	if (!err)
 		err = setattr_target_do(fs, req, node, attr, &st);
@@ -328,7 +416,11 @@ void ovl_op_setattr(struct fuse_req *req, uint64_t nodeid,
 		ovl_reply_status(req, err);
 		return;
 	}
-	fuse_reply_attr(req, &st, attr_timeout(fs, &st));
+	/* A copy-up gives the file a new birth time, which the kernel
+	 * caches apart from the other attributes and requests again only
+	 * once these have expired. */
+	copied = copied && ovl_node_has(node, OVL_N_UPPER | OVL_N_INDEX);
+	fuse_reply_attr(req, &st, copied ? 0 : attr_timeout(fs, &st));
 }
 
 /* Read the node's link target by its path; returns its length. */

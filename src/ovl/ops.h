@@ -59,6 +59,8 @@ void ovl_op_lookup(struct fuse_req *req, uint64_t parent, const char *name);
 void ovl_op_forget(void *fs, uint64_t nodeid, uint64_t nlookup);
 void ovl_op_getattr(struct fuse_req *req, uint64_t nodeid, uint64_t fh,
 		    bool has_fh);
+void ovl_op_statx(struct fuse_req *req, uint64_t nodeid, uint64_t fh,
+		  bool has_fh);
 void ovl_op_setattr(struct fuse_req *req, uint64_t nodeid,
 		    const struct fuse_setattr *attr);
 void ovl_op_readlink(struct fuse_req *req, uint64_t nodeid);

@@ -10,6 +10,7 @@ import os
 import socket
 import stat
 import threading
+import time
 
 import pytest
 
@@ -654,3 +655,31 @@ def test_dir_copy_up_shows_merged_link_count(stack):
 
     assert os.stat(stack.m("d")).st_nlink == 1
     assert os.stat(stack.m("d", "x")).st_nlink == 1
+
+
+def birth_time(path):
+    """Return the birth time that stat(1) shows. The format names the
+    size too, so that statx(2) requests more than the birth time."""
+    out = run(["stat", "-c", "%W %s", path]).stdout.split()
+    return int(out[0])
+
+
+def test_birth_time_follows_copy_up(stack):
+    """Files and directories show the birth time of the file that
+    contains their metadata, the lower one and then the upper copy."""
+    write_file(stack.lo(0, "chmoded"), "c")
+    write_file(stack.lo(0, "written"), "w")
+    os.makedirs(stack.lo(0, "dir"))
+    stack.mount()
+    for name in ("chmoded", "written", "dir"):
+        assert birth_time(stack.m(name)) == birth_time(stack.lo(0, name))
+    time.sleep(1.1)
+
+    os.chmod(stack.m("chmoded"), 0o600)
+    with open(stack.m("written"), "a") as f:
+        f.write("more")
+    write_file(stack.m("dir", "new"), "n")
+
+    for name in ("chmoded", "written", "dir"):
+        assert birth_time(stack.m(name)) == birth_time(stack.u(name)), name
+        assert birth_time(stack.u(name)) > birth_time(stack.lo(0, name))
