@@ -17,8 +17,8 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-/* Paths handed to callbacks are at most this long; deeper is an error. */
-#define LAYER_PATH_MAX 4096
+/* Room for an overlay.redirect value, which is a path. */
+#define LAYER_REDIRECT_MAX 4096
 
 int layer_getxattr(int dirfd, const char *name, const struct layer_format *fmt,
 		   const char *suffix, char *buf, size_t size)
@@ -59,7 +59,7 @@ static bool xattr_is(int dirfd, const char *name,
 int layer_classify(int dirfd, const char *name, const struct layer_format *fmt,
 		   struct layer_entry *e)
 {
-	char buf[LAYER_PATH_MAX];
+	char buf[LAYER_REDIRECT_MAX];
 	int n;
 
 	e->whiteout = S_ISCHR(e->st.st_mode) && e->st.st_rdev == 0;
@@ -146,25 +146,47 @@ static int read_names(int dirfd, char ***names, size_t *count)
 	return 0;
 }
 
+/* The walk's state. The path grows with the depth: a layer may be deeper
+ * than PATH_MAX, since entries are reached from their open parent. */
 struct walk {
 	const struct layer_format *fmt;
 	layer_walk_fn fn;
 	void *arg;
-	char path[LAYER_PATH_MAX];
+	char *path;
+	size_t cap;
 };
+
+/* Make room for a path of need bytes, the terminating zero included. */
+static int path_reserve(struct walk *w, size_t need)
+{
+	size_t cap = w->cap ? w->cap : 256;
+	char *grown;
+
+	if (need <= w->cap)
+		return 0;
+	while (cap < need)
+		cap *= 2;
+	grown = realloc(w->path, cap);
+	if (!grown)
+		return -ENOMEM;
+	w->path = grown;
+	w->cap = cap;
+	return 0;
+}
 
 static int walk_dir(struct walk *w, int dirfd, size_t pathlen, int depth);
 
 static int walk_entry(struct walk *w, int dirfd, const char *name,
 		      size_t pathlen, int depth)
 {
-	struct layer_entry e = {
-	    .path = w->path, .name = name, .dirfd = dirfd, .depth = depth};
+	struct layer_entry e = {.name = name, .dirfd = dirfd, .depth = depth};
 	size_t len = strlen(name);
 	int err, fd;
 
-	if (pathlen + !!pathlen + len >= sizeof(w->path))
-		return -ENAMETOOLONG;
+	err = path_reserve(w, pathlen + 1 + len + 1);
+	if (err)
+		return err;
+	e.path = w->path;
 	if (pathlen)
 		w->path[pathlen++] = '/';
 	memcpy(w->path + pathlen, name, len + 1);
@@ -187,6 +209,8 @@ static int walk_entry(struct walk *w, int dirfd, const char *name,
 			close(fd);
 		w->path[pathlen + len] = '\0';
 	}
+	/* A deeper entry may have moved the path to a bigger buffer. */
+	e.path = w->path;
 	if (err >= 0)
 		err = w->fn(w->arg, &e, LAYER_VISIT_DIR_END);
 	layer_entry_release(&e);
@@ -219,14 +243,18 @@ int layer_walk(int rootfd, const struct layer_format *fmt, layer_walk_fn fn,
 
 	if (fstat(rootfd, &root.st) < 0)
 		return -errno;
-	err = layer_classify(rootfd, ".", fmt, &root);
+	err = path_reserve(&w, 1);
 	if (err)
 		return err;
-	err = fn(arg, &root, LAYER_VISIT_DIR);
+	w.path[0] = '\0';
+	err = layer_classify(rootfd, ".", fmt, &root);
+	if (!err)
+		err = fn(arg, &root, LAYER_VISIT_DIR);
 	if (err == 0)
 		err = walk_dir(&w, rootfd, 0, 0);
 	if (err >= 0)
 		err = fn(arg, &root, LAYER_VISIT_DIR_END);
 	layer_entry_release(&root);
+	free(w.path);
 	return err < 0 ? err : 0;
 }

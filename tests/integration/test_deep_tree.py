@@ -2,7 +2,8 @@
 
 A walk keeps one descriptor per directory level, so each command raises
 its soft limit to the hard limit, as the mount daemon does. The tests run
-lamina with a soft limit of 1024 and a tree of 1,100 levels.
+lamina with a soft limit of 1024 and a tree of 1,100 levels, and one
+with a tree whose paths exceed PATH_MAX.
 """
 
 import os
@@ -17,6 +18,9 @@ from helpers import write_file
 DEPTH = 1100
 SOFT_LIMIT = 1024
 DEEP_PATH = "/".join(["d"] * DEPTH)
+# Deeper than PATH_MAX: 4,202 bytes of path to the file.
+VERY_DEEP = 2100
+VERY_DEEP_PATH = "/".join(["d"] * VERY_DEEP) + "/f"
 
 
 def limited_lamina():
@@ -117,3 +121,55 @@ def test_commit_deep_tree_to_other_fs(deep_stack):
         assert code == 0, err
         with open(os.path.join(new, DEEP_PATH, "f")) as f:
             assert f.read() == "bottom\n"
+
+
+def make_deep_upper(upper, depth):
+    """Nest depth directories named d in upper, each made from its open
+    parent, since the whole path exceeds what one system call takes."""
+    fd = os.open(upper, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        leaf = os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(leaf, b"bottom\n")
+        os.close(leaf)
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def very_deep_stack(lamina_stack):
+    """lamina_stack whose upper holds a file below more than PATH_MAX
+    bytes of path."""
+    stack = lamina_stack
+    make_deep_upper(stack.upper, VERY_DEEP)
+    yield stack
+    run(["rm", "-rf", "--one-file-system", "--", stack.root])
+
+
+def test_tools_beyond_path_max(very_deep_stack):
+    """diff, export and reset go below PATH_MAX (4,096 bytes) of path."""
+    stack = very_deep_stack
+    tar = os.path.join(stack.root, "layer.tar")
+    assert len(VERY_DEEP_PATH) > 4096
+
+    code, out, err = run_limited(stack, ["diff", stack.upper, "-o",
+                                         f"lowerdir={stack.lowers[0]}"])
+    assert code == 0, err
+    assert f"A  {VERY_DEEP_PATH}" in out.splitlines()
+
+    code, _out, err = run_limited(stack, ["export", stack.upper, tar])
+    assert code == 0, err
+    with tarfile.open(tar) as archive:
+        names = [name.removeprefix("./") for name in archive.getnames()]
+    assert VERY_DEEP_PATH in names
+
+    code, _out, err = run_limited(stack, ["reset", stack.upper, "-o",
+                                          f"workdir={stack.work}"])
+    assert code == 0, err
+    assert os.listdir(stack.upper) == []
+    assert [name for name in os.listdir(stack.root)
+            if name.startswith(".lamina-reset")] == []
