@@ -124,7 +124,7 @@ static int link_with_engine(struct commit *c, struct ovl_fs *fs)
 	if (ovl_fs_setup(fs, &e)) {
 		fprintf(
 		    stderr,
-		    "lamina: commit: %s; commit needs the index of %s to keep the names of hard-linked files, so give the layers that the upper was made with\n",
+		    "lamina: commit: %s (commit reads the index of %s to keep the names of hard-linked files)\n",
 		    e.msg, c->args.cfg.workdir);
 		return -EINVAL;
 	}

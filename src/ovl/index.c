@@ -167,6 +167,14 @@ int ovl_index_setup(struct ovl_fs *fs, struct ovl_error *e)
 	}
 	fs->index_fd = openat(fs->workdir_fd, "index",
 			      O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fs->index_fd < 0 && errno == ENOTDIR) {
+		/* O_NOFOLLOW: a symbolic link there fails as ENOTDIR too. */
+		ovl_error_set(
+		    e,
+		    "index=on: %s/index is not a directory (a symbolic link or a file); put the index directory itself there",
+		    fs->config.workdir);
+		return -ENOTDIR;
+	}
 	if (fs->index_fd < 0) {
 		err = -errno;
 		ovl_error_set(e, "index=on: cannot open %s/index: %s",

@@ -249,6 +249,14 @@ def case_lower_is_file(layout):
     return layout.options(lowerdir=lowerdir), [path]
 
 
+def case_index_symlink(layout):
+    real = layout.path("real-index")
+    os.mkdir(real)
+    os.makedirs(layout.work, exist_ok=True)
+    os.symlink(real, os.path.join(layout.work, "index"))
+    return layout.options() + ",index=on", ["index is not a directory"]
+
+
 CASES = {
     "missing-lower": case_missing_lower,
     "missing-upper": case_missing_upper,
@@ -274,6 +282,7 @@ CASES = {
     "bad-passthrough-value": case_bad_passthrough_value,
     "bad-prefetch-value": case_bad_prefetch_value,
     "unsupported-option": case_unsupported_option,
+    "index-symlink": case_index_symlink,
 }
 
 
