@@ -280,16 +280,37 @@ static int open_real_once(struct ovl_fs *fs, struct ovl_node *node, int flags,
 	return err;
 }
 
+/* Truncate the file open as fd, which may be open for reading only. */
+static int truncate_open(int fd)
+{
+	char proc[64];
+
+	if (ftruncate(fd, 0) == 0)
+		return 0;
+	if (errno != EBADF && errno != EINVAL)
+		return -errno;
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	return truncate(proc, 0) < 0 ? -errno : 0;
+}
+
+/*
+ * Open the node's real file. The open goes by path, and a rename may
+ * move another entry there meanwhile, so it is done again after one. An
+ * O_TRUNC is applied only to the file that the open kept, since an
+ * overlapped open may have reached the other entry.
+ */
 static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
 {
-	unsigned int seen;
-	int fd = -1, requested, tries = 0;
+	bool truncate_it = flags & O_TRUNC;
+	int fd = -1, requested, tries = 0, err;
 	bool upper, settled;
+	unsigned int seen;
 
 	ovl_metacopy_pending(fs, node);
 	upper = data_upper(node);
 
-	flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_DIRECT | O_TMPFILE);
+	flags &=
+	    ~(O_CREAT | O_EXCL | O_NOCTTY | O_DIRECT | O_TMPFILE | O_TRUNC);
 	flags |= O_NOFOLLOW | O_CLOEXEC | (upper ? 0 : O_NOATIME);
 	requested = flags;
 	flags = real_flags(fs, flags, upper) | O_NONBLOCK;
@@ -299,7 +320,15 @@ static int open_real(struct ovl_fs *fs, struct ovl_node *node, int flags)
 		settled = ovl_moves_settle(fs, &seen);
 		fd = open_real_once(fs, node, flags, requested, upper);
 	} while (ovl_moves_read_again(fs, settled, seen, &tries));
-	return fd < 0 ? fd : check_regular(fd, requested);
+	fd = fd < 0 ? fd : check_regular(fd, requested);
+	if (fd >= 0 && truncate_it) {
+		err = truncate_open(fd);
+		if (err) {
+			close(fd);
+			return err;
+		}
+	}
+	return fd;
 }
 
 /*

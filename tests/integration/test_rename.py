@@ -519,3 +519,40 @@ def test_exchange_races_readers(stack):
     thread.join()
     assert errors == set()
     assert contents <= {b"file", b"other"}
+
+
+def test_exchange_races_truncating_open(stack):
+    """open(O_TRUNC) of one file while an exchange swaps its name with
+    another's truncates that file only."""
+    stack.mount()
+    write_file(stack.m("d", "a"), "AAAA")
+    write_file(stack.m("d", "b"), "BBBB")
+    first = os.open(stack.m("d", "a"), os.O_RDONLY)
+    second = os.open(stack.m("d", "b"), os.O_RDONLY)
+    done = threading.Event()
+
+    def exchange_loop():
+        try:
+            for _ in range(3000):
+                renameat2(stack.m("d", "a"), stack.m("d", "b"),
+                          RENAME_EXCHANGE)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=exchange_loop)
+    thread.start()
+    try:
+        while not done.is_set():
+            fd = os.open(f"/proc/self/fd/{first}",
+                         os.O_WRONLY | os.O_TRUNC)
+            os.write(fd, b"AAAA")
+            os.close(fd)
+    finally:
+        done.set()
+        thread.join()
+    try:
+        assert os.pread(first, 16, 0) == b"AAAA"
+        assert os.pread(second, 16, 0) == b"BBBB"
+    finally:
+        os.close(first)
+        os.close(second)
