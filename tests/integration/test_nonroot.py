@@ -277,3 +277,30 @@ def test_nonroot_mount_rejected(jail_factory, case):
     assert lines[0].startswith("lamina: ")
     for word in words:
         assert word in lines[0]
+
+
+def mount_flags(mountpoint):
+    """Return the per-mount flags of mountpoint from mountinfo."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == mountpoint:
+                return fields[5].split(",")
+    return None
+
+
+def test_nonroot_mount_flags(jail_factory):
+    """The standard mount flags reach fusermount3: noexec and noatime
+    hold for a mount without root as for one by root."""
+    jail = jail_factory()
+    fill_lower(jail)
+
+    code, _out, err = jail.mount(USER_OPTIONS + ",noexec,noatime")
+    assert code == 0, err
+    flags = mount_flags(jail.path("merged"))
+
+    code, _out, err = jail.lamina("umount", "/merged")
+    assert code == 0, err
+    assert "noexec" in flags
+    assert "noatime" in flags
+    assert "nosuid" in flags
