@@ -359,14 +359,14 @@ static int setattr_target_do(struct ovl_fs *fs, struct fuse_req *req,
 			     const struct fuse_setattr *attr, struct stat *st)
 {
 	struct setattr_target t = {.fd = -1, .path = {.dirfd = -1}};
-	int err = 0;
+	int err = 0, self_fd = -1;
 
 	if (!(attr->valid & FUSE_SET_ATTR_SIZE))
 		t.file = ovl_node_open_file(node);
 	if (t.file)
 		t.fd = t.file->fd;
 	else
-		err = ovl_node_open_parent(fs, node, 0, &t.path);
+		err = ovl_node_open_self(fs, node, &t.path, &self_fd);
 	if (!err)
 		err = setattr_apply(&t, attr);
 	if (!err && setattr_kills(attr)) {
@@ -387,6 +387,8 @@ static int setattr_target_do(struct ovl_fs *fs, struct fuse_req *req,
 	if (t.file)
 		ovl_file_put(fs, t.file);
 	ovl_path_close(&t.path);
+	if (self_fd >= 0)
+		close(self_fd);
 	return err;
 }
 

@@ -459,6 +459,8 @@ int ovl_node_open_dir(struct ovl_fs *fs, struct ovl_node *node, int layer,
 int ovl_node_dir_fd(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		    bool *owned);
 int ovl_node_real_layer(const struct ovl_node *node);
+int ovl_node_open_self(struct ovl_fs *fs, struct ovl_node *node,
+		       struct ovl_path *path, int *fd);
 int ovl_node_open_place(struct ovl_fs *fs, struct ovl_node *node, int layer,
 			struct ovl_path *path);
 void ovl_path_close(struct ovl_path *path);

@@ -112,6 +112,33 @@ int ovl_node_open_place(struct ovl_fs *fs, struct ovl_node *node, int layer,
 	return 0;
 }
 
+/*
+ * Fill path with the node's upper file for a change of its own attributes
+ * or xattrs. A directory is reached through the /proc link of its own
+ * descriptor, which follows it across renames: the kernel does not lock
+ * a directory that a rename moves, so a chmod of it may come meanwhile.
+ * *fd is that descriptor if the caller must close it, else -1.
+ */
+int ovl_node_open_self(struct ovl_fs *fs, struct ovl_node *node,
+		       struct ovl_path *path, int *fd)
+{
+	bool owned;
+	int dirfd;
+
+	*fd = -1;
+	if (node->type != S_IFDIR || !node->parent)
+		return ovl_node_open_parent(fs, node, 0, path);
+	dirfd = ovl_node_dir_fd(fs, node, 0, &owned);
+	if (dirfd < 0)
+		return dirfd;
+	path->dirfd = AT_FDCWD;
+	path->pin = NULL;
+	snprintf(path->name, sizeof(path->name), "/proc/self/fd/%d", dirfd);
+	if (owned)
+		*fd = dirfd;
+	return 0;
+}
+
 /* Open the directory node itself in the given layer. */
 int ovl_node_open_dir(struct ovl_fs *fs, struct ovl_node *node, int layer,
 		      int flags)

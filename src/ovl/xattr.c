@@ -324,7 +324,7 @@ static int xattr_change(struct fuse_req *req, uint64_t nodeid,
 	struct ovl_node *node = ovl_req_node(req, nodeid);
 	char real[XATTR_NAME_MAX + 1];
 	struct ovl_path path;
-	int err;
+	int err, self_fd;
 
 	err = xattr_real_name(fs, name, real, sizeof(real));
 	ovl_index_refresh(fs, node);
@@ -337,7 +337,7 @@ static int xattr_change(struct fuse_req *req, uint64_t nodeid,
 	if (!err)
 		err = xattr_copy_up(fs, node);
 	if (!err)
-		err = ovl_node_open_parent(fs, node, 0, &path);
+		err = ovl_node_open_self(fs, node, &path, &self_fd);
 	if (err)
 		return err;
 	if (remove)
@@ -346,6 +346,8 @@ static int xattr_change(struct fuse_req *req, uint64_t nodeid,
 		err = ovl_do_setxattr(path.dirfd, path.name, real, value, size,
 				      flags);
 	ovl_path_close(&path);
+	if (self_fd >= 0)
+		close(self_fd);
 	return err;
 }
 

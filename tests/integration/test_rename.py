@@ -2,6 +2,7 @@
 
 import errno
 import os
+import stat
 import threading
 
 import pytest
@@ -556,3 +557,51 @@ def test_exchange_races_truncating_open(stack):
     finally:
         os.close(first)
         os.close(second)
+
+
+@pytest.mark.parametrize("how", ["exchange", "rename"])
+def test_directory_changes_race_moves(stack, how):
+    """chmod and setxattr through a descriptor of a directory change that
+    directory while a rename moves it: never the other one, and never
+    ENOENT."""
+    stack.mount()
+    for name in ("x", "y"):
+        os.makedirs(stack.m("p", name))
+        os.chmod(stack.m("p", name), 0o755)
+    moved = os.open(stack.m("p", "x"), os.O_RDONLY | os.O_DIRECTORY)
+    other = os.open(stack.m("p", "y"), os.O_RDONLY | os.O_DIRECTORY)
+    done = threading.Event()
+
+    def move_loop():
+        try:
+            for _ in range(2000):
+                if how == "exchange":
+                    renameat2(stack.m("p", "x"), stack.m("p", "y"),
+                              RENAME_EXCHANGE)
+                else:
+                    os.rename(stack.m("p", "x"), stack.m("p", "z"))
+                    os.rename(stack.m("p", "z"), stack.m("p", "x"))
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=move_loop)
+    thread.start()
+    errors = set()
+    try:
+        while not done.is_set():
+            try:
+                os.fchmod(moved, 0o700)
+                os.setxattr(moved, "user.k", b"x")
+            except OSError as e:
+                errors.add(errno.errorcode[e.errno])
+    finally:
+        done.set()
+        thread.join()
+    try:
+        assert errors == set()
+        assert stat.S_IMODE(os.fstat(other).st_mode) == 0o755
+        assert os.listxattr(other) == []
+        assert stat.S_IMODE(os.fstat(moved).st_mode) == 0o700
+    finally:
+        os.close(moved)
+        os.close(other)
