@@ -117,17 +117,22 @@ static bool is_opaque(const struct import_marks *m, const char *dir)
 	       bsearch(&dir, m->opaque, m->nopaque, sizeof(char *), cmp_str);
 }
 
-/* A zero-size file with overlay.whiteout in a directory marked "x". */
+/*
+ * A zero-size file with overlay.whiteout, mode 000, in a directory marked
+ * "x". The file is writable until the xattr is set: a user.* xattr needs
+ * write permission, which only root has on a file of mode 000.
+ */
 static int make_xwhiteout(int dirfd, const char *name)
 {
 	int fd =
 	    openat(dirfd, name,
-		   O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0);
+		   O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	int err = 0;
 
 	if (fd < 0)
 		return -errno;
 	if (fsetxattr(fd, "user.overlay.whiteout", "", 0, 0) < 0 ||
+	    fchmod(fd, 0) < 0 ||
 	    fsetxattr(dirfd, "user.overlay.opaque", "x", 1, 0) < 0)
 		err = -errno;
 	close(fd);

@@ -163,6 +163,32 @@ static bool disk_write_failed(struct archive *disk, int rc)
 }
 
 /*
+ * Set an xattr on file. Without root, a user.* xattr needs write
+ * permission, which the tar's mode may have taken away already: the
+ * owner gets it back for the moment.
+ */
+static int set_xattr_as_owner(const char *file, const char *name,
+			      const void *value, size_t size)
+{
+	struct stat st;
+	int err;
+
+	if (lsetxattr(file, name, value, size, 0) == 0)
+		return 0;
+	err = errno;
+	if (err != EACCES || lstat(file, &st) < 0 || st.st_uid != geteuid() ||
+	    S_ISLNK(st.st_mode) ||
+	    chmod(file, (st.st_mode & 07777) | S_IWUSR) < 0) {
+		errno = err;
+		return -1;
+	}
+	err = lsetxattr(file, name, value, size, 0) < 0 ? errno : 0;
+	chmod(file, st.st_mode & 07777);
+	errno = err;
+	return err ? -1 : 0;
+}
+
+/*
  * Set the xattrs of entry on the file unpacked at clean ("" is the root).
  * libarchive 3.6.2 reports a failed xattr without its errno, so the
  * import sets them itself. It warns where the filesystem or the caller's
@@ -183,8 +209,8 @@ static int set_xattrs(struct import_ctx *x, struct archive_entry *entry,
 	archive_entry_xattr_reset(entry);
 	while (archive_entry_xattr_next(entry, &name, &value, &size) ==
 	       ARCHIVE_OK) {
-		if (lsetxattr(clean[0] ? clean : ".", name, value, size, 0) ==
-		    0)
+		if (set_xattr_as_owner(clean[0] ? clean : ".", name, value,
+				       size) == 0)
 			continue;
 		if (errno == ENOSPC || errno == EDQUOT || errno == EIO) {
 			oci_error_set(

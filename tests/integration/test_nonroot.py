@@ -10,10 +10,12 @@ file operations run as nobody through the same paths from outside the
 chroot, since the temporary directory is open to every user.
 """
 
+import io
 import os
 import shutil
 import stat
 import subprocess
+import tarfile
 
 import pytest
 
@@ -304,3 +306,43 @@ def test_nonroot_mount_flags(jail_factory):
     assert "noexec" in flags
     assert "noatime" in flags
     assert "nosuid" in flags
+
+
+def write_marks_tar(path):
+    """Write a tar with a whiteout, an opaque directory and a read-only
+    file that carries a user.* xattr."""
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name in ("a", "b"):
+            entry = tarfile.TarInfo(name)
+            entry.type = tarfile.DIRTYPE
+            entry.mode = 0o755
+            tar.addfile(entry)
+        tar.addfile(tarfile.TarInfo("a/.wh.gone"), io.BytesIO(b""))
+        tar.addfile(tarfile.TarInfo("b/.wh..wh..opq"), io.BytesIO(b""))
+        entry = tarfile.TarInfo("c")
+        entry.size = 2
+        entry.mode = 0o444
+        entry.pax_headers = {"SCHILY.xattr.user.k": "v"}
+        tar.addfile(entry, io.BytesIO(b"c\n"))
+
+
+def test_nonroot_import_userxattr(jail_factory):
+    """nobody imports a tar with whiteouts and a read-only file with an
+    xattr, as xattr whiteouts and opaque marks in user.overlay.*."""
+    jail = jail_factory()
+    write_marks_tar(jail.path("l", "layer.tar"))
+    os.chown(jail.path("l"), NOBODY, NOBODY)
+
+    code, _out, err = jail.lamina("import", "--userxattr", "/l/layer.tar",
+                                  "/u/layer")
+
+    assert code == 0, err
+    layer = jail.path("u", "layer")
+    whiteout = os.lstat(os.path.join(layer, "a", "gone"))
+    assert stat.S_ISREG(whiteout.st_mode)
+    assert whiteout.st_size == 0
+    assert os.getxattr(os.path.join(layer, "a", "gone"),
+                       "user.overlay.whiteout") == b""
+    assert os.getxattr(os.path.join(layer, "b"), "user.overlay.opaque") == b"y"
+    assert os.getxattr(os.path.join(layer, "c"), "user.k") == b"v"
+    assert stat.S_IMODE(os.stat(os.path.join(layer, "c")).st_mode) == 0o444
