@@ -16,6 +16,7 @@
 #include "../common/log.h"
 
 #include <dirent.h>
+#include <linux/capability.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -124,6 +125,8 @@ static int index_auto(struct ovl_fs *fs, struct ovl_error *e)
 {
 	int err;
 
+	if (!ovl_have_cap(CAP_DAC_READ_SEARCH))
+		return 0;
 	fs->config.index = true;
 	err = ovl_index_setup(fs, e);
 	if (!err)
@@ -151,6 +154,14 @@ int ovl_index_setup(struct ovl_fs *fs, struct ovl_error *e)
 	}
 	if (!fs->config.index)
 		return 0;
+	/* The index finds lower files by handle, as overlayfs does, which
+	 * needs the capability; overlayfs then goes without the index. */
+	if (!ovl_have_cap(CAP_DAC_READ_SEARCH)) {
+		log_warn(
+		    "index=on needs CAP_DAC_READ_SEARCH to open lower files by their handles, which this mount does not have; hard links are not kept together on this mount (index=off), as in overlayfs");
+		fs->config.index = false;
+		return 0;
+	}
 	/* lamina check creates nothing: it checks an index already there. */
 	if (fs->check_only) {
 		fs->index_fd =

@@ -346,3 +346,20 @@ def test_nonroot_import_userxattr(jail_factory):
     assert os.getxattr(os.path.join(layer, "b"), "user.overlay.opaque") == b"y"
     assert os.getxattr(os.path.join(layer, "c"), "user.k") == b"v"
     assert stat.S_IMODE(os.stat(os.path.join(layer, "c")).st_mode) == 0o444
+
+
+def test_nonroot_index_falls_back(jail_factory):
+    """index=on finds lower files by handle, which needs
+    CAP_DAC_READ_SEARCH: without it the mount warns and goes without the
+    index, as overlayfs does."""
+    jail = jail_factory()
+    fill_lower(jail)
+
+    code, _out, err = jail.mount(USER_OPTIONS + ",index=on")
+    assert code == 0, err
+    code, _out, umount_err = jail.lamina("umount", "/merged")
+
+    assert code == 0, umount_err
+    assert "CAP_DAC_READ_SEARCH" in err
+    assert "index=off" in err
+    assert not os.path.exists(jail.path("w", "index"))
