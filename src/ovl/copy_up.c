@@ -576,6 +576,7 @@ int ovl_copy_up_name(struct ovl_fs *fs, struct ovl_node *parent,
  */
 int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node, unsigned int flags)
 {
+	bool copied;
 	int err = 0;
 
 	if (!fs->upper)
@@ -596,11 +597,22 @@ int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node, unsigned int flags)
 			return err;
 	}
 	pthread_mutex_lock(&node->lock);
-	if (!ovl_node_has(node, OVL_N_UPPER))
+	copied = !ovl_node_has(node, OVL_N_UPPER);
+	if (copied)
 		err = copy_up_locked(fs, node, flags);
 	/* A metacopy index entry that the copy-up linked gets its data. */
 	if (!err && node->data_layer >= 0 && !(flags & OVL_COPY_UP_META))
 		err = ovl_metacopy_bring_up(fs, node, flags);
 	pthread_mutex_unlock(&node->lock);
+	/*
+	 * The copy has a ctime and a birth time of its own, and without
+	 * root the user as its owner, where the kernel may cache the lower
+	 * file's. Only the attributes are dropped, which takes no lock that
+	 * the pending request may hold.
+	 */
+	if (!err && copied && fs->se) {
+		atomic_fetch_or(&node->flags, OVL_N_BTIME_STALE);
+		fuse_notify_inval_inode(fs->se, ovl_node_id(fs, node), -1, 0);
+	}
 	return err;
 }

@@ -350,19 +350,12 @@ void ovl_op_open(struct fuse_req *req, uint64_t nodeid,
 	struct ovl_fs *fs = ovl_req_fs(req);
 	struct ovl_node *node = ovl_req_node(req, nodeid);
 	bool write = (fi->flags & O_ACCMODE) != O_RDONLY;
-	bool copied;
 	int fd, err = 0;
 
 	ovl_index_refresh(fs, node);
-	copied = !ovl_node_has(node, OVL_N_UPPER | OVL_N_INDEX);
 	if (write || (fi->flags & O_TRUNC))
-		err = ovl_copy_up(fs, node,
-				  (fi->flags & O_TRUNC) ? OVL_COPY_UP_NO_DATA
-							: 0);
-	/* The copy has a birth time of its own, which the kernel requests
-	 * again once the other attributes are stale. */
-	if (!err && copied && ovl_node_has(node, OVL_N_UPPER | OVL_N_INDEX))
-		fuse_notify_inval_inode(fs->se, nodeid, -1, 0);
+		err = ovl_copy_up(
+		    fs, node, (fi->flags & O_TRUNC) ? OVL_COPY_UP_NO_DATA : 0);
 	if (!err && data_upper(node) && lower_backed(node)) {
 		/*
 		 * The kernel binds this inode to the lower file while it is

@@ -105,6 +105,21 @@ static void named_nlink(struct ovl_fs *fs, struct ovl_node *node,
 		st->st_nlink = named.st_nlink;
 }
 
+/*
+ * Return the attribute timeout of a reply about node. The kernel caches
+ * the birth time apart from the other attributes and requests it again
+ * only once these have expired. So after a copy-up, which gives the file
+ * a new birth time, the first reply makes them expire at once.
+ */
+static double node_attr_timeout(struct ovl_fs *fs, struct ovl_node *node,
+				const struct stat *st)
+{
+	if (atomic_fetch_and(&node->flags, ~(unsigned int)OVL_N_BTIME_STALE) &
+	    OVL_N_BTIME_STALE)
+		return 0;
+	return attr_timeout(fs, st);
+}
+
 /* The descriptor behind the open handle of an attribute request, or -1
  * to reach the file by the node's name. */
 static int handle_fd(struct ovl_fs *fs, struct ovl_node *node, uint64_t fh,
@@ -152,7 +167,7 @@ void ovl_op_getattr(struct fuse_req *req, uint64_t nodeid, uint64_t fh,
 		ovl_reply_status(req, err);
 		return;
 	}
-	fuse_reply_attr(req, &st, attr_timeout(fs, &st));
+	fuse_reply_attr(req, &st, node_attr_timeout(fs, node, &st));
 }
 
 /* Get the birth time of the file with the node's metadata, by path. */
@@ -220,6 +235,7 @@ void ovl_op_statx(struct fuse_req *req, uint64_t nodeid, uint64_t fh,
 		ovl_reply_status(req, err);
 		return;
 	}
+	atomic_fetch_and(&node->flags, ~(unsigned int)OVL_N_BTIME_STALE);
 	fuse_reply_statx(req, &st,
 			 node_btime(fs, node, fd, &btime) ? &btime : NULL,
 			 attr_timeout(fs, &st));
@@ -399,14 +415,12 @@ void ovl_op_setattr(struct fuse_req *req, uint64_t nodeid,
 	struct ovl_node *node = ovl_req_node(req, nodeid);
 	unsigned int flags = 0;
 	struct stat st;
-	bool copied;
 	int err;
 
 	if (!(attr->valid & FUSE_SET_ATTR_SIZE))
 		flags = OVL_COPY_UP_META;
 	else if (attr->st.st_size == 0)
 		flags = OVL_COPY_UP_NO_DATA;
-	copied = !ovl_node_has(node, OVL_N_UPPER | OVL_N_INDEX);
 	err = ovl_copy_up(fs, node, flags);
 	if (!err)
 		err = setattr_target_do(fs, req, node, attr, &st);
@@ -418,11 +432,7 @@ void ovl_op_setattr(struct fuse_req *req, uint64_t nodeid,
 		ovl_reply_status(req, err);
 		return;
 	}
-	/* A copy-up gives the file a new birth time, which the kernel
-	 * caches apart from the other attributes and requests again only
-	 * once these have expired. */
-	copied = copied && ovl_node_has(node, OVL_N_UPPER | OVL_N_INDEX);
-	fuse_reply_attr(req, &st, copied ? 0 : attr_timeout(fs, &st));
+	fuse_reply_attr(req, &st, node_attr_timeout(fs, node, &st));
 }
 
 /* Read the node's link target by its path; returns its length. */

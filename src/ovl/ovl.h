@@ -78,6 +78,8 @@ struct ovl_layer {
 #define OVL_N_RA_SEEN 0x200   /* a name in it was looked up: readahead.c */
 #define OVL_N_RA_QUEUED 0x400 /* listed ahead, or queued for it */
 #define OVL_N_OPEN_ORPHAN 0x800 /* st_ino noted in fs->open_orphans */
+/* Copied up since the kernel last asked for its birth time: inode.c. */
+#define OVL_N_BTIME_STALE 0x1000
 
 /*
  * A moved directory's path in the lower layers from one layer down: an

@@ -667,19 +667,24 @@ def birth_time(path):
 def test_birth_time_follows_copy_up(stack):
     """Files and directories show the birth time of the file that
     contains their metadata, the lower one and then the upper copy."""
+    names = ("chmoded", "written", "opened", "dir")
     write_file(stack.lo(0, "chmoded"), "c")
     write_file(stack.lo(0, "written"), "w")
+    write_file(stack.lo(0, "opened"), "o")
     os.makedirs(stack.lo(0, "dir"))
     stack.mount()
-    for name in ("chmoded", "written", "dir"):
+    for name in names:
         assert birth_time(stack.m(name)) == birth_time(stack.lo(0, name))
     time.sleep(1.1)
 
     os.chmod(stack.m("chmoded"), 0o600)
     with open(stack.m("written"), "a") as f:
         f.write("more")
+    # Copied up by the open, then changed without a copy-up.
+    os.close(os.open(stack.m("opened"), os.O_WRONLY | os.O_APPEND))
+    os.chmod(stack.m("opened"), 0o600)
     write_file(stack.m("dir", "new"), "n")
 
-    for name in ("chmoded", "written", "dir"):
+    for name in names:
         assert birth_time(stack.m(name)) == birth_time(stack.u(name)), name
         assert birth_time(stack.u(name)) > birth_time(stack.lo(0, name))

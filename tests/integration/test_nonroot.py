@@ -363,3 +363,44 @@ def test_nonroot_index_falls_back(jail_factory):
     assert "CAP_DAC_READ_SEARCH" in err
     assert "index=off" in err
     assert not os.path.exists(jail.path("w", "index"))
+
+
+def test_nonroot_owner_after_copy_up(jail_factory):
+    """A copy-up by a rename or an xattr change, of files owned by root
+    in a world-writable directory, shows nobody as the owner at once, as
+    the upper copies have it."""
+    jail = jail_factory()
+    pub = jail.path("l", "pub")
+    os.mkdir(pub)
+    os.chmod(pub, 0o777)
+    for name in ("moved", "tagged"):
+        with open(os.path.join(pub, name), "w") as f:
+            f.write(name)
+        os.chmod(os.path.join(pub, name), 0o666)
+    daemon = jail.mount_foreground()
+    merged = jail.path("merged", "pub")
+
+    def owner(name):
+        # stat(1) asks statx(2) for the owner alone, which the kernel
+        # answers from its cache unless the owner was dropped from it.
+        return int(subprocess.run(["stat", "-c", "%u",
+                                   os.path.join(merged, name)],
+                                  capture_output=True, text=True,
+                                  check=True).stdout)
+
+    def work():
+        before = [owner(n) for n in ("moved", "tagged")]
+        os.rename(os.path.join(merged, "moved"),
+                  os.path.join(merged, "moved2"))
+        os.setxattr(os.path.join(merged, "tagged"), "user.k", b"v")
+        after = [owner(n) for n in ("moved2", "tagged")]
+        return {"before": before, "after": after}
+
+    seen = in_child(NOBODY, NOBODY, work)
+    status, alarms = jail.stop(daemon)
+
+    assert seen["before"] == [0, 0]
+    assert seen["after"] == [NOBODY, NOBODY]
+    assert os.stat(jail.path("u", "pub", "moved2")).st_uid == NOBODY
+    assert status == 0
+    assert alarms == []
