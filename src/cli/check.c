@@ -96,10 +96,10 @@ static int check_mountpoint(const char *merged, struct ovl_config *cfg)
 	struct stat st;
 
 	if (!realpath(merged, real) || stat(real, &st) < 0) {
-		fprintf(
-		    stderr,
-		    "lamina: error: mount point %s: %s; create the directory first\n",
-		    merged, strerror(errno));
+		int err = errno;
+
+		fprintf(stderr, "lamina: error: mount point %s: %s; %s\n",
+			merged, strerror(err), cli_mountpoint_advice(err));
 		return 1;
 	}
 	if (!S_ISDIR(st.st_mode)) {

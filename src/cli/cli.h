@@ -63,6 +63,8 @@ int cli_upper_lock_dir(int fd);
  */
 void cli_note_kernel_overlays(struct ovl_fs *fs);
 void cli_unescape_octal(char *s);
+/* The fix to give for an error of stat(2) on a mount point. */
+const char *cli_mountpoint_advice(int err);
 int cli_mount_id(int dirfd, const char *name, uint64_t *id);
 
 /* daemon_link.c */

@@ -110,8 +110,11 @@ static int mount_config(struct mount_args *args, struct ovl_config *cfg)
 		return EXIT_USAGE;
 	}
 	if (!realpath(args->mountpoint, real) || stat(real, &st) < 0) {
-		fprintf(stderr, "lamina: mount point %s: %s; create the directory first\n",
-			args->mountpoint, strerror(errno));
+		int err = errno;
+
+		fprintf(stderr, "lamina: mount point %s: %s; %s\n",
+			args->mountpoint, strerror(err),
+			cli_mountpoint_advice(err));
 		return EXIT_MOUNT_FAIL;
 	}
 	if (!S_ISDIR(st.st_mode)) {

@@ -122,3 +122,17 @@ const struct cli_mount *cli_mounts_find(const struct cli_mount *mounts,
 			found = &mounts[i];
 	return found;
 }
+
+const char *cli_mountpoint_advice(int err)
+{
+	switch (err) {
+	case ENOENT:
+		return "create the directory first";
+	case ENOTCONN:
+		return "a FUSE mount whose daemon has ended is still there; remove it with lamina umount (or umount -l), then mount again";
+	case EACCES:
+		return "this user cannot reach it; fix the permissions of the directories above it";
+	default:
+		return "give an existing directory";
+	}
+}

@@ -122,6 +122,30 @@ def test_lamina_umount(lamina_stack):
         stop_leftover_daemons(stack.merged)
 
 
+def test_mount_over_dead_mount(lamina_stack):
+    """A mount over a mount whose daemon was killed names the way out,
+    and lamina umount clears it for the next mount."""
+    stack = lamina_stack
+    try:
+        pid = background_mount(stack)
+        os.kill(pid, signal.SIGKILL)
+        assert wait_for(lambda: not pid_alive(pid), EXIT_TIMEOUT)
+
+        code, _out, err = run_lamina(["mount", "-o", stack.options(),
+                                      stack.merged], stack.root)
+
+        assert code != 0
+        assert len(err.splitlines()) == 1, err
+        assert "lamina umount" in err
+        code, _out, err = run_lamina(["umount", stack.merged], stack.root)
+        assert code == 0, err
+        background_mount(stack)
+        code, _out, err = run_lamina(["umount", stack.merged], stack.root)
+        assert code == 0, err
+    finally:
+        stop_leftover_daemons(stack.merged)
+
+
 def test_lamina_umount_stopped_daemon(lamina_stack):
     """lamina umount names a stopped daemon at once, with the fix."""
     stack = lamina_stack
