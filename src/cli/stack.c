@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 void cli_stack_free(struct cli_stack *s)
 {
@@ -239,10 +240,24 @@ static int stack_from_kernel(const struct cli_mount *m, struct cli_stack *s)
 	return err;
 }
 
+/*
+ * Whether this process may query the daemon of the FUSE mount m, which
+ * answers root and the user in its user_id= option, stored in *owner
+ * (-1 if the option is missing).
+ */
+static bool may_query(const struct cli_mount *m, long *owner)
+{
+	const char *opt = strstr(m->super_options, "user_id=");
+
+	*owner = opt ? strtol(opt + strlen("user_id="), NULL, 10) : -1;
+	return geteuid() == 0 || *owner < 0 || (uid_t)*owner == geteuid();
+}
+
 /* Fill s from a mount. On an error, err contains the message. */
 int cli_stack_from_mount(const struct cli_mount *m, struct cli_stack *s,
 			 char *err, size_t size)
 {
+	long owner;
 	int rc;
 
 	memset(s, 0, sizeof(*s));
@@ -253,7 +268,12 @@ int cli_stack_from_mount(const struct cli_mount *m, struct cli_stack *s,
 				 strerror(-rc));
 	} else {
 		rc = daemon_link_query(m->mountpoint, s);
-		if (rc)
+		if (rc && !may_query(m, &owner))
+			snprintf(
+			    err, size,
+			    "the daemon of %s answers only root and the user who mounted it (uid %ld); run this command as one of them",
+			    m->mountpoint, owner);
+		else if (rc)
 			snprintf(
 			    err, size,
 			    "the daemon of %s did not send its configuration: %s; check that it is running",

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from conftest import (kernel_overlay, make_tempdir, remove_tree, run,
-                      run_lamina)
+from conftest import (LAMINA, kernel_overlay, make_tempdir, remove_tree,
+                      run, run_lamina)
 from helpers import write_file
 
 
@@ -271,3 +271,23 @@ def test_status_kernel_lowerdir_plus():
             run(["umount", merged])
     finally:
         remove_tree(root)
+
+
+def test_status_of_another_users_mount(lamina_stack):
+    """A user who may not query the daemon learns who may, instead of a
+    broken connection."""
+    stack = lamina_stack
+    stack.mount()
+    home = make_tempdir("lamina-status.")
+    try:
+        binary = os.path.join(home, "lamina")
+        shutil.copy2(LAMINA, binary)
+        proc = run(["setpriv", "--reuid=65534", "--regid=65534",
+                    "--clear-groups", binary, "status", stack.merged],
+                   check=False)
+    finally:
+        shutil.rmtree(home)
+
+    assert proc.returncode != 0
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert "answers only root and the user who mounted it" in proc.stderr
