@@ -311,7 +311,12 @@ static int diff_stack(const struct cli_stack *s, bool json)
 	}
 	d.lowerfds = fds;
 	err = layer_walk(upperfd, &d.fmt, diff_visit, &d);
-	if (err && err != -EUCLEAN)
+	if (err && err != -EUCLEAN && layer_walk_failure()[0])
+		fprintf(
+		    stderr,
+		    "lamina: diff: reading the layers of %s failed at %s: %s\n",
+		    s->upper, layer_walk_failure(), strerror(-err));
+	else if (err && err != -EUCLEAN)
 		fprintf(stderr,
 			"lamina: diff: reading the layers of %s failed: %s\n",
 			s->upper, strerror(-err));

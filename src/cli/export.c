@@ -7,6 +7,7 @@
  */
 #include "cli.h"
 #include "common/fdlimit.h"
+#include "layer/layer.h"
 #include "layer/oci.h"
 #include "ovl/ovl.h"
 
@@ -262,6 +263,9 @@ static int export_run(const struct export_args *args, int *fds,
 	if (e.msg[0])
 		fprintf(stderr, "lamina: export of %s failed: %s\n",
 			args->layer, e.msg);
+	else if (layer_walk_failure()[0])
+		fprintf(stderr, "lamina: export of %s failed at %s: %s\n",
+			args->layer, layer_walk_failure(), strerror(-err));
 	else
 		fprintf(stderr, "lamina: export of %s failed: %s\n",
 			args->layer, strerror(-err));

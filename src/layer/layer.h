@@ -50,6 +50,9 @@ typedef int (*layer_walk_fn)(void *arg, const struct layer_entry *e,
  * never followed and the walk never leaves the tree. Returns 0, the
  * callback's negative errno, or a negative errno of its own.
  */
+/* The path of the entry at which this thread's last walk failed, "" for
+ * the root. */
+const char *layer_walk_failure(void);
 int layer_walk(int rootfd, const struct layer_format *fmt, layer_walk_fn fn,
 	       void *arg);
 

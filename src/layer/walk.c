@@ -146,6 +146,22 @@ static int read_names(int dirfd, char ***names, size_t *count)
 	return 0;
 }
 
+/* Where the last walk of this thread failed, for the caller's message. */
+static __thread char walk_failed[512];
+
+const char *layer_walk_failure(void)
+{
+	return walk_failed;
+}
+
+/* Note the entry at which the walk fails with err, unless one is noted. */
+static int walk_fail(const char *path, int err)
+{
+	if (err < 0 && !walk_failed[0])
+		snprintf(walk_failed, sizeof(walk_failed), "%s", path);
+	return err;
+}
+
 /* The walk's state. The path grows with the depth: a layer may be deeper
  * than PATH_MAX, since entries are reached from their open parent. */
 struct walk {
@@ -191,20 +207,21 @@ static int walk_entry(struct walk *w, int dirfd, const char *name,
 		w->path[pathlen++] = '/';
 	memcpy(w->path + pathlen, name, len + 1);
 	if (fstatat(dirfd, name, &e.st, AT_SYMLINK_NOFOLLOW) < 0)
-		return -errno;
+		return walk_fail(w->path, -errno);
 	err = layer_classify(dirfd, name, w->fmt, &e);
 	if (err)
-		return err;
+		return walk_fail(w->path, err);
 	if (!S_ISDIR(e.st.st_mode)) {
-		err = w->fn(w->arg, &e, LAYER_VISIT_ENTRY);
+		err = walk_fail(w->path, w->fn(w->arg, &e, LAYER_VISIT_ENTRY));
 		layer_entry_release(&e);
 		return err;
 	}
-	err = w->fn(w->arg, &e, LAYER_VISIT_DIR);
+	err = walk_fail(w->path, w->fn(w->arg, &e, LAYER_VISIT_DIR));
 	if (err == 0) {
 		fd = openat(dirfd, name,
 			    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		err = fd < 0 ? -errno : walk_dir(w, fd, pathlen + len, depth);
+		err = fd < 0 ? walk_fail(w->path, -errno)
+			     : walk_dir(w, fd, pathlen + len, depth);
 		if (fd >= 0)
 			close(fd);
 		w->path[pathlen + len] = '\0';
@@ -212,7 +229,8 @@ static int walk_entry(struct walk *w, int dirfd, const char *name,
 	/* A deeper entry may have moved the path to a bigger buffer. */
 	e.path = w->path;
 	if (err >= 0)
-		err = w->fn(w->arg, &e, LAYER_VISIT_DIR_END);
+		err =
+		    walk_fail(w->path, w->fn(w->arg, &e, LAYER_VISIT_DIR_END));
 	layer_entry_release(&e);
 	return err;
 }
@@ -221,7 +239,7 @@ static int walk_dir(struct walk *w, int dirfd, size_t pathlen, int depth)
 {
 	char **names = NULL;
 	size_t count = 0, i;
-	int err = read_names(dirfd, &names, &count);
+	int err = walk_fail(w->path, read_names(dirfd, &names, &count));
 
 	for (i = 0; !err && i < count; i++) {
 		err = walk_entry(w, dirfd, names[i], pathlen, depth + 1);
@@ -241,6 +259,7 @@ int layer_walk(int rootfd, const struct layer_format *fmt, layer_walk_fn fn,
 	struct layer_entry root = {.path = "", .name = "", .dirfd = rootfd};
 	int err;
 
+	walk_failed[0] = '\0';
 	if (fstat(rootfd, &root.st) < 0)
 		return -errno;
 	err = path_reserve(&w, 1);

@@ -402,3 +402,28 @@ def test_export_empty_output_name(tmp_path):
     assert "give a file name" in err
     assert len(err.splitlines()) == 1
     assert sorted(os.listdir(tmp_path)) == ["layer"]
+
+
+def test_export_names_unreadable_entry():
+    """A user who cannot read an entry learns which one stopped the
+    export."""
+    root = make_tempdir("lamina-export-access.")
+    try:
+        layer = os.path.join(root, "layer")
+        helpers.write_file(os.path.join(layer, "etc", "shadow"), "s\n",
+                           mode=0o640)
+        out = os.path.join(root, "out")
+        os.mkdir(out)
+        os.chown(out, 65534, 65534)
+        binary = os.path.join(root, "lamina")
+        shutil.copy2(LAMINA, binary)
+        proc = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             binary, "export", layer, os.path.join(out, "layer.tar")],
+            capture_output=True, text=True, check=False)
+    finally:
+        shutil.rmtree(root)
+
+    assert proc.returncode != 0
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert "at etc/shadow" in proc.stderr
