@@ -161,7 +161,12 @@ static int squash_build(struct squash_cmd *s)
 		o->progress = start_progress(s);
 		err = layer_squash(s->layer_fds, s->args.cfg.nlower, outfd, o);
 		progress_end(o->progress);
-		if (err && err != -EUCLEAN)
+		if (err == -EPERM && geteuid() != 0)
+			fprintf(
+			    stderr,
+			    "lamina: squash failed: %s; only root may give the new layer's files other owners than the user, so run squash as root\n",
+			    o->error);
+		else if (err && err != -EUCLEAN)
 			fprintf(stderr, "lamina: squash failed: %s\n",
 				o->error);
 	}

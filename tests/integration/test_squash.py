@@ -20,7 +20,7 @@ import time
 import pytest
 
 import helpers
-from conftest import LAMINA, run_lamina
+from conftest import LAMINA, make_tempdir, run_lamina
 from test_commit import assert_rejected, assert_same_tree, held_locks, tree
 
 READERS = ("kernel", "lamina")
@@ -735,3 +735,30 @@ def test_squash_redirect_too_long(stack):
                             f"lowerdir={layers.b}:{layers.c}", new],
                     ["writing trusted.overlay.redirect of", "ea_inode"])
     assert not os.path.exists(new)
+
+
+def test_squash_without_root_names_owner_problem():
+    """A user who may not give files another owner learns that squash
+    needs root for that."""
+    root = make_tempdir("lamina-squash-owner.")
+    try:
+        layer = os.path.join(root, "layer")
+        helpers.write_file(os.path.join(layer, "etc", "hostname"), "h\n")
+        out = os.path.join(root, "out")
+        os.mkdir(out)
+        os.chown(out, 65534, 65534)
+        binary = os.path.join(root, "lamina")
+        shutil.copy2(LAMINA, binary)
+        proc = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             binary, "squash", "-o", f"lowerdir={layer}",
+             os.path.join(out, "new")],
+            capture_output=True, text=True, check=False)
+        left = os.listdir(out)
+    finally:
+        shutil.rmtree(root)
+
+    assert proc.returncode != 0
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert "run squash as root" in proc.stderr
+    assert left == []
