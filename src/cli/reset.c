@@ -425,6 +425,15 @@ static int reset_upper(const char *path, const char *workdir,
 		place_close(&upper);
 		return place_error("upper directory", path, err);
 	}
+	/* The swap makes and renames entries beside the upper. */
+	if (faccessat(upper.parentfd, ".", W_OK, AT_EACCESS) < 0) {
+		fprintf(
+		    stderr,
+		    "lamina: reset: cannot write in the directory that contains %s: %s; reset swaps the upper there, so run it as a user who may write there\n",
+		    path, strerror(errno));
+		place_close(&upper);
+		return EXIT_USAGE;
+	}
 	err = cli_upper_in_use(path, why, sizeof(why));
 	if (err) {
 		if (err == CLI_UPPER_COMMITTING)

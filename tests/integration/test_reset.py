@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import shutil
 import stat
 
 import pytest
@@ -509,3 +510,25 @@ def test_reset_kernel_index_workdir(lamina_stack):
     assert code == 0, err
     assert os.listdir(stack.upper) == []
     assert not os.path.exists(os.path.join(stack.work, "index"))
+
+
+def test_reset_parent_not_writable():
+    """A user who may not write beside the upper learns why, and the
+    upper stays as it is."""
+    root = make_tempdir("lamina-reset-parent.")
+    try:
+        upper = os.path.join(root, "parent", "upper")
+        write_file(os.path.join(upper, "f"), "x")
+        os.chown(upper, 65534, 65534)
+        binary = os.path.join(root, "lamina")
+        shutil.copy2(LAMINA, binary)
+        proc = run(["setpriv", "--reuid=65534", "--regid=65534",
+                    "--clear-groups", binary, "reset", upper], check=False)
+        left = os.listdir(upper)
+    finally:
+        remove_tree(root)
+
+    assert proc.returncode != 0
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert "cannot write in the directory that contains" in proc.stderr
+    assert left == ["f"]
