@@ -6,27 +6,14 @@
  * paths; the fields after it say what is in effect.
  */
 #include "cli.h"
+#include "common/mountflags.h"
 #include "fuse/transport.h"
 #include "ovl/ovl.h"
 #include "stack.h"
 
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/mount.h>
 #include <unistd.h>
-
-/* Generic mount flags and their option names, for the options field. */
-static const struct {
-	unsigned long flag;
-	const char *name;
-} flag_names[] = {
-    {MS_RDONLY, "ro"},	       {MS_NOSUID, "nosuid"},
-    {MS_NODEV, "nodev"},       {MS_NOEXEC, "noexec"},
-    {MS_SYNCHRONOUS, "sync"},  {MS_DIRSYNC, "dirsync"},
-    {MS_NOATIME, "noatime"},   {MS_NODIRATIME, "nodiratime"},
-    {MS_RELATIME, "relatime"}, {MS_STRICTATIME, "strictatime"},
-    {MS_LAZYTIME, "lazytime"},
-};
 
 static const char *const redirect_names[] = {
     [OVL_REDIRECT_ON] = "on",
@@ -38,7 +25,7 @@ static const char *const redirect_names[] = {
 static void put_options(FILE *f, const struct ovl_fs *fs)
 {
 	const struct ovl_config *cfg = &fs->config;
-	size_t i;
+	char flags[128];
 	int l;
 
 	fputs("options=lowerdir=", f);
@@ -73,9 +60,9 @@ static void put_options(FILE *f, const struct ovl_fs *fs)
 		fputs(",fsname=", f);
 		option_path(f, cfg->fsname);
 	}
-	for (i = 0; i < sizeof(flag_names) / sizeof(flag_names[0]); i++)
-		if (cfg->mount_flags & flag_names[i].flag)
-			fprintf(f, ",%s", flag_names[i].name);
+	flags[0] = '\0';
+	mount_flags_append(flags, sizeof(flags), cfg->mount_flags);
+	fputs(flags, f);
 	fputc('\0', f);
 }
 

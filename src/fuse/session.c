@@ -2,6 +2,7 @@
 /* Opening /dev/fuse, mounting and unmounting. */
 #include "internal.h"
 #include "../common/log.h"
+#include "../common/mountflags.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -170,28 +171,6 @@ static void read_helper_error(int fd, char *buf, size_t size)
 			strlen(buf) - (sizeof(prefix) - 1) + 1);
 }
 
-/* Append the mount flags, as fusermount3's options, to buf. */
-static void append_mount_flags(char *buf, size_t size, unsigned long flags)
-{
-	static const struct {
-		unsigned long flag;
-		const char *option;
-	} names[] = {
-	    {MS_RDONLY, "ro"},	       {MS_NOSUID, "nosuid"},
-	    {MS_NODEV, "nodev"},       {MS_NOEXEC, "noexec"},
-	    {MS_SYNCHRONOUS, "sync"},  {MS_DIRSYNC, "dirsync"},
-	    {MS_NOATIME, "noatime"},   {MS_NODIRATIME, "nodiratime"},
-	    {MS_RELATIME, "relatime"}, {MS_STRICTATIME, "strictatime"},
-	    {MS_LAZYTIME, "lazytime"},
-	};
-	size_t i, len = strlen(buf);
-
-	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if ((flags & names[i].flag) && len + 1 < size)
-			len += (size_t)snprintf(buf + len, size - len, ",%s",
-						names[i].option);
-}
-
 /* Start fusermount3 with the socket end and a pipe as standard error. */
 static pid_t start_fusermount(const char *optstr, const char *mnt, int sock,
 			      int err_fd)
@@ -221,7 +200,7 @@ static int mount_fusermount(struct fuse_session *se, const char *mnt,
 	snprintf(optstr, sizeof(optstr), "fsname=%s,subtype=%s%s%s", source,
 		 opts->subtype, opts->allow_other ? ",allow_other" : "",
 		 opts->default_permissions ? ",default_permissions" : "");
-	append_mount_flags(optstr, sizeof(optstr), opts->mount_flags);
+	mount_flags_append(optstr, sizeof(optstr), opts->mount_flags);
 	if (pipe2(errpipe, O_CLOEXEC) < 0)
 		return -errno;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
