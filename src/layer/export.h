@@ -5,6 +5,8 @@
 
 #include "oci.h"
 
+#include <stdbool.h>
+
 struct archive_entry_linkresolver;
 
 #define EXPORT_BUF_SIZE (128 * 1024)
@@ -16,6 +18,7 @@ struct export_ctx {
 	struct oci_error *e;
 	struct progress *progress;
 	char *buf; /* a data buffer of EXPORT_BUF_SIZE bytes */
+	bool warned_user_marks; /* said that user.overlay.* marks are unread */
 };
 
 /* ---- export_entry.c ---- */

@@ -230,6 +230,28 @@ static int export_metacopy(struct export_ctx *x, const struct layer_entry *e)
 	return err;
 }
 
+/*
+ * Warn once when a layer read with trusted.overlay.* has a directory
+ * marked in user.overlay.*, as a userxattr mount writes it: without
+ * -o userxattr the marks do not reach the tar.
+ */
+static void check_user_marks(struct export_ctx *x, const struct layer_entry *e)
+{
+	static const struct layer_format user = {"user.overlay."};
+	char buf[8];
+
+	if (x->warned_user_marks ||
+	    strcmp(x->opts->roots->fmt->xattr_prefix, "trusted.overlay.") ||
+	    layer_getxattr(e->dirfd, e->depth ? e->name : ".", &user, "opaque",
+			   buf, sizeof(buf)) < 0)
+		return;
+	x->warned_user_marks = true;
+	fprintf(
+	    stderr,
+	    "lamina: warning: %s has user.overlay.opaque, which export reads only with -o userxattr, so such marks are left out; export a layer written by a userxattr mount with -o userxattr\n",
+	    e->depth ? e->path : ".");
+}
+
 static int export_visit(void *arg, const struct layer_entry *e,
 			enum layer_visit visit)
 {
@@ -247,6 +269,8 @@ static int export_visit(void *arg, const struct layer_entry *e,
 	if (S_ISDIR(e->st.st_mode) && e->redirect && e->depth > 0)
 		return export_redirected(x, e);
 	/* The root is reached as "." in its own descriptor. */
+	if (S_ISDIR(e->st.st_mode))
+		check_user_marks(x, e);
 	if (S_ISDIR(e->st.st_mode))
 		return export_dir(x, e->path, e->dirfd,
 				  e->depth ? e->name : ".", &e->st, e->opaque);

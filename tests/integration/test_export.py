@@ -427,3 +427,24 @@ def test_export_names_unreadable_entry():
     assert proc.returncode != 0
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
     assert "at etc/shadow" in proc.stderr
+
+
+def test_export_warns_of_user_marks(tmp_path):
+    """A layer with user.overlay.* marks exported without -o userxattr
+    gets a warning; with it, the opaque mark reaches the tar."""
+    layer = str(tmp_path / "layer")
+    helpers.write_file(os.path.join(layer, "e", "f"), "f\n")
+    os.setxattr(os.path.join(layer, "e"), "user.overlay.opaque", b"y")
+
+    plain = lamina(["export", layer, str(tmp_path / "plain.tar")])
+    marked = lamina(["export", "-o", "userxattr", layer,
+                     str(tmp_path / "marked.tar")])
+
+    assert plain.returncode == 0, plain.stderr
+    assert b"-o userxattr" in plain.stderr
+    assert len(plain.stderr.splitlines()) == 1, plain.stderr
+    assert marked.returncode == 0, marked.stderr
+    assert marked.stderr == b""
+    with tarfile.open(str(tmp_path / "marked.tar")) as archive:
+        names = [n.removeprefix("./") for n in archive.getnames()]
+    assert "e/.wh..wh..opq" in names
