@@ -129,6 +129,7 @@ const char *cli_mountpoint_advice(int err)
 	case ENOENT:
 		return "create the directory first";
 	case ENOTCONN:
+	case ECONNABORTED: /* the same, for a connection over io_uring */
 		return "a FUSE mount whose daemon has ended is still there; remove it with lamina umount (or umount -l), then mount again";
 	case EACCES:
 		return "this user cannot reach it; fix the permissions of the directories above it";
