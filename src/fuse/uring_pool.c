@@ -6,6 +6,7 @@
  */
 #include "internal.h"
 #include "uring.h"
+#include "../common/caps.h"
 #include "../common/log.h"
 
 #include <errno.h>
@@ -71,13 +72,7 @@ static void uring_bind_cpu(struct fuse_uring_thread *t)
  */
 static bool may_leave_idle_priority(void)
 {
-	struct __user_cap_header_struct hdr = {.version =
-						   _LINUX_CAPABILITY_VERSION_3};
-	struct __user_cap_data_struct data[2];
-
-	if (syscall(SYS_capget, &hdr, data) < 0)
-		return false;
-	return data[CAP_SYS_NICE / 32].effective & (1u << (CAP_SYS_NICE % 32));
+	return have_capability(CAP_SYS_NICE);
 }
 
 static int uring_wait_state(struct fuse_session *se)

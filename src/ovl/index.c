@@ -13,6 +13,7 @@
  * names not yet linked up are counted differently on disk.
  */
 #include "ovl.h"
+#include "../common/caps.h"
 #include "../common/log.h"
 
 #include <dirent.h>
@@ -125,7 +126,7 @@ static int index_auto(struct ovl_fs *fs, struct ovl_error *e)
 {
 	int err;
 
-	if (!ovl_have_cap(CAP_DAC_READ_SEARCH))
+	if (!have_capability(CAP_DAC_READ_SEARCH))
 		return 0;
 	fs->config.index = true;
 	err = ovl_index_setup(fs, e);
@@ -156,7 +157,7 @@ int ovl_index_setup(struct ovl_fs *fs, struct ovl_error *e)
 		return 0;
 	/* The index finds lower files by handle, as overlayfs does, which
 	 * needs the capability; overlayfs then goes without the index. */
-	if (!ovl_have_cap(CAP_DAC_READ_SEARCH)) {
+	if (!have_capability(CAP_DAC_READ_SEARCH)) {
 		log_warn(
 		    "index=on needs CAP_DAC_READ_SEARCH to open lower files by their handles, which this mount does not have; hard links are not kept together on this mount (index=off), as in overlayfs");
 		fs->config.index = false;

@@ -304,7 +304,6 @@ int ovl_do_rename(int olddir, const char *oldname, int newdir,
 		  const char *newname, unsigned int flags);
 int ovl_remove_tree(int dirfd, const char *name);
 void ovl_tmpname(struct ovl_fs *fs, char *buf, size_t size);
-bool ovl_have_cap(int cap);
 bool ovl_is_whiteout(const struct stat *st);
 void ovl_xattr_name(const struct ovl_fs *fs, char *buf, size_t size,
 		    const char *suffix);

@@ -10,7 +10,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/capability.h>
 #include <linux/openat2.h>
 #include <stdio.h>
 #include <string.h>
@@ -390,16 +389,4 @@ bool ovl_check_xwhiteout(struct ovl_fs *fs, int dirfd, const char *name,
 		return false;
 	ovl_xattr_name(fs, attr, sizeof(attr), "whiteout");
 	return ovl_do_getxattr(dirfd, name, attr, NULL, 0) >= 0;
-}
-
-/* Whether the daemon has capability cap in its effective set. */
-bool ovl_have_cap(int cap)
-{
-	struct __user_cap_header_struct hdr = {.version =
-						   _LINUX_CAPABILITY_VERSION_3};
-	struct __user_cap_data_struct data[2];
-
-	if (syscall(SYS_capget, &hdr, data) < 0)
-		return false;
-	return data[cap / 32].effective & (1u << (cap % 32));
 }

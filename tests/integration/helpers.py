@@ -329,6 +329,19 @@ def diff_trees(left, right):
     return problems
 
 
+NOBODY = 65534
+
+
+def run_as_nobody(args):
+    """Run args as the user nobody with no supplementary groups; return
+    the CompletedProcess, with text output."""
+    return subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+         "--clear-groups", *args],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        check=False)
+
+
 def shared_libraries(binary):
     """List the absolute paths of the shared libraries binary loads."""
     out = subprocess.run(["ldd", binary], capture_output=True, text=True,

@@ -11,7 +11,7 @@ import pytest
 from conftest import (LAMINA, escape_layer, kernel_overlay, make_tempdir,
                       remove_tree, run, run_lamina)
 from helpers import (find_mount, get_xattr, make_whiteout, read_file,
-                     write_file)
+                     run_as_nobody, write_file)
 
 
 def fill_upper(stack):
@@ -522,8 +522,7 @@ def test_reset_parent_not_writable():
         os.chown(upper, 65534, 65534)
         binary = os.path.join(root, "lamina")
         shutil.copy2(LAMINA, binary)
-        proc = run(["setpriv", "--reuid=65534", "--regid=65534",
-                    "--clear-groups", binary, "reset", upper], check=False)
+        proc = run_as_nobody([binary, "reset", upper])
         left = os.listdir(upper)
     finally:
         remove_tree(root)

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import (LAMINA, kernel_overlay, make_tempdir, remove_tree,
                       run, run_lamina)
-from helpers import write_file
+from helpers import run_as_nobody, write_file
 
 
 def build_changes(stack):
@@ -282,9 +282,7 @@ def test_status_of_another_users_mount(lamina_stack):
     try:
         binary = os.path.join(home, "lamina")
         shutil.copy2(LAMINA, binary)
-        proc = run(["setpriv", "--reuid=65534", "--regid=65534",
-                    "--clear-groups", binary, "status", stack.merged],
-                   check=False)
+        proc = run_as_nobody([binary, "status", stack.merged])
     finally:
         shutil.rmtree(home)
 
