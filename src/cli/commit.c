@@ -89,11 +89,12 @@ static int open_workdir(struct commit *c)
 }
 
 /*
- * Check that the commit can write in dirfd, the directory path. A commit
+ * Check that the commit can write in dirfd, the directory path, which is
+ * the role given. A commit
  * that found out later would stop with the new layer written and the
  * upper still full, and fail the same way at every new run.
  */
-static int check_writable(int dirfd, const char *path, const char *what)
+static int check_writable(int dirfd, const char *path, const char *role)
 {
 	if (faccessat(dirfd, ".", W_OK, AT_EACCESS) == 0)
 		return 0;
@@ -101,12 +102,12 @@ static int check_writable(int dirfd, const char *path, const char *what)
 		fprintf(
 		    stderr,
 		    "lamina: commit: %s %s is on a read-only filesystem; remount it read-write, then run the commit\n",
-		    what, path);
+		    role, path);
 	else
 		fprintf(
 		    stderr,
-		    "lamina: commit: cannot write in %s %s: %s; run the commit as a user who may\n",
-		    what, path, strerror(errno));
+		    "lamina: commit: cannot write in %s %s: %s; run the commit as a user who may write there\n",
+		    role, path, strerror(errno));
 	return EXIT_USAGE;
 }
 

@@ -140,7 +140,7 @@ static void report_fusermount_error(const char *mnt, struct fuse_session *se)
 {
 	int status = fuse_session_fusermount_status(se);
 	const char *reason = fuse_session_fusermount_error(se);
-	char what[320];
+	char failure[320];
 
 	if (status == 127) {
 		fprintf(
@@ -150,19 +150,19 @@ static void report_fusermount_error(const char *mnt, struct fuse_session *se)
 		return;
 	}
 	if (reason[0])
-		snprintf(what, sizeof(what), "%s", reason);
+		snprintf(failure, sizeof(failure), "%s", reason);
 	else
-		snprintf(what, sizeof(what), "exit status %d", status);
+		snprintf(failure, sizeof(failure), "exit status %d", status);
 	if (access("/dev/fuse", R_OK | W_OK) < 0 && errno == EACCES)
 		fprintf(
 		    stderr,
 		    "lamina: mounting %s: fusermount3 failed (%s): /dev/fuse is open to root only, so as root run 'chmod 0666 /dev/fuse' to let users mount FUSE filesystems, or mount as root\n",
-		    mnt, what);
+		    mnt, failure);
 	else
 		fprintf(
 		    stderr,
 		    "lamina: mounting %s: fusermount3 failed (%s); fix what it reports, or mount as root\n",
-		    mnt, what);
+		    mnt, failure);
 }
 
 static void report_mount_error(const char *mnt, int err,

@@ -241,9 +241,9 @@ static int stack_from_kernel(const struct cli_mount *m, struct cli_stack *s)
 }
 
 /*
- * Whether this process may query the daemon of the FUSE mount m, which
- * answers root and the user in its user_id= option, stored in *owner
- * (-1 if the option is missing).
+ * Whether this process may query the daemon of the FUSE mount m. The
+ * daemon replies only to root and to the user in the mount's user_id=
+ * option, which goes to *owner (-1 if the option is missing).
  */
 static bool may_query(const struct cli_mount *m, long *owner)
 {

@@ -18,7 +18,8 @@ struct export_ctx {
 	struct oci_error *e;
 	struct progress *progress;
 	char *buf; /* a data buffer of EXPORT_BUF_SIZE bytes */
-	bool warned_user_marks; /* said that user.overlay.* marks are unread */
+	bool warned_user_marks; /* the warning about user.overlay.* was printed
+				 */
 };
 
 /* ---- export_entry.c ---- */

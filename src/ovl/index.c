@@ -17,9 +17,9 @@
 #include "../common/log.h"
 
 #include <dirent.h>
-#include <linux/capability.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -13,8 +13,8 @@
  *
  * Every rename counts as a move. The kernel does not lock an inode to
  * open it, stat it or read its xattrs or link target, so such a request
- * can reach lamina while a rename of the same name runs: reading by path
- * works the same way, and reads again when a move overlapped it.
+ * can reach lamina while a rename of the same name runs. A read by path
+ * therefore also waits for moves, and reads again when one overlapped it.
  */
 #include "ovl.h"
 

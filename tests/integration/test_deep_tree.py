@@ -142,7 +142,7 @@ def make_deep_upper(upper, depth):
 
 @pytest.fixture
 def very_deep_stack(lamina_stack):
-    """lamina_stack whose upper holds a file below more than PATH_MAX
+    """lamina_stack whose upper contains a file below more than PATH_MAX
     bytes of path."""
     stack = lamina_stack
     make_deep_upper(stack.upper, VERY_DEEP)
