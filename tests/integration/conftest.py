@@ -53,6 +53,15 @@ def make_tempdir(prefix="lamina-test."):
     return path
 
 
+def lamina_for_others(directory):
+    """Copy the lamina binary into directory, made by make_tempdir(), so
+    that another user can run it wherever the binary under test lies;
+    return the copy's path."""
+    binary = os.path.join(directory, "lamina")
+    shutil.copy2(LAMINA, binary)
+    return binary
+
+
 @contextlib.contextmanager
 def scratch_mount(prefix, fstype, options=None):
     """Mount a new fstype instance on a fresh temporary dir and yield the

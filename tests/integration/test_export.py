@@ -18,7 +18,8 @@ import tarfile
 import pytest
 
 import helpers
-from conftest import LAMINA, make_tempdir, require_lamina
+from conftest import (LAMINA, lamina_for_others, make_tempdir,
+                      require_lamina)
 
 OVERLAY_PREFIXES = ("trusted.overlay.", "user.overlay.")
 
@@ -414,9 +415,8 @@ def test_export_names_unreadable_entry():
                            mode=0o640)
         out = os.path.join(root, "out")
         os.mkdir(out)
-        os.chown(out, 65534, 65534)
-        binary = os.path.join(root, "lamina")
-        shutil.copy2(LAMINA, binary)
+        os.chown(out, helpers.NOBODY, helpers.NOBODY)
+        binary = lamina_for_others(root)
         proc = helpers.run_as_nobody(
             [binary, "export", layer, os.path.join(out, "layer.tar")])
     finally:

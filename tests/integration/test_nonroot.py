@@ -29,9 +29,9 @@ from conftest import (
     run_lamina,
     wait_for,
 )
-from helpers import find_mount, in_child, read_file, shared_libraries
+from helpers import (NOBODY, find_mount, in_child, read_file,
+                     shared_libraries)
 
-NOBODY = 65534
 USER_OPTIONS = "lowerdir=/l,upperdir=/u,workdir=/w,userxattr"
 FUSERMOUNT = shutil.which("fusermount3")
 
@@ -381,8 +381,8 @@ def test_nonroot_owner_after_copy_up(jail_factory):
     merged = jail.path("merged", "pub")
 
     def owner(name):
-        # stat(1) asks statx(2) for the owner alone, which the kernel
-        # answers from its cache unless the owner was dropped from it.
+        # stat(1) requests the owner alone from statx(2), which the
+        # kernel then takes from its cache unless the owner was dropped.
         return int(subprocess.run(["stat", "-c", "%u",
                                    os.path.join(merged, name)],
                                   capture_output=True, text=True,

@@ -3,14 +3,14 @@
 import glob
 import json
 import os
-import shutil
 import stat
 
 import pytest
 
-from conftest import (LAMINA, escape_layer, kernel_overlay, make_tempdir,
-                      remove_tree, run, run_lamina)
-from helpers import (find_mount, get_xattr, make_whiteout, read_file,
+from conftest import (LAMINA, escape_layer, kernel_overlay,
+                      lamina_for_others, make_tempdir, remove_tree, run,
+                      run_lamina)
+from helpers import (NOBODY, find_mount, get_xattr, make_whiteout, read_file,
                      run_as_nobody, write_file)
 
 
@@ -519,9 +519,8 @@ def test_reset_parent_not_writable():
     try:
         upper = os.path.join(root, "parent", "upper")
         write_file(os.path.join(upper, "f"), "x")
-        os.chown(upper, 65534, 65534)
-        binary = os.path.join(root, "lamina")
-        shutil.copy2(LAMINA, binary)
+        os.chown(upper, NOBODY, NOBODY)
+        binary = lamina_for_others(root)
         proc = run_as_nobody([binary, "reset", upper])
         left = os.listdir(upper)
     finally:

@@ -20,7 +20,7 @@ import time
 import pytest
 
 import helpers
-from conftest import LAMINA, make_tempdir, run_lamina
+from conftest import LAMINA, lamina_for_others, make_tempdir, run_lamina
 from test_commit import assert_rejected, assert_same_tree, held_locks, tree
 
 READERS = ("kernel", "lamina")
@@ -746,9 +746,8 @@ def test_squash_without_root_names_owner_problem():
         helpers.write_file(os.path.join(layer, "etc", "hostname"), "h\n")
         out = os.path.join(root, "out")
         os.mkdir(out)
-        os.chown(out, 65534, 65534)
-        binary = os.path.join(root, "lamina")
-        shutil.copy2(LAMINA, binary)
+        os.chown(out, helpers.NOBODY, helpers.NOBODY)
+        binary = lamina_for_others(root)
         proc = helpers.run_as_nobody(
             [binary, "squash", "-o", f"lowerdir={layer}",
              os.path.join(out, "new")])

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from conftest import (LAMINA, kernel_overlay, make_tempdir, remove_tree,
-                      run, run_lamina)
+from conftest import (kernel_overlay, lamina_for_others, make_tempdir,
+                      remove_tree, run, run_lamina)
 from helpers import run_as_nobody, write_file
 
 
@@ -280,8 +280,7 @@ def test_status_of_another_users_mount(lamina_stack):
     stack.mount()
     home = make_tempdir("lamina-status.")
     try:
-        binary = os.path.join(home, "lamina")
-        shutil.copy2(LAMINA, binary)
+        binary = lamina_for_others(home)
         proc = run_as_nobody([binary, "status", stack.merged])
     finally:
         shutil.rmtree(home)
